@@ -1,0 +1,49 @@
+//! The deployment's security policy. Advanced protection is not a setting: these knobs tune
+//! lifetimes and limits, never whether protection is on.
+
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Idle timeout: a session unused this long ends (NIST AAL3: 15 minutes).
+    pub session_idle_ms: i64,
+    /// Absolute lifetime: a session ends this long after sign-in whatever happens (AAL3: 12 h).
+    pub session_absolute_ms: i64,
+    /// A ceremony's challenge is good for this long (at most 5 minutes).
+    pub ceremony_ttl_ms: i64,
+    /// Ceremonies in flight across the whole server; a bound against memory and disk DoS.
+    pub max_pending_ceremonies: u32,
+    /// Sensitive operations need a user-verified assertion no older than this.
+    pub step_up_ms: i64,
+    /// How long a redeemed recovery key waits before it takes effect; 0 = at once.
+    pub recovery_window_ms: i64,
+    /// Suggest a recovery-key drill when the last verification is older than this.
+    pub drill_interval_ms: i64,
+    /// An authenticator unused this long is called stale.
+    pub stale_after_ms: i64,
+    /// Refuse synced passkeys (BE=1): keys must be device-bound (AAL3).
+    pub require_device_bound: bool,
+    /// If set, only these authenticator models may register.
+    pub allowed_aaguids: Option<Vec<Uuid>>,
+}
+
+pub const MINUTE_MS: i64 = 60_000;
+pub const HOUR_MS: i64 = 60 * MINUTE_MS;
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            session_idle_ms: 15 * MINUTE_MS,
+            session_absolute_ms: 12 * HOUR_MS,
+            ceremony_ttl_ms: 5 * MINUTE_MS,
+            max_pending_ceremonies: 10_000,
+            step_up_ms: 5 * MINUTE_MS,
+            recovery_window_ms: 24 * HOUR_MS,
+            drill_interval_ms: 90 * DAY_MS,
+            stale_after_ms: 180 * DAY_MS,
+            require_device_bound: false,
+            allowed_aaguids: None,
+        }
+    }
+}

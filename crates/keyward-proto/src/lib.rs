@@ -1,0 +1,518 @@
+//! Keyward's wire types. Everything that crosses the HTTP or IPC boundary is defined here and
+//! nowhere else, so the server, the client and the desktop app cannot drift apart.
+//!
+//! Times are Unix milliseconds (`i64`), named `*_at`.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+pub use webauthn_rs_proto::{
+    CreationChallengeResponse, PublicKeyCredential, RegisterPublicKeyCredential,
+    RequestChallengeResponse,
+};
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// The one error shape at every boundary: a stable `code` to match on, a `message` safe to show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request was well-formed JSON but a field is invalid.
+    InvalidInput,
+    /// The body is not valid JSON for this endpoint.
+    MalformedBody,
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    NotFound,
+    /// No session token, or one that is unknown, ended or expired.
+    Unauthenticated,
+    /// The session was valid but ran past its idle or absolute lifetime.
+    SessionExpired,
+    /// This operation needs a user-verified assertion made in the last few minutes.
+    StepUpRequired,
+    /// The session may not do this (for example a recovery session before its window ends).
+    Forbidden,
+    /// The ceremony ID is unknown, already used, or expired.
+    CeremonyExpired,
+    /// The authenticator's response did not verify. Deliberately says nothing more.
+    AuthenticationFailed,
+    RegistrationFailed,
+    UsernameUnavailable,
+    /// The deployment's policy refuses this authenticator (synced passkey, model not allowed).
+    PolicyRefused,
+    /// The last usable authenticator cannot be removed.
+    LastAuthenticator,
+    /// The recovery key's proof did not verify.
+    RecoveryFailed,
+    /// The account is in a recovery window or must finish enrolling first.
+    RecoveryInProgress,
+    RateLimited,
+    Conflict,
+    Internal,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ceremonies
+
+/// What the client says about itself; shown to the user in device lists and alerts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+pub struct ClientInfo {
+    /// A human name for the client, e.g. "Keyward desktop on ada-laptop".
+    pub name: String,
+    /// Operating system or browser family, e.g. "Linux".
+    pub platform: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegistrationBeginRequest {
+    pub username: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegistrationBegin {
+    pub ceremony_id: Uuid,
+    /// Pass to `navigator.credentials.create()` or a CTAP2 authenticator.
+    #[schema(value_type = Object)]
+    pub options: CreationChallengeResponse,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegistrationFinishRequest {
+    pub ceremony_id: Uuid,
+    #[schema(value_type = Object)]
+    pub credential: RegisterPublicKeyCredential,
+    #[serde(default)]
+    pub nickname: Option<String>,
+    #[serde(default)]
+    pub client: ClientInfo,
+    /// The secret this device got at an earlier sign-in, if any; lets the server recognise it.
+    #[serde(default)]
+    pub device_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SignInBeginRequest {
+    /// Absent for a usernameless (discoverable credential) sign-in.
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AssertionBegin {
+    pub ceremony_id: Uuid,
+    /// Pass to `navigator.credentials.get()` or a CTAP2 authenticator.
+    #[schema(value_type = Object)]
+    pub options: RequestChallengeResponse,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SignInFinishRequest {
+    pub ceremony_id: Uuid,
+    #[schema(value_type = Object)]
+    pub credential: PublicKeyCredential,
+    #[serde(default)]
+    pub client: ClientInfo,
+    #[serde(default)]
+    pub device_secret: Option<String>,
+}
+
+/// A ceremony that only proves presence of an enrolled key (step-up, cancelling a recovery).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AssertionFinishRequest {
+    pub ceremony_id: Uuid,
+    #[schema(value_type = Object)]
+    pub credential: PublicKeyCredential,
+}
+
+/// A new session. The token is shown once; the server keeps only its hash.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SignedIn {
+    /// Bearer token for `Authorization: Bearer …`.
+    pub token: String,
+    /// Keep this on the device and send it at the next sign-in so it counts as a known device.
+    pub device_secret: String,
+    pub session: SessionView,
+    pub account: AccountView,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Account, authenticators, sessions
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountState {
+    Active,
+    /// A recovery key was redeemed; the window is open and any enrolled key can cancel it.
+    RecoveryPending,
+    /// The window ended: the account must enrol a new authenticator and a new recovery key.
+    RecoveryEnrolment,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccountView {
+    pub id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    pub created_at: Millis,
+    pub state: AccountState,
+    pub recovery: Option<RecoveryWindow>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthenticatorStatus {
+    Active,
+    /// Reported lost: refused at sign-in, kept for the record.
+    Lost,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuthenticatorView {
+    pub id: Uuid,
+    pub nickname: String,
+    pub aaguid: Option<Uuid>,
+    /// The model name, where the AAGUID is known.
+    pub model: Option<String>,
+    pub transports: Vec<String>,
+    /// BE flag: the credential may be synced to other devices (a passkey in a password manager).
+    pub backup_eligible: bool,
+    /// BS flag: the credential is currently synced.
+    pub backup_state: bool,
+    pub created_at: Millis,
+    pub last_used_at: Option<Millis>,
+    pub sign_count: u32,
+    pub status: AuthenticatorStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RenameAuthenticatorRequest {
+    pub nickname: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AddAuthenticatorFinishRequest {
+    pub ceremony_id: Uuid,
+    #[schema(value_type = Object)]
+    pub credential: RegisterPublicKeyCredential,
+    #[serde(default)]
+    pub nickname: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RemovalImpact {
+    pub authenticator: AuthenticatorView,
+    /// Sessions that were opened with this authenticator and would end.
+    pub sessions_ending: Vec<SessionView>,
+    pub readiness_after: Readiness,
+    /// Why the removal would be refused, if it would.
+    pub refused: Option<ApiError>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceView {
+    pub id: Uuid,
+    pub name: String,
+    pub platform: String,
+    pub first_seen_at: Millis,
+    pub last_seen_at: Millis,
+    pub address: String,
+    /// A coarse place, only where the operator configured an offline IP database.
+    pub place: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionScope {
+    Full,
+    /// Opened by a recovery key: can only watch its window, then enrol a new key and recovery key.
+    Recovery,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    pub id: Uuid,
+    pub device: DeviceView,
+    pub scope: SessionScope,
+    pub created_at: Millis,
+    pub last_seen_at: Millis,
+    /// When the idle timeout ends this session if it stays unused.
+    pub idle_expires_at: Millis,
+    /// When the absolute lifetime ends this session whatever happens.
+    pub expires_at: Millis,
+    /// Last user-verified assertion in this session (sign-in or step-up).
+    pub verified_at: Millis,
+    /// The authenticator that opened this session (none for a recovery session).
+    pub opened_by: Option<Uuid>,
+    pub address: String,
+    /// True for the session making this request.
+    pub current: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EndedSessions {
+    pub ended: Vec<Uuid>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+pub struct RecoveryKeyStatus {
+    pub present: bool,
+    pub created_at: Option<Millis>,
+    /// The user typed the key back: the backup was made.
+    pub confirmed_at: Option<Millis>,
+    /// Last successful drill ("test my recovery key") or confirmation.
+    pub last_verified_at: Option<Millis>,
+    /// No verification for longer than the drill interval.
+    pub drill_due: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SetRecoveryKeyRequest {
+    /// The Ed25519 public key derived from the recovery key, base64url without padding.
+    pub public_key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryPurpose {
+    Confirm,
+    Drill,
+    Redeem,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecoveryChallengeRequest {
+    pub purpose: RecoveryPurpose,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecoveryChallenge {
+    pub challenge_id: Uuid,
+    pub purpose: RecoveryPurpose,
+    /// 32 random bytes, base64url without padding; sign the framed message (see the docs).
+    pub challenge: String,
+    pub expires_at: Millis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecoveryProof {
+    pub challenge_id: Uuid,
+    /// Ed25519 signature, base64url without padding.
+    pub signature: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RedeemBeginRequest {
+    pub username: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RedeemFinishRequest {
+    pub challenge_id: Uuid,
+    pub signature: String,
+    #[serde(default)]
+    pub client: ClientInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecoveryWindow {
+    pub started_at: Millis,
+    pub ends_at: Millis,
+    /// The device that redeemed the recovery key.
+    pub device_name: String,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecoveryStarted {
+    /// A recovery-scoped session token: it can watch the window, then enrol.
+    pub token: String,
+    pub device_secret: String,
+    pub window: RecoveryWindow,
+    pub account: AccountView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecoveryCancelBeginRequest {
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readiness
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadinessLevel {
+    /// One loss locks the account out.
+    AtRisk,
+    /// No single loss locks the account out, but something is missing.
+    Partial,
+    /// At least two independent authenticators and a confirmed recovery key.
+    Protected,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NextStep {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    pub level: ReadinessLevel,
+    pub active_authenticators: u32,
+    /// Synced passkeys from one provider count once: they are lost together.
+    pub independent_authenticators: u32,
+    pub device_bound: u32,
+    pub synced: u32,
+    pub has_backup: bool,
+    pub recovery_key: RecoveryKeyStatus,
+    /// Authenticators not used for a long time: check they still exist.
+    pub stale_authenticators: Vec<Uuid>,
+    /// The one loss that would lock the account out, in words, if there is one.
+    pub single_point_of_failure: Option<String>,
+    pub next_step: Option<NextStep>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Security events
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    AccountCreated,
+    SignIn,
+    SignInFailed,
+    SessionEnded,
+    AuthenticatorAdded,
+    AuthenticatorRenamed,
+    AuthenticatorRemoved,
+    AuthenticatorReportedLost,
+    RecoveryKeyGenerated,
+    RecoveryKeyConfirmed,
+    RecoveryKeyVerified,
+    RecoveryStarted,
+    RecoveryCancelled,
+    RecoveryCompleted,
+    ClonedKeyWarning,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::AccountCreated => "account_created",
+            EventKind::SignIn => "sign_in",
+            EventKind::SignInFailed => "sign_in_failed",
+            EventKind::SessionEnded => "session_ended",
+            EventKind::AuthenticatorAdded => "authenticator_added",
+            EventKind::AuthenticatorRenamed => "authenticator_renamed",
+            EventKind::AuthenticatorRemoved => "authenticator_removed",
+            EventKind::AuthenticatorReportedLost => "authenticator_reported_lost",
+            EventKind::RecoveryKeyGenerated => "recovery_key_generated",
+            EventKind::RecoveryKeyConfirmed => "recovery_key_confirmed",
+            EventKind::RecoveryKeyVerified => "recovery_key_verified",
+            EventKind::RecoveryStarted => "recovery_started",
+            EventKind::RecoveryCancelled => "recovery_cancelled",
+            EventKind::RecoveryCompleted => "recovery_completed",
+            EventKind::ClonedKeyWarning => "cloned_key_warning",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.as_str() == s)
+    }
+
+    pub const ALL: [EventKind; 15] = [
+        EventKind::AccountCreated,
+        EventKind::SignIn,
+        EventKind::SignInFailed,
+        EventKind::SessionEnded,
+        EventKind::AuthenticatorAdded,
+        EventKind::AuthenticatorRenamed,
+        EventKind::AuthenticatorRemoved,
+        EventKind::AuthenticatorReportedLost,
+        EventKind::RecoveryKeyGenerated,
+        EventKind::RecoveryKeyConfirmed,
+        EventKind::RecoveryKeyVerified,
+        EventKind::RecoveryStarted,
+        EventKind::RecoveryCancelled,
+        EventKind::RecoveryCompleted,
+        EventKind::ClonedKeyWarning,
+    ];
+}
+
+/// How loudly a client should tell the user: `urgent` pops up, `quiet` only goes in the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Urgency {
+    Quiet,
+    Urgent,
+}
+
+/// Facts about an event; which are present depends on the kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+pub struct EventDetail {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticator_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticator_name: Option<String>,
+    /// For `session_ended`: the session that ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_session_id: Option<Uuid>,
+    /// For `session_ended`: `user`, `sign_out`, `lost_key`, `authenticator_removed`, `recovery`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For `sign_in`: whether the device had signed in to this account before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_device: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecurityEvent {
+    /// Position in the append-only log; use it as `Last-Event-ID`.
+    pub id: i64,
+    pub account_id: Uuid,
+    pub kind: EventKind,
+    pub at: Millis,
+    pub urgency: Urgency,
+    /// The session that did it (for a sign-in, the new session).
+    pub session_id: Option<Uuid>,
+    pub device_id: Option<Uuid>,
+    pub device_name: Option<String>,
+    pub address: Option<String>,
+    pub detail: EventDetail,
+    /// SHA-256 over the previous event's hash and this event: the log's hash chain.
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventPage {
+    pub events: Vec<SecurityEvent>,
+    /// Pass as `before` to get the next (older) page; absent on the last page.
+    pub next_before: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
