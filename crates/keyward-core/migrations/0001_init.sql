@@ -61,6 +61,7 @@ CREATE TABLE sessions (
     expires_at   INTEGER NOT NULL,
     opened_by    BLOB,                         -- authenticator id; NULL for recovery sessions
     address      TEXT NOT NULL,
+    active_from  INTEGER NOT NULL,             -- idle clock start; a recovery window's end
     ended_at     INTEGER,
     ended_reason TEXT
 );

@@ -8,7 +8,9 @@ pub enum CoreError {
     Database(#[from] rusqlite::Error),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
-    #[error("the database was written by a newer Keyward (schema {found}, this build knows {known})")]
+    #[error(
+        "the database was written by a newer Keyward (schema {found}, this build knows {known})"
+    )]
     SchemaTooNew { found: i64, known: i64 },
     #[error("that username is taken")]
     UsernameTaken,

@@ -60,9 +60,14 @@ pub fn assess(
         .collect();
 
     let single_point_of_failure = match (independent, recovery_confirmed) {
-        (0, false) => Some("You have no working security key and no confirmed recovery key.".into()),
+        (0, false) => {
+            Some("You have no working security key and no confirmed recovery key.".into())
+        }
         (1, false) => {
-            let only = active.first().map(|a| a.nickname.as_str()).unwrap_or("your key");
+            let only = active
+                .first()
+                .map(|a| a.nickname.as_str())
+                .unwrap_or("your key");
             Some(if synced.len() == active.len() {
                 format!("Losing access to the account that syncs \"{only}\" would lock you out.")
             } else {
@@ -80,17 +85,37 @@ pub fn assess(
         ReadinessLevel::Partial
     };
 
-    let step = |code: &str, message: &str| Some(NextStep { code: code.into(), message: message.into() });
+    let step = |code: &str, message: &str| {
+        Some(NextStep {
+            code: code.into(),
+            message: message.into(),
+        })
+    };
     let next_step = if independent < 2 {
-        step("add_backup_key", "Add a backup security key, kept somewhere safe, so losing one key does not lock you out.")
+        step(
+            "add_backup_key",
+            "Add a backup security key, kept somewhere safe, so losing one key does not lock you out.",
+        )
     } else if !recovery_key.present {
-        step("set_up_recovery_key", "Create a recovery key and store it offline: it is your way back if every key is lost.")
+        step(
+            "set_up_recovery_key",
+            "Create a recovery key and store it offline: it is your way back if every key is lost.",
+        )
     } else if !recovery_confirmed {
-        step("confirm_recovery_key", "Type your recovery key back to confirm you saved it.")
+        step(
+            "confirm_recovery_key",
+            "Type your recovery key back to confirm you saved it.",
+        )
     } else if recovery_key.drill_due {
-        step("drill_recovery_key", "Test your recovery key: prove you can still find it, without using it up.")
+        step(
+            "drill_recovery_key",
+            "Test your recovery key: prove you can still find it, without using it up.",
+        )
     } else if !stale_authenticators.is_empty() {
-        step("check_stale_keys", "Some keys have not been used in months: check you still have them, or remove them.")
+        step(
+            "check_stale_keys",
+            "Some keys have not been used in months: check you still have them, or remove them.",
+        )
     } else {
         None
     };
@@ -144,7 +169,12 @@ mod tests {
 
     #[test]
     fn one_key_and_no_recovery_key_is_at_risk_and_names_the_key() {
-        let r = assess(&[key("Blue YubiKey", false, None)], None, 0, &Policy::default());
+        let r = assess(
+            &[key("Blue YubiKey", false, None)],
+            None,
+            0,
+            &Policy::default(),
+        );
         assert_eq!(r.level, ReadinessLevel::AtRisk);
         assert!(r.single_point_of_failure.unwrap().contains("Blue YubiKey"));
         assert_eq!(r.next_step.unwrap().code, "add_backup_key");
@@ -153,7 +183,12 @@ mod tests {
     #[test]
     fn two_synced_passkeys_from_one_provider_are_one_independent_authenticator() {
         let gpm = Some(Uuid::from_u128(7));
-        let r = assess(&[key("phone", true, gpm), key("laptop", true, gpm)], None, 0, &Policy::default());
+        let r = assess(
+            &[key("phone", true, gpm), key("laptop", true, gpm)],
+            None,
+            0,
+            &Policy::default(),
+        );
         assert_eq!(r.independent_authenticators, 1);
         assert_eq!(r.level, ReadinessLevel::AtRisk);
         assert!(r.single_point_of_failure.unwrap().contains("syncs"));
@@ -172,7 +207,12 @@ mod tests {
 
     #[test]
     fn one_key_with_a_confirmed_recovery_key_has_no_single_point_of_failure() {
-        let r = assess(&[key("a", false, None)], Some(&confirmed()), 0, &Policy::default());
+        let r = assess(
+            &[key("a", false, None)],
+            Some(&confirmed()),
+            0,
+            &Policy::default(),
+        );
         assert_eq!(r.level, ReadinessLevel::Partial);
         assert!(r.single_point_of_failure.is_none());
     }

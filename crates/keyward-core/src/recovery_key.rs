@@ -166,11 +166,20 @@ pub fn verify_proof(
     challenge: &[u8],
     signature: &[u8],
 ) -> bool {
-    let Ok(pk) = <[u8; 32]>::try_from(public_key) else { return false };
-    let Ok(sig) = <[u8; 64]>::try_from(signature) else { return false };
-    let Ok(vk) = VerifyingKey::from_bytes(&pk) else { return false };
-    vk.verify_strict(&proof_message(purpose, rp_id, challenge), &Signature::from_bytes(&sig))
-        .is_ok()
+    let Ok(pk) = <[u8; 32]>::try_from(public_key) else {
+        return false;
+    };
+    let Ok(sig) = <[u8; 64]>::try_from(signature) else {
+        return false;
+    };
+    let Ok(vk) = VerifyingKey::from_bytes(&pk) else {
+        return false;
+    };
+    vk.verify_strict(
+        &proof_message(purpose, rp_id, challenge),
+        &Signature::from_bytes(&sig),
+    )
+    .is_ok()
 }
 
 /// Checks that bytes are a usable Ed25519 public key (not a small-order point).
@@ -193,7 +202,11 @@ mod tests {
         assert_eq!(shown.len(), 39);
         assert_eq!(shown.matches('-').count(), 7);
         assert_eq!(RecoveryKey::parse(&shown).unwrap(), key);
-        let sloppy = shown.to_lowercase().replace('-', " ").replace('0', "o").replace('1', "l");
+        let sloppy = shown
+            .to_lowercase()
+            .replace('-', " ")
+            .replace('0', "o")
+            .replace('1', "l");
         assert_eq!(RecoveryKey::parse(&sloppy).unwrap(), key);
     }
 
@@ -205,9 +218,15 @@ mod tests {
             let mut typo = shown.clone().into_bytes();
             typo[i] = if typo[i] == b'Z' { b'Y' } else { b'Z' };
             let typo = String::from_utf8(typo).unwrap();
-            assert!(RecoveryKey::parse(&typo).is_err(), "typo at {i} slipped through");
+            assert!(
+                RecoveryKey::parse(&typo).is_err(),
+                "typo at {i} slipped through"
+            );
         }
-        assert_eq!(RecoveryKey::parse("ABCD"), Err(RecoveryKeyFormatError::WrongLength(4)));
+        assert_eq!(
+            RecoveryKey::parse("ABCD"),
+            Err(RecoveryKeyFormatError::WrongLength(4))
+        );
         assert_eq!(
             RecoveryKey::parse(&shown.replace(&shown[0..1], "U")),
             Err(RecoveryKeyFormatError::BadCharacter('U'))
@@ -220,11 +239,41 @@ mod tests {
         let pk = key.public_key();
         assert!(is_valid_public_key(&pk));
         let sig = key.sign(RecoveryPurpose::Drill, "example.com", b"challenge");
-        assert!(verify_proof(&pk, RecoveryPurpose::Drill, "example.com", b"challenge", &sig));
-        assert!(!verify_proof(&pk, RecoveryPurpose::Redeem, "example.com", b"challenge", &sig));
-        assert!(!verify_proof(&pk, RecoveryPurpose::Drill, "evil.com", b"challenge", &sig));
-        assert!(!verify_proof(&pk, RecoveryPurpose::Drill, "example.com", b"other", &sig));
+        assert!(verify_proof(
+            &pk,
+            RecoveryPurpose::Drill,
+            "example.com",
+            b"challenge",
+            &sig
+        ));
+        assert!(!verify_proof(
+            &pk,
+            RecoveryPurpose::Redeem,
+            "example.com",
+            b"challenge",
+            &sig
+        ));
+        assert!(!verify_proof(
+            &pk,
+            RecoveryPurpose::Drill,
+            "evil.com",
+            b"challenge",
+            &sig
+        ));
+        assert!(!verify_proof(
+            &pk,
+            RecoveryPurpose::Drill,
+            "example.com",
+            b"other",
+            &sig
+        ));
         let other = RecoveryKey::generate();
-        assert!(!verify_proof(&other.public_key(), RecoveryPurpose::Drill, "example.com", b"challenge", &sig));
+        assert!(!verify_proof(
+            &other.public_key(),
+            RecoveryPurpose::Drill,
+            "example.com",
+            b"challenge",
+            &sig
+        ));
     }
 }

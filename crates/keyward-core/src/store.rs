@@ -90,11 +90,14 @@ pub struct Session {
     pub address: String,
     pub ended_at: Option<Millis>,
     pub ended_reason: Option<String>,
+    /// The idle clock runs from here or from the last use, whichever is later. A recovery
+    /// session becomes usable only when its window ends, so its idle clock starts then.
+    pub active_from: Millis,
 }
 
 impl Session {
     pub fn idle_expires_at(&self, idle_ms: i64) -> Millis {
-        (self.last_seen_at + idle_ms).min(self.expires_at)
+        (self.last_seen_at.max(self.active_from) + idle_ms).min(self.expires_at)
     }
     pub fn is_live(&self, now: Millis, idle_ms: i64) -> bool {
         self.ended_at.is_none() && now < self.idle_expires_at(idle_ms)
@@ -197,7 +200,10 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
-        Ok(Store { conn: Mutex::new(conn), on_commit: RwLock::new(None) })
+        Ok(Store {
+            conn: Mutex::new(conn),
+            on_commit: RwLock::new(None),
+        })
     }
 
     /// Called with the events of each committed write, after the commit: the live stream.
@@ -210,17 +216,19 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        let (value, appended) = {
-            let mut conn = self.conn.lock();
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(CoreError::from)?;
-            let mut wrapped = Tx { tx, appended: Vec::new() };
-            let value = f(&mut wrapped)?;
-            let Tx { tx, appended } = wrapped;
-            tx.commit().map_err(CoreError::from)?;
-            (value, appended)
+        let mut conn = self.conn.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(CoreError::from)?;
+        let mut wrapped = Tx {
+            tx,
+            appended: Vec::new(),
         };
+        let value = f(&mut wrapped)?;
+        let Tx { tx, appended } = wrapped;
+        tx.commit().map_err(CoreError::from)?;
+        // Published while the writer lock is still held, so live subscribers see events in
+        // commit order. The hook must not block.
         if !appended.is_empty()
             && let Some(hook) = self.on_commit.read().as_ref()
         {
@@ -238,7 +246,10 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
             .map_err(CoreError::from)?;
-        let mut wrapped = Tx { tx, appended: Vec::new() };
+        let mut wrapped = Tx {
+            tx,
+            appended: Vec::new(),
+        };
         f(&mut wrapped)
     }
 
@@ -256,11 +267,17 @@ impl Store {
                 let (event, stored) = event_from_row(row)?;
                 count += 1;
                 if event_hash(&prev, &event) != stored {
-                    return Ok(ChainReport { events: count, first_broken: Some(event.id) });
+                    return Ok(ChainReport {
+                        events: count,
+                        first_broken: Some(event.id),
+                    });
                 }
                 prev = stored;
             }
-            Ok(ChainReport { events: count, first_broken: None })
+            Ok(ChainReport {
+                events: count,
+                first_broken: None,
+            })
         })
     }
 }
@@ -396,7 +413,7 @@ fn device_from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
 }
 
 const SESSION_COLS: &str = "id, account_id, device_id, scope, created_at, last_seen_at,
-    verified_at, expires_at, opened_by, address, ended_at, ended_reason";
+    verified_at, expires_at, opened_by, address, ended_at, ended_reason, active_from";
 
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
     let scope: String = r.get(3)?;
@@ -417,6 +434,7 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
         address: r.get(9)?,
         ended_at: r.get(10)?,
         ended_reason: r.get(11)?,
+        active_from: r.get(12)?,
     })
 }
 
@@ -434,7 +452,11 @@ fn event_from_row(r: &Row<'_>) -> Result<(SecurityEvent, [u8; 32])> {
         kind: EventKind::parse(&kind)
             .ok_or_else(|| CoreError::Corrupt(format!("unknown event kind '{kind}'")))?,
         at: r.get(3)?,
-        urgency: if urgency == "urgent" { Urgency::Urgent } else { Urgency::Quiet },
+        urgency: if urgency == "urgent" {
+            Urgency::Urgent
+        } else {
+            Urgency::Quiet
+        },
         session_id: opt_uuid(r.get(5)?)?,
         device_id: opt_uuid(r.get(6)?)?,
         device_name: r.get(7)?,
@@ -500,8 +522,10 @@ impl Tx<'_> {
 
     /// Stores a ceremony's state, first sweeping expired ones; refuses past `max_pending`.
     pub fn insert_ceremony(&self, c: &Ceremony, max_pending: u32) -> Result<()> {
-        self.tx
-            .execute("DELETE FROM ceremonies WHERE expires_at <= ?1", [c.created_at])?;
+        self.tx.execute(
+            "DELETE FROM ceremonies WHERE expires_at <= ?1",
+            [c.created_at],
+        )?;
         let pending: i64 = self
             .tx
             .query_row("SELECT COUNT(*) FROM ceremonies", [], |r| r.get(0))?;
@@ -600,7 +624,11 @@ impl Tx<'_> {
     pub fn username_exists(&self, username: &str) -> Result<bool> {
         Ok(self
             .tx
-            .query_row("SELECT 1 FROM accounts WHERE username = ?1", [username], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM accounts WHERE username = ?1",
+                [username],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some())
     }
@@ -692,7 +720,9 @@ impl Tx<'_> {
         Ok(self
             .tx
             .query_row(
-                &format!("SELECT {AUTHENTICATOR_COLS} FROM authenticators WHERE credential_id = ?1"),
+                &format!(
+                    "SELECT {AUTHENTICATOR_COLS} FROM authenticators WHERE credential_id = ?1"
+                ),
                 [cred_id],
                 authenticator_from_row,
             )
@@ -787,7 +817,14 @@ impl Tx<'_> {
         self.tx.execute(
             "UPDATE devices SET secret_hash = ?2, name = ?3, platform = ?4, last_seen_at = ?5,
                  address = ?6 WHERE id = ?1",
-            params![d.id.as_bytes(), secret_hash, d.name, d.platform, d.last_seen_at, d.address],
+            params![
+                d.id.as_bytes(),
+                secret_hash,
+                d.name,
+                d.platform,
+                d.last_seen_at,
+                d.address
+            ],
         )?;
         Ok(())
     }
@@ -797,8 +834,8 @@ impl Tx<'_> {
     pub fn insert_session(&self, s: &Session, token_hash: &[u8]) -> Result<()> {
         self.tx.execute(
             "INSERT INTO sessions (id, account_id, device_id, token_hash, scope, created_at,
-                 last_seen_at, verified_at, expires_at, opened_by, address)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 last_seen_at, verified_at, expires_at, opened_by, address, active_from)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 s.id.as_bytes(),
                 s.account_id.as_bytes(),
@@ -810,16 +847,17 @@ impl Tx<'_> {
                 s.verified_at,
                 s.expires_at,
                 s.opened_by.map(|u| u.as_bytes().to_vec()),
-                s.address
+                s.address,
+                s.active_from
             ],
         )?;
         Ok(())
     }
 
     pub fn session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<Session>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE token_hash = ?1"))?;
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE token_hash = ?1"
+        ))?;
         Ok(stmt.query_row([token_hash], session_from_row).optional()?)
     }
 
@@ -835,10 +873,16 @@ impl Tx<'_> {
     }
 
     /// Sessions not ended and not past their lifetimes at `now`.
-    pub fn live_sessions(&self, account_id: Uuid, now: Millis, idle_ms: i64) -> Result<Vec<Session>> {
+    pub fn live_sessions(
+        &self,
+        account_id: Uuid,
+        now: Millis,
+        idle_ms: i64,
+    ) -> Result<Vec<Session>> {
         let mut stmt = self.tx.prepare_cached(&format!(
             "SELECT {SESSION_COLS} FROM sessions
-             WHERE account_id = ?1 AND ended_at IS NULL AND expires_at > ?2 AND last_seen_at > ?3
+             WHERE account_id = ?1 AND ended_at IS NULL AND expires_at > ?2
+               AND MAX(last_seen_at, active_from) > ?3
              ORDER BY created_at DESC"
         ))?;
         let rows = stmt.query_map(
@@ -864,7 +908,12 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn upgrade_session_scope(&self, id: Uuid, scope: SessionScope, opened_by: Uuid) -> Result<()> {
+    pub fn upgrade_session_scope(
+        &self,
+        id: Uuid,
+        scope: SessionScope,
+        opened_by: Uuid,
+    ) -> Result<()> {
         self.tx.execute(
             "UPDATE sessions SET scope = ?2, opened_by = ?3 WHERE id = ?1",
             params![id.as_bytes(), scope_str(scope), opened_by.as_bytes()],
@@ -915,7 +964,12 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn mark_recovery_key_verified(&self, account_id: Uuid, confirm: bool, now: Millis) -> Result<()> {
+    pub fn mark_recovery_key_verified(
+        &self,
+        account_id: Uuid,
+        confirm: bool,
+        now: Millis,
+    ) -> Result<()> {
         self.tx.execute(
             "UPDATE recovery_keys SET last_verified_at = ?2,
                  confirmed_at = CASE WHEN ?3 THEN COALESCE(confirmed_at, ?2) ELSE confirmed_at END
@@ -927,8 +981,10 @@ impl Tx<'_> {
 
     /// A redeemed key is used up.
     pub fn delete_recovery_key(&self, account_id: Uuid) -> Result<()> {
-        self.tx
-            .execute("DELETE FROM recovery_keys WHERE account_id = ?1", [account_id.as_bytes()])?;
+        self.tx.execute(
+            "DELETE FROM recovery_keys WHERE account_id = ?1",
+            [account_id.as_bytes()],
+        )?;
         Ok(())
     }
 
@@ -938,9 +994,11 @@ impl Tx<'_> {
     pub fn append_event(&mut self, e: NewEvent, now: Millis) -> Result<SecurityEvent> {
         let head: Option<(i64, Vec<u8>)> = self
             .tx
-            .query_row("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?;
         let (seq, prev) = match head {
             Some((seq, hash)) => (
@@ -989,13 +1047,22 @@ impl Tx<'_> {
     }
 
     /// Newest first, strictly older than `before` if given.
-    pub fn events_page(&self, account_id: Uuid, before: Option<i64>, limit: u32) -> Result<Vec<SecurityEvent>> {
+    pub fn events_page(
+        &self,
+        account_id: Uuid,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<SecurityEvent>> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT seq, account_id, kind, at, urgency, session_id, device_id, device_name,
                     address, detail, hash
              FROM events WHERE account_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
         )?;
-        let mut rows = stmt.query(params![account_id.as_bytes(), before.unwrap_or(i64::MAX), limit])?;
+        let mut rows = stmt.query(params![
+            account_id.as_bytes(),
+            before.unwrap_or(i64::MAX),
+            limit
+        ])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             out.push(event_from_row(row)?.0);
@@ -1004,7 +1071,12 @@ impl Tx<'_> {
     }
 
     /// Oldest first, strictly newer than `after`: what a resuming stream missed.
-    pub fn events_after(&self, account_id: Uuid, after: i64, limit: u32) -> Result<Vec<SecurityEvent>> {
+    pub fn events_after(
+        &self,
+        account_id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<SecurityEvent>> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT seq, account_id, kind, at, urgency, session_id, device_id, device_name,
                     address, detail, hash
@@ -1055,15 +1127,26 @@ mod tests {
         store
             .write(|tx| {
                 tx.insert_account(&a)?;
-                for kind in [EventKind::AccountCreated, EventKind::SignIn, EventKind::SessionEnded] {
+                for kind in [
+                    EventKind::AccountCreated,
+                    EventKind::SignIn,
+                    EventKind::SessionEnded,
+                ] {
                     tx.append_event(NewEvent::new(a.id, kind), 10)?;
                 }
                 Ok::<_, CoreError>(())
             })
             .unwrap();
-        assert_eq!(store.verify_chain().unwrap(), ChainReport { events: 3, first_broken: None });
+        assert_eq!(
+            store.verify_chain().unwrap(),
+            ChainReport {
+                events: 3,
+                first_broken: None
+            }
+        );
         let tamper = store.write(|tx| {
-            tx.raw().execute("UPDATE events SET at = 99 WHERE seq = 2", [])?;
+            tx.raw()
+                .execute("UPDATE events SET at = 99 WHERE seq = 2", [])?;
             Ok::<_, CoreError>(())
         });
         assert!(tamper.is_err(), "the log must refuse updates");
@@ -1090,12 +1173,21 @@ mod tests {
             .write(|tx| {
                 tx.insert_ceremony(&c, 10)?;
                 assert!(tx.take_ceremony(c.id, "sign_in", 50)?.is_some());
-                assert!(tx.take_ceremony(c.id, "sign_in", 50)?.is_none(), "second take");
+                assert!(
+                    tx.take_ceremony(c.id, "sign_in", 50)?.is_none(),
+                    "second take"
+                );
                 tx.insert_ceremony(&c, 10)?;
                 assert!(tx.take_ceremony(c.id, "sign_in", 100)?.is_none(), "expired");
                 tx.insert_ceremony(&c, 10)?;
-                assert!(tx.take_ceremony(c.id, "step_up", 50)?.is_none(), "wrong kind");
-                assert!(tx.take_ceremony(c.id, "sign_in", 50)?.is_none(), "burnt by wrong kind");
+                assert!(
+                    tx.take_ceremony(c.id, "step_up", 50)?.is_none(),
+                    "wrong kind"
+                );
+                assert!(
+                    tx.take_ceremony(c.id, "sign_in", 50)?.is_none(),
+                    "burnt by wrong kind"
+                );
                 Ok::<_, CoreError>(())
             })
             .unwrap();

@@ -1,0 +1,311 @@
+//! keywardd's configuration: a TOML file, environment variables and flags, in rising priority.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use keyward_core::Policy;
+use serde::Deserialize;
+use url::Url;
+
+use crate::rate_limit::Limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Command-line flags. Each also reads a `KEYWARD_*` environment variable.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "keywardd",
+    version,
+    about = "Keyward: the passwordless account-security service (a WebAuthn relying party)"
+)]
+pub struct Args {
+    /// TOML file with any of the settings below (flags and environment win over it).
+    #[arg(long, env = "KEYWARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on. Loopback by default; put a TLS-terminating proxy or --tls-cert in front of anything else.
+    #[arg(long, env = "KEYWARD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// SQLite database file (created if missing).
+    #[arg(long, env = "KEYWARD_DB")]
+    pub db: Option<PathBuf>,
+    /// WebAuthn relying-party ID: the domain credentials are bound to.
+    #[arg(long, env = "KEYWARD_RP_ID")]
+    pub rp_id: Option<String>,
+    /// Name shown by authenticators during registration.
+    #[arg(long, env = "KEYWARD_RP_NAME")]
+    pub rp_name: Option<String>,
+    /// An exact origin allowed to run ceremonies (repeat for several). Must sit within the RP ID.
+    #[arg(long = "origin", env = "KEYWARD_ORIGINS", value_delimiter = ',')]
+    pub origins: Vec<Url>,
+    /// Idle timeout in seconds (default 900: NIST AAL3).
+    #[arg(long, env = "KEYWARD_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
+    /// Absolute session lifetime in seconds (default 43200: NIST AAL3).
+    #[arg(long, env = "KEYWARD_SESSION_LIFETIME")]
+    pub session_lifetime: Option<u64>,
+    /// Seconds a redeemed recovery key waits before it takes effect (default 86400; 0 = at once).
+    #[arg(long, env = "KEYWARD_RECOVERY_WINDOW")]
+    pub recovery_window: Option<u64>,
+    /// Refuse synced passkeys: only device-bound keys may register (AAL3 mode).
+    #[arg(long, env = "KEYWARD_REQUIRE_DEVICE_BOUND")]
+    pub require_device_bound: bool,
+    /// PEM certificate chain; with --tls-key, serve HTTPS and send HSTS.
+    #[arg(long, env = "KEYWARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "KEYWARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    db: Option<PathBuf>,
+    rp_id: Option<String>,
+    rp_name: Option<String>,
+    #[serde(default)]
+    origins: Vec<Url>,
+    idle_timeout: Option<u64>,
+    session_lifetime: Option<u64>,
+    recovery_window: Option<u64>,
+    #[serde(default)]
+    require_device_bound: bool,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub db: PathBuf,
+    pub rp_id: String,
+    pub rp_name: String,
+    pub origins: Vec<Url>,
+    pub policy: Policy,
+    pub limits: Limits,
+    pub tls: Option<Tls>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+impl Config {
+    /// A configuration for a server on loopback, as tests and the desktop app's embedded
+    /// server use. The origin must still be set to the real port once it is known.
+    pub fn local(db: PathBuf, origin: Url) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            db,
+            rp_id: "localhost".into(),
+            rp_name: "Keyward".into(),
+            origins: vec![origin],
+            policy: Policy::default(),
+            limits: Limits::default(),
+            tls: None,
+        }
+    }
+
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(Tls { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "tls_cert and tls_key go together".into(),
+                ));
+            }
+        };
+        let rp_id = args
+            .rp_id
+            .or(file.rp_id)
+            .unwrap_or_else(|| "localhost".into());
+        let mut origins = if args.origins.is_empty() {
+            file.origins
+        } else {
+            args.origins
+        };
+        if origins.is_empty() {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let url = format!("{scheme}://{rp_id}:{}", listen.port());
+            origins.push(
+                Url::parse(&url).map_err(|e| ConfigError::Invalid(format!("origin {url}: {e}")))?,
+            );
+        }
+        let secs = |v: Option<u64>| v.map(|s| (s as i64).saturating_mul(1000));
+        let mut policy = Policy::default();
+        if let Some(ms) = secs(args.idle_timeout.or(file.idle_timeout)) {
+            policy.session_idle_ms = ms;
+        }
+        if let Some(ms) = secs(args.session_lifetime.or(file.session_lifetime)) {
+            policy.session_absolute_ms = ms;
+        }
+        if let Some(ms) = secs(args.recovery_window.or(file.recovery_window)) {
+            policy.recovery_window_ms = ms;
+        }
+        policy.require_device_bound = args.require_device_bound || file.require_device_bound;
+        let config = Config {
+            listen,
+            db: args
+                .db
+                .or(file.db)
+                .unwrap_or_else(|| PathBuf::from("keyward.db")),
+            rp_name: args
+                .rp_name
+                .or(file.rp_name)
+                .unwrap_or_else(|| "Keyward".into()),
+            rp_id,
+            origins,
+            policy,
+            limits: Limits::default(),
+            tls,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses a configuration whose origins could not run ceremonies for the RP ID, and
+    /// lifetimes that break the AAL3 bounds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.rp_id.is_empty() || self.rp_id.contains(['/', ':']) {
+            return invalid(format!(
+                "RP ID '{}' must be a bare domain such as example.com",
+                self.rp_id
+            ));
+        }
+        if self.origins.is_empty() {
+            return invalid("at least one origin is needed".into());
+        }
+        for origin in &self.origins {
+            let host = origin.host_str().unwrap_or_default();
+            let within = host == self.rp_id || host.ends_with(&format!(".{}", self.rp_id));
+            if !within {
+                return invalid(format!(
+                    "origin {origin} is not within RP ID '{}': credentials made there could never be used",
+                    self.rp_id
+                ));
+            }
+            match origin.scheme() {
+                "https" => {}
+                "http" if host == "localhost" => {}
+                _ => {
+                    return invalid(format!(
+                        "origin {origin} must be https (http only for localhost)"
+                    ));
+                }
+            }
+            if origin.path() != "/" || origin.query().is_some() {
+                return invalid(format!(
+                    "origin {origin} must be scheme://host[:port] with nothing after"
+                ));
+            }
+        }
+        let p = &self.policy;
+        if p.session_idle_ms <= 0 || p.session_absolute_ms <= 0 {
+            return invalid("session lifetimes must be positive".into());
+        }
+        if p.session_idle_ms > p.session_absolute_ms {
+            return invalid("the idle timeout cannot exceed the session lifetime".into());
+        }
+        if p.ceremony_ttl_ms > 5 * 60_000 {
+            return invalid("ceremonies may live at most 5 minutes".into());
+        }
+        if p.recovery_window_ms < 0 {
+            return invalid("the recovery window cannot be negative".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn args(rp: &str, origin: &str) -> Args {
+        Args {
+            rp_id: Some(rp.into()),
+            origins: vec![Url::parse(origin).unwrap()],
+            ..Args::default()
+        }
+    }
+
+    #[test]
+    fn refuses_an_rp_id_that_does_not_match_the_origins() {
+        let err = Config::from_args(args("example.com", "https://evil.org")).unwrap_err();
+        assert!(err.to_string().contains("not within RP ID"), "{err}");
+        assert!(Config::from_args(args("example.com", "https://notexample.com")).is_err());
+        assert!(
+            Config::from_args(args("example.com", "http://login.example.com")).is_err(),
+            "plain http"
+        );
+        assert!(Config::from_args(args("example.com", "https://login.example.com")).is_ok());
+        assert!(Config::from_args(args("localhost", "http://localhost:8443")).is_ok());
+    }
+
+    #[test]
+    fn reads_a_toml_file_and_flags_override_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyward.toml");
+        std::fs::write(
+            &path,
+            "rp_id = \"example.com\"\norigins = [\"https://example.com\"]\nidle_timeout = 600\n",
+        )
+        .unwrap();
+        let c = Config::from_args(Args {
+            config: Some(path.clone()),
+            ..Args::default()
+        })
+        .unwrap();
+        assert_eq!(c.rp_id, "example.com");
+        assert_eq!(c.policy.session_idle_ms, 600_000);
+        let c = Config::from_args(Args {
+            config: Some(path),
+            idle_timeout: Some(60),
+            ..Args::default()
+        })
+        .unwrap();
+        assert_eq!(c.policy.session_idle_ms, 60_000);
+    }
+}

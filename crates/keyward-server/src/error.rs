@@ -1,0 +1,146 @@
+//! The server's one error type, and its single mapping onto the `{code, message}` wire shape.
+//! Unexpected failures become `internal` with a fixed message; the detail goes only to the log.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyward_core::CoreError;
+use keyward_proto::{ApiError, ErrorCode};
+use thiserror::Error;
+
+pub type Result<T, E = ServerError> = std::result::Result<T, E>;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("the request body is not valid JSON for this endpoint")]
+    MalformedBody,
+    #[error("send the body as application/json")]
+    UnsupportedMediaType,
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("sign in first")]
+    Unauthenticated,
+    #[error("your session has ended; sign in again with your security key")]
+    SessionExpired,
+    #[error("confirm it's you: touch your security key again")]
+    StepUpRequired,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("this sign-in attempt expired or was already used; start again")]
+    CeremonyExpired,
+    #[error("that security key could not be verified")]
+    AuthenticationFailed,
+    #[error("the security key could not be registered: {0}")]
+    RegistrationFailed(&'static str),
+    #[error("that username is not available")]
+    UsernameUnavailable,
+    #[error("this server's policy does not accept that authenticator: {0}")]
+    PolicyRefused(&'static str),
+    #[error("you cannot remove your last security key")]
+    LastAuthenticator,
+    #[error("that recovery key could not be verified")]
+    RecoveryFailed,
+    #[error("{0}")]
+    RecoveryInProgress(&'static str),
+    #[error("too many attempts; try again in {retry_after_secs} seconds")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<CoreError> for ServerError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::UsernameTaken => ServerError::UsernameUnavailable,
+            CoreError::CredentialInUse => {
+                ServerError::RegistrationFailed("that key is already registered")
+            }
+            CoreError::TooManyCeremonies => ServerError::RateLimited {
+                retry_after_secs: 30,
+            },
+            CoreError::RecoveryKeyFormat(f) => ServerError::InvalidInput(f.to_string()),
+            other => ServerError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl ServerError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ServerError::InvalidInput(_) => ErrorCode::InvalidInput,
+            ServerError::MalformedBody => ErrorCode::MalformedBody,
+            ServerError::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            ServerError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            ServerError::NotFound(_) => ErrorCode::NotFound,
+            ServerError::Unauthenticated => ErrorCode::Unauthenticated,
+            ServerError::SessionExpired => ErrorCode::SessionExpired,
+            ServerError::StepUpRequired => ErrorCode::StepUpRequired,
+            ServerError::Forbidden(_) => ErrorCode::Forbidden,
+            ServerError::CeremonyExpired => ErrorCode::CeremonyExpired,
+            ServerError::AuthenticationFailed => ErrorCode::AuthenticationFailed,
+            ServerError::RegistrationFailed(_) => ErrorCode::RegistrationFailed,
+            ServerError::UsernameUnavailable => ErrorCode::UsernameUnavailable,
+            ServerError::PolicyRefused(_) => ErrorCode::PolicyRefused,
+            ServerError::LastAuthenticator => ErrorCode::LastAuthenticator,
+            ServerError::RecoveryFailed => ErrorCode::RecoveryFailed,
+            ServerError::RecoveryInProgress(_) => ErrorCode::RecoveryInProgress,
+            ServerError::RateLimited { .. } => ErrorCode::RateLimited,
+            ServerError::Conflict(_) => ErrorCode::Conflict,
+            ServerError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self.code() {
+            ErrorCode::InvalidInput | ErrorCode::MalformedBody => StatusCode::BAD_REQUEST,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Unauthenticated | ErrorCode::SessionExpired => StatusCode::UNAUTHORIZED,
+            ErrorCode::StepUpRequired | ErrorCode::Forbidden | ErrorCode::RecoveryInProgress => {
+                StatusCode::FORBIDDEN
+            }
+            ErrorCode::CeremonyExpired
+            | ErrorCode::AuthenticationFailed
+            | ErrorCode::RegistrationFailed
+            | ErrorCode::PolicyRefused
+            | ErrorCode::RecoveryFailed => StatusCode::BAD_REQUEST,
+            ErrorCode::UsernameUnavailable | ErrorCode::LastAuthenticator | ErrorCode::Conflict => {
+                StatusCode::CONFLICT
+            }
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn to_wire(&self) -> ApiError {
+        let message = match self {
+            ServerError::Internal(_) => "Something went wrong on the server.".to_string(),
+            other => other.to_string(),
+        };
+        ApiError {
+            code: self.code(),
+            message,
+        }
+    }
+}
+
+impl IntoResponse for ServerError {
+    fn into_response(self) -> Response {
+        if let ServerError::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        let mut response = (self.status(), axum::Json(self.to_wire())).into_response();
+        if let ServerError::RateLimited { retry_after_secs } = self
+            && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}

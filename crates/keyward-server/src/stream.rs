@@ -1,0 +1,123 @@
+//! The live security-event stream (SSE), per account, resumable with `Last-Event-ID`.
+//!
+//! Order of work matters: subscribe to live events first, then replay what the store has after
+//! the client's last ID, then forward live events newer than the last one sent. Nothing
+//! committed in between can be missed, and nothing is sent twice. A stream whose own session
+//! ends is told (`session_ended`) and closed.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use keyward_proto::{EventKind, SecurityEvent};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
+
+use crate::error::{Result, ServerError};
+use crate::extract::ApiQuery;
+use crate::relying_party::Authed;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StreamQuery {
+    /// Replay events after this ID (like `Last-Event-ID`); 0 replays the whole log.
+    after: Option<i64>,
+}
+
+fn sse_event(e: &SecurityEvent) -> Event {
+    Event::default()
+        .id(e.id.to_string())
+        .event("security_event")
+        .json_data(e)
+        .unwrap_or_else(|_| Event::default().comment("unserialisable event"))
+}
+
+/// Live security events for this account as Server-Sent Events (`event: security_event`,
+/// `id` = event ID, `data` = SecurityEvent JSON).
+#[utoipa::path(get, path = "/api/v1/events/stream", tag = "events", params(StreamQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
+    responses((status = 200, content_type = "text/event-stream", body = SecurityEvent), (status = 401, body = keyward_proto::ApiError)))]
+pub async fn event_stream(
+    State(state): State<AppState>,
+    authed: Authed,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<StreamQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let header_id = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()))
+        .map(|v| {
+            v.ok_or(ServerError::InvalidInput(
+                "Last-Event-ID must be an event ID".into(),
+            ))
+        })
+        .transpose()?;
+    let account_id = authed.account.id;
+    let session_id = authed.session.id;
+    let mut live = state.events.subscribe();
+    let start = match header_id.or(q.after) {
+        Some(id) => id,
+        None => {
+            state
+                .blocking(move |s| s.latest_event_id(account_id))
+                .await?
+        }
+    };
+
+    let stream = async_stream::stream! {
+        let mut last = start;
+        let mut replay = true;
+        let mut check = tokio::time::interval(Duration::from_secs(15));
+        check.tick().await;
+        loop {
+            if replay {
+                // Catch up from the store, in pages.
+                loop {
+                    let page = match state.blocking(move |s| s.events_after(account_id, last, 500)).await {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    };
+                    let n = page.len();
+                    for e in page {
+                        last = e.id;
+                        let ends_me = ends_session(&e, session_id);
+                        yield Ok(sse_event(&e));
+                        if ends_me { return; }
+                    }
+                    if n < 500 { break; }
+                }
+                replay = false;
+            }
+            tokio::select! {
+                received = live.recv() => match received {
+                    Ok(e) if e.account_id == account_id && e.id > last => {
+                        last = e.id;
+                        let ends_me = ends_session(&e, session_id);
+                        yield Ok(sse_event(&e));
+                        if ends_me { return; }
+                    }
+                    Ok(_) => {}
+                    // Fell behind the channel: the store has everything, replay from it.
+                    Err(RecvError::Lagged(_)) => replay = true,
+                    Err(RecvError::Closed) => return,
+                },
+                _ = check.tick() => {
+                    // Lifetimes run out without an event; a stream must not outlive its session.
+                    match state.blocking(move |s| s.session_alive(session_id)).await {
+                        Ok(true) => {}
+                        _ => return,
+                    }
+                }
+            }
+        }
+    };
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn ends_session(e: &SecurityEvent, session_id: uuid::Uuid) -> bool {
+    e.kind == EventKind::SessionEnded && e.detail.ended_session_id == Some(session_id)
+}
