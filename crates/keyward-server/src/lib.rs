@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod decoy;
 pub mod error;
 pub mod extract;
 pub mod rate_limit;
@@ -23,7 +24,6 @@ use axum::{Json, Router};
 use keyward_core::{Clock, Store};
 use tokio::sync::broadcast;
 use webauthn_rs::WebauthnBuilder;
-use webauthn_rs::fake::WebauthnFakeCredentialGenerator;
 
 pub use config::{Args, Config};
 pub use error::ServerError;
@@ -91,8 +91,10 @@ pub fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppState, S
             path: config.db.display().to_string(),
             source,
         })?;
-    let fake_credentials = WebauthnFakeCredentialGenerator::new(&fake_key)
-        .map_err(|e| StartError::Webauthn(e.to_string()))?;
+    let fake_key: [u8; 32] = fake_key
+        .try_into()
+        .map_err(|_| StartError::Webauthn("stored decoy key is not 32 bytes".into()))?;
+    let decoys = decoy::DecoyCredentials::new(fake_key);
 
     let (events, _) = broadcast::channel(4096);
     let publisher = events.clone();
@@ -113,7 +115,7 @@ pub fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppState, S
         tls: config.tls.is_some(),
         events,
         limiter: rate_limit::RateLimiter::default(),
-        fake_credentials,
+        decoys,
     })))
 }
 
@@ -191,12 +193,22 @@ impl RunningServer {
 
 /// Binds `config.listen` (port 0 picks a free port) and serves in the background.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServer, StartError> {
-    let state = build_state(&config, clock)?;
     let listener =
         std::net::TcpListener::bind(config.listen).map_err(|source| StartError::Listen {
             addr: config.listen,
             source,
         })?;
+    start_on(listener, config, clock).await
+}
+
+/// Serves on a listener the caller bound already: the port is then known before the origin
+/// is chosen (tests, the desktop app's embedded server).
+pub async fn start_on(
+    listener: std::net::TcpListener,
+    config: Config,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningServer, StartError> {
+    let state = build_state(&config, clock)?;
     listener
         .set_nonblocking(true)
         .map_err(|source| StartError::Listen {

@@ -164,8 +164,11 @@ fn aaguid_of(reg: &RegisterPublicKeyCredential) -> Option<Uuid> {
     Some(Uuid::from_slice(bytes).ok()?).filter(|u| !u.is_nil())
 }
 
-fn transports_of(cred: &Credential) -> Vec<String> {
-    cred.transports
+/// Client-reported transports: a display hint only, which is why webauthn-rs does not keep
+/// them in its credential record.
+fn transports_of(reg: &RegisterPublicKeyCredential) -> Vec<String> {
+    reg.response
+        .transports
         .iter()
         .flatten()
         .filter_map(|t| serde_json::to_value(t).ok())
@@ -607,7 +610,7 @@ impl Inner {
                 .map_err(|e| ServerError::Internal(format!("credential: {e}")))?,
             nickname,
             aaguid,
-            transports: transports_of(&cred),
+            transports: transports_of(reg),
             backup_eligible: cred.backup_eligible,
             backup_state: cred.backup_state,
             sign_count: cred.counter,
@@ -745,10 +748,7 @@ impl Inner {
 
     /// Looks like a real account's options: same fields, stable credential IDs per username.
     fn decoy_options(&self, username: &str) -> Result<RequestChallengeResponse> {
-        let ids = self
-            .fake_credentials
-            .generate(username.as_bytes())
-            .map_err(|e| ServerError::Internal(format!("decoy credentials: {e}")))?;
+        let ids = self.decoys.for_username(username);
         let (mut options, _) = self
             .webauthn
             .start_discoverable_authentication()

@@ -7,7 +7,6 @@ use keyward_core::{Clock, Policy, Store};
 use keyward_proto::SecurityEvent;
 use tokio::sync::broadcast;
 use webauthn_rs::Webauthn;
-use webauthn_rs::fake::{FakePasskeyDistribution, WebauthnFakeCredentialGenerator};
 
 use crate::rate_limit::{Limits, RateLimiter};
 
@@ -26,7 +25,7 @@ pub struct Inner {
     pub events: broadcast::Sender<SecurityEvent>,
     pub limiter: RateLimiter,
     /// Believable credential IDs for usernames that do not exist (no account enumeration).
-    pub fake_credentials: WebauthnFakeCredentialGenerator<FakePasskeyDistribution>,
+    pub decoys: crate::decoy::DecoyCredentials,
 }
 
 impl Deref for AppState {

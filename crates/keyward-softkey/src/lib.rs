@@ -1,1 +1,337 @@
-fn _x() {}
+//! A software WebAuthn client and authenticator in one.
+//!
+//! It does what a browser plus a FIDO2 key do: builds clientDataJSON exactly as WebAuthn L3
+//! serialises it (`type`, `challenge`, `origin`, `crossOrigin`, in that order), checks the RP ID
+//! against the origin, and signs authenticator data with a P-256 key. Every knob an attack test
+//! needs is in [`Behaviour`]. Credentials are discoverable: assertions carry the user handle.
+//!
+//! It is **not secure**: private keys live in memory and in whatever file the caller saves.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use url::Url;
+use uuid::Uuid;
+use webauthn_rs_proto::{
+    CreationChallengeResponse, PublicKeyCredential, RegisterPublicKeyCredential,
+    RequestChallengeResponse,
+};
+
+#[derive(Debug, Error)]
+pub enum SoftKeyError {
+    #[error("the relying party ID {rp_id} does not belong to origin {origin}")]
+    RpIdMismatch { rp_id: String, origin: String },
+    #[error("this key holds no credential for that request")]
+    NoCredential,
+    #[error("this key is already registered (excluded credential)")]
+    Excluded,
+    #[error("no supported algorithm offered (this key does ES256 only)")]
+    NoAlgorithm,
+    #[error("could not build the response: {0}")]
+    Encode(String),
+}
+
+/// What the "user" and "client" do; the defaults are an honest browser and a user who touches
+/// the key and enters the PIN.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Behaviour {
+    pub user_present: bool,
+    pub user_verified: bool,
+    /// Claim the credential may be synced (BE) and is (BS), like a password-manager passkey.
+    pub backup_eligible: bool,
+    /// Report this origin in clientDataJSON instead of the real one (a phishing page).
+    pub origin_override: Option<String>,
+    /// Hash this RP ID into authenticator data instead of the requested one.
+    pub rp_id_override: Option<String>,
+    /// Flip a bit in the signature.
+    pub corrupt_signature: bool,
+    /// Leave the user handle out of assertions.
+    pub omit_user_handle: bool,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            user_present: true,
+            user_verified: true,
+            backup_eligible: false,
+            origin_override: None,
+            rp_id_override: None,
+            corrupt_signature: false,
+            omit_user_handle: false,
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StoredCredential {
+    pub id: Vec<u8>,
+    pub rp_id: String,
+    pub user_handle: Vec<u8>,
+    pub user_name: String,
+    /// P-256 private scalar.
+    secret: Vec<u8>,
+    pub sign_count: u32,
+}
+
+impl std::fmt::Debug for StoredCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredCredential")
+            .field("id", &URL_SAFE_NO_PAD.encode(&self.id))
+            .field("rp_id", &self.rp_id)
+            .field("user_name", &self.user_name)
+            .field("sign_count", &self.sign_count)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A software authenticator. `Clone` it to model a cloned key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SoftKey {
+    pub aaguid: Uuid,
+    pub credentials: Vec<StoredCredential>,
+    pub behaviour: Behaviour,
+}
+
+const FLAG_UP: u8 = 0x01;
+const FLAG_UV: u8 = 0x04;
+const FLAG_BE: u8 = 0x08;
+const FLAG_BS: u8 = 0x10;
+const FLAG_AT: u8 = 0x40;
+
+impl SoftKey {
+    pub fn new(aaguid: Uuid) -> Self {
+        SoftKey {
+            aaguid,
+            credentials: Vec::new(),
+            behaviour: Behaviour::default(),
+        }
+    }
+
+    fn check_rp(origin: &Url, rp_id: &str) -> Result<(), SoftKeyError> {
+        let host = origin.host_str().unwrap_or_default();
+        if host == rp_id || host.ends_with(&format!(".{rp_id}")) {
+            Ok(())
+        } else {
+            Err(SoftKeyError::RpIdMismatch {
+                rp_id: rp_id.into(),
+                origin: origin.to_string(),
+            })
+        }
+    }
+
+    fn client_data(&self, kind: &str, challenge: &[u8], origin: &Url) -> Vec<u8> {
+        let origin = self
+            .behaviour
+            .origin_override
+            .clone()
+            .unwrap_or_else(|| origin.origin().ascii_serialization());
+        // Built by hand so the member order is exactly WebAuthn L3 §5.8.1.1's.
+        format!(
+            r#"{{"type":"{kind}","challenge":"{}","origin":{},"crossOrigin":false}}"#,
+            URL_SAFE_NO_PAD.encode(challenge),
+            serde_json::Value::String(origin)
+        )
+        .into_bytes()
+    }
+
+    fn flags(&self, attested: bool) -> u8 {
+        let b = &self.behaviour;
+        let mut f = 0;
+        if b.user_present {
+            f |= FLAG_UP;
+        }
+        if b.user_verified {
+            f |= FLAG_UV;
+        }
+        if b.backup_eligible {
+            f |= FLAG_BE | FLAG_BS;
+        }
+        if attested {
+            f |= FLAG_AT;
+        }
+        f
+    }
+
+    fn rp_hash(&self, rp_id: &str) -> [u8; 32] {
+        let rp = self.behaviour.rp_id_override.as_deref().unwrap_or(rp_id);
+        Sha256::digest(rp.as_bytes()).into()
+    }
+
+    /// navigator.credentials.create(), answered by this key.
+    pub fn register(
+        &mut self,
+        origin: &Url,
+        options: &CreationChallengeResponse,
+    ) -> Result<RegisterPublicKeyCredential, SoftKeyError> {
+        let o = &options.public_key;
+        Self::check_rp(origin, &o.rp.id)?;
+        if !o.pub_key_cred_params.iter().any(|p| p.alg == -7) {
+            return Err(SoftKeyError::NoAlgorithm);
+        }
+        let excluded = o.exclude_credentials.iter().flatten();
+        if excluded.into_iter().any(|ex| {
+            self.credentials
+                .iter()
+                .any(|c| c.id.as_slice() == AsRef::<[u8]>::as_ref(&ex.id))
+        }) {
+            return Err(SoftKeyError::Excluded);
+        }
+        let key = SigningKey::random(&mut rand::rngs::OsRng);
+        let id: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+        let point = key.verifying_key().to_encoded_point(false);
+        let (x, y) = match (point.x(), point.y()) {
+            (Some(x), Some(y)) => (x.to_vec(), y.to_vec()),
+            _ => return Err(SoftKeyError::Encode("public key point".into())),
+        };
+        let mut cose = Vec::new();
+        cbor::map(&mut cose, 5);
+        cbor::int(&mut cose, 1);
+        cbor::int(&mut cose, 2); // kty: EC2
+        cbor::int(&mut cose, 3);
+        cbor::int(&mut cose, -7); // alg: ES256
+        cbor::int(&mut cose, -1);
+        cbor::int(&mut cose, 1); // crv: P-256
+        cbor::int(&mut cose, -2);
+        cbor::bytes(&mut cose, &x);
+        cbor::int(&mut cose, -3);
+        cbor::bytes(&mut cose, &y);
+
+        let mut auth_data = Vec::new();
+        auth_data.extend_from_slice(&self.rp_hash(&o.rp.id));
+        auth_data.push(self.flags(true));
+        auth_data.extend_from_slice(&0u32.to_be_bytes());
+        auth_data.extend_from_slice(self.aaguid.as_bytes());
+        auth_data.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        auth_data.extend_from_slice(&id);
+        auth_data.extend_from_slice(&cose);
+
+        let mut attestation = Vec::new();
+        cbor::map(&mut attestation, 3);
+        cbor::text(&mut attestation, "fmt");
+        cbor::text(&mut attestation, "none");
+        cbor::text(&mut attestation, "attStmt");
+        cbor::map(&mut attestation, 0);
+        cbor::text(&mut attestation, "authData");
+        cbor::bytes(&mut attestation, &auth_data);
+
+        let client_data = self.client_data("webauthn.create", o.challenge.as_ref(), origin);
+        self.credentials.push(StoredCredential {
+            id: id.clone(),
+            rp_id: o.rp.id.clone(),
+            user_handle: o.user.id.to_vec(),
+            user_name: o.user.name.clone(),
+            secret: key.to_bytes().to_vec(),
+            sign_count: 0,
+        });
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        let json = serde_json::json!({
+            "id": b64(&id),
+            "rawId": b64(&id),
+            "type": "public-key",
+            "response": {
+                "attestationObject": b64(&attestation),
+                "clientDataJSON": b64(&client_data),
+                "transports": ["usb", "nfc"],
+            },
+            "extensions": {},
+        });
+        serde_json::from_value(json).map_err(|e| SoftKeyError::Encode(e.to_string()))
+    }
+
+    /// navigator.credentials.get(), answered by this key.
+    pub fn authenticate(
+        &mut self,
+        origin: &Url,
+        options: &RequestChallengeResponse,
+    ) -> Result<PublicKeyCredential, SoftKeyError> {
+        let o = &options.public_key;
+        Self::check_rp(origin, &o.rp_id)?;
+        let allowed: Vec<&[u8]> = o.allow_credentials.iter().map(|c| c.id.as_ref()).collect();
+        let index = self
+            .credentials
+            .iter()
+            .rposition(|c| {
+                c.rp_id == o.rp_id && (allowed.is_empty() || allowed.contains(&c.id.as_slice()))
+            })
+            .ok_or(SoftKeyError::NoCredential)?;
+        let flags = self.flags(false);
+        let rp_hash = self.rp_hash(&o.rp_id);
+        let client_data = self.client_data("webauthn.get", o.challenge.as_ref(), origin);
+        let behaviour = self.behaviour.clone();
+        let cred = &mut self.credentials[index];
+        cred.sign_count += 1;
+        let mut auth_data = Vec::new();
+        auth_data.extend_from_slice(&rp_hash);
+        auth_data.push(flags);
+        auth_data.extend_from_slice(&cred.sign_count.to_be_bytes());
+        let key = SigningKey::from_slice(&cred.secret)
+            .map_err(|e| SoftKeyError::Encode(e.to_string()))?;
+        let mut signed = auth_data.clone();
+        signed.extend_from_slice(&Sha256::digest(&client_data));
+        let signature: Signature = key.sign(&signed);
+        let mut signature = signature.to_der().as_bytes().to_vec();
+        if behaviour.corrupt_signature
+            && let Some(last) = signature.last_mut()
+        {
+            *last ^= 0x01;
+        }
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        let user_handle = (!behaviour.omit_user_handle).then(|| b64(&cred.user_handle));
+        let json = serde_json::json!({
+            "id": b64(&cred.id),
+            "rawId": b64(&cred.id),
+            "type": "public-key",
+            "response": {
+                "authenticatorData": b64(&auth_data),
+                "clientDataJSON": b64(&client_data),
+                "signature": b64(&signature),
+                "userHandle": user_handle,
+            },
+            "extensions": {},
+        });
+        serde_json::from_value(json).map_err(|e| SoftKeyError::Encode(e.to_string()))
+    }
+}
+
+/// The few CBOR encodings a credential needs (RFC 8949, definite lengths, CTAP2 canonical order
+/// is kept by the callers).
+mod cbor {
+    fn head(out: &mut Vec<u8>, major: u8, n: u64) {
+        let m = major << 5;
+        match n {
+            0..=23 => out.push(m | n as u8),
+            24..=0xff => out.extend_from_slice(&[m | 24, n as u8]),
+            0x100..=0xffff => {
+                out.push(m | 25);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(m | 26);
+                out.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+        }
+    }
+    pub fn int(out: &mut Vec<u8>, v: i64) {
+        if v >= 0 {
+            head(out, 0, v as u64)
+        } else {
+            head(out, 1, (-1 - v) as u64)
+        }
+    }
+    pub fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+        head(out, 2, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+    pub fn text(out: &mut Vec<u8>, s: &str) {
+        head(out, 3, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+    pub fn map(out: &mut Vec<u8>, n: u64) {
+        head(out, 5, n);
+    }
+}

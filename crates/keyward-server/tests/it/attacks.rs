@@ -1,0 +1,453 @@
+//! Every attack fails, and where it fails nothing changes.
+
+use keyward_proto::*;
+use reqwest::StatusCode;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn a_replayed_finish_is_refused() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    h.create_account(&mut key, "ada").await;
+    let begin = h.sign_in_begin(None).await;
+    let cred = key.authenticate(&h.origin, &begin.options).unwrap();
+    h.sign_in_finish(&begin, cred.clone(), "laptop", None)
+        .await
+        .unwrap();
+    let before = h.table_counts();
+    let replay = h
+        .sign_in_finish(&begin, cred, "attacker", None)
+        .await
+        .unwrap_err();
+    assert_eq!(replay.error.code, ErrorCode::CeremonyExpired);
+    assert_eq!(h.table_counts(), before, "a replay changes nothing");
+}
+
+#[tokio::test]
+async fn a_challenge_is_single_use_even_after_a_failed_attempt() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    h.create_account(&mut key, "ada").await;
+    let begin = h.sign_in_begin(None).await;
+    key.behaviour.corrupt_signature = true;
+    let bad = key.authenticate(&h.origin, &begin.options).unwrap();
+    assert_eq!(
+        h.sign_in_finish(&begin, bad, "x", None)
+            .await
+            .unwrap_err()
+            .error
+            .code,
+        ErrorCode::AuthenticationFailed
+    );
+    key.behaviour.corrupt_signature = false;
+    let good = key.authenticate(&h.origin, &begin.options).unwrap();
+    assert_eq!(
+        h.sign_in_finish(&begin, good, "x", None)
+            .await
+            .unwrap_err()
+            .error
+            .code,
+        ErrorCode::CeremonyExpired
+    );
+}
+
+#[tokio::test]
+async fn an_expired_challenge_is_refused() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    h.create_account(&mut key, "ada").await;
+    let begin = h.sign_in_begin(None).await;
+    assert_eq!(
+        begin.options.public_key.timeout,
+        Some(300_000),
+        "clients are told the limit"
+    );
+    let cred = key.authenticate(&h.origin, &begin.options).unwrap();
+    h.clock.advance_secs(300);
+    let before = h.table_counts();
+    assert_eq!(
+        h.sign_in_finish(&begin, cred, "x", None)
+            .await
+            .unwrap_err()
+            .error
+            .code,
+        ErrorCode::CeremonyExpired
+    );
+    assert_eq!(h.table_counts(), before);
+}
+
+async fn refused_with(h: &Harness, key: &mut keyward_softkey::SoftKey) {
+    let begin = h.sign_in_begin(Some("ada")).await;
+    let cred = key.authenticate(&h.origin, &begin.options).unwrap();
+    let sessions_before = h.table_counts()[3].1;
+    let err = h
+        .sign_in_finish(&begin, cred, "attacker", None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.error.code,
+        ErrorCode::AuthenticationFailed,
+        "{:?}",
+        key.behaviour
+    );
+    assert_eq!(err.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        h.table_counts()[3].1,
+        sessions_before,
+        "no session was created"
+    );
+}
+
+#[tokio::test]
+async fn wrong_origin_wrong_rp_id_missing_uv_missing_up_and_bad_signatures_are_refused() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+
+    let mut phish = key.clone();
+    phish.behaviour.origin_override = Some("https://keyward.example.evil".into());
+    refused_with(&h, &mut phish).await;
+    let mut other_port = key.clone();
+    other_port.behaviour.origin_override = Some("http://localhost:1".into());
+    refused_with(&h, &mut other_port).await;
+    let mut wrong_rp = key.clone();
+    wrong_rp.behaviour.rp_id_override = Some("evil.example".into());
+    refused_with(&h, &mut wrong_rp).await;
+    let mut no_uv = key.clone();
+    no_uv.behaviour.user_verified = false;
+    refused_with(&h, &mut no_uv).await;
+    let mut no_up = key.clone();
+    no_up.behaviour.user_present = false;
+    refused_with(&h, &mut no_up).await;
+    let mut forged = key.clone();
+    forged.behaviour.corrupt_signature = true;
+    refused_with(&h, &mut forged).await;
+
+    // Each failure is in the owner's log, quietly.
+    let failed = h
+        .events(&me.token)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == EventKind::SignInFailed)
+        .count();
+    assert!(failed >= 6, "{failed}");
+}
+
+#[tokio::test]
+async fn registration_without_user_verification_is_refused() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    key.behaviour.user_verified = false;
+    let err = h.try_create_account(&mut key, "ada").await.unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::RegistrationFailed);
+    assert_eq!(h.table_counts()[0].1, 0, "no account was created");
+    let mut phish = new_key();
+    phish.behaviour.origin_override = Some("https://evil.example".into());
+    assert_eq!(
+        h.try_create_account(&mut phish, "ada")
+            .await
+            .unwrap_err()
+            .error
+            .code,
+        ErrorCode::RegistrationFailed
+    );
+}
+
+#[tokio::test]
+async fn another_accounts_credential_cannot_sign_in_as_you() {
+    let h = Harness::start().await;
+    let mut ada_key = new_key();
+    let mut eve_key = new_key();
+    h.create_account(&mut ada_key, "ada").await;
+    let eve = h.create_account(&mut eve_key, "eve").await;
+    // Eve asks for ada's options and answers with her own credential.
+    let begin = h.sign_in_begin(Some("ada")).await;
+    let mut options = begin.options.clone();
+    options.public_key.allow_credentials.clear();
+    let cred = eve_key.authenticate(&h.origin, &options).unwrap();
+    let err = h
+        .sign_in_finish(&begin, cred, "eve", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::AuthenticationFailed);
+    // And a user handle naming ada on eve's credential gets nowhere either.
+    let begin = h.sign_in_begin(None).await;
+    let mut cred = eve_key.authenticate(&h.origin, &begin.options).unwrap();
+    let ada_id: AccountView = h
+        .get(
+            "/api/v1/account",
+            &h.sign_in(&mut ada_key, None, "ada").await.unwrap().token,
+        )
+        .await
+        .unwrap();
+    cred.response.user_handle = Some(ada_id.id.as_bytes().to_vec());
+    assert_eq!(
+        h.sign_in_finish(&begin, cred, "eve", None)
+            .await
+            .unwrap_err()
+            .error
+            .code,
+        ErrorCode::AuthenticationFailed
+    );
+    let _ = eve;
+}
+
+#[tokio::test]
+async fn a_removed_credential_is_refused() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let mut old = new_key();
+    let old_view = h.add_key(&me.token, &mut old, "old").await.unwrap();
+    let _: EndedSessions = h
+        .delete(
+            &format!("/api/v1/authenticators/{}", old_view.id),
+            &me.token,
+        )
+        .await
+        .unwrap();
+    let begin = h.sign_in_begin(None).await;
+    let cred = old.authenticate(&h.origin, &begin.options).unwrap();
+    assert_eq!(
+        h.sign_in_finish(&begin, cred, "x", None)
+            .await
+            .unwrap_err()
+            .error
+            .code,
+        ErrorCode::AuthenticationFailed
+    );
+}
+
+#[tokio::test]
+async fn a_counter_regression_is_refused_and_raises_a_cloned_key_warning() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let mut clone = key.clone();
+    h.sign_in(&mut key, None, "laptop").await.unwrap();
+    h.sign_in(&mut key, None, "laptop").await.unwrap();
+    // The clone's counter is behind the original's.
+    let err = h.sign_in(&mut clone, None, "clone").await.unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::AuthenticationFailed);
+    let events = h.events(&me.token).await;
+    let warning = events
+        .iter()
+        .find(|e| e.kind == EventKind::ClonedKeyWarning)
+        .expect("cloned-key warning");
+    assert_eq!(warning.urgency, Urgency::Urgent);
+    assert!(warning.detail.reason.as_deref().unwrap().contains("cloned"));
+}
+
+#[tokio::test]
+async fn ended_expired_and_made_up_tokens_are_refused() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    for bad in ["", "nonsense", &"A".repeat(43), &format!("{}x", me.token)] {
+        let err = h
+            .get::<AccountView>("/api/v1/account", bad)
+            .await
+            .unwrap_err();
+        assert_eq!(err.error.code, ErrorCode::Unauthenticated, "{bad:?}");
+    }
+    let no_header = h
+        .send::<AccountView>(reqwest::Method::GET, "/api/v1/account", None, None::<&()>)
+        .await
+        .unwrap_err();
+    assert_eq!(no_header.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn malformed_oversized_and_mistyped_bodies_get_4xx_and_change_nothing() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    h.create_account(&mut key, "ada").await;
+    let before = h.table_counts();
+    let url = format!("{}/api/v1/sign-in/finish", h.base);
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, ErrorCode)> = vec![
+        (h.http.post(&url).header("content-type", "application/json").body("{not json"), StatusCode::BAD_REQUEST, ErrorCode::MalformedBody),
+        (h.http.post(&url).body("{}"), StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::UnsupportedMediaType),
+        (h.http.post(&url).header("content-type", "application/json").body(r#"{"ceremony_id":"nope"}"#), StatusCode::BAD_REQUEST, ErrorCode::InvalidInput),
+        (h.http.post(&url).header("content-type", "application/json")
+            .body(r#"{"ceremony_id":"6b657977-6172-4476-8972-7475616c6b79","credential":{"id":"x","rawId":"!!!","type":"public-key","response":{"authenticatorData":"","clientDataJSON":"","signature":""}}}"#),
+            StatusCode::BAD_REQUEST, ErrorCode::InvalidInput),
+        (h.http.post(&url).header("content-type", "application/json").body(vec![b' '; 70 * 1024]), StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+        (h.http.post(format!("{}/api/v1/registration/begin", h.base)).json(&serde_json::json!({"username": "no spaces allowed"})), StatusCode::BAD_REQUEST, ErrorCode::InvalidInput),
+        (h.http.get(format!("{}/api/v1/authenticators/not-a-uuid/removal-impact", h.base)), StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated),
+        (h.http.get(format!("{}/api/v1/nowhere", h.base)), StatusCode::NOT_FOUND, ErrorCode::NotFound),
+    ];
+    for (req, status, code) in cases {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), status);
+        let body: ApiError = res.json().await.unwrap();
+        assert_eq!(body.code, code, "{}", body.message);
+    }
+    // A malformed CBOR attestation inside valid JSON fails verification, not the server.
+    let begin: RegistrationBegin = h
+        .post(
+            "/api/v1/registration/begin",
+            None,
+            &RegistrationBeginRequest {
+                username: "bob".into(),
+                display_name: None,
+            },
+        )
+        .await
+        .unwrap();
+    let mut cred = new_key().register(&h.origin, &begin.options).unwrap();
+    cred.response.attestation_object = vec![0xa3, 0xff, 0x00];
+    let err = h
+        .post::<SignedIn>(
+            "/api/v1/registration/finish",
+            None,
+            &RegistrationFinishRequest {
+                ceremony_id: begin.ceremony_id,
+                credential: cred,
+                nickname: None,
+                client: client("x"),
+                device_secret: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::RegistrationFailed);
+    assert_eq!(h.table_counts(), before, "nothing changed");
+}
+
+#[tokio::test]
+async fn unknown_usernames_cannot_be_told_apart_from_real_ones() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    h.create_account(&mut key, "ada").await;
+    let real = h
+        .http
+        .post(format!("{}/api/v1/sign-in/begin", h.base))
+        .json(&serde_json::json!({"username": "ada"}))
+        .send()
+        .await
+        .unwrap();
+    let fake = h
+        .http
+        .post(format!("{}/api/v1/sign-in/begin", h.base))
+        .json(&serde_json::json!({"username": "nobody"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(real.status(), fake.status());
+    let real: serde_json::Value = real.json().await.unwrap();
+    let fake: serde_json::Value = fake.json().await.unwrap();
+    assert_eq!(shape(&real), shape(&fake), "same fields, same types");
+    let ids = |v: &serde_json::Value| v["options"]["publicKey"]["allowCredentials"].clone();
+    assert!(
+        !ids(&fake).as_array().unwrap().is_empty(),
+        "decoys offer credentials too"
+    );
+    // Decoys are stable for a username, as a real account's credentials are.
+    let again: AssertionBegin = h
+        .post(
+            "/api/v1/sign-in/begin",
+            None,
+            &SignInBeginRequest {
+                username: Some("nobody".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&again.options.public_key.allow_credentials).unwrap(),
+        ids(&fake)
+    );
+    // Finishing a decoy fails exactly as a bad signature does.
+    let begin = h.sign_in_begin(Some("nobody")).await;
+    let mut options = begin.options.clone();
+    options.public_key.allow_credentials.clear();
+    let cred = key.authenticate(&h.origin, &options).unwrap();
+    let err = h.sign_in_finish(&begin, cred, "x", None).await.unwrap_err();
+    assert_eq!(
+        (err.status, err.error.code),
+        (StatusCode::BAD_REQUEST, ErrorCode::AuthenticationFailed)
+    );
+    // Recovery begin too.
+    let a: serde_json::Value = h
+        .http
+        .post(format!("{}/api/v1/recovery/redeem/begin", h.base))
+        .json(&serde_json::json!({"username": "ada"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b: serde_json::Value = h
+        .http
+        .post(format!("{}/api/v1/recovery/redeem/begin", h.base))
+        .json(&serde_json::json!({"username": "nobody"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shape(&a), shape(&b));
+}
+
+fn shape(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value::*;
+    match v {
+        Object(m) => Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        Array(a) => Array(a.first().map(shape).into_iter().collect()),
+        String(_) => String("s".into()),
+        Number(_) => Number(0.into()),
+        other => other.clone(),
+    }
+}
+
+#[tokio::test]
+async fn repeated_failures_block_the_attackers_address_but_not_the_owner() {
+    let h = Harness::start_with(|c| {
+        c.limits.failures_per_address.max = 3;
+        c.limits.failures_per_account_address.max = 3;
+    })
+    .await;
+    let mut key = new_key();
+    h.create_account(&mut key, "ada").await;
+    let mut forged = key.clone();
+    forged.behaviour.corrupt_signature = true;
+    for _ in 0..3 {
+        let begin = h.sign_in_begin(Some("ada")).await;
+        let cred = forged.authenticate(&h.origin, &begin.options).unwrap();
+        h.sign_in_finish(&begin, cred, "x", None).await.unwrap_err();
+    }
+    // Now even a correct assertion from that address is refused, before verification.
+    let begin = h.sign_in_begin(Some("ada")).await;
+    let cred = key.authenticate(&h.origin, &begin.options).unwrap();
+    let err = h.sign_in_finish(&begin, cred, "x", None).await.unwrap_err();
+    assert_eq!(
+        (err.status, err.error.code),
+        (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited)
+    );
+    // The block lifts when the window passes; the account itself was never locked.
+    h.clock.advance_secs(15 * 60 + 1);
+    h.sign_in(&mut key, None, "owner").await.unwrap();
+}
+
+#[tokio::test]
+async fn ceremony_starts_are_bounded() {
+    let h = Harness::start_with(|c| c.policy.max_pending_ceremonies = 5).await;
+    for _ in 0..5 {
+        h.sign_in_begin(None).await;
+    }
+    let err = h
+        .post::<AssertionBegin>(
+            "/api/v1/sign-in/begin",
+            None,
+            &SignInBeginRequest { username: None },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::RateLimited);
+    // Expired ones are swept, making room again.
+    h.clock.advance_secs(301);
+    h.sign_in_begin(None).await;
+}

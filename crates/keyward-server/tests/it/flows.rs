@@ -1,0 +1,438 @@
+//! The happy paths a person walks, through the HTTP API.
+
+use keyward_proto::*;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn create_account_then_sign_in_usernameless_and_username_first() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let created = h.create_account(&mut key, "Ada").await;
+    assert_eq!(created.account.username, "ada", "usernames are normalised");
+    assert_eq!(created.account.state, AccountState::Active);
+    assert_eq!(created.token.len(), 43, "256-bit token, base64url");
+
+    let usernameless = h.sign_in(&mut key, None, "phone").await.unwrap();
+    assert_eq!(usernameless.account.id, created.account.id);
+    let username_first = h.sign_in(&mut key, Some("ada"), "tablet").await.unwrap();
+    assert_eq!(username_first.account.id, created.account.id);
+    assert_ne!(
+        usernameless.token, username_first.token,
+        "a new token at every sign-in"
+    );
+
+    let account: AccountView = h
+        .get("/api/v1/account", &username_first.token)
+        .await
+        .unwrap();
+    assert_eq!(account.username, "ada");
+    let keys: Vec<AuthenticatorView> = h
+        .get("/api/v1/authenticators", &account_token(&username_first))
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].sign_count, 2, "counter recorded after each sign-in");
+    assert_eq!(
+        keys[0].model.as_deref(),
+        Some("Keyward virtual key (not secure)"),
+        "AAGUID read from authData"
+    );
+    assert!(!keys[0].backup_eligible);
+    assert_eq!(keys[0].transports, vec!["usb", "nfc"]);
+    assert!(keys[0].last_used_at.is_some());
+}
+
+fn account_token(s: &SignedIn) -> String {
+    s.token.clone()
+}
+
+#[tokio::test]
+async fn webauthn_authenticator_rs_soft_passkey_registers_and_signs_in() {
+    let h = Harness::start().await;
+    let mut passkey = SoftPasskey::new(true);
+    let begin: RegistrationBegin = h
+        .post(
+            "/api/v1/registration/begin",
+            None,
+            &RegistrationBeginRequest {
+                username: "grace".into(),
+                display_name: Some("Grace".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let credential = passkey
+        .do_registration(h.origin.clone(), begin.options)
+        .unwrap();
+    let signed: SignedIn = h
+        .post(
+            "/api/v1/registration/finish",
+            None,
+            &RegistrationFinishRequest {
+                ceremony_id: begin.ceremony_id,
+                credential,
+                nickname: None,
+                client: client("laptop"),
+                device_secret: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(signed.account.display_name, "Grace");
+    let begin = h.sign_in_begin(Some("grace")).await;
+    let credential = passkey
+        .do_authentication(h.origin.clone(), begin.options.clone())
+        .unwrap();
+    let again = h
+        .sign_in_finish(
+            &begin,
+            credential,
+            "laptop",
+            Some(signed.device_secret.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.account.id, signed.account.id);
+}
+
+#[tokio::test]
+async fn a_known_device_signs_in_quietly_and_a_new_one_urgently() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let first = h.create_account(&mut key, "ada").await;
+    let begin = h.sign_in_begin(None).await;
+    let cred = key.authenticate(&h.origin, &begin.options).unwrap();
+    let known = h
+        .sign_in_finish(
+            &begin,
+            cred,
+            "first laptop",
+            Some(first.device_secret.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        known.session.device.id, first.session.device.id,
+        "same device record"
+    );
+    let stranger = h.sign_in(&mut key, None, "unknown PC").await.unwrap();
+    assert_ne!(stranger.session.device.id, first.session.device.id);
+    let events = h.events(&stranger.token).await;
+    let sign_ins: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::SignIn)
+        .collect();
+    assert_eq!(sign_ins.len(), 2);
+    assert_eq!(
+        sign_ins[0].urgency,
+        Urgency::Urgent,
+        "newest first: the unknown PC"
+    );
+    assert_eq!(sign_ins[0].device_name.as_deref(), Some("unknown PC"));
+    assert_eq!(sign_ins[1].urgency, Urgency::Quiet);
+}
+
+#[tokio::test]
+async fn adding_renaming_and_removing_keys_with_step_up() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let mut backup = new_key();
+
+    // Sensitive operations need a touch no older than five minutes.
+    h.clock.advance_secs(301);
+    let refused = h
+        .add_key(&me.token, &mut backup, "backup")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.error.code, ErrorCode::StepUpRequired);
+    h.step_up(&me.token, &mut key).await;
+    let added = h
+        .add_key(&me.token, &mut backup, "Backup in the safe")
+        .await
+        .unwrap();
+    assert_eq!(added.nickname, "Backup in the safe");
+
+    // Registered keys are excluded from further registrations.
+    let begin: RegistrationBegin = h
+        .post_empty("/api/v1/authenticators/begin", &me.token)
+        .await
+        .unwrap();
+    assert_eq!(
+        begin
+            .options
+            .public_key
+            .exclude_credentials
+            .as_ref()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert!(matches!(
+        backup.register(&h.origin, &begin.options),
+        Err(keyward_softkey::SoftKeyError::Excluded)
+    ));
+
+    let renamed: AuthenticatorView = h
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/authenticators/{}", added.id),
+            Some(&me.token),
+            Some(&RenameAuthenticatorRequest {
+                nickname: "  Safe key  ".into(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.nickname, "Safe key");
+
+    // A session opened by the backup key; removing the key ends it.
+    let via_backup = h
+        .sign_in(&mut backup, Some("ada"), "borrowed PC")
+        .await
+        .unwrap();
+    let impact: RemovalImpact = h
+        .get(
+            &format!("/api/v1/authenticators/{}/removal-impact", added.id),
+            &me.token,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        impact
+            .sessions_ending
+            .iter()
+            .map(|s| s.id)
+            .collect::<Vec<_>>(),
+        vec![via_backup.session.id]
+    );
+    assert_eq!(impact.readiness_after.independent_authenticators, 1);
+    assert!(impact.refused.is_none());
+    let ended: EndedSessions = h
+        .delete(&format!("/api/v1/authenticators/{}", added.id), &me.token)
+        .await
+        .unwrap();
+    assert_eq!(ended.ended, vec![via_backup.session.id]);
+    let gone = h
+        .get::<AccountView>("/api/v1/account", &via_backup.token)
+        .await
+        .unwrap_err();
+    assert_eq!(gone.error.code, ErrorCode::Unauthenticated);
+
+    // Never the last key.
+    let keys: Vec<AuthenticatorView> = h.get("/api/v1/authenticators", &me.token).await.unwrap();
+    let impact: RemovalImpact = h
+        .get(
+            &format!("/api/v1/authenticators/{}/removal-impact", keys[0].id),
+            &me.token,
+        )
+        .await
+        .unwrap();
+    assert_eq!(impact.refused.unwrap().code, ErrorCode::LastAuthenticator);
+    let last = h
+        .delete::<EndedSessions>(&format!("/api/v1/authenticators/{}", keys[0].id), &me.token)
+        .await
+        .unwrap_err();
+    assert_eq!(last.error.code, ErrorCode::LastAuthenticator);
+    assert_eq!(last.status, reqwest::StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn report_lost_disables_the_key_and_ends_its_sessions_in_one_step() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let mut spare = new_key();
+    let spare_view = h.add_key(&me.token, &mut spare, "spare").await.unwrap();
+    let thief = h.sign_in(&mut spare, None, "thief laptop").await.unwrap();
+    let ended: EndedSessions = h
+        .post_empty(
+            &format!("/api/v1/authenticators/{}/report-lost", spare_view.id),
+            &me.token,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended.ended, vec![thief.session.id]);
+    assert_eq!(
+        h.get::<AccountView>("/api/v1/account", &thief.token)
+            .await
+            .unwrap_err()
+            .error
+            .code,
+        ErrorCode::Unauthenticated
+    );
+    let refused = h
+        .sign_in(&mut spare, None, "thief laptop")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.error.code, ErrorCode::AuthenticationFailed);
+    let keys: Vec<AuthenticatorView> = h.get("/api/v1/authenticators", &me.token).await.unwrap();
+    assert_eq!(
+        keys.iter().find(|k| k.id == spare_view.id).unwrap().status,
+        AuthenticatorStatus::Lost
+    );
+    let events = h.events(&me.token).await;
+    assert!(events.iter().any(|e| e.kind == EventKind::AuthenticatorReportedLost && e.urgency == Urgency::Urgent));
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_ended_one_or_all_others() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let phone = h.sign_in(&mut key, None, "phone").await.unwrap();
+    let tablet = h.sign_in(&mut key, None, "tablet").await.unwrap();
+
+    let sessions: Vec<SessionView> = h.get("/api/v1/sessions", &me.token).await.unwrap();
+    assert_eq!(sessions.len(), 3);
+    assert_eq!(
+        sessions
+            .iter()
+            .filter(|s| s.current)
+            .map(|s| s.id)
+            .collect::<Vec<_>>(),
+        vec![me.session.id]
+    );
+    let phone_view = sessions.iter().find(|s| s.id == phone.session.id).unwrap();
+    assert_eq!(phone_view.device.name, "phone");
+    assert_eq!(phone_view.address, "127.0.0.1");
+
+    // Ending another session needs a fresh touch.
+    h.clock.advance_secs(400);
+    let _: SessionView = h
+        .get::<AccountView>("/api/v1/account", &me.token)
+        .await
+        .map(|_| me.session.clone())
+        .unwrap();
+    let refused = h
+        .delete::<EndedSessions>(&format!("/api/v1/sessions/{}", phone.session.id), &me.token)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.error.code, ErrorCode::StepUpRequired);
+    h.step_up(&me.token, &mut key).await;
+    let ended: EndedSessions = h
+        .delete(&format!("/api/v1/sessions/{}", phone.session.id), &me.token)
+        .await
+        .unwrap();
+    assert_eq!(ended.ended, vec![phone.session.id]);
+    assert_eq!(
+        h.get::<AccountView>("/api/v1/account", &phone.token)
+            .await
+            .unwrap_err()
+            .error
+            .code,
+        ErrorCode::Unauthenticated
+    );
+
+    let _ = h
+        .get::<AccountView>("/api/v1/account", &tablet.token)
+        .await
+        .unwrap();
+    let ended: EndedSessions = h
+        .post_empty("/api/v1/sessions/end-others", &me.token)
+        .await
+        .unwrap();
+    assert_eq!(ended.ended, vec![tablet.session.id]);
+    assert!(
+        h.get::<AccountView>("/api/v1/account", &tablet.token)
+            .await
+            .is_err()
+    );
+    let sessions: Vec<SessionView> = h.get("/api/v1/sessions", &me.token).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+
+    // Signing out ends the current session; the token is refused on the very next request.
+    let _: EndedSessions = h.post_empty("/api/v1/sign-out", &me.token).await.unwrap();
+    assert_eq!(
+        h.get::<AccountView>("/api/v1/account", &me.token)
+            .await
+            .unwrap_err()
+            .error
+            .code,
+        ErrorCode::Unauthenticated
+    );
+}
+
+#[tokio::test]
+async fn idle_and_absolute_timeouts_end_sessions() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+
+    // Activity within 15 minutes keeps a session alive...
+    for _ in 0..3 {
+        h.clock.advance_secs(14 * 60);
+        h.get::<AccountView>("/api/v1/account", &me.token)
+            .await
+            .unwrap();
+    }
+    // ...15 idle minutes end it.
+    h.clock.advance_secs(15 * 60);
+    let idle = h
+        .get::<AccountView>("/api/v1/account", &me.token)
+        .await
+        .unwrap_err();
+    assert_eq!(idle.error.code, ErrorCode::SessionExpired);
+    assert_eq!(idle.status, reqwest::StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.get::<AccountView>("/api/v1/account", &me.token)
+            .await
+            .unwrap_err()
+            .error
+            .code,
+        ErrorCode::Unauthenticated
+    );
+
+    // Constant activity cannot stretch a session past 12 hours.
+    let s = h.sign_in(&mut key, None, "laptop").await.unwrap();
+    for _ in 0..(12 * 60 / 10 - 1) {
+        h.clock.advance_secs(10 * 60);
+        h.get::<AccountView>("/api/v1/account", &s.token)
+            .await
+            .unwrap();
+    }
+    h.clock.advance_secs(10 * 60);
+    assert_eq!(
+        h.get::<AccountView>("/api/v1/account", &s.token)
+            .await
+            .unwrap_err()
+            .error
+            .code,
+        ErrorCode::SessionExpired
+    );
+}
+
+#[tokio::test]
+async fn readiness_names_the_single_point_of_failure_and_the_next_step() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let r: Readiness = h.get("/api/v1/readiness", &me.token).await.unwrap();
+    assert_eq!(r.level, ReadinessLevel::AtRisk);
+    assert!(
+        r.single_point_of_failure
+            .unwrap()
+            .contains("ada's first key")
+    );
+    assert_eq!(r.next_step.unwrap().code, "add_backup_key");
+
+    let mut backup = new_key();
+    h.add_key(&me.token, &mut backup, "backup").await.unwrap();
+    let r: Readiness = h.get("/api/v1/readiness", &me.token).await.unwrap();
+    assert_eq!(r.level, ReadinessLevel::Partial);
+    assert!(r.has_backup);
+    assert_eq!(r.next_step.unwrap().code, "set_up_recovery_key");
+}
+
+#[tokio::test]
+async fn a_policy_can_refuse_synced_passkeys() {
+    let h = Harness::start_with(|c| c.policy.require_device_bound = true).await;
+    let mut synced = new_key();
+    synced.behaviour.backup_eligible = true;
+    let refused = h.try_create_account(&mut synced, "ada").await.unwrap_err();
+    assert_eq!(refused.error.code, ErrorCode::PolicyRefused);
+    let mut hardware = new_key();
+    h.create_account(&mut hardware, "ada").await;
+}

@@ -1,0 +1,290 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_core::ManualClock;
+use keyward_proto::*;
+use keyward_server::{Config, RunningServer};
+use keyward_softkey::SoftKey;
+use reqwest::StatusCode;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+/// 2026-11-24T00:00:00Z: tests move this clock instead of sleeping.
+pub const T0: i64 = 1_795_478_400_000;
+
+pub struct Harness {
+    pub server: Option<RunningServer>,
+    pub clock: Arc<ManualClock>,
+    pub base: String,
+    pub origin: Url,
+    pub db: PathBuf,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+#[derive(Debug)]
+pub struct Failure {
+    pub status: StatusCode,
+    pub error: ApiError,
+}
+
+pub type Res<T> = Result<T, Failure>;
+
+pub fn new_key() -> SoftKey {
+    SoftKey::new(keyward_core::aaguid::KEYWARD_VIRTUAL_KEY)
+}
+
+pub fn client(name: &str) -> ClientInfo {
+    ClientInfo {
+        name: name.into(),
+        platform: "Linux".into(),
+    }
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("keyward.db");
+        Self::start_at(dir, db, Arc::new(ManualClock::new(T0)), tweak).await
+    }
+
+    async fn start_at(
+        dir: tempfile::TempDir,
+        db: PathBuf,
+        clock: Arc<ManualClock>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Harness {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let origin = Url::parse(&format!("http://localhost:{port}")).unwrap();
+        let mut config = Config::local(db.clone(), origin.clone());
+        tweak(&mut config);
+        let server = keyward_server::start_on(listener, config, clock.clone())
+            .await
+            .unwrap();
+        Harness {
+            base: format!("http://127.0.0.1:{port}"),
+            server: Some(server),
+            clock,
+            origin,
+            db,
+            http: reqwest::Client::new(),
+            dir,
+        }
+    }
+
+    /// Stops the server and starts a new one on the same database file.
+    pub async fn restart(mut self) -> Harness {
+        if let Some(s) = self.server.take() {
+            s.shutdown(Duration::from_secs(1)).await;
+        }
+        let clock = self.clock.clone();
+        Self::start_at(self.dir, self.db, clock, |_| {}).await
+    }
+
+    pub fn state(&self) -> &keyward_server::AppState {
+        &self.server.as_ref().unwrap().state
+    }
+
+    pub async fn send<R: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&impl Serialize>,
+    ) -> Res<R> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        if status.is_success() {
+            Ok(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}")))
+        } else {
+            let error = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{path} {status}: not ApiError ({e}): {text}"));
+            Err(Failure { status, error })
+        }
+    }
+
+    pub async fn get<R: DeserializeOwned>(&self, path: &str, token: &str) -> Res<R> {
+        self.send(reqwest::Method::GET, path, Some(token), None::<&()>)
+            .await
+    }
+    pub async fn post<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &impl Serialize,
+    ) -> Res<R> {
+        self.send(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+    pub async fn post_empty<R: DeserializeOwned>(&self, path: &str, token: &str) -> Res<R> {
+        self.send(reqwest::Method::POST, path, Some(token), None::<&()>)
+            .await
+    }
+    pub async fn delete<R: DeserializeOwned>(&self, path: &str, token: &str) -> Res<R> {
+        self.send(reqwest::Method::DELETE, path, Some(token), None::<&()>)
+            .await
+    }
+
+    pub async fn create_account(&self, key: &mut SoftKey, username: &str) -> SignedIn {
+        self.try_create_account(key, username).await.unwrap()
+    }
+
+    pub async fn try_create_account(&self, key: &mut SoftKey, username: &str) -> Res<SignedIn> {
+        let begin: RegistrationBegin = self
+            .post(
+                "/api/v1/registration/begin",
+                None,
+                &RegistrationBeginRequest {
+                    username: username.into(),
+                    display_name: None,
+                },
+            )
+            .await?;
+        let credential = key.register(&self.origin, &begin.options).unwrap();
+        self.post(
+            "/api/v1/registration/finish",
+            None,
+            &RegistrationFinishRequest {
+                ceremony_id: begin.ceremony_id,
+                credential,
+                nickname: Some(format!("{username}'s first key")),
+                client: client("first laptop"),
+                device_secret: None,
+            },
+        )
+        .await
+    }
+
+    pub async fn sign_in_begin(&self, username: Option<&str>) -> AssertionBegin {
+        self.post(
+            "/api/v1/sign-in/begin",
+            None,
+            &SignInBeginRequest {
+                username: username.map(str::to_string),
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn sign_in_finish(
+        &self,
+        begin: &AssertionBegin,
+        credential: PublicKeyCredential,
+        name: &str,
+        device_secret: Option<String>,
+    ) -> Res<SignedIn> {
+        self.post(
+            "/api/v1/sign-in/finish",
+            None,
+            &SignInFinishRequest {
+                ceremony_id: begin.ceremony_id,
+                credential,
+                client: client(name),
+                device_secret,
+            },
+        )
+        .await
+    }
+
+    pub async fn sign_in(
+        &self,
+        key: &mut SoftKey,
+        username: Option<&str>,
+        name: &str,
+    ) -> Res<SignedIn> {
+        let begin = self.sign_in_begin(username).await;
+        let credential = key.authenticate(&self.origin, &begin.options).unwrap();
+        self.sign_in_finish(&begin, credential, name, None).await
+    }
+
+    pub async fn step_up(&self, token: &str, key: &mut SoftKey) {
+        let begin: AssertionBegin = self
+            .post_empty("/api/v1/step-up/begin", token)
+            .await
+            .unwrap();
+        let credential = key.authenticate(&self.origin, &begin.options).unwrap();
+        let _: SessionView = self
+            .post(
+                "/api/v1/step-up/finish",
+                Some(token),
+                &AssertionFinishRequest {
+                    ceremony_id: begin.ceremony_id,
+                    credential,
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn add_key(
+        &self,
+        token: &str,
+        key: &mut SoftKey,
+        nickname: &str,
+    ) -> Res<AuthenticatorView> {
+        let begin: RegistrationBegin = self
+            .post_empty("/api/v1/authenticators/begin", token)
+            .await?;
+        let credential = key.register(&self.origin, &begin.options).unwrap();
+        self.post(
+            "/api/v1/authenticators/finish",
+            Some(token),
+            &AddAuthenticatorFinishRequest {
+                ceremony_id: begin.ceremony_id,
+                credential,
+                nickname: Some(nickname.into()),
+            },
+        )
+        .await
+    }
+
+    pub async fn events(&self, token: &str) -> Vec<SecurityEvent> {
+        let page: EventPage = self.get("/api/v1/events?limit=200", token).await.unwrap();
+        page.events
+    }
+
+    /// Counts rows in every table: "nothing changed" means these are equal before and after.
+    pub fn table_counts(&self) -> Vec<(String, i64)> {
+        rusqlite_free_count(&self.db)
+    }
+}
+
+/// Row counts per table, read through the store's own connection type.
+fn rusqlite_free_count(db: &std::path::Path) -> Vec<(String, i64)> {
+    let store = keyward_core::Store::open(db).unwrap();
+    store
+        .read(|tx| {
+            let mut out = Vec::new();
+            for t in [
+                "accounts",
+                "authenticators",
+                "devices",
+                "sessions",
+                "recovery_keys",
+                "events",
+            ] {
+                let n: i64 = tx
+                    .raw()
+                    .query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?;
+                out.push((t.to_string(), n));
+            }
+            Ok::<_, keyward_core::CoreError>(out)
+        })
+        .unwrap()
+}

@@ -1,0 +1,12 @@
+//! keywardd end to end: a real server on loopback, a real SQLite file, software authenticators
+//! standing in for the finger on the key. One binary (matklad): modules below.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod harness;
+
+mod api;
+mod attacks;
+mod flows;
+mod persistence;
+mod recovery;
+mod stream;

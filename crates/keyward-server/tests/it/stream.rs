@@ -1,0 +1,129 @@
+//! The live event stream: alerts arrive at once, a client that was away gets every missed event
+//! in order exactly once, and a revoked session's stream is told and closed.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use keyward_proto::*;
+
+use crate::harness::*;
+
+struct Sse {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+}
+
+impl Sse {
+    async fn open(h: &Harness, token: &str, last_event_id: Option<i64>) -> Sse {
+        let mut req = h
+            .http
+            .get(format!("{}/api/v1/events/stream", h.base))
+            .bearer_auth(token);
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        Sse {
+            body: Box::pin(res.bytes_stream()),
+            buf: String::new(),
+        }
+    }
+
+    /// The next security event, or None if the stream ends or nothing comes within 5 s.
+    async fn next(&mut self) -> Option<SecurityEvent> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let data: String = frame
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if frame.lines().any(|l| l == "event: security_event") {
+                    return Some(serde_json::from_str(&data).unwrap());
+                }
+                continue;
+            }
+            match tokio::time::timeout(Duration::from_secs(5), self.body.next()).await {
+                Ok(Some(Ok(chunk))) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => return None,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_new_sign_in_reaches_other_sessions_live() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let mut stream = Sse::open(&h, &me.token, None).await;
+    let other = h.sign_in(&mut key, None, "someone's PC").await.unwrap();
+    let e = stream.next().await.expect("live event");
+    assert_eq!(e.kind, EventKind::SignIn);
+    assert_eq!(e.session_id, Some(other.session.id));
+    assert_eq!(e.device_name.as_deref(), Some("someone's PC"));
+    assert_eq!(e.urgency, Urgency::Urgent);
+}
+
+#[tokio::test]
+async fn a_client_that_was_away_resumes_with_every_missed_event_once_in_order() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let mut stream = Sse::open(&h, &me.token, None).await;
+    h.sign_in(&mut key, None, "one").await.unwrap();
+    let seen = stream.next().await.unwrap();
+    drop(stream); // offline
+
+    for name in ["two", "three", "four"] {
+        h.sign_in(&mut key, None, name).await.unwrap();
+    }
+    let mut resumed = Sse::open(&h, &me.token, Some(seen.id)).await;
+    let mut names = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let e = resumed.next().await.unwrap();
+        names.push(e.device_name.clone().unwrap());
+        ids.push(e.id);
+    }
+    assert_eq!(names, ["two", "three", "four"]);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    // And then live again, with no duplicates.
+    h.sign_in(&mut key, None, "five").await.unwrap();
+    let e = resumed.next().await.unwrap();
+    assert_eq!(e.device_name.as_deref(), Some("five"));
+    assert!(e.id > *ids.last().unwrap());
+}
+
+#[tokio::test]
+async fn a_revoked_sessions_stream_is_told_and_closed() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let victim = h.sign_in(&mut key, None, "stolen laptop").await.unwrap();
+    let mut stream = Sse::open(&h, &victim.token, None).await;
+    let _: EndedSessions = h
+        .delete(
+            &format!("/api/v1/sessions/{}", victim.session.id),
+            &me.token,
+        )
+        .await
+        .unwrap();
+    let e = stream.next().await.expect("told");
+    assert_eq!(e.kind, EventKind::SessionEnded);
+    assert_eq!(e.detail.ended_session_id, Some(victim.session.id));
+    assert!(stream.next().await.is_none(), "closed");
+    let refused = h
+        .send::<SecurityEvent>(
+            reqwest::Method::GET,
+            "/api/v1/events/stream",
+            Some(&victim.token),
+            None::<&()>,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.error.code, ErrorCode::Unauthenticated);
+}
