@@ -1,8 +1,6 @@
 //! The deployment's security policy. Advanced protection is not a setting: these knobs tune
 //! lifetimes and limits, never whether protection is on.
 
-use uuid::Uuid;
-
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Idle timeout: a session unused this long ends (NIST AAL3: 15 minutes).
@@ -21,10 +19,9 @@ pub struct Policy {
     pub drill_interval_ms: i64,
     /// An authenticator unused this long is called stale.
     pub stale_after_ms: i64,
-    /// Refuse synced passkeys (BE=1): keys must be device-bound (AAL3).
+    /// Refuse synced passkeys (BE=1): keys must be device-bound (AAL3). Restricting *models*
+    /// needs attestation and lives with the server's WebAuthn configuration.
     pub require_device_bound: bool,
-    /// If set, only these authenticator models may register.
-    pub allowed_aaguids: Option<Vec<Uuid>>,
 }
 
 pub const MINUTE_MS: i64 = 60_000;
@@ -43,7 +40,6 @@ impl Default for Policy {
             drill_interval_ms: 90 * DAY_MS,
             stale_after_ms: 180 * DAY_MS,
             require_device_bound: false,
-            allowed_aaguids: None,
         }
     }
 }

@@ -479,11 +479,15 @@ pub struct EventDetail {
     /// For `session_ended`: `user`, `sign_out`, `lost_key`, `authenticator_removed`, `recovery`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// For `sign_in`: whether the device had signed in to this account before.
+    /// For `sign_in`: whether the device had signed in to this account before, from the same
+    /// place. False for a new device, or a known one in a new place: both are urgent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_device: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ends_at: Option<Millis>,
+    /// Coarse place of the address, where the operator configured a place database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -64,6 +64,9 @@ pub struct Args {
     /// Refuse synced passkeys: only device-bound keys may register (AAL3 mode).
     #[arg(long, env = "KEYWARD_REQUIRE_DEVICE_BOUND")]
     pub require_device_bound: bool,
+    /// Offline CSV of `CIDR,place` lines: shows a coarse place for sessions and sign-ins.
+    #[arg(long, env = "KEYWARD_PLACE_DB")]
+    pub place_db: Option<PathBuf>,
     /// PEM certificate chain; with --tls-key, serve HTTPS and send HSTS.
     #[arg(long, env = "KEYWARD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -72,9 +75,29 @@ pub struct Args {
     pub tls_key: Option<PathBuf>,
 }
 
+/// An authenticator model admitted in attested (AAL3) mode: its vendor's attestation root and
+/// its AAGUID. With any configured, only these models can register, proven by attestation.
+#[derive(Debug, Clone)]
+pub struct AttestedModel {
+    /// PEM of the vendor's attestation root certificate.
+    pub ca_pem: String,
+    pub aaguid: uuid::Uuid,
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttestedModelFile {
+    ca_pem_file: PathBuf,
+    aaguid: uuid::Uuid,
+    name: String,
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
+    #[serde(default)]
+    attested_models: Vec<AttestedModelFile>,
     listen: Option<SocketAddr>,
     db: Option<PathBuf>,
     rp_id: Option<String>,
@@ -86,6 +109,7 @@ struct FileConfig {
     recovery_window: Option<u64>,
     #[serde(default)]
     require_device_bound: bool,
+    place_db: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -106,6 +130,9 @@ pub struct Config {
     pub policy: Policy,
     pub limits: Limits,
     pub tls: Option<Tls>,
+    /// Empty: any user-verifying authenticator may register. Otherwise only these models.
+    pub attested_models: Vec<AttestedModel>,
+    pub place_db: Option<PathBuf>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
@@ -123,6 +150,8 @@ impl Config {
             policy: Policy::default(),
             limits: Limits::default(),
             tls: None,
+            attested_models: Vec::new(),
+            place_db: None,
         }
     }
 
@@ -184,7 +213,26 @@ impl Config {
             policy.recovery_window_ms = ms;
         }
         policy.require_device_bound = args.require_device_bound || file.require_device_bound;
+        let attested_models = file
+            .attested_models
+            .into_iter()
+            .map(|m| {
+                let ca_pem = std::fs::read_to_string(&m.ca_pem_file).map_err(|source| {
+                    ConfigError::Read {
+                        path: m.ca_pem_file.clone(),
+                        source,
+                    }
+                })?;
+                Ok(AttestedModel {
+                    ca_pem,
+                    aaguid: m.aaguid,
+                    name: m.name,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         let config = Config {
+            attested_models,
+            place_db: args.place_db.or(file.place_db),
             listen,
             db: args
                 .db

@@ -6,6 +6,7 @@ pub mod config;
 pub mod decoy;
 pub mod error;
 pub mod extract;
+pub mod place;
 pub mod rate_limit;
 pub mod relying_party;
 pub mod state;
@@ -96,6 +97,29 @@ pub fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppState, S
         .map_err(|_| StartError::Webauthn("stored decoy key is not 32 bytes".into()))?;
     let decoys = decoy::DecoyCredentials::new(fake_key);
 
+    let attestation = if config.attested_models.is_empty() {
+        None
+    } else {
+        let mut builder = webauthn_rs::prelude::AttestationCaListBuilder::new();
+        for m in &config.attested_models {
+            builder
+                .insert_device_pem(
+                    m.ca_pem.as_bytes(),
+                    m.aaguid,
+                    m.name.clone(),
+                    Default::default(),
+                )
+                .map_err(|e| StartError::Webauthn(format!("attested model {}: {e:?}", m.name)))?;
+        }
+        Some(builder.build())
+    };
+
+    let places = match &config.place_db {
+        Some(path) => place::PlaceDb::load(path)
+            .map_err(|e| StartError::Config(config::ConfigError::Invalid(e.to_string())))?,
+        None => place::PlaceDb::default(),
+    };
+
     let (events, _) = broadcast::channel(4096);
     let publisher = events.clone();
     store.set_commit_hook(move |committed| {
@@ -116,6 +140,8 @@ pub fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppState, S
         events,
         limiter: rate_limit::RateLimiter::default(),
         decoys,
+        attestation,
+        places,
     })))
 }
 

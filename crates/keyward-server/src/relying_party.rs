@@ -15,8 +15,8 @@ use keyward_proto::*;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use webauthn_rs::prelude::{
-    Credential, DiscoverableAuthentication, Passkey, PasskeyAuthentication, PasskeyRegistration,
-    WebauthnError,
+    AttestedPasskeyRegistration, CreationChallengeResponse, Credential, DiscoverableAuthentication,
+    Passkey, PasskeyAuthentication, PasskeyRegistration, WebauthnError,
 };
 use webauthn_rs_proto::AllowCredentials;
 
@@ -36,12 +36,20 @@ mod kind {
     pub const RECOVERY_REDEEM: &str = "recovery_redeem";
 }
 
+/// A registration in flight: plain (any user-verifying authenticator) or attested (only the
+/// configured models, proven by their vendor's attestation).
+#[derive(Serialize, Deserialize)]
+enum RegistrationState {
+    Plain(PasskeyRegistration),
+    Attested(Box<AttestedPasskeyRegistration>),
+}
+
 #[derive(Serialize, Deserialize)]
 struct RegisterState {
     user_id: Uuid,
     username: String,
     display_name: String,
-    registration: PasskeyRegistration,
+    registration: RegistrationState,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -199,7 +207,7 @@ pub fn authenticator_view(a: &Authenticator) -> AuthenticatorView {
     }
 }
 
-fn device_view(d: &Device) -> DeviceView {
+fn device_view(d: &Device, place: Option<String>) -> DeviceView {
     DeviceView {
         id: d.id,
         name: d.name.clone(),
@@ -207,7 +215,7 @@ fn device_view(d: &Device) -> DeviceView {
         first_seen_at: d.first_seen_at,
         last_seen_at: d.last_seen_at,
         address: d.address.clone(),
-        place: None,
+        place,
     }
 }
 
@@ -248,7 +256,7 @@ impl Inner {
             .ok_or_else(|| ServerError::Internal("session without device".into()))?;
         Ok(SessionView {
             id: s.id,
-            device: device_view(&device),
+            device: device_view(&device, self.places.lookup(&device.address)),
             scope: s.scope,
             created_at: s.created_at,
             last_seen_at: s.last_seen_at,
@@ -394,7 +402,10 @@ impl Inner {
             Some(s) => tx.device_by_secret(account.id, &hash_secret(s))?,
             None => None,
         };
-        let is_known = known.is_some();
+        // A known device turning up in a new place is treated as new: that is worth an alert.
+        let is_known = known
+            .as_ref()
+            .is_some_and(|d| self.places.lookup(&d.address) == self.places.lookup(address));
         let device = match known {
             Some(d) => {
                 let d = Device {
@@ -529,6 +540,33 @@ impl Inner {
     // -----------------------------------------------------------------------------------------
     // Registration: creating an account *is* registering its first authenticator.
 
+    fn start_registration(
+        &self,
+        user_id: Uuid,
+        username: &str,
+        display_name: &str,
+        exclude: Option<Vec<webauthn_rs::prelude::CredentialID>>,
+    ) -> Result<(CreationChallengeResponse, RegistrationState)> {
+        let started = match &self.attestation {
+            None => self
+                .webauthn
+                .start_passkey_registration(user_id, username, display_name, exclude)
+                .map(|(o, s)| (o, RegistrationState::Plain(s))),
+            Some(cas) => self
+                .webauthn
+                .start_attested_passkey_registration(
+                    user_id,
+                    username,
+                    display_name,
+                    exclude,
+                    cas.clone(),
+                    None,
+                )
+                .map(|(o, s)| (o, RegistrationState::Attested(Box::new(s)))),
+        };
+        started.map_err(|e| ServerError::Internal(format!("start registration: {e}")))
+    }
+
     pub fn registration_begin(
         &self,
         req: RegistrationBeginRequest,
@@ -545,10 +583,8 @@ impl Inner {
                 return Err(ServerError::UsernameUnavailable);
             }
             let user_id = Uuid::new_v4();
-            let (options, registration) = self
-                .webauthn
-                .start_passkey_registration(user_id, &username, &display_name, None)
-                .map_err(|e| ServerError::Internal(format!("start registration: {e}")))?;
+            let (options, registration) =
+                self.start_registration(user_id, &username, &display_name, None)?;
             let state = RegisterState {
                 user_id,
                 username: username.clone(),
@@ -567,17 +603,28 @@ impl Inner {
     fn admit_credential(
         &self,
         reg: &RegisterPublicKeyCredential,
-        state: &PasskeyRegistration,
+        state: &RegistrationState,
         account_id: Uuid,
         nickname: Option<&str>,
     ) -> Result<Authenticator> {
-        let passkey = self
-            .webauthn
-            .finish_passkey_registration(reg, state)
-            .map_err(|e| {
-                tracing::info!(error = %e, "registration did not verify");
+        let finished = match state {
+            RegistrationState::Plain(s) => self.webauthn.finish_passkey_registration(reg, s),
+            RegistrationState::Attested(s) => self
+                .webauthn
+                .finish_attested_passkey_registration(reg, s)
+                .map(Passkey::from),
+        };
+        let passkey = finished.map_err(|e| {
+            tracing::info!(error = ?e, "registration did not verify");
+            let attestation_refused = matches!(state, RegistrationState::Attested(_))
+                && (format!("{e:?}").starts_with("Attestation")
+                    || matches!(e, WebauthnError::CredentialMayNotBeHardwareBound));
+            if attestation_refused {
+                ServerError::PolicyRefused("this model of authenticator is not on the allowed list")
+            } else {
                 ServerError::RegistrationFailed("the authenticator's response did not verify")
-            })?;
+            }
+        })?;
         let cred = credential_of(&passkey);
         if !cred.user_verified {
             return Err(ServerError::RegistrationFailed(
@@ -590,13 +637,6 @@ impl Inner {
             ));
         }
         let aaguid = aaguid_of(reg);
-        if let Some(allowed) = &self.policy.allowed_aaguids
-            && !aaguid.is_some_and(|a| allowed.contains(&a))
-        {
-            return Err(ServerError::PolicyRefused(
-                "this model of authenticator is not on the allowed list",
-            ));
-        }
         let model = aaguid.as_ref().and_then(keyward_core::aaguid::model_name);
         let nickname = match nickname {
             Some(n) => clean_nickname(n)?,
@@ -976,6 +1016,7 @@ impl Inner {
                 authenticator_id: Some(authenticator.id),
                 authenticator_name: Some(authenticator.nickname.clone()),
                 known_device: Some(known),
+                place: self.places.lookup(address),
                 ..EventDetail::default()
             };
             self.event(
@@ -1091,15 +1132,12 @@ impl Inner {
                 .into_iter()
                 .map(|a| a.credential_id)
                 .collect();
-            let (options, registration) = self
-                .webauthn
-                .start_passkey_registration(
-                    authed.account.id,
-                    &authed.account.username,
-                    &authed.account.display_name,
-                    Some(existing),
-                )
-                .map_err(|e| ServerError::Internal(format!("start registration: {e}")))?;
+            let (options, registration) = self.start_registration(
+                authed.account.id,
+                &authed.account.username,
+                &authed.account.display_name,
+                Some(existing),
+            )?;
             let c = self.new_ceremony(
                 tx,
                 kind::ADD_AUTHENTICATOR,
@@ -1130,7 +1168,7 @@ impl Inner {
             if c.session_id != Some(authed.session.id) {
                 return Ok(Err(ServerError::CeremonyExpired));
             }
-            let registration: PasskeyRegistration = serde_json::from_str(&c.state)
+            let registration: RegistrationState = serde_json::from_str(&c.state)
                 .map_err(|e| ServerError::Internal(format!("ceremony state: {e}")))?;
             let authenticator = match self.admit_credential(
                 &req.credential,

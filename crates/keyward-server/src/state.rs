@@ -26,6 +26,10 @@ pub struct Inner {
     pub limiter: RateLimiter,
     /// Believable credential IDs for usernames that do not exist (no account enumeration).
     pub decoys: crate::decoy::DecoyCredentials,
+    /// Attested (AAL3) mode: the vendor roots and models allowed to register.
+    pub attestation: Option<webauthn_rs::prelude::AttestationCaList>,
+    /// The operator's offline address → coarse place table; empty when none is configured.
+    pub places: crate::place::PlaceDb,
 }
 
 impl Deref for AppState {

@@ -89,12 +89,29 @@ impl std::fmt::Debug for StoredCredential {
     }
 }
 
+/// A batch attestation identity: a certificate (DER) issued to this "model" by its vendor CA,
+/// and the certificate's P-256 private key (SEC1 scalar). With one, registrations carry
+/// `packed` attestation with `x5c`; without, `none`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AttestationIdentity {
+    pub certificate_der: Vec<u8>,
+    pub private_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for AttestationIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AttestationIdentity(…)")
+    }
+}
+
 /// A software authenticator. `Clone` it to model a cloned key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SoftKey {
     pub aaguid: Uuid,
     pub credentials: Vec<StoredCredential>,
     pub behaviour: Behaviour,
+    #[serde(default)]
+    pub attestation: Option<AttestationIdentity>,
 }
 
 const FLAG_UP: u8 = 0x01;
@@ -109,6 +126,7 @@ impl SoftKey {
             aaguid,
             credentials: Vec::new(),
             behaviour: Behaviour::default(),
+            attestation: None,
         }
     }
 
@@ -210,16 +228,38 @@ impl SoftKey {
         auth_data.extend_from_slice(&id);
         auth_data.extend_from_slice(&cose);
 
+        let client_data = self.client_data("webauthn.create", o.challenge.as_ref(), origin);
         let mut attestation = Vec::new();
         cbor::map(&mut attestation, 3);
         cbor::text(&mut attestation, "fmt");
-        cbor::text(&mut attestation, "none");
-        cbor::text(&mut attestation, "attStmt");
-        cbor::map(&mut attestation, 0);
+        match &self.attestation {
+            None => {
+                cbor::text(&mut attestation, "none");
+                cbor::text(&mut attestation, "attStmt");
+                cbor::map(&mut attestation, 0);
+            }
+            Some(identity) => {
+                // packed, full attestation: sig over authData ‖ SHA-256(clientDataJSON).
+                let batch_key = SigningKey::from_slice(&identity.private_key)
+                    .map_err(|e| SoftKeyError::Encode(format!("attestation key: {e}")))?;
+                let mut signed = auth_data.clone();
+                signed.extend_from_slice(&Sha256::digest(&client_data));
+                let sig: Signature = batch_key.sign(&signed);
+                cbor::text(&mut attestation, "packed");
+                cbor::text(&mut attestation, "attStmt");
+                cbor::map(&mut attestation, 3);
+                cbor::text(&mut attestation, "alg");
+                cbor::int(&mut attestation, -7);
+                cbor::text(&mut attestation, "sig");
+                cbor::bytes(&mut attestation, sig.to_der().as_bytes());
+                cbor::text(&mut attestation, "x5c");
+                cbor::array(&mut attestation, 1);
+                cbor::bytes(&mut attestation, &identity.certificate_der);
+            }
+        }
         cbor::text(&mut attestation, "authData");
         cbor::bytes(&mut attestation, &auth_data);
 
-        let client_data = self.client_data("webauthn.create", o.challenge.as_ref(), origin);
         self.credentials.push(StoredCredential {
             id: id.clone(),
             rp_id: o.rp.id.clone(),
@@ -333,5 +373,8 @@ mod cbor {
     }
     pub fn map(out: &mut Vec<u8>, n: u64) {
         head(out, 5, n);
+    }
+    pub fn array(out: &mut Vec<u8>, n: u64) {
+        head(out, 4, n);
     }
 }

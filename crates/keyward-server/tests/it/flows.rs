@@ -436,3 +436,114 @@ async fn a_policy_can_refuse_synced_passkeys() {
     let mut hardware = new_key();
     h.create_account(&mut hardware, "ada").await;
 }
+
+/// A vendor CA and one batch attestation certificate under it, as a security-key maker has.
+fn vendor(aaguid: uuid::Uuid) -> (String, keyward_softkey::AttestationIdentity) {
+    use p256::pkcs8::EncodePrivateKey;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    ca.distinguished_name
+        .push(DnType::CommonName, "Test Vendor Root CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let ca_issuer = rcgen::Issuer::new(ca, ca_key);
+
+    let batch = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let batch_der = batch.to_pkcs8_der().unwrap();
+    let batch_key = KeyPair::try_from(batch_der.as_bytes()).unwrap();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    leaf.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    leaf.distinguished_name.push(DnType::CountryName, "SE");
+    leaf.distinguished_name
+        .push(DnType::OrganizationName, "Test Vendor AB");
+    leaf.distinguished_name
+        .push(DnType::OrganizationalUnitName, "Authenticator Attestation");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "Test Key Serial 1");
+    let mut ext = vec![0x04, 0x10];
+    ext.extend_from_slice(aaguid.as_bytes());
+    leaf.custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 45724, 1, 1, 4],
+            ext,
+        ));
+    let leaf_cert = leaf.signed_by(&batch_key, &ca_issuer).unwrap();
+    let identity = keyward_softkey::AttestationIdentity {
+        certificate_der: leaf_cert.der().to_vec(),
+        private_key: batch.to_bytes().to_vec(),
+    };
+    (ca_cert.pem(), identity)
+}
+
+#[tokio::test]
+async fn attested_mode_admits_only_the_configured_models() {
+    let model = uuid::Uuid::from_u128(0x5e_c0de);
+    let (ca_pem, identity) = vendor(model);
+    let h = Harness::start_with(|c| {
+        c.attested_models = vec![keyward_server::config::AttestedModel {
+            ca_pem,
+            aaguid: model,
+            name: "Test Key".into(),
+        }];
+    })
+    .await;
+
+    // A key without attestation (or a virtual key) is refused.
+    let mut plain = new_key();
+    let refused = h.try_create_account(&mut plain, "ada").await.unwrap_err();
+    assert_eq!(
+        refused.error.code,
+        ErrorCode::PolicyRefused,
+        "{}",
+        refused.error.message
+    );
+
+    // The same model but from another vendor's CA is refused.
+    let (_, forged_identity) = vendor(model);
+    let mut forged = keyward_softkey::SoftKey::new(model);
+    forged.attestation = Some(forged_identity);
+    assert_eq!(
+        h.try_create_account(&mut forged, "ada")
+            .await
+            .unwrap_err()
+            .error
+            .code,
+        ErrorCode::PolicyRefused
+    );
+
+    // A genuine one registers and signs in.
+    let mut genuine = keyward_softkey::SoftKey::new(model);
+    genuine.attestation = Some(identity);
+    let me = h.create_account(&mut genuine, "ada").await;
+    assert_eq!(me.account.username, "ada");
+    h.sign_in(&mut genuine, None, "laptop").await.unwrap();
+}
+
+#[tokio::test]
+async fn an_operator_place_database_names_places_offline() {
+    let places = tempfile::tempdir().unwrap();
+    let db = places.path().join("places.csv");
+    std::fs::write(&db, "127.0.0.0/8,This machine\n").unwrap();
+    let h = Harness::start_with(|c| c.place_db = Some(db.clone())).await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    assert_eq!(me.session.device.place.as_deref(), Some("This machine"));
+    let s = h.sign_in(&mut key, None, "laptop").await.unwrap();
+    let e = h
+        .events(&s.token)
+        .await
+        .into_iter()
+        .find(|e| e.kind == EventKind::SignIn)
+        .unwrap();
+    assert_eq!(e.detail.place.as_deref(), Some("This machine"));
+    // Without a database there is no place at all.
+    let plain = Harness::start().await;
+    let me = plain.create_account(&mut new_key(), "ada").await;
+    assert_eq!(me.session.device.place, None);
+}
