@@ -81,7 +81,7 @@ impl PlaceDb {
             ranges.push((net & mask(offset + len), offset + len, place));
         }
         // Most specific first, so the first match is the best.
-        ranges.sort_by(|a, b| b.1.cmp(&a.1));
+        ranges.sort_by_key(|r| std::cmp::Reverse(r.1));
         Ok(PlaceDb { ranges })
     }
 
