@@ -1,0 +1,290 @@
+use keyward_proto::*;
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// keywardd answered with an error; `message` is safe to show.
+    #[error("{}", .error.message)]
+    Api { status: u16, error: ApiError },
+    #[error("cannot reach keywardd at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("keywardd sent something unexpected: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Authenticator(#[from] crate::authenticator::AuthenticatorError),
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { error, .. } => Some(error.code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// The keywardd API. Cheap to clone; the bearer token, if any, travels with the value.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token never goes into logs.
+        f.debug_struct("Api")
+            .field("base", &self.base.as_str())
+            .field("signed_in", &self.token.is_some())
+            .finish()
+    }
+}
+
+impl Api {
+    pub fn new(base: Url) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base,
+            token: None,
+        }
+    }
+
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// The same server, acting with this session token.
+    pub fn with_token(&self, token: impl Into<String>) -> Api {
+        Api {
+            token: Some(token.into()),
+            ..self.clone()
+        }
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base.as_str().trim_end_matches('/'), path)
+    }
+
+    pub(crate) fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    async fn call<R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<R> {
+        let mut req = self.request(method, path);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.url(path),
+            message: e.to_string(),
+        })?;
+        let status = res.status();
+        let bytes = res.bytes().await.map_err(|e| ClientError::Unreachable {
+            url: self.url(path),
+            message: e.to_string(),
+        })?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Protocol(format!("{path}: {e}")))
+        } else {
+            let error = serde_json::from_slice(&bytes).unwrap_or_else(|_| ApiError {
+                code: if status == StatusCode::UNAUTHORIZED {
+                    ErrorCode::Unauthenticated
+                } else {
+                    ErrorCode::Internal
+                },
+                message: format!("keywardd answered {status}"),
+            });
+            Err(ClientError::Api {
+                status: status.as_u16(),
+                error,
+            })
+        }
+    }
+
+    async fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+    async fn post<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> Result<R> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+    async fn post_empty<R: DeserializeOwned>(&self, path: &str) -> Result<R> {
+        self.call(Method::POST, path, None::<&()>).await
+    }
+
+    // ---- service ------------------------------------------------------------------------
+    pub async fn health(&self) -> Result<Health> {
+        self.get("/healthz").await
+    }
+
+    // ---- ceremonies -----------------------------------------------------------------------
+    pub async fn registration_begin(
+        &self,
+        req: &RegistrationBeginRequest,
+    ) -> Result<RegistrationBegin> {
+        self.post("/api/v1/registration/begin", req).await
+    }
+    pub async fn registration_finish(&self, req: &RegistrationFinishRequest) -> Result<SignedIn> {
+        self.post("/api/v1/registration/finish", req).await
+    }
+    pub async fn sign_in_begin(&self, req: &SignInBeginRequest) -> Result<AssertionBegin> {
+        self.post("/api/v1/sign-in/begin", req).await
+    }
+    pub async fn sign_in_finish(&self, req: &SignInFinishRequest) -> Result<SignedIn> {
+        self.post("/api/v1/sign-in/finish", req).await
+    }
+    pub async fn step_up_begin(&self) -> Result<AssertionBegin> {
+        self.post_empty("/api/v1/step-up/begin").await
+    }
+    pub async fn step_up_finish(&self, req: &AssertionFinishRequest) -> Result<SessionView> {
+        self.post("/api/v1/step-up/finish", req).await
+    }
+
+    // ---- account ---------------------------------------------------------------------------
+    pub async fn account(&self) -> Result<AccountView> {
+        self.get("/api/v1/account").await
+    }
+    pub async fn readiness(&self) -> Result<Readiness> {
+        self.get("/api/v1/readiness").await
+    }
+
+    // ---- authenticators --------------------------------------------------------------------
+    pub async fn authenticators(&self) -> Result<Vec<AuthenticatorView>> {
+        self.get("/api/v1/authenticators").await
+    }
+    pub async fn add_authenticator_begin(&self) -> Result<RegistrationBegin> {
+        self.post_empty("/api/v1/authenticators/begin").await
+    }
+    pub async fn add_authenticator_finish(
+        &self,
+        req: &AddAuthenticatorFinishRequest,
+    ) -> Result<AuthenticatorView> {
+        self.post("/api/v1/authenticators/finish", req).await
+    }
+    pub async fn rename_authenticator(
+        &self,
+        id: Uuid,
+        nickname: &str,
+    ) -> Result<AuthenticatorView> {
+        let body = RenameAuthenticatorRequest {
+            nickname: nickname.into(),
+        };
+        self.call(
+            Method::PATCH,
+            &format!("/api/v1/authenticators/{id}"),
+            Some(&body),
+        )
+        .await
+    }
+    pub async fn removal_impact(&self, id: Uuid) -> Result<RemovalImpact> {
+        self.get(&format!("/api/v1/authenticators/{id}/removal-impact"))
+            .await
+    }
+    pub async fn remove_authenticator(&self, id: Uuid) -> Result<EndedSessions> {
+        self.call(
+            Method::DELETE,
+            &format!("/api/v1/authenticators/{id}"),
+            None::<&()>,
+        )
+        .await
+    }
+    pub async fn report_lost(&self, id: Uuid) -> Result<EndedSessions> {
+        self.post_empty(&format!("/api/v1/authenticators/{id}/report-lost"))
+            .await
+    }
+
+    // ---- sessions --------------------------------------------------------------------------
+    pub async fn sessions(&self) -> Result<Vec<SessionView>> {
+        self.get("/api/v1/sessions").await
+    }
+    pub async fn end_session(&self, id: Uuid) -> Result<EndedSessions> {
+        self.call(
+            Method::DELETE,
+            &format!("/api/v1/sessions/{id}"),
+            None::<&()>,
+        )
+        .await
+    }
+    pub async fn end_other_sessions(&self) -> Result<EndedSessions> {
+        self.post_empty("/api/v1/sessions/end-others").await
+    }
+    pub async fn sign_out(&self) -> Result<EndedSessions> {
+        self.post_empty("/api/v1/sign-out").await
+    }
+
+    // ---- recovery --------------------------------------------------------------------------
+    pub async fn recovery_key_status(&self) -> Result<RecoveryKeyStatus> {
+        self.get("/api/v1/recovery-key").await
+    }
+    pub async fn set_recovery_key(&self, req: &SetRecoveryKeyRequest) -> Result<RecoveryKeyStatus> {
+        self.call(Method::PUT, "/api/v1/recovery-key", Some(req))
+            .await
+    }
+    pub async fn recovery_challenge(&self, purpose: RecoveryPurpose) -> Result<RecoveryChallenge> {
+        self.post(
+            "/api/v1/recovery-key/challenge",
+            &RecoveryChallengeRequest { purpose },
+        )
+        .await
+    }
+    pub async fn recovery_verify(&self, req: &RecoveryProof) -> Result<RecoveryKeyStatus> {
+        self.post("/api/v1/recovery-key/verify", req).await
+    }
+    pub async fn redeem_begin(&self, username: &str) -> Result<RecoveryChallenge> {
+        self.post(
+            "/api/v1/recovery/redeem/begin",
+            &RedeemBeginRequest {
+                username: username.into(),
+            },
+        )
+        .await
+    }
+    pub async fn redeem_finish(&self, req: &RedeemFinishRequest) -> Result<RecoveryStarted> {
+        self.post("/api/v1/recovery/redeem/finish", req).await
+    }
+    pub async fn recovery_cancel_begin(&self, username: Option<&str>) -> Result<AssertionBegin> {
+        self.post(
+            "/api/v1/recovery/cancel/begin",
+            &RecoveryCancelBeginRequest {
+                username: username.map(str::to_string),
+            },
+        )
+        .await
+    }
+    pub async fn recovery_cancel_finish(&self, req: &SignInFinishRequest) -> Result<AccountView> {
+        self.post("/api/v1/recovery/cancel/finish", req).await
+    }
+
+    // ---- events ----------------------------------------------------------------------------
+    pub async fn events(&self, before: Option<i64>, limit: u32) -> Result<EventPage> {
+        let mut path = format!("/api/v1/events?limit={limit}");
+        if let Some(b) = before {
+            path.push_str(&format!("&before={b}"));
+        }
+        self.get(&path).await
+    }
+}

@@ -1,0 +1,181 @@
+//! Whole ceremonies: ask keywardd for options, let the authenticator answer for the server's
+//! origin, send the answer back.
+
+use keyward_core::recovery_key::RecoveryKey;
+use keyward_core::secret::{b64, unb64};
+use keyward_proto::*;
+use url::Url;
+
+use crate::api::{Api, ClientError, Result};
+use crate::authenticator::Authenticator;
+
+/// Runs ceremonies against one keywardd, claiming `origin` (the server's web origin) in the
+/// client data, as a browser on that origin would.
+pub struct Ceremonies {
+    pub api: Api,
+    pub origin: Url,
+    pub rp_id: String,
+    pub client: ClientInfo,
+}
+
+impl Ceremonies {
+    pub async fn create_account(
+        &self,
+        key: &mut dyn Authenticator,
+        username: &str,
+        display_name: Option<&str>,
+        nickname: Option<&str>,
+    ) -> Result<SignedIn> {
+        let begin = self
+            .api
+            .registration_begin(&RegistrationBeginRequest {
+                username: username.into(),
+                display_name: display_name.map(str::to_string),
+            })
+            .await?;
+        let credential = key.register(&self.origin, &begin.options)?;
+        self.api
+            .registration_finish(&RegistrationFinishRequest {
+                ceremony_id: begin.ceremony_id,
+                credential,
+                nickname: nickname.map(str::to_string),
+                client: self.client.clone(),
+                device_secret: None,
+            })
+            .await
+    }
+
+    /// Usernameless when `username` is None.
+    pub async fn sign_in(
+        &self,
+        key: &mut dyn Authenticator,
+        username: Option<&str>,
+        device_secret: Option<String>,
+    ) -> Result<SignedIn> {
+        let begin = self
+            .api
+            .sign_in_begin(&SignInBeginRequest {
+                username: username.map(str::to_string),
+            })
+            .await?;
+        let credential = key.authenticate(&self.origin, &begin.options)?;
+        self.api
+            .sign_in_finish(&SignInFinishRequest {
+                ceremony_id: begin.ceremony_id,
+                credential,
+                client: self.client.clone(),
+                device_secret,
+            })
+            .await
+    }
+
+    /// A fresh touch for sensitive operations in the next few minutes.
+    pub async fn step_up(&self, session: &Api, key: &mut dyn Authenticator) -> Result<SessionView> {
+        let begin = session.step_up_begin().await?;
+        let credential = key.authenticate(&self.origin, &begin.options)?;
+        session
+            .step_up_finish(&AssertionFinishRequest {
+                ceremony_id: begin.ceremony_id,
+                credential,
+            })
+            .await
+    }
+
+    pub async fn add_key(
+        &self,
+        session: &Api,
+        key: &mut dyn Authenticator,
+        nickname: Option<&str>,
+    ) -> Result<AuthenticatorView> {
+        let begin = session.add_authenticator_begin().await?;
+        let credential = key.register(&self.origin, &begin.options)?;
+        session
+            .add_authenticator_finish(&AddAuthenticatorFinishRequest {
+                ceremony_id: begin.ceremony_id,
+                credential,
+                nickname: nickname.map(str::to_string),
+            })
+            .await
+    }
+
+    /// Makes a new recovery key on this machine and registers its public half. The caller shows
+    /// the returned key to the user once and then forgets it.
+    pub async fn new_recovery_key(
+        &self,
+        session: &Api,
+    ) -> Result<(RecoveryKey, RecoveryKeyStatus)> {
+        let key = RecoveryKey::generate();
+        let status = session
+            .set_recovery_key(&SetRecoveryKeyRequest {
+                public_key: b64(&key.public_key()),
+            })
+            .await?;
+        Ok((key, status))
+    }
+
+    /// Proves the user still has the key (confirm at setup, or a drill later), using nothing up.
+    pub async fn prove_recovery_key(
+        &self,
+        session: &Api,
+        typed: &str,
+        purpose: RecoveryPurpose,
+    ) -> Result<RecoveryKeyStatus> {
+        let key = RecoveryKey::parse(typed).map_err(|e| ClientError::Api {
+            status: 400,
+            error: ApiError {
+                code: ErrorCode::InvalidInput,
+                message: e.to_string(),
+            },
+        })?;
+        let c = session.recovery_challenge(purpose).await?;
+        let challenge = unb64(&c.challenge)
+            .ok_or_else(|| ClientError::Protocol("challenge is not base64url".into()))?;
+        let signature = b64(&key.sign(purpose, &self.rp_id, &challenge));
+        session
+            .recovery_verify(&RecoveryProof {
+                challenge_id: c.challenge_id,
+                signature,
+            })
+            .await
+    }
+
+    /// Redeems a recovery key on a new machine: opens the recovery window.
+    pub async fn redeem_recovery_key(
+        &self,
+        username: &str,
+        typed: &str,
+    ) -> Result<RecoveryStarted> {
+        let key = RecoveryKey::parse(typed).map_err(|e| ClientError::Api {
+            status: 400,
+            error: ApiError {
+                code: ErrorCode::InvalidInput,
+                message: e.to_string(),
+            },
+        })?;
+        let c = self.api.redeem_begin(username).await?;
+        let challenge = unb64(&c.challenge)
+            .ok_or_else(|| ClientError::Protocol("challenge is not base64url".into()))?;
+        let signature = b64(&key.sign(RecoveryPurpose::Redeem, &self.rp_id, &challenge));
+        self.api
+            .redeem_finish(&RedeemFinishRequest {
+                challenge_id: c.challenge_id,
+                signature,
+                client: self.client.clone(),
+            })
+            .await
+    }
+
+    /// Cancels a pending recovery with any enrolled key: one ceremony.
+    pub async fn cancel_recovery(&self, key: &mut dyn Authenticator) -> Result<AccountView> {
+        let begin = self.api.recovery_cancel_begin(None).await?;
+        let credential = key.authenticate(&self.origin, &begin.options)?;
+        self.api
+            .recovery_cancel_finish(&SignInFinishRequest {
+                ceremony_id: begin.ceremony_id,
+                credential,
+                client: self.client.clone(),
+                device_secret: None,
+            })
+            .await
+    }
+}

@@ -1,0 +1,18 @@
+//! Keyward's client side, shared by the desktop app and the command-line tool.
+//!
+//! - [`Api`]: the typed keywardd HTTP API; every error is the server's `{code, message}`.
+//! - [`EventFeed`]: the live security-event stream, reconnecting with backoff and resuming from
+//!   the last event seen, so no alert is lost while offline and none is shown twice.
+//! - [`Authenticator`] and [`Ceremonies`]: run registration and sign-in ceremonies with
+//!   whatever authenticator the user presents (the virtual key today; USB and NFC keys over
+//!   CTAP2 plug in behind the same trait).
+
+mod api;
+mod authenticator;
+mod ceremony;
+mod feed;
+
+pub use api::{Api, ClientError, Result};
+pub use authenticator::{Authenticator, AuthenticatorError, VirtualKey};
+pub use ceremony::Ceremonies;
+pub use feed::{EventFeed, FeedEnd};
