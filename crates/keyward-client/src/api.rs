@@ -140,6 +140,9 @@ impl Api {
     pub async fn health(&self) -> Result<Health> {
         self.get("/healthz").await
     }
+    pub async fn server_info(&self) -> Result<ServerInfo> {
+        self.get("/api/v1/server").await
+    }
 
     // ---- ceremonies -----------------------------------------------------------------------
     pub async fn registration_begin(

@@ -19,6 +19,43 @@ pub struct Ceremonies {
 }
 
 impl Ceremonies {
+    /// Asks the server at `base` which RP ID and origin its ceremonies use.
+    pub async fn connect(base: Url, client: ClientInfo) -> Result<Ceremonies> {
+        let api = Api::new(base);
+        let info = api.server_info().await?;
+        let origin = info
+            .origins
+            .first()
+            .and_then(|o| Url::parse(o).ok())
+            .ok_or_else(|| ClientError::Protocol("the server lists no usable origin".into()))?;
+        Ok(Ceremonies {
+            api,
+            origin,
+            rp_id: info.rp_id,
+            client,
+        })
+    }
+
+    /// Runs `op`; if the server wants a fresh touch first, does the step-up and tries once more.
+    pub async fn with_step_up<T, F, Fut>(
+        &self,
+        session: &Api,
+        key: &mut dyn Authenticator,
+        op: F,
+    ) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match op().await {
+            Err(e) if e.code() == Some(ErrorCode::StepUpRequired) => {
+                self.step_up(session, key).await?;
+                op().await
+            }
+            other => other,
+        }
+    }
+
     pub async fn create_account(
         &self,
         key: &mut dyn Authenticator,

@@ -515,6 +515,20 @@ pub struct EventPage {
     pub next_before: Option<i64>,
 }
 
+/// What a client needs to run ceremonies with this server: the RP ID, and the origin a native
+/// client claims in its client data (the first configured origin).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServerInfo {
+    pub rp_id: String,
+    pub rp_name: String,
+    pub origins: Vec<String>,
+    pub version: String,
+    /// Idle timeout and absolute session lifetime, in milliseconds.
+    pub session_idle_ms: i64,
+    pub session_absolute_ms: i64,
+    pub recovery_window_ms: i64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     pub status: String,

@@ -31,6 +31,7 @@ pub struct ApiDoc;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
+        .routes(routes!(server_info))
         .routes(routes!(registration_begin))
         .routes(routes!(registration_finish))
         .routes(routes!(sign_in_begin))
@@ -66,6 +67,12 @@ async fn health() -> Json<Health> {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
     })
+}
+
+/// The RP ID and origins ceremonies must use, and the session lifetimes in force.
+#[utoipa::path(get, path = "/api/v1/server", tag = "service", responses((status = 200, body = ServerInfo)))]
+async fn server_info(State(s): State<AppState>) -> Json<ServerInfo> {
+    Json(s.info.clone())
 }
 
 // ---- registration ------------------------------------------------------------------------

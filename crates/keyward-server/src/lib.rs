@@ -136,6 +136,19 @@ pub fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppState, S
         limits: config.limits.clone(),
         clock,
         rp_id: config.rp_id.clone(),
+        info: keyward_proto::ServerInfo {
+            rp_id: config.rp_id.clone(),
+            rp_name: config.rp_name.clone(),
+            origins: config
+                .origins
+                .iter()
+                .map(|o| o.origin().ascii_serialization())
+                .collect(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            session_idle_ms: config.policy.session_idle_ms,
+            session_absolute_ms: config.policy.session_absolute_ms,
+            recovery_window_ms: config.policy.recovery_window_ms,
+        },
         tls: config.tls.is_some(),
         events,
         limiter: rate_limit::RateLimiter::default(),

@@ -20,6 +20,7 @@ pub struct Inner {
     pub limits: Limits,
     pub clock: Arc<dyn Clock>,
     pub rp_id: String,
+    pub info: keyward_proto::ServerInfo,
     pub tls: bool,
     /// Every committed security event, in commit order; streams filter by account.
     pub events: broadcast::Sender<SecurityEvent>,

@@ -17,6 +17,18 @@ async fn health_and_openapi_describe_every_endpoint() {
         .await
         .unwrap();
     assert_eq!(health.status, "ok");
+    let info: ServerInfo = h
+        .http
+        .get(format!("{}/api/v1/server", h.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info.rp_id, "localhost");
+    assert_eq!(info.origins, vec![h.origin.origin().ascii_serialization()]);
+    assert_eq!(info.session_idle_ms, 15 * 60 * 1000);
     let doc: serde_json::Value = h
         .http
         .get(format!("{}/api/v1/openapi.json", h.base))
