@@ -39,43 +39,53 @@ pub trait Authenticator: Send {
     ) -> Result<PublicKeyCredential, AuthenticatorError>;
 }
 
-/// A software key kept in a file: **not secure** (its private keys are on disk), for trying
-/// Keyward with no hardware. Every ceremony saves it, so counters survive restarts.
+/// Software keys kept in a file: **not secure** (private keys are on disk), for trying Keyward
+/// with no hardware. A ring of them, so a "backup key" can be added too: registration uses the
+/// first key not yet registered (or makes a new one), sign-in whichever key holds a matching
+/// credential, as if the user had picked up the right key. Every ceremony saves the file, so
+/// counters survive restarts.
 pub struct VirtualKey {
-    key: SoftKey,
+    keys: Vec<SoftKey>,
     path: Option<PathBuf>,
 }
 
+fn new_soft_key() -> SoftKey {
+    SoftKey::new(keyward_core::aaguid::KEYWARD_VIRTUAL_KEY)
+}
+
 impl VirtualKey {
-    /// A virtual key that lives in memory only.
+    /// A ring that lives in memory only.
     pub fn ephemeral() -> VirtualKey {
         VirtualKey {
-            key: SoftKey::new(keyward_core::aaguid::KEYWARD_VIRTUAL_KEY),
+            keys: Vec::new(),
             path: None,
         }
     }
 
-    /// Opens the key at `path`, creating it if the file does not exist.
+    /// Opens the ring at `path`; a missing file is an empty ring.
     pub fn open(path: &Path) -> Result<VirtualKey, AuthenticatorError> {
         let storage = |e: &dyn std::fmt::Display| AuthenticatorError::Storage {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        let key = match std::fs::read(path) {
+        let keys = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| storage(&e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                SoftKey::new(keyward_core::aaguid::KEYWARD_VIRTUAL_KEY)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(storage(&e)),
         };
         Ok(VirtualKey {
-            key,
+            keys,
             path: Some(path.to_path_buf()),
         })
     }
 
-    pub fn soft_key(&mut self) -> &mut SoftKey {
-        &mut self.key
+    /// How many distinct virtual keys the ring holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     /// Written to a temporary file and renamed, owner-only: a crash never leaves half a key.
@@ -87,7 +97,7 @@ impl VirtualKey {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        let json = serde_json::to_vec(&self.key).map_err(|e| storage(&e))?;
+        let json = serde_json::to_vec(&self.keys).map_err(|e| storage(&e))?;
         let tmp = path.with_extension("tmp");
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
@@ -127,7 +137,20 @@ impl Authenticator for VirtualKey {
         origin: &Url,
         options: &CreationChallengeResponse,
     ) -> Result<RegisterPublicKeyCredential, AuthenticatorError> {
-        let credential = self.key.register(origin, options).map_err(map_soft)?;
+        // The first key that the server does not already know; else a fresh one.
+        for key in &mut self.keys {
+            match key.register(origin, options) {
+                Ok(credential) => {
+                    self.save()?;
+                    return Ok(credential);
+                }
+                Err(keyward_softkey::SoftKeyError::Excluded) => continue,
+                Err(e) => return Err(map_soft(e)),
+            }
+        }
+        let mut key = new_soft_key();
+        let credential = key.register(origin, options).map_err(map_soft)?;
+        self.keys.push(key);
         self.save()?;
         Ok(credential)
     }
@@ -137,8 +160,16 @@ impl Authenticator for VirtualKey {
         origin: &Url,
         options: &RequestChallengeResponse,
     ) -> Result<PublicKeyCredential, AuthenticatorError> {
-        let credential = self.key.authenticate(origin, options).map_err(map_soft)?;
-        self.save()?;
-        Ok(credential)
+        for key in &mut self.keys {
+            match key.authenticate(origin, options) {
+                Ok(credential) => {
+                    self.save()?;
+                    return Ok(credential);
+                }
+                Err(keyward_softkey::SoftKeyError::NoCredential) => continue,
+                Err(e) => return Err(map_soft(e)),
+            }
+        }
+        Err(AuthenticatorError::NotRegistered)
     }
 }
