@@ -50,7 +50,9 @@ pub struct VirtualKey {
 }
 
 fn new_soft_key() -> SoftKey {
-    SoftKey::new(keyward_core::aaguid::KEYWARD_VIRTUAL_KEY)
+    let mut key = SoftKey::new(keyward_core::aaguid::KEYWARD_VIRTUAL_KEY);
+    key.transports = vec!["internal".into()];
+    key
 }
 
 impl VirtualKey {

@@ -112,6 +112,14 @@ pub struct SoftKey {
     pub behaviour: Behaviour,
     #[serde(default)]
     pub attestation: Option<AttestationIdentity>,
+    /// What the client reports about how the key is reached: a stand-in for a USB/NFC key by
+    /// default, `internal` for the desktop's virtual key.
+    #[serde(default = "default_transports")]
+    pub transports: Vec<String>,
+}
+
+fn default_transports() -> Vec<String> {
+    vec!["usb".into(), "nfc".into()]
 }
 
 const FLAG_UP: u8 = 0x01;
@@ -127,6 +135,7 @@ impl SoftKey {
             credentials: Vec::new(),
             behaviour: Behaviour::default(),
             attestation: None,
+            transports: default_transports(),
         }
     }
 
@@ -276,7 +285,7 @@ impl SoftKey {
             "response": {
                 "attestationObject": b64(&attestation),
                 "clientDataJSON": b64(&client_data),
-                "transports": ["usb", "nfc"],
+                "transports": self.transports,
             },
             "extensions": {},
         });

@@ -1,0 +1,25 @@
+//! The app's IPC commands by name, shared by build.rs (permissions) and lib.rs (handler).
+#[allow(dead_code)]
+pub const ALL: &[&str] = &[
+    "status",
+    "connect",
+    "create_account",
+    "sign_in",
+    "sign_out",
+    "overview",
+    "sessions",
+    "end_session",
+    "end_other_sessions",
+    "authenticators",
+    "add_key",
+    "rename_key",
+    "removal_impact",
+    "remove_key",
+    "report_lost",
+    "events",
+    "watch_events",
+    "create_recovery_key",
+    "prove_recovery_key",
+    "redeem_recovery_key",
+    "cancel_recovery",
+];

@@ -1,0 +1,163 @@
+//! Tauri commands: validate, call `Desktop`, return. Logic lives in `desktop.rs` and the crates.
+
+use keyward_proto::*;
+use tauri::ipc::Channel;
+use tauri::{AppHandle, Runtime, State};
+use url::Url;
+use uuid::Uuid;
+
+use crate::desktop::{AppStatus, Desktop, NewRecoveryKey, Overview};
+use crate::error::{DesktopError, Result};
+
+#[tauri::command]
+pub async fn status(desktop: State<'_, Desktop>) -> Result<AppStatus> {
+    desktop.status().await
+}
+
+/// `server`: a keywardd URL, or none for the built-in server.
+#[tauri::command]
+pub async fn connect(desktop: State<'_, Desktop>, server: Option<String>) -> Result<AppStatus> {
+    let url = match server.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            Url::parse(s)
+                .map_err(|e| DesktopError::InvalidInput(format!("'{s}' is not a URL: {e}")))?,
+        ),
+        None => None,
+    };
+    desktop.connect(url).await
+}
+
+#[tauri::command]
+pub async fn create_account(
+    desktop: State<'_, Desktop>,
+    username: String,
+    display_name: Option<String>,
+) -> Result<AccountView> {
+    desktop
+        .create_account(&username, display_name.as_deref())
+        .await
+}
+
+#[tauri::command]
+pub async fn sign_in(desktop: State<'_, Desktop>, username: Option<String>) -> Result<AccountView> {
+    desktop.sign_in(username.as_deref()).await
+}
+
+#[tauri::command]
+pub async fn sign_out(desktop: State<'_, Desktop>) -> Result<()> {
+    desktop.sign_out().await
+}
+
+#[tauri::command]
+pub async fn overview(desktop: State<'_, Desktop>) -> Result<Overview> {
+    desktop.overview().await
+}
+
+#[tauri::command]
+pub async fn sessions(desktop: State<'_, Desktop>) -> Result<Vec<SessionView>> {
+    desktop.sessions().await
+}
+
+#[tauri::command]
+pub async fn end_session(desktop: State<'_, Desktop>, id: Uuid) -> Result<EndedSessions> {
+    desktop.end_session(id).await
+}
+
+#[tauri::command]
+pub async fn end_other_sessions(desktop: State<'_, Desktop>) -> Result<EndedSessions> {
+    desktop.end_other_sessions().await
+}
+
+#[tauri::command]
+pub async fn authenticators(desktop: State<'_, Desktop>) -> Result<Vec<AuthenticatorView>> {
+    desktop.authenticators().await
+}
+
+#[tauri::command]
+pub async fn add_key(
+    desktop: State<'_, Desktop>,
+    nickname: Option<String>,
+) -> Result<AuthenticatorView> {
+    desktop.add_key(nickname).await
+}
+
+#[tauri::command]
+pub async fn rename_key(
+    desktop: State<'_, Desktop>,
+    id: Uuid,
+    nickname: String,
+) -> Result<AuthenticatorView> {
+    desktop.rename_key(id, &nickname).await
+}
+
+#[tauri::command]
+pub async fn removal_impact(desktop: State<'_, Desktop>, id: Uuid) -> Result<RemovalImpact> {
+    desktop.removal_impact(id).await
+}
+
+#[tauri::command]
+pub async fn remove_key(desktop: State<'_, Desktop>, id: Uuid) -> Result<EndedSessions> {
+    desktop.remove_key(id).await
+}
+
+#[tauri::command]
+pub async fn report_lost(desktop: State<'_, Desktop>, id: Uuid) -> Result<EndedSessions> {
+    desktop.report_lost(id).await
+}
+
+#[tauri::command]
+pub async fn events(desktop: State<'_, Desktop>, before: Option<i64>) -> Result<EventPage> {
+    desktop.events(before).await
+}
+
+/// Streams this account's security events into `channel` and raises desktop alerts for the
+/// urgent ones from elsewhere, until the session ends.
+#[tauri::command]
+pub async fn watch_events<R: Runtime>(
+    _app: AppHandle<R>,
+    desktop: State<'_, Desktop>,
+    channel: Channel<SecurityEvent>,
+    after: Option<i64>,
+) -> Result<()> {
+    let (api, session_id) = desktop.session().await?;
+    let (mut rx, _task) = keyward_client::EventFeed::spawn(api, session_id, after);
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if let Some(alert) = crate::desktop::alert_for(&event, session_id) {
+                tokio::task::spawn_blocking(move || crate::notify::show(&alert));
+            }
+            if channel.send(event).is_err() {
+                break; // the window went away
+            }
+        }
+    });
+    Ok(())
+}
+
+#[tauri::command]
+pub async fn create_recovery_key(desktop: State<'_, Desktop>) -> Result<NewRecoveryKey> {
+    desktop.create_recovery_key().await
+}
+
+#[tauri::command]
+pub async fn prove_recovery_key(
+    desktop: State<'_, Desktop>,
+    typed: String,
+    purpose: RecoveryPurpose,
+) -> Result<RecoveryKeyStatus> {
+    desktop.prove_recovery_key(&typed, purpose).await
+}
+
+#[tauri::command]
+pub async fn redeem_recovery_key(
+    desktop: State<'_, Desktop>,
+    username: String,
+    typed: String,
+) -> Result<RecoveryStarted> {
+    desktop.redeem_recovery_key(&username, &typed).await
+}
+
+#[tauri::command]
+pub async fn cancel_recovery(desktop: State<'_, Desktop>) -> Result<AccountView> {
+    desktop.cancel_recovery().await
+}

@@ -1,0 +1,484 @@
+//! The desktop app's state and behaviour, free of Tauri: which server, which session, which
+//! keys. Tauri commands in `commands.rs` are one-line calls into this.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use keyward_client::{Api, Ceremonies, VirtualKey};
+use keyward_proto::*;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use url::Url;
+use uuid::Uuid;
+
+use crate::error::{DesktopError, Result};
+
+/// What the UI needs to draw its frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub server: Option<String>,
+    pub embedded: bool,
+    pub rp_id: Option<String>,
+    pub account: Option<AccountView>,
+    pub session_id: Option<Uuid>,
+    /// The authenticator the app uses: the virtual key until hardware is chosen.
+    pub key_label: String,
+    pub virtual_keys: usize,
+}
+
+/// Everything the overview screen shows, in one call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Overview {
+    pub account: AccountView,
+    pub readiness: Readiness,
+    pub sessions: Vec<SessionView>,
+    pub authenticators: Vec<AuthenticatorView>,
+}
+
+/// A recovery key to show once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewRecoveryKey {
+    pub key: String,
+    pub status: RecoveryKeyStatus,
+}
+
+struct Session {
+    api: Api,
+    id: Uuid,
+    account: AccountView,
+}
+
+#[derive(Default)]
+struct Connection {
+    embedded: Option<keyward_server::RunningServer>,
+    ceremonies: Option<Arc<Ceremonies>>,
+    session: Option<Session>,
+}
+
+pub struct Desktop {
+    data_dir: PathBuf,
+    client: ClientInfo,
+    conn: Mutex<Connection>,
+    keys: Mutex<VirtualKey>,
+}
+
+impl Desktop {
+    pub fn new(data_dir: &Path, client: ClientInfo) -> Result<Desktop> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| DesktopError::EmbeddedServer(format!("{}: {e}", data_dir.display())))?;
+        let keys = VirtualKey::open(&data_dir.join("virtual-keys.json"))
+            .map_err(|e| DesktopError::Client(e.into()))?;
+        Ok(Desktop {
+            data_dir: data_dir.to_path_buf(),
+            client,
+            conn: Mutex::new(Connection::default()),
+            keys: Mutex::new(keys),
+        })
+    }
+
+    /// Connects to `server`, or with None starts the built-in keywardd on loopback with its
+    /// database in the app's data folder.
+    pub async fn connect(&self, server: Option<Url>) -> Result<AppStatus> {
+        let mut conn = self.conn.lock().await;
+        if let Some(old) = conn.embedded.take() {
+            old.shutdown(std::time::Duration::from_secs(1)).await;
+        }
+        *conn = Connection::default();
+        let base = match server {
+            Some(url) => url,
+            None => {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0")
+                    .map_err(|e| DesktopError::EmbeddedServer(e.to_string()))?;
+                let port = listener
+                    .local_addr()
+                    .map_err(|e| DesktopError::EmbeddedServer(e.to_string()))?
+                    .port();
+                let origin = Url::parse(&format!("http://localhost:{port}"))
+                    .map_err(|e| DesktopError::EmbeddedServer(e.to_string()))?;
+                let config =
+                    keyward_server::Config::local(self.data_dir.join("keyward.db"), origin);
+                let running =
+                    keyward_server::start_on(listener, config, Arc::new(keyward_core::SystemClock))
+                        .await
+                        .map_err(|e| DesktopError::EmbeddedServer(e.to_string()))?;
+                conn.embedded = Some(running);
+                Url::parse(&format!("http://127.0.0.1:{port}"))
+                    .map_err(|e| DesktopError::EmbeddedServer(e.to_string()))?
+            }
+        };
+        let ceremonies = Ceremonies::connect(base, self.client.clone()).await?;
+        conn.ceremonies = Some(Arc::new(ceremonies));
+        drop(conn);
+        self.status().await
+    }
+
+    pub async fn status(&self) -> Result<AppStatus> {
+        let conn = self.conn.lock().await;
+        let keys = self.keys.lock().await;
+        Ok(AppStatus {
+            server: conn.ceremonies.as_ref().map(|c| c.api.base().to_string()),
+            embedded: conn.embedded.is_some(),
+            rp_id: conn.ceremonies.as_ref().map(|c| c.rp_id.clone()),
+            account: conn.session.as_ref().map(|s| s.account.clone()),
+            session_id: conn.session.as_ref().map(|s| s.id),
+            key_label: keyward_client::Authenticator::label(&*keys),
+            virtual_keys: keys.len(),
+        })
+    }
+
+    async fn ceremonies(&self) -> Result<Arc<Ceremonies>> {
+        self.conn
+            .lock()
+            .await
+            .ceremonies
+            .clone()
+            .ok_or(DesktopError::NotConnected)
+    }
+
+    /// The signed-in API, or NotSignedIn.
+    pub async fn session(&self) -> Result<(Api, Uuid)> {
+        let conn = self.conn.lock().await;
+        let s = conn.session.as_ref().ok_or(DesktopError::NotSignedIn)?;
+        Ok((s.api.clone(), s.id))
+    }
+
+    /// A session the server refuses is forgotten here too, so the UI returns to sign-in.
+    async fn checked<T>(&self, r: keyward_client::Result<T>) -> Result<T> {
+        if let Err(e) = &r
+            && matches!(
+                e.code(),
+                Some(ErrorCode::Unauthenticated | ErrorCode::SessionExpired)
+            )
+        {
+            self.conn.lock().await.session = None;
+        }
+        Ok(r?)
+    }
+
+    fn device_secret_path(&self) -> PathBuf {
+        self.data_dir.join("device-secret")
+    }
+
+    fn device_secret(&self) -> Option<String> {
+        std::fs::read_to_string(self.device_secret_path())
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    fn remember(&self, signed: &SignedIn) {
+        // Lets the server tell this machine's sign-ins from a stranger's. Not a credential.
+        let path = self.device_secret_path();
+        if let Err(e) = write_private(&path, signed.device_secret.as_bytes()) {
+            tracing::warn!(error = %e, "could not store the device secret");
+        }
+    }
+
+    async fn adopt(&self, signed: SignedIn) -> Result<AccountView> {
+        let c = self.ceremonies().await?;
+        self.remember(&signed);
+        let account = signed.account.clone();
+        self.conn.lock().await.session = Some(Session {
+            api: c.api.with_token(&signed.token),
+            id: signed.session.id,
+            account: signed.account,
+        });
+        Ok(account)
+    }
+
+    pub async fn create_account(
+        &self,
+        username: &str,
+        display_name: Option<&str>,
+    ) -> Result<AccountView> {
+        let c = self.ceremonies().await?;
+        let mut keys = self.keys.lock().await;
+        let signed = c
+            .create_account(&mut *keys, username, display_name, None)
+            .await?;
+        drop(keys);
+        self.adopt(signed).await
+    }
+
+    pub async fn sign_in(&self, username: Option<&str>) -> Result<AccountView> {
+        let c = self.ceremonies().await?;
+        let mut keys = self.keys.lock().await;
+        let signed = c
+            .sign_in(
+                &mut *keys,
+                username.filter(|u| !u.trim().is_empty()),
+                self.device_secret(),
+            )
+            .await?;
+        drop(keys);
+        self.adopt(signed).await
+    }
+
+    pub async fn sign_out(&self) -> Result<()> {
+        let session = self.conn.lock().await.session.take();
+        if let Some(s) = session {
+            let _ = s.api.sign_out().await;
+        }
+        Ok(())
+    }
+
+    pub async fn overview(&self) -> Result<Overview> {
+        let (api, _) = self.session().await?;
+        let r = async {
+            Ok(Overview {
+                account: api.account().await?,
+                readiness: api.readiness().await?,
+                sessions: api.sessions().await?,
+                authenticators: api.authenticators().await?,
+            })
+        }
+        .await;
+        let overview = self.checked(r).await?;
+        if let Some(s) = self.conn.lock().await.session.as_mut() {
+            s.account = overview.account.clone();
+        }
+        Ok(overview)
+    }
+
+    pub async fn sessions(&self) -> Result<Vec<SessionView>> {
+        let (api, _) = self.session().await?;
+        self.checked(api.sessions().await).await
+    }
+
+    /// Sensitive operations: a fresh touch of the key is asked for only if the server wants it.
+    async fn sensitive<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn(Api) -> Fut,
+        Fut: std::future::Future<Output = keyward_client::Result<T>>,
+    {
+        let c = self.ceremonies().await?;
+        let (api, _) = self.session().await?;
+        let mut keys = self.keys.lock().await;
+        let r = c.with_step_up(&api, &mut *keys, || op(api.clone())).await;
+        drop(keys);
+        self.checked(r).await
+    }
+
+    pub async fn end_session(&self, id: Uuid) -> Result<EndedSessions> {
+        let (_, mine) = self.session().await?;
+        let ended = self
+            .sensitive(|api| async move { api.end_session(id).await })
+            .await?;
+        if id == mine {
+            self.conn.lock().await.session = None;
+        }
+        Ok(ended)
+    }
+
+    pub async fn end_other_sessions(&self) -> Result<EndedSessions> {
+        self.sensitive(|api| async move { api.end_other_sessions().await })
+            .await
+    }
+
+    pub async fn authenticators(&self) -> Result<Vec<AuthenticatorView>> {
+        let (api, _) = self.session().await?;
+        self.checked(api.authenticators().await).await
+    }
+
+    pub async fn add_key(&self, nickname: Option<String>) -> Result<AuthenticatorView> {
+        let c = self.ceremonies().await?;
+        let (api, _) = self.session().await?;
+        let mut keys = self.keys.lock().await;
+        // Refused at "begin", before the key is touched, if a fresh touch is needed.
+        let mut r = c.add_key(&api, &mut *keys, nickname.as_deref()).await;
+        if matches!(r, Err(ref e) if e.code() == Some(ErrorCode::StepUpRequired)) {
+            c.step_up(&api, &mut *keys).await?;
+            r = c.add_key(&api, &mut *keys, nickname.as_deref()).await;
+        }
+        drop(keys);
+        self.checked(r).await
+    }
+
+    pub async fn rename_key(&self, id: Uuid, nickname: &str) -> Result<AuthenticatorView> {
+        let (api, _) = self.session().await?;
+        self.checked(api.rename_authenticator(id, nickname).await)
+            .await
+    }
+
+    pub async fn removal_impact(&self, id: Uuid) -> Result<RemovalImpact> {
+        let (api, _) = self.session().await?;
+        self.checked(api.removal_impact(id).await).await
+    }
+
+    pub async fn remove_key(&self, id: Uuid) -> Result<EndedSessions> {
+        self.sensitive(|api| async move { api.remove_authenticator(id).await })
+            .await
+    }
+
+    pub async fn report_lost(&self, id: Uuid) -> Result<EndedSessions> {
+        self.sensitive(|api| async move { api.report_lost(id).await })
+            .await
+    }
+
+    pub async fn events(&self, before: Option<i64>) -> Result<EventPage> {
+        let (api, _) = self.session().await?;
+        self.checked(api.events(before, 50).await).await
+    }
+
+    pub async fn create_recovery_key(&self) -> Result<NewRecoveryKey> {
+        let c = self.ceremonies().await?;
+        let (api, _) = self.session().await?;
+        // A key refused for want of a fresh touch was never stored nor shown: make another.
+        let mut r = c.new_recovery_key(&api).await;
+        if matches!(r, Err(ref e) if e.code() == Some(ErrorCode::StepUpRequired)) {
+            let mut keys = self.keys.lock().await;
+            c.step_up(&api, &mut *keys).await?;
+            drop(keys);
+            r = c.new_recovery_key(&api).await;
+        }
+        let (key, status) = self.checked(r).await?;
+        Ok(NewRecoveryKey {
+            key: key.to_display(),
+            status,
+        })
+    }
+
+    pub async fn prove_recovery_key(
+        &self,
+        typed: &str,
+        purpose: RecoveryPurpose,
+    ) -> Result<RecoveryKeyStatus> {
+        let c = self.ceremonies().await?;
+        let (api, _) = self.session().await?;
+        let r = c.prove_recovery_key(&api, typed, purpose).await;
+        self.checked(r).await
+    }
+
+    /// On a new machine: redeem and hold the recovery session.
+    pub async fn redeem_recovery_key(
+        &self,
+        username: &str,
+        typed: &str,
+    ) -> Result<RecoveryStarted> {
+        let c = self.ceremonies().await?;
+        let started = c.redeem_recovery_key(username, typed).await?;
+        self.conn.lock().await.session = Some(Session {
+            api: c.api.with_token(&started.token),
+            id: uuid_of_token_session(&c, &started)
+                .await
+                .unwrap_or_default(),
+            account: started.account.clone(),
+        });
+        Ok(started)
+    }
+
+    pub async fn cancel_recovery(&self) -> Result<AccountView> {
+        let c = self.ceremonies().await?;
+        let mut keys = self.keys.lock().await;
+        Ok(c.cancel_recovery(&mut *keys).await?)
+    }
+}
+
+/// The recovery session's ID, looked up through the new token (the redeem answer carries the
+/// account and window, not the session).
+async fn uuid_of_token_session(c: &Ceremonies, started: &RecoveryStarted) -> Option<Uuid> {
+    let api = c.api.with_token(&started.token);
+    api.sessions()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|s| s.current)
+        .map(|s| s.id)
+}
+
+/// Owner-only file, written whole or not at all.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
+/// A desktop alert for an event, or None when it should stay quiet: this session's own doings,
+/// known devices signing in again, routine checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    pub title: String,
+    pub body: String,
+    /// The session to open when the user acts on the alert.
+    pub session_id: Option<Uuid>,
+}
+
+pub fn alert_for(event: &SecurityEvent, my_session: Uuid) -> Option<Alert> {
+    if event.urgency != Urgency::Urgent || event.session_id == Some(my_session) {
+        return None;
+    }
+    let device = event
+        .device_name
+        .clone()
+        .unwrap_or_else(|| "an unknown device".into());
+    let place = event
+        .detail
+        .place
+        .as_ref()
+        .map(|p| format!(", {p}"))
+        .unwrap_or_default();
+    let key = event
+        .detail
+        .authenticator_name
+        .clone()
+        .unwrap_or_else(|| "a key".into());
+    let (title, body) = match event.kind {
+        EventKind::SignIn => (
+            "New sign-in to your account".to_string(),
+            format!(
+                "{device}{place} signed in with \"{key}\". Not you? Open Keyward to end that session."
+            ),
+        ),
+        EventKind::AuthenticatorAdded => (
+            "A security key was added".into(),
+            format!("\"{key}\" was added from {device}."),
+        ),
+        EventKind::AuthenticatorRemoved => (
+            "A security key was removed".into(),
+            format!("\"{key}\" was removed from {device}."),
+        ),
+        EventKind::AuthenticatorReportedLost => (
+            "A security key was reported lost".into(),
+            format!("\"{key}\" was disabled from {device}."),
+        ),
+        EventKind::RecoveryKeyGenerated => (
+            "A new recovery key was made".into(),
+            format!("From {device}. The old recovery key no longer works."),
+        ),
+        EventKind::RecoveryStarted => (
+            "Someone is recovering your account".into(),
+            format!(
+                "A recovery key was used on {device}{place}. If this was not you, cancel it now with your security key."
+            ),
+        ),
+        EventKind::RecoveryCancelled => (
+            "Account recovery was cancelled".into(),
+            format!("Cancelled from {device}."),
+        ),
+        EventKind::RecoveryCompleted => (
+            "Account recovery completed".into(),
+            "Every other session was ended.".into(),
+        ),
+        EventKind::ClonedKeyWarning => (
+            "A security key may have been cloned".into(),
+            format!(
+                "\"{key}\" sent an out-of-order counter. The sign-in was refused; consider reporting the key lost."
+            ),
+        ),
+        _ => return None,
+    };
+    Some(Alert {
+        title,
+        body,
+        session_id: event.session_id,
+    })
+}

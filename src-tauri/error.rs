@@ -1,0 +1,74 @@
+//! The desktop's one error type, sent over IPC as `{code, message}` like every other boundary.
+
+use keyward_client::{AuthenticatorError, ClientError};
+use serde::ser::SerializeStruct;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DesktopError {
+    #[error("not connected to a Keyward server")]
+    NotConnected,
+    #[error("sign in with your security key first")]
+    NotSignedIn,
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("could not start the built-in Keyward server: {0}")]
+    EmbeddedServer(String),
+}
+
+impl DesktopError {
+    /// Codes match the server's `ErrorCode` where the server said it; the rest are the app's.
+    pub fn code(&self) -> String {
+        match self {
+            DesktopError::NotConnected => "not_connected".into(),
+            DesktopError::NotSignedIn => "unauthenticated".into(),
+            DesktopError::InvalidInput(_) => "invalid_input".into(),
+            DesktopError::EmbeddedServer(_) => "internal".into(),
+            DesktopError::Client(ClientError::Api { error, .. }) => {
+                serde_json::to_value(error.code)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| "internal".into())
+            }
+            DesktopError::Client(ClientError::Unreachable { .. }) => "unreachable".into(),
+            DesktopError::Client(ClientError::Protocol(_)) => "internal".into(),
+            DesktopError::Client(ClientError::Authenticator(a)) => match a {
+                AuthenticatorError::NotRegistered => "key_not_registered".into(),
+                AuthenticatorError::AlreadyRegistered => "key_already_registered".into(),
+                AuthenticatorError::Refused(_) | AuthenticatorError::Storage { .. } => {
+                    "key_error".into()
+                }
+            },
+        }
+    }
+
+    /// Words for a person. Authenticator trouble is explained, not echoed.
+    pub fn message(&self) -> String {
+        match self {
+            DesktopError::Client(ClientError::Authenticator(AuthenticatorError::NotRegistered)) => {
+                "This key is not registered for this account. Try another key.".into()
+            }
+            DesktopError::Client(ClientError::Authenticator(
+                AuthenticatorError::AlreadyRegistered,
+            )) => {
+                "This key is already one of your keys. Use a different key as your backup.".into()
+            }
+            DesktopError::Client(ClientError::Unreachable { .. }) => {
+                "Cannot reach the Keyward server. Check the connection and try again.".into()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl serde::Serialize for DesktopError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("ApiError", 2)?;
+        st.serialize_field("code", &self.code())?;
+        st.serialize_field("message", &self.message())?;
+        st.end()
+    }
+}
+
+pub type Result<T, E = DesktopError> = std::result::Result<T, E>;

@@ -1,0 +1,83 @@
+//! The Keyward desktop app: a Tauri 2 shell over `desktop::Desktop`, which runs ceremonies with
+//! keyward-client and, with no server configured, an embedded keywardd on loopback.
+
+pub mod commands;
+pub mod desktop;
+pub mod error;
+pub mod notify;
+
+use keyward_proto::ClientInfo;
+use tauri::Manager;
+
+/// The platform name shown in device lists.
+pub fn platform() -> String {
+    std::env::consts::OS
+        .replace("linux", "Linux")
+        .replace("windows", "Windows")
+        .replace("macos", "macOS")
+}
+
+fn client_info() -> ClientInfo {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "this computer".into());
+    ClientInfo {
+        name: format!("Keyward desktop on {host}"),
+        platform: platform(),
+    }
+}
+
+/// Registers every command with the builder. Shared by `run` and the mock-runtime tests.
+pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
+    builder.invoke_handler(tauri::generate_handler![
+        commands::status,
+        commands::connect,
+        commands::create_account,
+        commands::sign_in,
+        commands::sign_out,
+        commands::overview,
+        commands::sessions,
+        commands::end_session,
+        commands::end_other_sessions,
+        commands::authenticators,
+        commands::add_key,
+        commands::rename_key,
+        commands::removal_impact,
+        commands::remove_key,
+        commands::report_lost,
+        commands::events,
+        commands::watch_events,
+        commands::create_recovery_key,
+        commands::prove_recovery_key,
+        commands::redeem_recovery_key,
+        commands::cancel_recovery,
+    ])
+}
+
+pub fn run() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let app = with_commands(tauri::Builder::default())
+        .setup(|app| {
+            // KEYWARD_DATA_DIR lets tests and portable installs keep state elsewhere.
+            let data_dir = match std::env::var_os("KEYWARD_DATA_DIR") {
+                Some(d) => d.into(),
+                None => app.path().app_data_dir()?,
+            };
+            let desktop = desktop::Desktop::new(&data_dir, client_info())?;
+            app.manage(desktop);
+            Ok(())
+        })
+        .run(tauri::generate_context!());
+    if let Err(e) = app {
+        eprintln!("keyward: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,131 @@
+//! The desktop's IPC commands on Tauri's mock runtime, against the real embedded keywardd and a
+//! virtual key: what the UI calls, with the `{code, message}` errors it gets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{Value, json};
+use tauri::ipc::{CallbackFn, InvokeBody};
+use tauri::test::{
+    INVOKE_KEY, MockRuntime, get_ipc_response, mock_builder, mock_context, noop_assets,
+};
+use tauri::webview::InvokeRequest;
+use tauri::{WebviewWindow, WebviewWindowBuilder};
+
+fn app(data: &std::path::Path) -> (tauri::App<MockRuntime>, WebviewWindow<MockRuntime>) {
+    let desktop = keyward_desktop::desktop::Desktop::new(
+        data,
+        keyward_proto::ClientInfo {
+            name: "Test desktop".into(),
+            platform: "Linux".into(),
+        },
+    )
+    .unwrap();
+    let app = keyward_desktop::with_commands(mock_builder())
+        .manage(desktop)
+        .build(mock_context(noop_assets()))
+        .unwrap();
+    let window = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    (app, window)
+}
+
+fn invoke(window: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result<Value, Value> {
+    get_ipc_response(
+        window,
+        InvokeRequest {
+            cmd: cmd.into(),
+            callback: CallbackFn(0),
+            error: CallbackFn(1),
+            url: "tauri://localhost".parse().unwrap(),
+            body: InvokeBody::Json(args),
+            headers: Default::default(),
+            invoke_key: INVOKE_KEY.to_string(),
+        },
+    )
+    .map(|b| b.deserialize::<Value>().unwrap())
+}
+
+#[test]
+fn the_commands_a_person_uses_work_over_ipc_with_one_error_shape() {
+    let data = tempfile::tempdir().unwrap();
+    let (_app, w) = app(data.path());
+
+    // Before connecting: a clear error, in the wire shape.
+    let err = invoke(&w, "overview", json!({})).unwrap_err();
+    assert_eq!(
+        err,
+        json!({"code": "unauthenticated", "message": "sign in with your security key first"})
+    );
+
+    let status = invoke(&w, "connect", json!({"server": null})).unwrap();
+    assert_eq!(status["embedded"], true);
+    assert_eq!(status["rp_id"], "localhost");
+    assert!(status["key_label"].as_str().unwrap().contains("not secure"));
+
+    let bad = invoke(&w, "connect", json!({"server": "not a url"})).unwrap_err();
+    assert_eq!(bad["code"], "invalid_input");
+    let status = invoke(&w, "connect", json!({"server": ""})).unwrap();
+    assert_eq!(status["embedded"], true, "empty means the built-in server");
+
+    let account = invoke(
+        &w,
+        "create_account",
+        json!({"username": "Ada", "displayName": "Ada L"}),
+    )
+    .unwrap();
+    assert_eq!(account["username"], "ada");
+    let taken = invoke(
+        &w,
+        "create_account",
+        json!({"username": "ada", "displayName": null}),
+    )
+    .unwrap_err();
+    assert_eq!(taken["code"], "username_unavailable");
+
+    let overview = invoke(&w, "overview", json!({})).unwrap();
+    assert_eq!(overview["readiness"]["level"], "at_risk");
+    assert_eq!(overview["sessions"].as_array().unwrap().len(), 1);
+
+    let added = invoke(&w, "add_key", json!({"nickname": "Spare"})).unwrap();
+    assert_eq!(added["nickname"], "Spare");
+    assert_eq!(
+        added["transports"],
+        json!(["internal"]),
+        "a virtual key says so"
+    );
+
+    let made = invoke(&w, "create_recovery_key", json!({})).unwrap();
+    let key = made["key"].as_str().unwrap().to_string();
+    assert_eq!(key.len(), 39);
+    let typo = invoke(
+        &w,
+        "prove_recovery_key",
+        json!({"typed": "ABCD", "purpose": "confirm"}),
+    )
+    .unwrap_err();
+    assert_eq!(typo["code"], "invalid_input");
+    let confirmed = invoke(
+        &w,
+        "prove_recovery_key",
+        json!({"typed": key, "purpose": "confirm"}),
+    )
+    .unwrap();
+    assert!(confirmed["confirmed_at"].is_number());
+    let overview = invoke(&w, "overview", json!({})).unwrap();
+    assert_eq!(overview["readiness"]["level"], "protected");
+
+    let missing = invoke(
+        &w,
+        "end_session",
+        json!({"id": "6b657977-6172-4476-8972-7475616c6b79"}),
+    )
+    .unwrap_err();
+    assert_eq!(missing["code"], "not_found");
+
+    invoke(&w, "sign_out", json!({})).unwrap();
+    let status = invoke(&w, "status", json!({})).unwrap();
+    assert!(status["account"].is_null());
+    // The virtual keys persist: sign in again, usernameless.
+    let again = invoke(&w, "sign_in", json!({"username": null})).unwrap();
+    assert_eq!(again["username"], "ada");
+}

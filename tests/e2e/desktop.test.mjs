@@ -1,0 +1,123 @@
+// End to end in a real WebKit window: the desktop app built with its real assets, driven by
+// tauri-driver, with the virtual key standing in for the finger on the key. Screenshots of
+// each main screen go to target/screenshots/.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { WebDriver } from './webdriver.mjs';
+
+const run = promisify(execFile);
+const root = new URL('../..', import.meta.url).pathname;
+const app = process.env.KEYWARD_APP ?? `${root}target/debug/keyward-desktop`;
+const cli = process.env.KEYWARD_CLI ?? `${root}target/debug/keyward`;
+const dataDir = process.env.KEYWARD_DATA_DIR;
+const notifyLog = process.env.NOTIFY_LOG;
+const shots = `${root}target/screenshots`;
+
+async function eventually(what, check, timeout = 15000) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    const v = await check().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function notifications() {
+  const text = await readFile(notifyLog, 'utf8').catch(() => '');
+  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+}
+
+test('a person creates an account, protects it, sees a stranger sign in and throws them out', async (t) => {
+  assert.ok(dataDir && notifyLog, 'run through tests/e2e/run.sh');
+  await mkdir(shots, { recursive: true });
+  const wd = new WebDriver(process.env.WEBDRIVER_URL ?? 'http://127.0.0.1:4444');
+  await wd.start({ 'tauri:options': { application: app } });
+  wd.evidenceDir = shots;
+  t.after(() => wd.quit());
+
+  await t.test('create the account with the key', async () => {
+    await wd.wait('tab-create');
+    await wd.screenshot(`${shots}/01-welcome.png`);
+    await wd.click('tab-create');
+    await wd.type('new-username', 'ada');
+    await wd.type('display-name', 'Ada Lovelace');
+    await wd.click('create-account');
+    await wd.wait('signed-in-as', { until: (s) => s.includes('Ada Lovelace') });
+    await wd.wait('readiness-level', { until: (s) => s === 'At risk' });
+    await wd.wait('spof', { until: (s) => s.includes('would lock you out') });
+    await wd.screenshot(`${shots}/02-overview-at-risk.png`);
+  });
+
+  await t.test('add a backup key', async () => {
+    await wd.click('nav-keys');
+    await wd.type('backup-nickname', 'Key in the safe');
+    await wd.click('add-key');
+    await wd.wait('key-name', { until: (s) => s === 'Key in the safe' });
+    assert.equal((await wd.findAll('key')).length, 2);
+    await wd.screenshot(`${shots}/03-keys.png`);
+  });
+
+  let recoveryKey;
+  await t.test('complete the recovery-key wizard', async () => {
+    await wd.click('nav-recovery');
+    await wd.click('start-wizard');
+    await wd.click('generate');
+    const shown = await wd.wait('recovery-key', { until: (s) => /^[0-9A-Z]{4}(-[0-9A-Z]{4}){7}$/.test(s.trim()) });
+    recoveryKey = (await wd.text(shown)).trim();
+    await wd.screenshot(`${shots}/04-recovery-key-shown.png`);
+    await wd.click('saved');
+    await wd.click('to-confirm');
+    await wd.type('confirm-input', recoveryKey.toLowerCase().replaceAll('-', ' '));
+    await wd.click('confirm-key');
+    await wd.wait('wizard-done');
+    await wd.screenshot(`${shots}/05-recovery-done.png`);
+    await wd.click('nav-overview');
+    await wd.wait('readiness-level', { until: (s) => s === 'Protected' });
+    await wd.screenshot(`${shots}/06-overview-protected.png`);
+  });
+
+  let second;
+  let server;
+  await t.test('a sign-in from a second client raises a live alert and a desktop notification', async () => {
+    server = await wd.attr(await wd.wait('server'), 'title');
+    assert.match(server, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+    // The second client holds only the backup key, as a borrowed laptop with the spare would.
+    const ring = JSON.parse(await readFile(`${dataDir}/virtual-keys.json`, 'utf8'));
+    assert.equal(ring.length, 2);
+    const secondKey = `${dataDir}/../second-client-key.json`;
+    await writeFile(secondKey, JSON.stringify([ring[1]]));
+    const { stdout } = await run(cli, ['--server', server, 'sign-in', '--key-file', secondKey, '--name', 'Borrowed laptop']);
+    second = JSON.parse(stdout);
+    assert.ok(second.token);
+
+    await wd.click('nav-alerts');
+    await wd.wait('event', { until: (s) => s.includes('New sign-in on Borrowed laptop') });
+    await wd.screenshot(`${shots}/07-alerts.png`);
+    const note = await eventually('a desktop notification', async () =>
+      (await notifications()).find((n) => n.body.includes('Borrowed laptop')));
+    assert.equal(note.app, 'Keyward');
+    assert.equal(note.summary, 'New sign-in to your account');
+    // The app's own actions never notify.
+    assert.ok(!(await notifications()).some((n) => n.body.includes('Keyward desktop')), JSON.stringify(await notifications()));
+  });
+
+  await t.test('end that session from the alert; its token is refused', async () => {
+    const row = await wd.wait('event', { until: (s) => s.includes('New sign-in on Borrowed laptop') && s.includes('Not you?') });
+    const [notMe] = await wd.within(row, 'not-me');
+    await wd.clickEl(notMe);
+    await wd.wait('ask-text', { until: (s) => s.includes('report') });
+    await wd.click('ask-no');
+    await wd.click('nav-sessions');
+    await eventually('one session left', async () => (await wd.findAll('session')).length === 1);
+    await wd.wait('this-device');
+    await wd.screenshot(`${shots}/08-sessions.png`);
+    await assert.rejects(
+      run(cli, ['--server', server, 'account', '--token', second.token]),
+      (e) => JSON.parse(e.stderr).code === 'unauthenticated',
+    );
+  });
+});

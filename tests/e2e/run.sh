@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the desktop end-to-end test: builds the UI and the app with its real assets, then runs
+# the app in a real WebKit window under Xvfb, driven by tauri-driver + WebKitWebDriver, on a
+# private D-Bus session bus whose notification service records what it is asked to show.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+
+command -v tauri-driver >/dev/null || cargo install tauri-driver --version '^2' --locked
+(cd ui && npm run build)
+cargo build --features custom-protocol -p keyward-desktop -p keyward-cli
+
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+export KEYWARD_DATA_DIR="$work/app-data"
+export NOTIFY_LOG="$work/notifications.jsonl"
+export NO_AT_BRIDGE=1
+
+display=:$((90 + RANDOM % 9))
+Xvfb "$display" -screen 0 1280x900x24 -nolisten tcp >"$work/xvfb.log" 2>&1 &
+export DISPLAY=$display
+for _ in $(seq 50); do xdpyinfo -display "$display" >/dev/null 2>&1 && break; sleep 0.1; done
+
+dbus-run-session -- bash -c '
+  set -euo pipefail
+  trap "kill \$(jobs -p) 2>/dev/null || true" EXIT
+  python3 tests/e2e/notifications.py "$NOTIFY_LOG" >"$KEYWARD_DATA_DIR.notify.log" 2>&1 &
+  port=$((4400 + RANDOM % 500))
+  # Its WebKitWebDriver gets a port of its own too (the default, 4445, may be taken).
+  tauri-driver --port "$port" --native-port $((port + 1000)) >"$KEYWARD_DATA_DIR.driver.log" 2>&1 &
+  for _ in $(seq 100); do curl -s "http://127.0.0.1:$port/status" >/dev/null && break; sleep 0.1; done
+  WEBDRIVER_URL="http://127.0.0.1:$port" node --test tests/e2e/ || { echo "--- tauri-driver log"; tail -50 "$KEYWARD_DATA_DIR.driver.log"; echo "--- notifications"; cat "$KEYWARD_DATA_DIR.notify.log"; exit 1; }
+'
+echo "screenshots: $root/target/screenshots"

@@ -1,0 +1,36 @@
+import { describe as suite, expect, it } from 'vitest';
+import { ago, describe, until } from './format';
+import type { SecurityEvent } from './types';
+
+const base: SecurityEvent = {
+  id: 1, account_id: 'a', kind: 'sign_in', at: 0, urgency: 'urgent', session_id: 's',
+  device_id: 'd', device_name: 'Ada’s phone', address: '192.0.2.1', detail: {}, hash: 'h',
+};
+
+suite('time', () => {
+  it('says how long ago in words', () => {
+    expect(ago(0, 10_000)).toBe('just now');
+    expect(ago(0, 5 * 60_000)).toBe('5 min ago');
+    expect(ago(0, 3 * 3_600_000)).toBe('3 h ago');
+  });
+  it('says how long until', () => {
+    expect(until(15 * 60_000, 0)).toBe('in 15 min');
+    expect(until(0, 1000)).toBe('now');
+  });
+});
+
+suite('describe', () => {
+  it('names a new device and its key, and is quieter for a known one', () => {
+    expect(describe({ ...base, detail: { authenticator_name: 'Blue key', known_device: false, place: 'Oslo' } }))
+      .toBe('New sign-in on Ada’s phone in Oslo with "Blue key"');
+    expect(describe({ ...base, detail: { known_device: true } })).toBe('Signed in again on Ada’s phone');
+  });
+  it('explains why a session ended', () => {
+    expect(describe({ ...base, kind: 'session_ended', detail: { reason: 'lost_key' } }))
+      .toBe('A session ended: its key was reported lost');
+  });
+  it('warns about cloned keys', () => {
+    expect(describe({ ...base, kind: 'cloned_key_warning', detail: { authenticator_name: 'K' } }))
+      .toContain('may have been cloned');
+  });
+});

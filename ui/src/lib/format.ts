@@ -1,0 +1,64 @@
+import type { SecurityEvent } from './types';
+
+/** "just now", "5 min ago", "3 h ago", else a date. `now` is an argument so tests are exact. */
+export function ago(at: number, now: number = Date.now()): string {
+  const s = Math.round((now - at) / 1000);
+  if (s < 45) return 'just now';
+  const m = Math.round(s / 60);
+  if (m < 60) return `${m} min ago`;
+  const h = Math.round(m / 60);
+  if (h < 24) return `${h} h ago`;
+  return new Date(at).toLocaleDateString(undefined, { year: 'numeric', month: 'short', day: 'numeric' });
+}
+
+/** "in 12 min", "in 3 h"; "now" once past. */
+export function until(at: number, now: number = Date.now()): string {
+  const m = Math.round((at - now) / 60000);
+  if (m <= 0) return 'now';
+  if (m < 60) return `in ${m} min`;
+  return `in ${Math.round(m / 60)} h`;
+}
+
+export function dateTime(at: number): string {
+  return new Date(at).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+const reasons: Record<string, string> = {
+  user: 'ended by you',
+  sign_out: 'signed out',
+  lost_key: 'its key was reported lost',
+  authenticator_removed: 'its key was removed',
+  recovery: 'account recovery completed',
+  recovery_cancelled: 'recovery was cancelled',
+  idle_timeout: 'idle too long',
+  lifetime: 'reached its lifetime',
+};
+
+/** One line a person understands, for the timeline. */
+export function describe(e: SecurityEvent): string {
+  const device = e.device_name ?? 'an unknown device';
+  const key = e.detail.authenticator_name ? `"${e.detail.authenticator_name}"` : 'a key';
+  const place = e.detail.place ? ` in ${e.detail.place}` : '';
+  switch (e.kind) {
+    case 'account_created': return `Account created on ${device} with ${key}`;
+    case 'sign_in':
+      return e.detail.known_device
+        ? `Signed in again on ${device}${place}`
+        : `New sign-in on ${device}${place} with ${key}`;
+    case 'sign_in_failed': return `Failed sign-in attempt${e.address ? ` from ${e.address}` : ''}${e.detail.reason ? ` (${e.detail.reason})` : ''}`;
+    case 'session_ended': return `A session ended: ${reasons[e.detail.reason ?? ''] ?? e.detail.reason ?? 'ended'}`;
+    case 'authenticator_added': return `Security key ${key} added from ${device}`;
+    case 'authenticator_renamed': return `Security key renamed to ${key}`;
+    case 'authenticator_removed': return `Security key ${key} removed from ${device}`;
+    case 'authenticator_reported_lost': return `Security key ${key} reported lost and disabled`;
+    case 'recovery_key_generated': return `New recovery key made on ${device}`;
+    case 'recovery_key_confirmed': return 'Recovery key confirmed: your backup is saved';
+    case 'recovery_key_verified': return 'Recovery key tested successfully';
+    case 'recovery_started': return `Account recovery started on ${device}${place}`;
+    case 'recovery_cancelled': return `Account recovery cancelled${e.detail.reason ? ` (${e.detail.reason})` : ''}`;
+    case 'recovery_completed': return 'Account recovery completed: other sessions were ended';
+    case 'cloned_key_warning': return `Security key ${key} may have been cloned: the sign-in was refused`;
+  }
+}
+
+export const levelText = { at_risk: 'At risk', partial: 'Partly protected', protected: 'Protected' } as const;

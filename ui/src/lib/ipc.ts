@@ -1,0 +1,63 @@
+// The one door between the UI and its host. Components call `api.*` and never know how the
+// call travels: in the desktop app it is a Tauri command (the Rust backend runs the ceremony
+// with the security key); this is the only file that imports @tauri-apps/api.
+import { Channel, invoke } from '@tauri-apps/api/core';
+import type {
+  AccountView, AppError, AppStatus, AuthenticatorView, EndedSessions, EventPage, NewRecoveryKey,
+  Overview, RecoveryKeyStatus, RecoveryStarted, RemovalImpact, SecurityEvent, SessionView,
+} from './types';
+
+export class IpcError extends Error implements AppError {
+  constructor(public code: string, message: string) {
+    super(message);
+  }
+}
+
+function toError(e: unknown): IpcError {
+  if (e && typeof e === 'object' && 'code' in e && 'message' in e) {
+    const { code, message } = e as AppError;
+    return new IpcError(String(code), String(message));
+  }
+  return new IpcError('internal', typeof e === 'string' ? e : 'Something went wrong.');
+}
+
+async function call<T>(command: string, args?: Record<string, unknown>): Promise<T> {
+  try {
+    return await invoke<T>(command, args);
+  } catch (e) {
+    throw toError(e);
+  }
+}
+
+export const api = {
+  status: () => call<AppStatus>('status'),
+  connect: (server: string | null) => call<AppStatus>('connect', { server }),
+  createAccount: (username: string, displayName: string | null) =>
+    call<AccountView>('create_account', { username, displayName }),
+  signIn: (username: string | null) => call<AccountView>('sign_in', { username }),
+  signOut: () => call<void>('sign_out'),
+  overview: () => call<Overview>('overview'),
+  sessions: () => call<SessionView[]>('sessions'),
+  endSession: (id: string) => call<EndedSessions>('end_session', { id }),
+  endOtherSessions: () => call<EndedSessions>('end_other_sessions'),
+  authenticators: () => call<AuthenticatorView[]>('authenticators'),
+  addKey: (nickname: string | null) => call<AuthenticatorView>('add_key', { nickname }),
+  renameKey: (id: string, nickname: string) => call<AuthenticatorView>('rename_key', { id, nickname }),
+  removalImpact: (id: string) => call<RemovalImpact>('removal_impact', { id }),
+  removeKey: (id: string) => call<EndedSessions>('remove_key', { id }),
+  reportLost: (id: string) => call<EndedSessions>('report_lost', { id }),
+  events: (before: number | null) => call<EventPage>('events', { before }),
+  watchEvents: (onEvent: (e: SecurityEvent) => void, after: number | null) => {
+    const channel = new Channel<SecurityEvent>();
+    channel.onmessage = onEvent;
+    return call<void>('watch_events', { channel, after });
+  },
+  createRecoveryKey: () => call<NewRecoveryKey>('create_recovery_key'),
+  proveRecoveryKey: (typed: string, purpose: 'confirm' | 'drill') =>
+    call<RecoveryKeyStatus>('prove_recovery_key', { typed, purpose }),
+  redeemRecoveryKey: (username: string, typed: string) =>
+    call<RecoveryStarted>('redeem_recovery_key', { username, typed }),
+  cancelRecovery: () => call<AccountView>('cancel_recovery'),
+};
+
+export type Api = typeof api;

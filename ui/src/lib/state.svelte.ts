@@ -1,0 +1,62 @@
+// App-wide state with Svelte 5 runes: what the shell and screens share.
+import { api, IpcError } from './ipc';
+import type { AppStatus, SecurityEvent } from './types';
+
+export type Screen = 'overview' | 'sessions' | 'alerts' | 'keys' | 'recovery';
+
+export const app = $state({
+  status: null as AppStatus | null,
+  screen: 'overview' as Screen,
+  /** What the key is being asked for, while a ceremony runs. */
+  busy: null as string | null,
+  error: null as string | null,
+  notice: null as string | null,
+  /** Newest first; the live feed prepends. */
+  events: [] as SecurityEvent[],
+  /** Bumped on every live event so screens refresh what they show. */
+  revision: 0,
+  /** A session to highlight (from an alert). */
+  focusSession: null as string | null,
+  /** An open yes/no question (in-app, so it looks like the app and tests can answer it). */
+  question: null as { text: string; yes: string; no: string; answer: (yes: boolean) => void } | null,
+});
+
+/** Asks the user a yes/no question in an in-app dialog. */
+export function ask(text: string, yes = 'Yes', no = 'No'): Promise<boolean> {
+  return new Promise((resolve) => {
+    app.question = { text, yes, no, answer: (v) => { app.question = null; resolve(v); } };
+  });
+}
+
+/** Runs `work` with a "touch your key" overlay and turns failures into a readable banner. */
+export async function withKey<T>(prompt: string, work: () => Promise<T>): Promise<T | undefined> {
+  app.busy = prompt;
+  app.error = null;
+  try {
+    return await work();
+  } catch (e) {
+    const err = e instanceof IpcError ? e : new IpcError('internal', String(e));
+    app.error = err.message;
+    if (err.code === 'unauthenticated' || err.code === 'session_expired') await refreshStatus();
+    return undefined;
+  } finally {
+    app.busy = null;
+  }
+}
+
+export async function refreshStatus() {
+  app.status = await api.status();
+}
+
+export function startFeed() {
+  const latest = app.events[0]?.id ?? null;
+  void api.watchEvents((e) => {
+    if (app.events.some((x) => x.id === e.id)) return;
+    app.events = [e, ...app.events];
+    app.revision++;
+    if (e.kind === 'session_ended' && e.detail.ended_session_id === app.status?.session_id) {
+      app.notice = 'This session was ended from another device.';
+      void refreshStatus();
+    }
+  }, latest).catch(() => {});
+}
