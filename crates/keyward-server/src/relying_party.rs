@@ -957,6 +957,43 @@ impl Inner {
         }
     }
 
+    /// Takes the ceremony (gone whatever happens next) and verifies the assertion against it.
+    /// Refusals are recorded (event, rate limiter) and come back as the inner error, for the
+    /// caller's transaction to commit. `session`: the ceremony must belong to this session.
+    fn take_and_verify(
+        &self,
+        tx: &mut Tx<'_>,
+        kind: &str,
+        ceremony_id: Uuid,
+        credential: &PublicKeyCredential,
+        address: &str,
+        session: Option<Uuid>,
+    ) -> Result<Result<Authenticator>> {
+        let Some(c) = tx.take_ceremony(ceremony_id, kind, self.now())? else {
+            return Ok(Err(ServerError::CeremonyExpired));
+        };
+        if session.is_some() && c.session_id != session {
+            return Ok(Err(ServerError::CeremonyExpired));
+        }
+        // The pair (account, address) may be blocked even where the address is not.
+        let claimed = match c.account_id {
+            Some(a) => Some(a),
+            None => tx
+                .authenticator_by_credential_id(credential.get_credential_id())?
+                .map(|a| a.account_id),
+        };
+        if let Err(e) = self.check_failure_rate(address, claimed) {
+            return Ok(Err(e));
+        }
+        match self.verify_assertion(tx, &c, credential)? {
+            Ok(a) => Ok(Ok(a)),
+            Err(f) => {
+                self.record_failure(tx, &f, address)?;
+                Ok(Err(ServerError::AuthenticationFailed))
+            }
+        }
+    }
+
     pub fn sign_in_begin(&self, req: SignInBeginRequest, address: &str) -> Result<AssertionBegin> {
         self.check_begin_rate(address)?;
         let username = req
@@ -978,25 +1015,16 @@ impl Inner {
         let now = self.now();
         self.check_failure_rate(address, None)?;
         self.write_recorded(|tx| {
-            let Some(c) = tx.take_ceremony(req.ceremony_id, kind::SIGN_IN, now)? else {
-                return Ok(Err(ServerError::CeremonyExpired));
-            };
-            // The pair (account, address) may be blocked even where the address is not.
-            let claimed = match c.account_id {
-                Some(a) => Some(a),
-                None => tx
-                    .authenticator_by_credential_id(req.credential.get_credential_id())?
-                    .map(|a| a.account_id),
-            };
-            if let Err(e) = self.check_failure_rate(address, claimed) {
-                return Ok(Err(e));
-            }
-            let authenticator = match self.verify_assertion(tx, &c, &req.credential)? {
+            let authenticator = match self.take_and_verify(
+                tx,
+                kind::SIGN_IN,
+                req.ceremony_id,
+                &req.credential,
+                address,
+                None,
+            )? {
                 Ok(a) => a,
-                Err(f) => {
-                    self.record_failure(tx, &f, address)?;
-                    return Ok(Err(ServerError::AuthenticationFailed));
-                }
+                Err(e) => return Ok(Err(e)),
             };
             let account = tx
                 .account(authenticator.account_id)?
@@ -1068,15 +1096,15 @@ impl Inner {
     ) -> Result<SessionView> {
         let now = self.now();
         self.write_recorded(|tx| {
-            let Some(c) = tx.take_ceremony(req.ceremony_id, kind::STEP_UP, now)? else {
-                return Ok(Err(ServerError::CeremonyExpired));
-            };
-            if c.session_id != Some(authed.session.id) {
-                return Ok(Err(ServerError::CeremonyExpired));
-            }
-            if let Err(f) = self.verify_assertion(tx, &c, &req.credential)? {
-                self.record_failure(tx, &f, address)?;
-                return Ok(Err(ServerError::AuthenticationFailed));
+            if let Err(e) = self.take_and_verify(
+                tx,
+                kind::STEP_UP,
+                req.ceremony_id,
+                &req.credential,
+                address,
+                Some(authed.session.id),
+            )? {
+                return Ok(Err(e));
             }
             tx.mark_session_verified(authed.session.id, now)?;
             let session = tx
@@ -1738,15 +1766,16 @@ impl Inner {
         let now = self.now();
         self.check_failure_rate(address, None)?;
         self.write_recorded(|tx| {
-            let Some(c) = tx.take_ceremony(req.ceremony_id, kind::RECOVERY_CANCEL, now)? else {
-                return Ok(Err(ServerError::CeremonyExpired));
-            };
-            let authenticator = match self.verify_assertion(tx, &c, &req.credential)? {
+            let authenticator = match self.take_and_verify(
+                tx,
+                kind::RECOVERY_CANCEL,
+                req.ceremony_id,
+                &req.credential,
+                address,
+                None,
+            )? {
                 Ok(a) => a,
-                Err(f) => {
-                    self.record_failure(tx, &f, address)?;
-                    return Ok(Err(ServerError::AuthenticationFailed));
-                }
+                Err(e) => return Ok(Err(e)),
             };
             let account = tx
                 .account(authenticator.account_id)?
