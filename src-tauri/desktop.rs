@@ -24,6 +24,9 @@ pub struct AppStatus {
     /// The authenticator the app uses: the virtual key until hardware is chosen.
     pub key_label: String,
     pub virtual_keys: usize,
+    /// The session was dropped because the app sat idle past the server's idle timeout: a
+    /// touch of the key unlocks it.
+    pub locked: bool,
 }
 
 /// Everything the overview screen shows, in one call.
@@ -46,6 +49,8 @@ struct Session {
     api: Api,
     id: Uuid,
     account: AccountView,
+    /// Last time this app used the session; the server's idle clock runs from the same moment.
+    last_used: Millis,
 }
 
 #[derive(Default)]
@@ -53,17 +58,46 @@ struct Connection {
     embedded: Option<keyward_server::RunningServer>,
     ceremonies: Option<Arc<Ceremonies>>,
     session: Option<Session>,
+    /// The server's idle timeout (ms), from /api/v1/server.
+    idle_ms: Option<i64>,
+    locked: bool,
+}
+
+impl Connection {
+    /// Drops a session that has sat idle past the server's timeout. Local only: asking the
+    /// server would itself count as activity and keep the session alive.
+    fn lock_if_idle(&mut self, now: Millis) {
+        let idle = self.idle_ms.unwrap_or(15 * 60_000);
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| now - s.last_used >= idle)
+        {
+            self.session = None;
+            self.locked = true;
+        }
+    }
 }
 
 pub struct Desktop {
     data_dir: PathBuf,
     client: ClientInfo,
+    clock: Arc<dyn keyward_core::Clock>,
     conn: Mutex<Connection>,
     keys: Mutex<VirtualKey>,
 }
 
 impl Desktop {
     pub fn new(data_dir: &Path, client: ClientInfo) -> Result<Desktop> {
+        Self::with_clock(data_dir, client, Arc::new(keyward_core::SystemClock))
+    }
+
+    /// With a clock of the caller's (tests move it instead of waiting).
+    pub fn with_clock(
+        data_dir: &Path,
+        client: ClientInfo,
+        clock: Arc<dyn keyward_core::Clock>,
+    ) -> Result<Desktop> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| DesktopError::EmbeddedServer(format!("{}: {e}", data_dir.display())))?;
         let keys = VirtualKey::open(&data_dir.join("virtual-keys.json"))
@@ -71,6 +105,7 @@ impl Desktop {
         Ok(Desktop {
             data_dir: data_dir.to_path_buf(),
             client,
+            clock,
             conn: Mutex::new(Connection::default()),
             keys: Mutex::new(keys),
         })
@@ -107,13 +142,20 @@ impl Desktop {
             }
         };
         let ceremonies = Ceremonies::connect(base, self.client.clone()).await?;
+        conn.idle_ms = ceremonies
+            .api
+            .server_info()
+            .await
+            .ok()
+            .map(|i| i.session_idle_ms);
         conn.ceremonies = Some(Arc::new(ceremonies));
         drop(conn);
         self.status().await
     }
 
     pub async fn status(&self) -> Result<AppStatus> {
-        let conn = self.conn.lock().await;
+        let mut conn = self.conn.lock().await;
+        conn.lock_if_idle(self.clock.now());
         let keys = self.keys.lock().await;
         Ok(AppStatus {
             server: conn.ceremonies.as_ref().map(|c| c.api.base().to_string()),
@@ -123,6 +165,7 @@ impl Desktop {
             session_id: conn.session.as_ref().map(|s| s.id),
             key_label: keyward_client::Authenticator::label(&*keys),
             virtual_keys: keys.len(),
+            locked: conn.locked,
         })
     }
 
@@ -137,8 +180,10 @@ impl Desktop {
 
     /// The signed-in API, or NotSignedIn.
     pub async fn session(&self) -> Result<(Api, Uuid)> {
-        let conn = self.conn.lock().await;
-        let s = conn.session.as_ref().ok_or(DesktopError::NotSignedIn)?;
+        let mut conn = self.conn.lock().await;
+        conn.lock_if_idle(self.clock.now());
+        let s = conn.session.as_mut().ok_or(DesktopError::NotSignedIn)?;
+        s.last_used = self.clock.now();
         Ok((s.api.clone(), s.id))
     }
 
@@ -177,10 +222,13 @@ impl Desktop {
         let c = self.ceremonies().await?;
         self.remember(&signed);
         let account = signed.account.clone();
-        self.conn.lock().await.session = Some(Session {
+        let mut conn = self.conn.lock().await;
+        conn.locked = false;
+        conn.session = Some(Session {
             api: c.api.with_token(&signed.token),
             id: signed.session.id,
             account: signed.account,
+            last_used: self.clock.now(),
         });
         Ok(account)
     }
@@ -362,6 +410,7 @@ impl Desktop {
                 .await
                 .unwrap_or_default(),
             account: started.account.clone(),
+            last_used: self.clock.now(),
         });
         Ok(started)
     }

@@ -10,15 +10,15 @@ use tauri::test::{
 use tauri::webview::InvokeRequest;
 use tauri::{WebviewWindow, WebviewWindowBuilder};
 
-fn app(data: &std::path::Path) -> (tauri::App<MockRuntime>, WebviewWindow<MockRuntime>) {
-    let desktop = keyward_desktop::desktop::Desktop::new(
-        data,
-        keyward_proto::ClientInfo {
-            name: "Test desktop".into(),
-            platform: "Linux".into(),
-        },
-    )
-    .unwrap();
+fn app(
+    data: &std::path::Path,
+    clock: std::sync::Arc<keyward_core::ManualClock>,
+) -> (tauri::App<MockRuntime>, WebviewWindow<MockRuntime>) {
+    let client = keyward_proto::ClientInfo {
+        name: "Test desktop".into(),
+        platform: "Linux".into(),
+    };
+    let desktop = keyward_desktop::desktop::Desktop::with_clock(data, client, clock).unwrap();
     let app = keyward_desktop::with_commands(mock_builder())
         .manage(desktop)
         .build(mock_context(noop_assets()))
@@ -48,7 +48,8 @@ fn invoke(window: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result
 #[test]
 fn the_commands_a_person_uses_work_over_ipc_with_one_error_shape() {
     let data = tempfile::tempdir().unwrap();
-    let (_app, w) = app(data.path());
+    let clock = std::sync::Arc::new(keyward_core::ManualClock::new(0));
+    let (_app, w) = app(data.path(), clock.clone());
 
     // Before connecting: a clear error, in the wire shape.
     let err = invoke(&w, "overview", json!({})).unwrap_err();
@@ -128,4 +129,37 @@ fn the_commands_a_person_uses_work_over_ipc_with_one_error_shape() {
     // The virtual keys persist: sign in again, usernameless.
     let again = invoke(&w, "sign_in", json!({"username": null})).unwrap();
     assert_eq!(again["username"], "ada");
+}
+
+#[test]
+fn the_app_locks_after_the_idle_timeout_and_a_touch_unlocks_it() {
+    let data = tempfile::tempdir().unwrap();
+    let clock = std::sync::Arc::new(keyward_core::ManualClock::new(0));
+    let (_app, w) = app(data.path(), clock.clone());
+    invoke(&w, "connect", json!({"server": null})).unwrap();
+    invoke(
+        &w,
+        "create_account",
+        json!({"username": "ada", "displayName": null}),
+    )
+    .unwrap();
+
+    clock.advance_secs(14 * 60);
+    invoke(&w, "sessions", json!({})).expect("still within the idle timeout");
+    clock.advance_secs(14 * 60);
+    let status = invoke(&w, "status", json!({})).unwrap();
+    assert_eq!(status["locked"], false, "activity 14 minutes ago");
+    clock.advance_secs(60);
+    let status = invoke(&w, "status", json!({})).unwrap();
+    assert_eq!(status["locked"], true);
+    assert!(status["account"].is_null());
+    assert_eq!(
+        invoke(&w, "overview", json!({})).unwrap_err()["code"],
+        "unauthenticated"
+    );
+
+    invoke(&w, "sign_in", json!({"username": null})).unwrap();
+    let status = invoke(&w, "status", json!({})).unwrap();
+    assert_eq!(status["locked"], false);
+    assert_eq!(status["account"]["username"], "ada");
 }

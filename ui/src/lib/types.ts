@@ -26,6 +26,8 @@ export interface AppStatus {
   session_id: string | null;
   key_label: string;
   virtual_keys: number;
+  /** Dropped after sitting idle past the server's timeout: a touch of the key unlocks. */
+  locked: boolean;
 }
 
 export interface DeviceView {
