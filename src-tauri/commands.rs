@@ -114,7 +114,7 @@ pub async fn events(desktop: State<'_, Desktop>, before: Option<i64>) -> Result<
 /// urgent ones from elsewhere, until the session ends.
 #[tauri::command]
 pub async fn watch_events<R: Runtime>(
-    _app: AppHandle<R>,
+    app: AppHandle<R>,
     desktop: State<'_, Desktop>,
     channel: Channel<SecurityEvent>,
     after: Option<i64>,
@@ -124,6 +124,7 @@ pub async fn watch_events<R: Runtime>(
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
             if let Some(alert) = crate::desktop::alert_for(&event, session_id) {
+                crate::tray::note(&app, &alert.title);
                 tokio::task::spawn_blocking(move || crate::notify::show(&alert));
             }
             if channel.send(event).is_err() {

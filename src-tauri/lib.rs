@@ -5,6 +5,7 @@ pub mod commands;
 pub mod desktop;
 pub mod error;
 pub mod notify;
+pub mod tray;
 
 use keyward_proto::ClientInfo;
 use tauri::Manager;
@@ -73,7 +74,23 @@ pub fn run() {
             };
             let desktop = desktop::Desktop::new(&data_dir, client_info())?;
             app.manage(desktop);
+            // Without a tray (no status-notifier host), closing the window quits as usual.
+            match tray::install(app.handle()) {
+                Ok(()) => {
+                    app.manage(tray::Installed);
+                }
+                Err(e) => tracing::info!(error = %e, "no tray icon; closing the window will quit"),
+            }
             Ok(())
+        })
+        .on_window_event(|window, event| {
+            // With a tray, closing the window keeps Keyward watching in the background.
+            if let tauri::WindowEvent::CloseRequested { api, .. } = event
+                && window.try_state::<tray::Installed>().is_some()
+            {
+                api.prevent_close();
+                let _ = window.hide();
+            }
         })
         .run(tauri::generate_context!());
     if let Err(e) = app {
