@@ -6,7 +6,7 @@ use tauri::{AppHandle, Runtime, State};
 use url::Url;
 use uuid::Uuid;
 
-use crate::desktop::{AppStatus, Desktop, NewRecoveryKey, Overview};
+use crate::desktop::{AppStatus, Desktop, FeedMessage, NewRecoveryKey, Overview};
 use crate::error::{DesktopError, Result};
 
 #[tauri::command]
@@ -116,7 +116,7 @@ pub async fn events(desktop: State<'_, Desktop>, before: Option<i64>) -> Result<
 pub async fn watch_events<R: Runtime>(
     app: AppHandle<R>,
     desktop: State<'_, Desktop>,
-    channel: Channel<SecurityEvent>,
+    channel: Channel<FeedMessage>,
     after: Option<i64>,
 ) -> Result<()> {
     let (api, session_id) = desktop.session().await?;
@@ -125,9 +125,22 @@ pub async fn watch_events<R: Runtime>(
         while let Some(event) = rx.recv().await {
             if let Some(alert) = crate::desktop::alert_for(&event, session_id) {
                 crate::tray::note(&app, &alert.title);
-                tokio::task::spawn_blocking(move || crate::notify::show(&alert));
+                let (app, opener) = (app.clone(), channel.clone());
+                tokio::task::spawn_blocking(move || {
+                    crate::notify::show(&alert, || {
+                        crate::tray::show_main(&app);
+                        let _ = opener.send(FeedMessage::Open {
+                            session_id: alert.session_id,
+                        });
+                    })
+                });
             }
-            if channel.send(event).is_err() {
+            if channel
+                .send(FeedMessage::Event {
+                    event: Box::new(event),
+                })
+                .is_err()
+            {
                 break; // the window went away
             }
         }

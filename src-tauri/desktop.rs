@@ -451,6 +451,15 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
+/// What the live feed sends the UI: an event, or "open this session" when the user acted on a
+/// desktop notification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FeedMessage {
+    Event { event: Box<SecurityEvent> },
+    Open { session_id: Option<Uuid> },
+}
+
 /// A desktop alert for an event, or None when it should stay quiet: this session's own doings,
 /// known devices signing in again, routine checks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -101,6 +101,16 @@ test('a person creates an account, protects it, sees a stranger sign in and thro
       (await notifications()).find((n) => n.body.includes('Borrowed laptop')));
     assert.equal(note.app, 'Keyward');
     assert.equal(note.summary, 'New sign-in to your account');
+    assert.ok(note.actions.includes('default'), 'the notification can be acted on');
+    // Acting on it (the stand-in service clicks it) opens that session in the app.
+    const focused = await eventually('the notified session opened', async () => {
+      for (const el of await wd.findAll('session')) {
+        if ((await wd.attr(el, 'data-focused')) === 'true') return el;
+      }
+    });
+    assert.match(await wd.text(focused), /Borrowed laptop/);
+    await wd.screenshot(`${shots}/08-opened-from-notification.png`);
+    await wd.click('nav-alerts');
     // The app's own actions never notify.
     assert.ok(!(await notifications()).some((n) => n.body.includes('Keyward desktop')), JSON.stringify(await notifications()));
   });
@@ -114,7 +124,7 @@ test('a person creates an account, protects it, sees a stranger sign in and thro
     await wd.click('nav-sessions');
     await eventually('one session left', async () => (await wd.findAll('session')).length === 1);
     await wd.wait('this-device');
-    await wd.screenshot(`${shots}/08-sessions.png`);
+    await wd.screenshot(`${shots}/09-sessions.png`);
     await assert.rejects(
       run(cli, ['--server', server, 'account', '--token', second.token]),
       (e) => JSON.parse(e.stderr).code === 'unauthenticated',

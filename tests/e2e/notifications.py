@@ -1,12 +1,13 @@
 """A stand-in desktop notification service for tests: owns org.freedesktop.Notifications on the
-(private) session bus and appends every Notify call to a JSON-lines file."""
+(private) session bus, appends every Notify call to a JSON-lines file, and then "clicks" each
+notification that offers a default action, as a person would."""
 
 import asyncio
 import json
 import sys
 
 from dbus_next.aio import MessageBus
-from dbus_next.service import ServiceInterface, method
+from dbus_next.service import ServiceInterface, method, signal
 
 
 class Notifications(ServiceInterface):
@@ -20,8 +21,15 @@ class Notifications(ServiceInterface):
                actions: "as", hints: "a{sv}", expire_timeout: "i") -> "u":
         self.count += 1
         with open(self.path, "a") as f:
-            f.write(json.dumps({"app": app_name, "summary": summary, "body": body}) + "\n")
+            f.write(json.dumps({"app": app_name, "summary": summary, "body": body,
+                                "actions": actions}) + "\n")
+        if "default" in actions:
+            asyncio.get_running_loop().call_later(0.5, self.ActionInvoked, self.count, "default")
         return self.count
+
+    @signal()
+    def ActionInvoked(self, id, key) -> "us":
+        return [id, key]
 
     @method()
     def GetCapabilities(self) -> "as":

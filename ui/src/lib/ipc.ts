@@ -3,7 +3,7 @@
 // with the security key); this is the only file that imports @tauri-apps/api.
 import { Channel, invoke } from '@tauri-apps/api/core';
 import type {
-  AccountView, AppError, AppStatus, AuthenticatorView, EndedSessions, EventPage, NewRecoveryKey,
+  AccountView, AppError, AppStatus, AuthenticatorView, EndedSessions, EventPage, FeedMessage, NewRecoveryKey,
   Overview, RecoveryKeyStatus, RecoveryStarted, RemovalImpact, SecurityEvent, SessionView,
 } from './types';
 
@@ -47,9 +47,9 @@ export const api = {
   removeKey: (id: string) => call<EndedSessions>('remove_key', { id }),
   reportLost: (id: string) => call<EndedSessions>('report_lost', { id }),
   events: (before: number | null) => call<EventPage>('events', { before }),
-  watchEvents: (onEvent: (e: SecurityEvent) => void, after: number | null) => {
-    const channel = new Channel<SecurityEvent>();
-    channel.onmessage = onEvent;
+  watchEvents: (onEvent: (e: SecurityEvent) => void, onOpen: (sessionId: string | null) => void, after: number | null) => {
+    const channel = new Channel<FeedMessage>();
+    channel.onmessage = (m) => (m.type === 'event' ? onEvent(m.event) : onOpen(m.session_id));
     return call<void>('watch_events', { channel, after });
   },
   createRecoveryKey: () => call<NewRecoveryKey>('create_recovery_key'),

@@ -58,5 +58,9 @@ export function startFeed() {
       app.notice = 'This session was ended from another device.';
       void refreshStatus();
     }
+  }, (sessionId) => {
+    // The user acted on a desktop notification: show that session.
+    app.screen = 'sessions';
+    app.focusSession = sessionId;
   }, latest).catch(() => {});
 }

@@ -143,3 +143,8 @@ export interface EventPage { events: SecurityEvent[]; next_before: number | null
 export interface NewRecoveryKey { key: string; status: RecoveryKeyStatus }
 
 export interface RecoveryStarted { token?: never; window: RecoveryWindow; account: AccountView }
+
+/** What the live feed sends: an event, or "open this session" from a desktop notification. */
+export type FeedMessage =
+  | { type: 'event'; event: SecurityEvent }
+  | { type: 'open'; session_id: string | null };
