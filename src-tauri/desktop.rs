@@ -27,6 +27,8 @@ pub struct AppStatus {
     /// The session was dropped because the app sat idle past the server's idle timeout: a
     /// touch of the key unlocks it.
     pub locked: bool,
+    /// This machine holds the recovery session (it redeemed the recovery key).
+    pub recovering: bool,
 }
 
 /// Everything the overview screen shows, in one call.
@@ -51,6 +53,8 @@ struct Session {
     account: AccountView,
     /// Last time this app used the session; the server's idle clock runs from the same moment.
     last_used: Millis,
+    /// Opened by redeeming a recovery key.
+    recovery: bool,
 }
 
 #[derive(Default)]
@@ -166,6 +170,7 @@ impl Desktop {
             key_label: keyward_client::Authenticator::label(&*keys),
             virtual_keys: keys.len(),
             locked: conn.locked,
+            recovering: conn.session.as_ref().is_some_and(|s| s.recovery),
         })
     }
 
@@ -229,6 +234,7 @@ impl Desktop {
             id: signed.session.id,
             account: signed.account,
             last_used: self.clock.now(),
+            recovery: false,
         });
         Ok(account)
     }
@@ -411,6 +417,7 @@ impl Desktop {
                 .unwrap_or_default(),
             account: started.account.clone(),
             last_used: self.clock.now(),
+            recovery: true,
         });
         Ok(started)
     }

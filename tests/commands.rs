@@ -163,3 +163,65 @@ fn the_app_locks_after_the_idle_timeout_and_a_touch_unlocks_it() {
     assert_eq!(status["locked"], false);
     assert_eq!(status["account"]["username"], "ada");
 }
+
+#[test]
+fn recovering_on_a_new_machine_and_cancelling_it_from_the_old_one() {
+    let clock = std::sync::Arc::new(keyward_core::ManualClock::new(0));
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_a_app, a) = app(a_dir.path(), clock.clone());
+    let (_b_app, b) = app(b_dir.path(), clock.clone());
+
+    let server = invoke(&a, "connect", json!({"server": null})).unwrap()["server"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    invoke(
+        &a,
+        "create_account",
+        json!({"username": "ada", "displayName": null}),
+    )
+    .unwrap();
+    let key = invoke(&a, "create_recovery_key", json!({})).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    invoke(
+        &a,
+        "prove_recovery_key",
+        json!({"typed": key, "purpose": "confirm"}),
+    )
+    .unwrap();
+
+    // Machine B has lost every key but has the recovery key.
+    invoke(&b, "connect", json!({"server": server})).unwrap();
+    let wrong = invoke(
+        &b,
+        "redeem_recovery_key",
+        json!({"username": "ada", "typed": "0000"}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        wrong["code"], "invalid_input",
+        "a mistyped key is caught before it counts"
+    );
+    let started = invoke(
+        &b,
+        "redeem_recovery_key",
+        json!({"username": "ada", "typed": key}),
+    )
+    .unwrap();
+    assert_eq!(started["account"]["state"], "recovery_pending");
+    let b_status = invoke(&b, "status", json!({})).unwrap();
+    assert_eq!(b_status["recovering"], true);
+    assert!(b_status["session_id"].is_string());
+
+    // Machine A sees it and cancels with one touch of its key.
+    let a_status = invoke(&a, "overview", json!({})).unwrap();
+    assert_eq!(a_status["account"]["state"], "recovery_pending");
+    let cancelled = invoke(&a, "cancel_recovery", json!({})).unwrap();
+    assert_eq!(cancelled["state"], "active");
+    assert_eq!(
+        invoke(&b, "overview", json!({})).unwrap_err()["code"],
+        "unauthenticated"
+    );
+}

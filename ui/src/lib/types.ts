@@ -28,6 +28,8 @@ export interface AppStatus {
   virtual_keys: number;
   /** Dropped after sitting idle past the server's timeout: a touch of the key unlocks. */
   locked: boolean;
+  /** This machine redeemed the recovery key and holds the recovery session. */
+  recovering: boolean;
 }
 
 export interface DeviceView {
