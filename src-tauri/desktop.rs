@@ -12,6 +12,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::error::{DesktopError, Result};
+use crate::vault::{OsVault, SavedSession, TokenVault};
 
 /// What the UI needs to draw its frame.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,18 +69,19 @@ struct Connection {
 }
 
 impl Connection {
-    /// Drops a session that has sat idle past the server's timeout. Local only: asking the
-    /// server would itself count as activity and keep the session alive.
-    fn lock_if_idle(&mut self, now: Millis) {
+    /// Drops a session that has sat idle past the server's timeout; true if it did. Local
+    /// only: asking the server would itself count as activity and keep the session alive.
+    fn lock_if_idle(&mut self, now: Millis) -> bool {
         let idle = self.idle_ms.unwrap_or(15 * 60_000);
-        if self
+        let idle_too_long = self
             .session
             .as_ref()
-            .is_some_and(|s| now - s.last_used >= idle)
-        {
+            .is_some_and(|s| now - s.last_used >= idle);
+        if idle_too_long {
             self.session = None;
             self.locked = true;
         }
+        idle_too_long
     }
 }
 
@@ -87,20 +89,24 @@ pub struct Desktop {
     data_dir: PathBuf,
     client: ClientInfo,
     clock: Arc<dyn keyward_core::Clock>,
+    vault: Box<dyn TokenVault>,
     conn: Mutex<Connection>,
     keys: Mutex<VirtualKey>,
 }
 
 impl Desktop {
     pub fn new(data_dir: &Path, client: ClientInfo) -> Result<Desktop> {
-        Self::with_clock(data_dir, client, Arc::new(keyward_core::SystemClock))
+        let vault = Box::new(OsVault::new(data_dir));
+        Self::with(data_dir, client, Arc::new(keyward_core::SystemClock), vault)
     }
 
-    /// With a clock of the caller's (tests move it instead of waiting).
-    pub fn with_clock(
+    /// With a clock and a token vault of the caller's (tests move the clock instead of
+    /// waiting, and keep tokens out of the real secret store).
+    pub fn with(
         data_dir: &Path,
         client: ClientInfo,
         clock: Arc<dyn keyward_core::Clock>,
+        vault: Box<dyn TokenVault>,
     ) -> Result<Desktop> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| DesktopError::EmbeddedServer(format!("{}: {e}", data_dir.display())))?;
@@ -110,6 +116,7 @@ impl Desktop {
             data_dir: data_dir.to_path_buf(),
             client,
             clock,
+            vault,
             conn: Mutex::new(Connection::default()),
             keys: Mutex::new(keys),
         })
@@ -126,12 +133,21 @@ impl Desktop {
         let base = match server {
             Some(url) => url,
             None => {
-                let listener = std::net::TcpListener::bind("127.0.0.1:0")
+                // The same port as last time if free: the origin, and so a resting session,
+                // stay valid across restarts.
+                let port_file = self.data_dir.join("embedded-port");
+                let last: u16 = std::fs::read_to_string(&port_file)
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+                    .unwrap_or(0);
+                let listener = std::net::TcpListener::bind(("127.0.0.1", last))
+                    .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))
                     .map_err(|e| DesktopError::EmbeddedServer(e.to_string()))?;
                 let port = listener
                     .local_addr()
                     .map_err(|e| DesktopError::EmbeddedServer(e.to_string()))?
                     .port();
+                let _ = std::fs::write(&port_file, port.to_string());
                 let origin = Url::parse(&format!("http://localhost:{port}"))
                     .map_err(|e| DesktopError::EmbeddedServer(e.to_string()))?;
                 let config =
@@ -152,6 +168,31 @@ impl Desktop {
             .await
             .ok()
             .map(|i| i.session_idle_ms);
+        // A session resting in the secret store resumes if the server still accepts it.
+        if let Some(saved) = self
+            .vault
+            .load()
+            .filter(|s| s.server == ceremonies.api.base().as_str())
+        {
+            let api = ceremonies.api.with_token(&saved.token);
+            let current = api
+                .sessions()
+                .await
+                .ok()
+                .and_then(|l| l.into_iter().find(|s| s.current));
+            match (api.account().await, current) {
+                (Ok(account), Some(current)) => {
+                    conn.session = Some(Session {
+                        api,
+                        id: current.id,
+                        account,
+                        last_used: self.clock.now(),
+                        recovery: saved.recovery,
+                    });
+                }
+                _ => self.vault.clear(),
+            }
+        }
         conn.ceremonies = Some(Arc::new(ceremonies));
         drop(conn);
         self.status().await
@@ -159,7 +200,9 @@ impl Desktop {
 
     pub async fn status(&self) -> Result<AppStatus> {
         let mut conn = self.conn.lock().await;
-        conn.lock_if_idle(self.clock.now());
+        if conn.lock_if_idle(self.clock.now()) {
+            self.vault.clear();
+        }
         let keys = self.keys.lock().await;
         Ok(AppStatus {
             server: conn.ceremonies.as_ref().map(|c| c.api.base().to_string()),
@@ -186,7 +229,9 @@ impl Desktop {
     /// The signed-in API, or NotSignedIn.
     pub async fn session(&self) -> Result<(Api, Uuid)> {
         let mut conn = self.conn.lock().await;
-        conn.lock_if_idle(self.clock.now());
+        if conn.lock_if_idle(self.clock.now()) {
+            self.vault.clear();
+        }
         let s = conn.session.as_mut().ok_or(DesktopError::NotSignedIn)?;
         s.last_used = self.clock.now();
         Ok((s.api.clone(), s.id))
@@ -227,6 +272,11 @@ impl Desktop {
         let c = self.ceremonies().await?;
         self.remember(&signed);
         let account = signed.account.clone();
+        self.vault.save(&SavedSession {
+            server: c.api.base().to_string(),
+            token: signed.token.clone(),
+            recovery: false,
+        });
         let mut conn = self.conn.lock().await;
         conn.locked = false;
         conn.session = Some(Session {
@@ -269,6 +319,7 @@ impl Desktop {
 
     pub async fn sign_out(&self) -> Result<()> {
         let session = self.conn.lock().await.session.take();
+        self.vault.clear();
         if let Some(s) = session {
             let _ = s.api.sign_out().await;
         }
@@ -319,6 +370,7 @@ impl Desktop {
             .await?;
         if id == mine {
             self.conn.lock().await.session = None;
+            self.vault.clear();
         }
         Ok(ended)
     }
@@ -410,6 +462,11 @@ impl Desktop {
     ) -> Result<RecoveryStarted> {
         let c = self.ceremonies().await?;
         let started = c.redeem_recovery_key(username, typed).await?;
+        self.vault.save(&SavedSession {
+            server: c.api.base().to_string(),
+            token: started.token.clone(),
+            recovery: true,
+        });
         self.conn.lock().await.session = Some(Session {
             api: c.api.with_token(&started.token),
             id: uuid_of_token_session(&c, &started)

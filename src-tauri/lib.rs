@@ -6,6 +6,7 @@ pub mod desktop;
 pub mod error;
 pub mod notify;
 pub mod tray;
+pub mod vault;
 
 use keyward_proto::ClientInfo;
 use tauri::Manager;

@@ -2,6 +2,9 @@
 //! virtual key: what the UI calls, with the `{code, message}` errors it gets.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::Arc;
+
+use keyward_desktop::vault::{MemoryVault, TokenVault};
 use serde_json::{Value, json};
 use tauri::ipc::{CallbackFn, InvokeBody};
 use tauri::test::{
@@ -12,13 +15,22 @@ use tauri::{WebviewWindow, WebviewWindowBuilder};
 
 fn app(
     data: &std::path::Path,
-    clock: std::sync::Arc<keyward_core::ManualClock>,
+    clock: Arc<keyward_core::ManualClock>,
+) -> (tauri::App<MockRuntime>, WebviewWindow<MockRuntime>) {
+    app_with_vault(data, clock, Arc::new(MemoryVault::default()))
+}
+
+fn app_with_vault(
+    data: &std::path::Path,
+    clock: Arc<keyward_core::ManualClock>,
+    vault: Arc<MemoryVault>,
 ) -> (tauri::App<MockRuntime>, WebviewWindow<MockRuntime>) {
     let client = keyward_proto::ClientInfo {
         name: "Test desktop".into(),
         platform: "Linux".into(),
     };
-    let desktop = keyward_desktop::desktop::Desktop::with_clock(data, client, clock).unwrap();
+    let desktop =
+        keyward_desktop::desktop::Desktop::with(data, client, clock, Box::new(vault)).unwrap();
     let app = keyward_desktop::with_commands(mock_builder())
         .manage(desktop)
         .build(mock_context(noop_assets()))
@@ -224,4 +236,48 @@ fn recovering_on_a_new_machine_and_cancelling_it_from_the_old_one() {
         invoke(&b, "overview", json!({})).unwrap_err()["code"],
         "unauthenticated"
     );
+}
+
+#[test]
+fn a_restart_resumes_the_session_from_the_secret_store_and_signing_out_forgets_it() {
+    let clock = Arc::new(keyward_core::ManualClock::new(0));
+    let vault = Arc::new(MemoryVault::default());
+    let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_first_app, first) = app_with_vault(first_dir.path(), clock.clone(), vault.clone());
+    let server = invoke(&first, "connect", json!({"server": null})).unwrap()["server"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    invoke(
+        &first,
+        "create_account",
+        json!({"username": "ada", "displayName": null}),
+    )
+    .unwrap();
+    let saved = vault.load().expect("the token rests in the vault");
+    assert_eq!(saved.server, server);
+    assert!(
+        !std::fs::read_dir(first_dir.path()).unwrap().any(|f| {
+            std::fs::read(f.unwrap().path()).is_ok_and(|b| {
+                b.windows(saved.token.len())
+                    .any(|w| w == saved.token.as_bytes())
+            })
+        }),
+        "the token is in no file of the data folder"
+    );
+
+    // "Restart": a new app instance, same vault, same server.
+    let (_second_app, second) = app_with_vault(second_dir.path(), clock.clone(), vault.clone());
+    let status = invoke(&second, "connect", json!({"server": server})).unwrap();
+    assert_eq!(
+        status["account"]["username"], "ada",
+        "resumed without a touch"
+    );
+    invoke(&second, "overview", json!({})).unwrap();
+
+    invoke(&second, "sign_out", json!({})).unwrap();
+    assert!(vault.load().is_none(), "signing out forgets the token");
+    let (_third_app, third) = app_with_vault(second_dir.path(), clock, vault);
+    let status = invoke(&third, "connect", json!({"server": server})).unwrap();
+    assert!(status["account"].is_null());
 }

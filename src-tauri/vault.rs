@@ -1,0 +1,99 @@
+//! Where the session token rests between runs: the OS secret store (Secret Service, Windows
+//! Credential Manager, macOS Keychain), never web storage or a plain file. Where no secret store
+//! is reachable the token lives in memory only, and a restart means a touch of the key.
+
+use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
+
+/// A session worth resuming: which server, and the bearer token for it.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SavedSession {
+    pub server: String,
+    pub token: String,
+    /// Opened by redeeming a recovery key (it may rest for the whole recovery window).
+    #[serde(default)]
+    pub recovery: bool,
+}
+
+impl std::fmt::Debug for SavedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SavedSession")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+pub trait TokenVault: Send + Sync {
+    fn load(&self) -> Option<SavedSession>;
+    fn save(&self, session: &SavedSession);
+    fn clear(&self);
+}
+
+impl<T: TokenVault> TokenVault for std::sync::Arc<T> {
+    fn load(&self) -> Option<SavedSession> {
+        (**self).load()
+    }
+    fn save(&self, session: &SavedSession) {
+        (**self).save(session)
+    }
+    fn clear(&self) {
+        (**self).clear()
+    }
+}
+
+/// Keeps nothing past the process: for tests, and where no secret store exists.
+#[derive(Default)]
+pub struct MemoryVault(Mutex<Option<SavedSession>>);
+
+impl TokenVault for MemoryVault {
+    fn load(&self) -> Option<SavedSession> {
+        self.0.lock().ok()?.clone()
+    }
+    fn save(&self, session: &SavedSession) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some(session.clone());
+        }
+    }
+    fn clear(&self) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = None;
+        }
+    }
+}
+
+/// The OS secret store, one entry per data folder (so test and portable installs stay apart).
+pub struct OsVault {
+    entry: Option<keyring::Entry>,
+}
+
+impl OsVault {
+    pub fn new(data_dir: &std::path::Path) -> OsVault {
+        let entry = keyring::Entry::new("app.keyward.desktop", &data_dir.display().to_string())
+            .map_err(
+                |e| tracing::info!(error = %e, "no OS secret store; the session stays in memory"),
+            )
+            .ok();
+        OsVault { entry }
+    }
+}
+
+impl TokenVault for OsVault {
+    fn load(&self) -> Option<SavedSession> {
+        let json = self.entry.as_ref()?.get_password().ok()?;
+        serde_json::from_str(&json).ok()
+    }
+    fn save(&self, session: &SavedSession) {
+        let Some(entry) = &self.entry else { return };
+        let Ok(json) = serde_json::to_string(session) else {
+            return;
+        };
+        if let Err(e) = entry.set_password(&json) {
+            tracing::info!(error = %e, "could not store the session in the OS secret store; it stays in memory");
+        }
+    }
+    fn clear(&self) {
+        if let Some(entry) = &self.entry {
+            let _ = entry.delete_credential();
+        }
+    }
+}
