@@ -130,4 +130,18 @@ test('a person creates an account, protects it, sees a stranger sign in and thro
       (e) => JSON.parse(e.stderr).code === 'unauthenticated',
     );
   });
+
+  await t.test('after a restart the session resumes from the OS secret store, and is in no file', {
+    skip: process.env.KEYWARD_E2E_SECRET_SERVICE ? false : 'no Secret Service on this machine',
+  }, async () => {
+    await wd.quit();
+    // Wait for the old app, and its built-in server, to be gone.
+    await eventually('the old app to exit', async () => !(await fetch(`${server}healthz`).then(() => true, () => false)));
+    await wd.start({ 'tauri:options': { application: app } });
+    await wd.wait('signed-in-as', { until: (s) => s.includes('Ada Lovelace') });
+    await wd.screenshot(`${shots}/10-resumed-after-restart.png`);
+    // The resting token is in the secret store: no file of the app's holds a serialised token.
+    const { stdout } = await run('grep', ['-rlF', '--', '"token":', dataDir]).catch((e) => ({ stdout: e.stdout ?? '' }));
+    assert.equal(stdout.trim(), '', `a token in ${stdout}`);
+  });
 });

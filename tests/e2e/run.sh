@@ -24,6 +24,12 @@ for _ in $(seq 50); do xdpyinfo -display "$display" >/dev/null 2>&1 && break; sl
 dbus-run-session -- bash -c '
   set -euo pipefail
   trap "kill \$(jobs -p) 2>/dev/null || true" EXIT
+  # A real Secret Service for the session token, with its keyrings in the scratch folder.
+  export XDG_DATA_HOME="$KEYWARD_DATA_DIR.xdg"; mkdir -p "$XDG_DATA_HOME"
+  if command -v gnome-keyring-daemon >/dev/null; then
+    eval "$(printf keyward-e2e | gnome-keyring-daemon --unlock --components=secrets)"
+    export KEYWARD_E2E_SECRET_SERVICE=1
+  fi
   python3 tests/e2e/notifications.py "$NOTIFY_LOG" >"$KEYWARD_DATA_DIR.notify.log" 2>&1 &
   port=$((4400 + RANDOM % 500))
   # Its WebKitWebDriver gets a port of its own too (the default, 4445, may be taken).
