@@ -8,6 +8,7 @@ use keyward_client::{Api, Ceremonies, VirtualKey};
 use keyward_proto::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
+use ts_rs::TS;
 use url::Url;
 use uuid::Uuid;
 
@@ -15,7 +16,7 @@ use crate::error::{DesktopError, Result};
 use crate::vault::{OsVault, SavedSession, TokenVault};
 
 /// What the UI needs to draw its frame.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, TS)]
 pub struct AppStatus {
     pub server: Option<String>,
     pub embedded: bool,
@@ -33,7 +34,7 @@ pub struct AppStatus {
 }
 
 /// Everything the overview screen shows, in one call.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, TS)]
 pub struct Overview {
     pub account: AccountView,
     pub readiness: Readiness,
@@ -42,7 +43,7 @@ pub struct Overview {
 }
 
 /// A recovery key to show once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, TS)]
 pub struct NewRecoveryKey {
     pub key: String,
     pub status: RecoveryKeyStatus,
@@ -517,7 +518,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// What the live feed sends the UI: an event, or "open this session" when the user acted on a
 /// desktop notification.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FeedMessage {
     Event { event: Box<SecurityEvent> },

@@ -4,6 +4,7 @@
 //! Times are Unix milliseconds (`i64`), named `*_at`.
 
 use serde::{Deserialize, Serialize};
+use ts_rs::TS;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -19,13 +20,13 @@ pub type Millis = i64;
 // Errors
 
 /// The one error shape at every boundary: a stable `code` to match on, a `message` safe to show.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The request was well-formed JSON but a field is invalid.
@@ -67,7 +68,7 @@ pub enum ErrorCode {
 // Ceremonies
 
 /// What the client says about itself; shown to the user in device lists and alerts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS, Default)]
 pub struct ClientInfo {
     /// A human name for the client, e.g. "Keyward desktop on ada-laptop".
     pub name: String,
@@ -75,25 +76,27 @@ pub struct ClientInfo {
     pub platform: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct RegistrationBeginRequest {
     pub username: String,
     #[serde(default)]
     pub display_name: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct RegistrationBegin {
     pub ceremony_id: Uuid,
     /// Pass to `navigator.credentials.create()` or a CTAP2 authenticator.
     #[schema(value_type = Object)]
+    #[ts(type = "unknown")]
     pub options: CreationChallengeResponse,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct RegistrationFinishRequest {
     pub ceremony_id: Uuid,
     #[schema(value_type = Object)]
+    #[ts(type = "unknown")]
     pub credential: RegisterPublicKeyCredential,
     #[serde(default)]
     pub nickname: Option<String>,
@@ -104,25 +107,27 @@ pub struct RegistrationFinishRequest {
     pub device_secret: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct SignInBeginRequest {
     /// Absent for a usernameless (discoverable credential) sign-in.
     #[serde(default)]
     pub username: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct AssertionBegin {
     pub ceremony_id: Uuid,
     /// Pass to `navigator.credentials.get()` or a CTAP2 authenticator.
     #[schema(value_type = Object)]
+    #[ts(type = "unknown")]
     pub options: RequestChallengeResponse,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct SignInFinishRequest {
     pub ceremony_id: Uuid,
     #[schema(value_type = Object)]
+    #[ts(type = "unknown")]
     pub credential: PublicKeyCredential,
     #[serde(default)]
     pub client: ClientInfo,
@@ -131,15 +136,16 @@ pub struct SignInFinishRequest {
 }
 
 /// A ceremony that only proves presence of an enrolled key (step-up, cancelling a recovery).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct AssertionFinishRequest {
     pub ceremony_id: Uuid,
     #[schema(value_type = Object)]
+    #[ts(type = "unknown")]
     pub credential: PublicKeyCredential,
 }
 
 /// A new session. The token is shown once; the server keeps only its hash.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct SignedIn {
     /// Bearer token for `Authorization: Bearer …`.
     pub token: String,
@@ -152,7 +158,7 @@ pub struct SignedIn {
 // ---------------------------------------------------------------------------------------------
 // Account, authenticators, sessions
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountState {
     Active,
@@ -162,7 +168,7 @@ pub enum AccountState {
     RecoveryEnrolment,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct AccountView {
     pub id: Uuid,
     pub username: String,
@@ -172,7 +178,7 @@ pub struct AccountView {
     pub recovery: Option<RecoveryWindow>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthenticatorStatus {
     Active,
@@ -180,7 +186,7 @@ pub enum AuthenticatorStatus {
     Lost,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct AuthenticatorView {
     pub id: Uuid,
     pub nickname: String,
@@ -198,21 +204,22 @@ pub struct AuthenticatorView {
     pub status: AuthenticatorStatus,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct RenameAuthenticatorRequest {
     pub nickname: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct AddAuthenticatorFinishRequest {
     pub ceremony_id: Uuid,
     #[schema(value_type = Object)]
+    #[ts(type = "unknown")]
     pub credential: RegisterPublicKeyCredential,
     #[serde(default)]
     pub nickname: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct RemovalImpact {
     pub authenticator: AuthenticatorView,
     /// Sessions that were opened with this authenticator and would end.
@@ -222,7 +229,7 @@ pub struct RemovalImpact {
     pub refused: Option<ApiError>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct DeviceView {
     pub id: Uuid,
     pub name: String,
@@ -234,7 +241,7 @@ pub struct DeviceView {
     pub place: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionScope {
     Full,
@@ -242,7 +249,7 @@ pub enum SessionScope {
     Recovery,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct SessionView {
     pub id: Uuid,
     pub device: DeviceView,
@@ -262,7 +269,7 @@ pub struct SessionView {
     pub current: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct EndedSessions {
     pub ended: Vec<Uuid>,
 }
@@ -270,7 +277,7 @@ pub struct EndedSessions {
 // ---------------------------------------------------------------------------------------------
 // Recovery
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS, Default)]
 pub struct RecoveryKeyStatus {
     pub present: bool,
     pub created_at: Option<Millis>,
@@ -282,13 +289,13 @@ pub struct RecoveryKeyStatus {
     pub drill_due: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct SetRecoveryKeyRequest {
     /// The Ed25519 public key derived from the recovery key, base64url without padding.
     pub public_key: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum RecoveryPurpose {
     Confirm,
@@ -296,12 +303,12 @@ pub enum RecoveryPurpose {
     Redeem,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct RecoveryChallengeRequest {
     pub purpose: RecoveryPurpose,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct RecoveryChallenge {
     pub challenge_id: Uuid,
     pub purpose: RecoveryPurpose,
@@ -310,19 +317,19 @@ pub struct RecoveryChallenge {
     pub expires_at: Millis,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct RecoveryProof {
     pub challenge_id: Uuid,
     /// Ed25519 signature, base64url without padding.
     pub signature: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct RedeemBeginRequest {
     pub username: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct RedeemFinishRequest {
     pub challenge_id: Uuid,
     pub signature: String,
@@ -330,7 +337,7 @@ pub struct RedeemFinishRequest {
     pub client: ClientInfo,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct RecoveryWindow {
     pub started_at: Millis,
     pub ends_at: Millis,
@@ -339,7 +346,7 @@ pub struct RecoveryWindow {
     pub address: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct RecoveryStarted {
     /// A recovery-scoped session token: it can watch the window, then enrol.
     pub token: String,
@@ -348,7 +355,7 @@ pub struct RecoveryStarted {
     pub account: AccountView,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct RecoveryCancelBeginRequest {
     #[serde(default)]
     pub username: Option<String>,
@@ -357,7 +364,7 @@ pub struct RecoveryCancelBeginRequest {
 // ---------------------------------------------------------------------------------------------
 // Readiness
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadinessLevel {
     /// One loss locks the account out.
@@ -368,13 +375,13 @@ pub enum ReadinessLevel {
     Protected,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct NextStep {
     pub code: String,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct Readiness {
     pub level: ReadinessLevel,
     pub active_authenticators: u32,
@@ -394,7 +401,7 @@ pub struct Readiness {
 // ---------------------------------------------------------------------------------------------
 // Security events
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     AccountCreated,
@@ -459,7 +466,7 @@ impl EventKind {
 }
 
 /// How loudly a client should tell the user: `urgent` pops up, `quiet` only goes in the timeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
 #[serde(rename_all = "snake_case")]
 pub enum Urgency {
     Quiet,
@@ -467,7 +474,7 @@ pub enum Urgency {
 }
 
 /// Facts about an event; which are present depends on the kind.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS, Default)]
 pub struct EventDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authenticator_id: Option<Uuid>,
@@ -490,7 +497,7 @@ pub struct EventDetail {
     pub place: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
 pub struct SecurityEvent {
     /// Position in the append-only log; use it as `Last-Event-ID`.
     pub id: i64,
@@ -508,7 +515,7 @@ pub struct SecurityEvent {
     pub hash: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct EventPage {
     pub events: Vec<SecurityEvent>,
     /// Pass as `before` to get the next (older) page; absent on the last page.
@@ -517,7 +524,7 @@ pub struct EventPage {
 
 /// What a client needs to run ceremonies with this server: the RP ID, and the origin a native
 /// client claims in its client data (the first configured origin).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct ServerInfo {
     pub rp_id: String,
     pub rp_name: String,
@@ -529,7 +536,7 @@ pub struct ServerInfo {
     pub recovery_window_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct Health {
     pub status: String,
     pub version: String,

@@ -1,0 +1,194 @@
+// Generated from the Rust wire types (keyward-proto, src-tauri/desktop.rs) by
+// tests/wire_types.rs. Do not edit: `KEYWARD_UPDATE_WIRE=1 cargo test --test wire_types`.
+
+export type ApiError = { code: ErrorCode, message: string, };
+
+export type ErrorCode = "invalid_input" | "malformed_body" | "unsupported_media_type" | "payload_too_large" | "not_found" | "unauthenticated" | "session_expired" | "step_up_required" | "forbidden" | "ceremony_expired" | "authentication_failed" | "registration_failed" | "username_unavailable" | "policy_refused" | "last_authenticator" | "recovery_failed" | "recovery_in_progress" | "rate_limited" | "conflict" | "internal";
+
+export type ClientInfo = { 
+/**
+ * A human name for the client, e.g. "Keyward desktop on ada-laptop".
+ */
+name: string, 
+/**
+ * Operating system or browser family, e.g. "Linux".
+ */
+platform: string, };
+
+export type AccountState = "active" | "recovery_pending" | "recovery_enrolment";
+
+export type AccountView = { id: string, username: string, display_name: string, created_at: number, state: AccountState, recovery: RecoveryWindow | null, };
+
+export type RecoveryWindow = { started_at: number, ends_at: number, 
+/**
+ * The device that redeemed the recovery key.
+ */
+device_name: string, address: string, };
+
+export type AuthenticatorStatus = "active" | "lost";
+
+export type AuthenticatorView = { id: string, nickname: string, aaguid: string | null, 
+/**
+ * The model name, where the AAGUID is known.
+ */
+model: string | null, transports: Array<string>, 
+/**
+ * BE flag: the credential may be synced to other devices (a passkey in a password manager).
+ */
+backup_eligible: boolean, 
+/**
+ * BS flag: the credential is currently synced.
+ */
+backup_state: boolean, created_at: number, last_used_at: number | null, sign_count: number, status: AuthenticatorStatus, };
+
+export type DeviceView = { id: string, name: string, platform: string, first_seen_at: number, last_seen_at: number, address: string, 
+/**
+ * A coarse place, only where the operator configured an offline IP database.
+ */
+place: string | null, };
+
+export type SessionScope = "full" | "recovery";
+
+export type SessionView = { id: string, device: DeviceView, scope: SessionScope, created_at: number, last_seen_at: number, 
+/**
+ * When the idle timeout ends this session if it stays unused.
+ */
+idle_expires_at: number, 
+/**
+ * When the absolute lifetime ends this session whatever happens.
+ */
+expires_at: number, 
+/**
+ * Last user-verified assertion in this session (sign-in or step-up).
+ */
+verified_at: number, 
+/**
+ * The authenticator that opened this session (none for a recovery session).
+ */
+opened_by: string | null, address: string, 
+/**
+ * True for the session making this request.
+ */
+current: boolean, };
+
+export type EndedSessions = { ended: Array<string>, };
+
+export type RemovalImpact = { authenticator: AuthenticatorView, 
+/**
+ * Sessions that were opened with this authenticator and would end.
+ */
+sessions_ending: Array<SessionView>, readiness_after: Readiness, 
+/**
+ * Why the removal would be refused, if it would.
+ */
+refused: ApiError | null, };
+
+export type RecoveryKeyStatus = { present: boolean, created_at: number | null, 
+/**
+ * The user typed the key back: the backup was made.
+ */
+confirmed_at: number | null, 
+/**
+ * Last successful drill ("test my recovery key") or confirmation.
+ */
+last_verified_at: number | null, 
+/**
+ * No verification for longer than the drill interval.
+ */
+drill_due: boolean, };
+
+export type RecoveryPurpose = "confirm" | "drill" | "redeem";
+
+export type RecoveryStarted = { 
+/**
+ * A recovery-scoped session token: it can watch the window, then enrol.
+ */
+token: string, device_secret: string, window: RecoveryWindow, account: AccountView, };
+
+export type ReadinessLevel = "at_risk" | "partial" | "protected";
+
+export type NextStep = { code: string, message: string, };
+
+export type Readiness = { level: ReadinessLevel, active_authenticators: number, 
+/**
+ * Synced passkeys from one provider count once: they are lost together.
+ */
+independent_authenticators: number, device_bound: number, synced: number, has_backup: boolean, recovery_key: RecoveryKeyStatus, 
+/**
+ * Authenticators not used for a long time: check they still exist.
+ */
+stale_authenticators: Array<string>, 
+/**
+ * The one loss that would lock the account out, in words, if there is one.
+ */
+single_point_of_failure: string | null, next_step: NextStep | null, };
+
+export type EventKind = "account_created" | "sign_in" | "sign_in_failed" | "session_ended" | "authenticator_added" | "authenticator_renamed" | "authenticator_removed" | "authenticator_reported_lost" | "recovery_key_generated" | "recovery_key_confirmed" | "recovery_key_verified" | "recovery_started" | "recovery_cancelled" | "recovery_completed" | "cloned_key_warning";
+
+export type Urgency = "quiet" | "urgent";
+
+export type EventDetail = { authenticator_id?: string | null, authenticator_name?: string | null, 
+/**
+ * For `session_ended`: the session that ended.
+ */
+ended_session_id?: string | null, 
+/**
+ * For `session_ended`: `user`, `sign_out`, `lost_key`, `authenticator_removed`, `recovery`.
+ */
+reason?: string | null, 
+/**
+ * For `sign_in`: whether the device had signed in to this account before, from the same
+ * place. False for a new device, or a known one in a new place: both are urgent.
+ */
+known_device?: boolean | null, ends_at?: number | null, 
+/**
+ * Coarse place of the address, where the operator configured a place database.
+ */
+place?: string | null, };
+
+export type SecurityEvent = { 
+/**
+ * Position in the append-only log; use it as `Last-Event-ID`.
+ */
+id: number, account_id: string, kind: EventKind, at: number, urgency: Urgency, 
+/**
+ * The session that did it (for a sign-in, the new session).
+ */
+session_id: string | null, device_id: string | null, device_name: string | null, address: string | null, detail: EventDetail, 
+/**
+ * SHA-256 over the previous event's hash and this event: the log's hash chain.
+ */
+hash: string, };
+
+export type EventPage = { events: Array<SecurityEvent>, 
+/**
+ * Pass as `before` to get the next (older) page; absent on the last page.
+ */
+next_before: number | null, };
+
+export type ServerInfo = { rp_id: string, rp_name: string, origins: Array<string>, version: string, 
+/**
+ * Idle timeout and absolute session lifetime, in milliseconds.
+ */
+session_idle_ms: number, session_absolute_ms: number, recovery_window_ms: number, };
+
+export type AppStatus = { server: string | null, embedded: boolean, rp_id: string | null, account: AccountView | null, session_id: string | null, 
+/**
+ * The authenticator the app uses: the virtual key until hardware is chosen.
+ */
+key_label: string, virtual_keys: number, 
+/**
+ * The session was dropped because the app sat idle past the server's idle timeout: a
+ * touch of the key unlocks it.
+ */
+locked: boolean, 
+/**
+ * This machine holds the recovery session (it redeemed the recovery key).
+ */
+recovering: boolean, };
+
+export type Overview = { account: AccountView, readiness: Readiness, sessions: Array<SessionView>, authenticators: Array<AuthenticatorView>, };
+
+export type NewRecoveryKey = { key: string, status: RecoveryKeyStatus, };
+
+export type FeedMessage = { "type": "event", event: SecurityEvent, } | { "type": "open", session_id: string | null, };
