@@ -994,6 +994,28 @@ impl Inner {
         }
     }
 
+    /// `take_and_verify` for a sign-in-like ceremony, then the credential's owner, with any
+    /// recovery window that has run out settled first.
+    fn verified_owner(
+        &self,
+        tx: &mut Tx<'_>,
+        kind: &str,
+        ceremony_id: Uuid,
+        credential: &PublicKeyCredential,
+        address: &str,
+    ) -> Result<Result<(Authenticator, Account)>> {
+        let authenticator =
+            match self.take_and_verify(tx, kind, ceremony_id, credential, address, None)? {
+                Ok(a) => a,
+                Err(e) => return Ok(Err(e)),
+            };
+        let account = tx
+            .account(authenticator.account_id)?
+            .ok_or_else(|| ServerError::Internal("authenticator without account".into()))?;
+        let account = self.settle_recovery(tx, account)?;
+        Ok(Ok((authenticator, account)))
+    }
+
     pub fn sign_in_begin(&self, req: SignInBeginRequest, address: &str) -> Result<AssertionBegin> {
         self.check_begin_rate(address)?;
         let username = req
@@ -1015,21 +1037,16 @@ impl Inner {
         let now = self.now();
         self.check_failure_rate(address, None)?;
         self.write_recorded(|tx| {
-            let authenticator = match self.take_and_verify(
+            let (authenticator, mut account) = match self.verified_owner(
                 tx,
                 kind::SIGN_IN,
                 req.ceremony_id,
                 &req.credential,
                 address,
-                None,
             )? {
-                Ok(a) => a,
+                Ok(found) => found,
                 Err(e) => return Ok(Err(e)),
             };
-            let account = tx
-                .account(authenticator.account_id)?
-                .ok_or_else(|| ServerError::Internal("authenticator without account".into()))?;
-            let mut account = self.settle_recovery(tx, account)?;
             let (token, device_secret, session, device, known) = self.open_session(
                 tx,
                 &account,
@@ -1766,21 +1783,16 @@ impl Inner {
         let now = self.now();
         self.check_failure_rate(address, None)?;
         self.write_recorded(|tx| {
-            let authenticator = match self.take_and_verify(
+            let (authenticator, account) = match self.verified_owner(
                 tx,
                 kind::RECOVERY_CANCEL,
                 req.ceremony_id,
                 &req.credential,
                 address,
-                None,
             )? {
-                Ok(a) => a,
+                Ok(found) => found,
                 Err(e) => return Ok(Err(e)),
             };
-            let account = tx
-                .account(authenticator.account_id)?
-                .ok_or_else(|| ServerError::Internal("authenticator without account".into()))?;
-            let account = self.settle_recovery(tx, account)?;
             if account.state == AccountState::Active {
                 return Ok(Err(ServerError::Conflict("there is no recovery to cancel")));
             }
