@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use keyward_client::{Api, Ceremonies, VirtualKey};
+use keyward_client::{Api, Authenticator, Ceremonies, VirtualKey, write_private};
 use keyward_proto::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -176,16 +176,12 @@ impl Desktop {
             .filter(|s| s.server == ceremonies.api.base().as_str())
         {
             let api = ceremonies.api.with_token(&saved.token);
-            let current = api
-                .sessions()
-                .await
-                .ok()
-                .and_then(|l| l.into_iter().find(|s| s.current));
+            let current = current_session_id(&api).await;
             match (api.account().await, current) {
-                (Ok(account), Some(current)) => {
+                (Ok(account), Some(id)) => {
                     conn.session = Some(Session {
                         api,
-                        id: current.id,
+                        id,
                         account,
                         last_used: self.clock.now(),
                         recovery: saved.recovery,
@@ -211,7 +207,7 @@ impl Desktop {
             rp_id: conn.ceremonies.as_ref().map(|c| c.rp_id.clone()),
             account: conn.session.as_ref().map(|s| s.account.clone()),
             session_id: conn.session.as_ref().map(|s| s.id),
-            key_label: keyward_client::Authenticator::label(&*keys),
+            key_label: keys.label(),
             virtual_keys: keys.len(),
             locked: conn.locked,
             recovering: conn.session.as_ref().is_some_and(|s| s.recovery),
@@ -390,12 +386,7 @@ impl Desktop {
         let c = self.ceremonies().await?;
         let (api, _) = self.session().await?;
         let mut keys = self.keys.lock().await;
-        // Refused at "begin", before the key is touched, if a fresh touch is needed.
-        let mut r = c.add_key(&api, &mut *keys, nickname.as_deref()).await;
-        if matches!(r, Err(ref e) if e.code() == Some(ErrorCode::StepUpRequired)) {
-            c.step_up(&api, &mut *keys).await?;
-            r = c.add_key(&api, &mut *keys, nickname.as_deref()).await;
-        }
+        let r = c.add_key(&api, &mut *keys, nickname.as_deref()).await;
         drop(keys);
         self.checked(r).await
     }
@@ -429,14 +420,9 @@ impl Desktop {
     pub async fn create_recovery_key(&self) -> Result<NewRecoveryKey> {
         let c = self.ceremonies().await?;
         let (api, _) = self.session().await?;
-        // A key refused for want of a fresh touch was never stored nor shown: make another.
-        let mut r = c.new_recovery_key(&api).await;
-        if matches!(r, Err(ref e) if e.code() == Some(ErrorCode::StepUpRequired)) {
-            let mut keys = self.keys.lock().await;
-            c.step_up(&api, &mut *keys).await?;
-            drop(keys);
-            r = c.new_recovery_key(&api).await;
-        }
+        let mut keys = self.keys.lock().await;
+        let r = c.new_recovery_key(&api, &mut *keys).await;
+        drop(keys);
         let (key, status) = self.checked(r).await?;
         Ok(NewRecoveryKey {
             key: key.to_display(),
@@ -468,11 +454,11 @@ impl Desktop {
             token: started.token.clone(),
             recovery: true,
         });
+        let api = c.api.with_token(&started.token);
+        let id = current_session_id(&api).await.unwrap_or_default();
         self.conn.lock().await.session = Some(Session {
-            api: c.api.with_token(&started.token),
-            id: uuid_of_token_session(&c, &started)
-                .await
-                .unwrap_or_default(),
+            api,
+            id,
             account: started.account.clone(),
             last_used: self.clock.now(),
             recovery: true,
@@ -487,33 +473,15 @@ impl Desktop {
     }
 }
 
-/// The recovery session's ID, looked up through the new token (the redeem answer carries the
-/// account and window, not the session).
-async fn uuid_of_token_session(c: &Ceremonies, started: &RecoveryStarted) -> Option<Uuid> {
-    let api = c.api.with_token(&started.token);
+/// The ID of the session `api`'s token belongs to (answers carry the account, not always the
+/// session).
+async fn current_session_id(api: &Api) -> Option<Uuid> {
     api.sessions()
         .await
         .ok()?
         .into_iter()
         .find(|s| s.current)
         .map(|s| s.id)
-}
-
-/// Owner-only file, written whole or not at all.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
 }
 
 /// What the live feed sends the UI: an event, or "open this session" when the user acted on a

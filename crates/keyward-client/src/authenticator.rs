@@ -90,7 +90,6 @@ impl VirtualKey {
         self.keys.is_empty()
     }
 
-    /// Written to a temporary file and renamed, owner-only: a crash never leaves half a key.
     fn save(&self) -> Result<(), AuthenticatorError> {
         let Some(path) = &self.path else {
             return Ok(());
@@ -100,24 +99,7 @@ impl VirtualKey {
             message: e.to_string(),
         };
         let json = serde_json::to_vec(&self.keys).map_err(|e| storage(&e))?;
-        let tmp = path.with_extension("tmp");
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| storage(&e))?;
-        }
-        {
-            use std::io::Write;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut f = options.open(&tmp).map_err(|e| storage(&e))?;
-            f.write_all(&json).map_err(|e| storage(&e))?;
-            f.sync_all().map_err(|e| storage(&e))?;
-        }
-        std::fs::rename(&tmp, path).map_err(|e| storage(&e))
+        write_private(path, &json).map_err(|e| storage(&e))
     }
 }
 
@@ -174,4 +156,25 @@ impl Authenticator for VirtualKey {
         }
         Err(AuthenticatorError::NotRegistered)
     }
+}
+
+/// Writes an owner-only file whole or not at all (temporary file, fsync, rename): a crash never
+/// leaves half a key or secret behind.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
 }

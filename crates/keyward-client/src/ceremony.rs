@@ -36,7 +36,9 @@ impl Ceremonies {
         })
     }
 
-    /// Runs `op`; if the server wants a fresh touch first, does the step-up and tries once more.
+    /// Runs `op`; if the server wants a fresh touch first, does the step-up with `key` and
+    /// runs it once more. Servers refuse such operations before anything happens, so nothing
+    /// happens twice.
     pub async fn with_step_up<T, F, Fut>(
         &self,
         session: &Api,
@@ -118,13 +120,16 @@ impl Ceremonies {
             .await
     }
 
+    /// Registers another key; `key` also gives the fresh touch if the server asks for one.
     pub async fn add_key(
         &self,
         session: &Api,
         key: &mut dyn Authenticator,
         nickname: Option<&str>,
     ) -> Result<AuthenticatorView> {
-        let begin = session.add_authenticator_begin().await?;
+        let begin = self
+            .with_step_up(session, key, || session.add_authenticator_begin())
+            .await?;
         let credential = key.register(&self.origin, &begin.options)?;
         session
             .add_authenticator_finish(&AddAuthenticatorFinishRequest {
@@ -135,19 +140,22 @@ impl Ceremonies {
             .await
     }
 
-    /// Makes a new recovery key on this machine and registers its public half. The caller shows
-    /// the returned key to the user once and then forgets it.
+    /// Makes a new recovery key on this machine and registers its public half (`key` gives the
+    /// fresh touch if the server asks). The caller shows the returned key to the user once and
+    /// then forgets it. A key refused for want of a touch was never stored nor shown.
     pub async fn new_recovery_key(
         &self,
         session: &Api,
+        key: &mut dyn Authenticator,
     ) -> Result<(RecoveryKey, RecoveryKeyStatus)> {
-        let key = RecoveryKey::generate();
-        let status = session
-            .set_recovery_key(&SetRecoveryKeyRequest {
-                public_key: b64(&key.public_key()),
-            })
-            .await?;
-        Ok((key, status))
+        self.with_step_up(session, key, || async {
+            let recovery = RecoveryKey::generate();
+            let request = SetRecoveryKeyRequest {
+                public_key: b64(&recovery.public_key()),
+            };
+            Ok((recovery, session.set_recovery_key(&request).await?))
+        })
+        .await
     }
 
     /// Proves the user still has the key (confirm at setup, or a drill later), using nothing up.
@@ -157,17 +165,9 @@ impl Ceremonies {
         typed: &str,
         purpose: RecoveryPurpose,
     ) -> Result<RecoveryKeyStatus> {
-        let key = RecoveryKey::parse(typed).map_err(|e| ClientError::Api {
-            status: 400,
-            error: ApiError {
-                code: ErrorCode::InvalidInput,
-                message: e.to_string(),
-            },
-        })?;
+        let key = parse_typed(typed)?;
         let c = session.recovery_challenge(purpose).await?;
-        let challenge = unb64(&c.challenge)
-            .ok_or_else(|| ClientError::Protocol("challenge is not base64url".into()))?;
-        let signature = b64(&key.sign(purpose, &self.rp_id, &challenge));
+        let signature = self.sign_challenge(&key, &c)?;
         session
             .recovery_verify(&RecoveryProof {
                 challenge_id: c.challenge_id,
@@ -182,17 +182,9 @@ impl Ceremonies {
         username: &str,
         typed: &str,
     ) -> Result<RecoveryStarted> {
-        let key = RecoveryKey::parse(typed).map_err(|e| ClientError::Api {
-            status: 400,
-            error: ApiError {
-                code: ErrorCode::InvalidInput,
-                message: e.to_string(),
-            },
-        })?;
+        let key = parse_typed(typed)?;
         let c = self.api.redeem_begin(username).await?;
-        let challenge = unb64(&c.challenge)
-            .ok_or_else(|| ClientError::Protocol("challenge is not base64url".into()))?;
-        let signature = b64(&key.sign(RecoveryPurpose::Redeem, &self.rp_id, &challenge));
+        let signature = self.sign_challenge(&key, &c)?;
         self.api
             .redeem_finish(&RedeemFinishRequest {
                 challenge_id: c.challenge_id,
@@ -215,4 +207,22 @@ impl Ceremonies {
             })
             .await
     }
+
+    /// The proof for one server challenge, for the purpose the challenge was issued for.
+    fn sign_challenge(&self, key: &RecoveryKey, c: &RecoveryChallenge) -> Result<String> {
+        let challenge = unb64(&c.challenge)
+            .ok_or_else(|| ClientError::Protocol("challenge is not base64url".into()))?;
+        Ok(b64(&key.sign(c.purpose, &self.rp_id, &challenge)))
+    }
+}
+
+/// A recovery key as typed; a typo is caught here, before it counts as an attempt.
+fn parse_typed(typed: &str) -> Result<RecoveryKey> {
+    RecoveryKey::parse(typed).map_err(|e| ClientError::Api {
+        status: 400,
+        error: ApiError {
+            code: ErrorCode::InvalidInput,
+            message: e.to_string(),
+        },
+    })
 }

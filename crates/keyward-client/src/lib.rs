@@ -13,6 +13,6 @@ mod ceremony;
 mod feed;
 
 pub use api::{Api, ClientError, Result};
-pub use authenticator::{Authenticator, AuthenticatorError, VirtualKey};
+pub use authenticator::{Authenticator, AuthenticatorError, VirtualKey, write_private};
 pub use ceremony::Ceremonies;
 pub use feed::{EventFeed, FeedEnd};

@@ -153,6 +153,13 @@ fn clean_client(c: &ClientInfo, user_agent: &str) -> ClientInfo {
     }
 }
 
+/// A taken ceremony's server-side state. It was written by this server, so a failure to read
+/// it back is internal.
+fn ceremony_state<T: serde::de::DeserializeOwned>(c: &Ceremony) -> Result<T> {
+    serde_json::from_str(&c.state)
+        .map_err(|e| ServerError::Internal(format!("ceremony state: {e}")))
+}
+
 fn credential_of(passkey: &Passkey) -> Credential {
     Credential::from(passkey.clone())
 }
@@ -672,8 +679,7 @@ impl Inner {
             let Some(c) = tx.take_ceremony(req.ceremony_id, kind::REGISTER, now)? else {
                 return Ok(Err(ServerError::CeremonyExpired));
             };
-            let state: RegisterState = serde_json::from_str(&c.state)
-                .map_err(|e| ServerError::Internal(format!("ceremony state: {e}")))?;
+            let state: RegisterState = ceremony_state(&c)?;
             let authenticator = match self.admit_credential(
                 &req.credential,
                 &state.registration,
@@ -821,8 +827,7 @@ impl Inner {
                 reason,
             }))
         };
-        let state: AssertionState = serde_json::from_str(&ceremony.state)
-            .map_err(|e| ServerError::Internal(format!("ceremony state: {e}")))?;
+        let state: AssertionState = ceremony_state(ceremony)?;
         if matches!(state, AssertionState::Decoy) {
             return fail(None, None, "unknown account");
         }
@@ -1213,8 +1218,7 @@ impl Inner {
             if c.session_id != Some(authed.session.id) {
                 return Ok(Err(ServerError::CeremonyExpired));
             }
-            let registration: RegistrationState = serde_json::from_str(&c.state)
-                .map_err(|e| ServerError::Internal(format!("ceremony state: {e}")))?;
+            let registration: RegistrationState = ceremony_state(&c)?;
             let authenticator = match self.admit_credential(
                 &req.credential,
                 &registration,
@@ -1504,8 +1508,7 @@ impl Inner {
             if c.session_id != Some(authed.session.id) {
                 return Ok(Err(ServerError::CeremonyExpired));
             }
-            let state: RecoveryProofState = serde_json::from_str(&c.state)
-                .map_err(|e| ServerError::Internal(format!("ceremony state: {e}")))?;
+            let state: RecoveryProofState = ceremony_state(&c)?;
             let Some(rk) = tx.recovery_key(authed.account.id)? else {
                 return Ok(Err(ServerError::NotFound("recovery key")));
             };
@@ -1624,8 +1627,7 @@ impl Inner {
                     retry_after_secs: (ms / 1000 + 1) as u64,
                 }));
             }
-            let state: RecoveryProofState = serde_json::from_str(&c.state)
-                .map_err(|e| ServerError::Internal(format!("ceremony state: {e}")))?;
+            let state: RecoveryProofState = ceremony_state(&c)?;
             let Some(rk) = tx.recovery_key(account_id)? else {
                 fail(tx, Some(account_id))?;
                 return Ok(Err(ServerError::RecoveryFailed));

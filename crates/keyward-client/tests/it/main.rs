@@ -114,7 +114,7 @@ async fn a_persisted_virtual_key_walks_the_whole_account_lifecycle() {
     assert_eq!(session.authenticators().await.unwrap().len(), 2);
 
     // Recovery key: made here, shown once, typed back, drilled.
-    let (rk, status) = c.new_recovery_key(&session).await.unwrap();
+    let (rk, status) = c.new_recovery_key(&session, &mut key).await.unwrap();
     assert!(status.present && status.confirmed_at.is_none());
     let typed = rk.to_display().to_lowercase().replace('-', " ");
     let confirmed = c
