@@ -33,13 +33,7 @@ impl DesktopError {
             }
             DesktopError::Client(ClientError::Unreachable { .. }) => "unreachable".into(),
             DesktopError::Client(ClientError::Protocol(_)) => "internal".into(),
-            DesktopError::Client(ClientError::Authenticator(a)) => match a {
-                AuthenticatorError::NotRegistered => "key_not_registered".into(),
-                AuthenticatorError::AlreadyRegistered => "key_already_registered".into(),
-                AuthenticatorError::Refused(_) | AuthenticatorError::Storage { .. } => {
-                    "key_error".into()
-                }
-            },
+            DesktopError::Client(ClientError::Authenticator(a)) => a.code().into(),
         }
     }
 
@@ -57,9 +51,24 @@ impl DesktopError {
             DesktopError::Client(ClientError::Unreachable { .. }) => {
                 "Cannot reach the Keyward server. Check the connection and try again.".into()
             }
+            // The key's own trouble, already in words a person acts on.
+            DesktopError::Client(ClientError::Authenticator(a)) => sentence(&a.to_string()),
             other => other.to_string(),
         }
     }
+}
+
+/// "wrong PIN: 2 tries left" → "Wrong PIN: 2 tries left."
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
 }
 
 impl serde::Serialize for DesktopError {

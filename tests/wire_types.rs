@@ -12,6 +12,7 @@ fn declarations() -> String {
     let cfg = Config::new().with_large_int("number");
     let decls = [
         ApiError::decl(&cfg),
+        KeyPrompt::decl(&cfg),
         ErrorCode::decl(&cfg),
         ClientInfo::decl(&cfg),
         AccountState::decl(&cfg),

@@ -18,8 +18,59 @@ pub enum AuthenticatorError {
     AlreadyRegistered,
     #[error("the key refused: {0}")]
     Refused(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("no security key was plugged in or tapped in time")]
+    NoKey,
+    #[error("the key was not touched in time")]
+    NotTouched,
+    #[error("{}", wrong_pin(*.retries))]
+    WrongPin { retries: Option<u32> },
+    #[error(
+        "the key's PIN is blocked after too many wrong tries; the key must be reset before it can be used again"
+    )]
+    PinBlocked,
+    #[error("too many wrong PINs in a row: remove the key, insert it again and retry")]
+    PinPaused,
+    #[error("this key needs a PIN first: set one in Security keys > Key settings")]
+    PinNotSet,
+    #[error("the key has no room for another passkey: delete one you no longer use")]
+    KeyFull,
+    #[error("the key was removed before the ceremony finished")]
+    KeyRemoved,
+    #[error("security keys are unavailable: {0}")]
+    Unavailable(String),
     #[error("cannot store the virtual key at {path}: {message}")]
     Storage { path: String, message: String },
+}
+
+fn wrong_pin(retries: Option<u32>) -> String {
+    match retries {
+        Some(1) => "wrong PIN: 1 try left before the key locks".into(),
+        Some(n) => format!("wrong PIN: {n} tries left"),
+        None => "wrong PIN".into(),
+    }
+}
+
+impl AuthenticatorError {
+    /// The `{code}` at the IPC boundary.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthenticatorError::NotRegistered => "key_not_registered",
+            AuthenticatorError::AlreadyRegistered => "key_already_registered",
+            AuthenticatorError::Cancelled => "cancelled",
+            AuthenticatorError::NoKey => "no_key",
+            AuthenticatorError::NotTouched => "key_not_touched",
+            AuthenticatorError::WrongPin { .. } => "wrong_pin",
+            AuthenticatorError::PinBlocked => "pin_blocked",
+            AuthenticatorError::PinPaused => "pin_paused",
+            AuthenticatorError::PinNotSet => "pin_not_set",
+            AuthenticatorError::KeyFull => "key_full",
+            AuthenticatorError::KeyRemoved => "key_removed",
+            AuthenticatorError::Unavailable(_) => "keys_unavailable",
+            AuthenticatorError::Refused(_) | AuthenticatorError::Storage { .. } => "key_error",
+        }
+    }
 }
 
 /// One user-present authenticator. Blocking: a real key waits for a touch, so callers run

@@ -541,3 +541,23 @@ pub struct Health {
     pub status: String,
     pub version: String,
 }
+
+/// What a person must do with their security key right now, sent to the desktop UI while a
+/// USB or NFC ceremony runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum KeyPrompt {
+    /// Waiting for a key: plug it in (USB) or hold it to the reader (NFC).
+    InsertOrTap,
+    /// The key waits for a touch.
+    Touch,
+    /// The key wants its PIN. `retries`: tries left before it locks; `wrong`: the last one
+    /// was wrong.
+    Pin { retries: Option<u32>, wrong: bool },
+    /// The key is working.
+    Processing,
+    /// Fingerprint enrolment: samples still to give.
+    Fingerprint { remaining: u32 },
+    /// The ceremony is over, one way or another: close the prompt.
+    Finished,
+}

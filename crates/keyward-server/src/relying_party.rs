@@ -571,7 +571,16 @@ impl Inner {
                 )
                 .map(|(o, s)| (o, RegistrationState::Attested(Box::new(s)))),
         };
-        started.map_err(|e| ServerError::Internal(format!("start registration: {e}")))
+        let (mut options, state) =
+            started.map_err(|e| ServerError::Internal(format!("start registration: {e}")))?;
+        // Ask keys to keep the passkey (discoverable) so usernameless sign-in works with
+        // security keys too, not only with synced passkeys. "Preferred", not "required": a key
+        // whose storage is full still registers and signs in username-first.
+        if let Some(selection) = options.public_key.authenticator_selection.as_mut() {
+            selection.resident_key = Some(webauthn_rs_proto::ResidentKeyRequirement::Preferred);
+            selection.require_resident_key = false;
+        }
+        Ok((options, state))
     }
 
     pub fn registration_begin(

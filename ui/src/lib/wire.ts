@@ -3,6 +3,8 @@
 
 export type ApiError = { code: ErrorCode, message: string, };
 
+export type KeyPrompt = { "kind": "insert_or_tap" } | { "kind": "touch" } | { "kind": "pin", retries: number | null, wrong: boolean, } | { "kind": "processing" } | { "kind": "fingerprint", remaining: number, } | { "kind": "finished" };
+
 export type ErrorCode = "invalid_input" | "malformed_body" | "unsupported_media_type" | "payload_too_large" | "not_found" | "unauthenticated" | "session_expired" | "step_up_required" | "forbidden" | "ceremony_expired" | "authentication_failed" | "registration_failed" | "username_unavailable" | "policy_refused" | "last_authenticator" | "recovery_failed" | "recovery_in_progress" | "rate_limited" | "conflict" | "internal";
 
 export type ClientInfo = { 

@@ -10,7 +10,7 @@ use keyward_proto::*;
 use keyward_server::{Config, RunningServer};
 use url::Url;
 
-struct Server {
+pub(crate) struct Server {
     running: Option<RunningServer>,
     port: u16,
     db: std::path::PathBuf,
@@ -19,7 +19,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start() -> Server {
+    pub(crate) async fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("keyward.db");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -51,7 +51,7 @@ impl Server {
         );
     }
 
-    fn ceremonies(&self, name: &str) -> Ceremonies {
+    pub(crate) fn ceremonies(&self, name: &str) -> Ceremonies {
         Ceremonies {
             api: Api::new(Url::parse(&format!("http://127.0.0.1:{}", self.port)).unwrap()),
             origin: Url::parse(&format!("http://localhost:{}", self.port)).unwrap(),
@@ -219,3 +219,4 @@ async fn the_feed_survives_a_server_restart_and_misses_nothing() {
         FeedEnd::SessionEnded
     );
 }
+mod security_key;

@@ -1,0 +1,475 @@
+//! Hardware security keys over USB and NFC at once (CTAP2, webauthn-authenticator-rs), with
+//! the library's `UiCallback` bridged to whoever shows prompts: "insert or tap your key",
+//! "touch your key", PIN entry with tries left, fingerprint feedback, cancel.
+//!
+//! The ceremony code is generic over the library's `Transport`, so tests drive the very same
+//! path with an authenticator we did not write (keyward-fido-virt) where no HID device exists.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use keyward_proto::{
+    CreationChallengeResponse, KeyPrompt, PublicKeyCredential, RegisterPublicKeyCredential,
+    RequestChallengeResponse,
+};
+use url::Url;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::ctap2::{CtapAuthenticator, select_one_device};
+use webauthn_authenticator_rs::error::{CtapError, WebauthnCError};
+use webauthn_authenticator_rs::transport::{Token, TokenEvent, Transport};
+use webauthn_authenticator_rs::types::{CableRequestType, CableState, EnrollSampleStatus};
+use webauthn_authenticator_rs::ui::UiCallback;
+use webauthn_rs_proto::{AuthenticatorTransport, ResidentKeyRequirement};
+
+use crate::authenticator::{Authenticator, AuthenticatorError};
+
+/// Shows prompts and asks for the PIN. Called from the ceremony's own thread, so `ask_pin`
+/// may block until the person answers.
+pub trait KeyPrompter: Send + Sync {
+    fn prompt(&self, prompt: KeyPrompt);
+    /// The key's PIN, or `None` if the person cancelled.
+    fn ask_pin(&self, retries: Option<u32>, last_was_wrong: bool) -> Option<String>;
+}
+
+/// Ends a running ceremony from another thread ("Cancel" in the UI).
+#[derive(Clone, Default, Debug)]
+pub struct CancelSwitch(Arc<AtomicBool>);
+
+impl CancelSwitch {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+    fn reset(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// One operation on the chosen key (a registration or an assertion).
+type KeyOp<'k, Tk, R> = dyn Fn(&mut CtapAuthenticator<'_, Observed<Tk>, Bridge>) -> Result<R, WebauthnCError>
+    + Sync
+    + 'k;
+
+type Connect<Tr> = Box<dyn Fn() -> BoxFuture<'static, Result<Tr, WebauthnCError>> + Send + Sync>;
+
+/// A security key the person presents on any transport `Tr` offers, waited for up to
+/// `wait_for_key`.
+pub struct SecurityKey<Tr> {
+    connect: Connect<Tr>,
+    prompter: Arc<dyn KeyPrompter>,
+    cancel: CancelSwitch,
+    pub wait_for_key: Duration,
+}
+
+/// USB HID and NFC (PC/SC) together: whichever key the person plugs in or taps first.
+pub type UsbOrNfc = webauthn_authenticator_rs::transport::AnyTransport;
+
+impl SecurityKey<UsbOrNfc> {
+    pub fn usb_or_nfc(prompter: Arc<dyn KeyPrompter>, cancel: CancelSwitch) -> Self {
+        SecurityKey::new(
+            move || Box::pin(webauthn_authenticator_rs::transport::AnyTransport::new()),
+            prompter,
+            cancel,
+        )
+    }
+}
+
+impl<Tr> SecurityKey<Tr>
+where
+    Tr: Transport<'static> + Send + Sync + 'static,
+{
+    pub fn new(
+        connect: impl Fn() -> BoxFuture<'static, Result<Tr, WebauthnCError>> + Send + Sync + 'static,
+        prompter: Arc<dyn KeyPrompter>,
+        cancel: CancelSwitch,
+    ) -> Self {
+        SecurityKey {
+            connect: Box::new(connect),
+            prompter,
+            cancel,
+            wait_for_key: Duration::from_secs(60),
+        }
+    }
+
+    /// Finds a key, then runs `op` against it, asking again for the PIN while the key says it
+    /// was wrong. Runs on a thread of its own: the library blocks while the key waits.
+    fn with_key<R: Send>(
+        &self,
+        op: impl Fn(
+            &mut CtapAuthenticator<'_, Observed<Tr::Token>, Bridge>,
+        ) -> Result<R, WebauthnCError>
+        + Send
+        + Sync,
+        seen: &Arc<Mutex<Seen>>,
+    ) -> Result<R, AuthenticatorError> {
+        self.cancel.reset();
+        let job = || self.run(&op, seen);
+        let outcome = on_own_thread(job);
+        self.prompter.prompt(KeyPrompt::Finished);
+        outcome
+    }
+
+    fn run<R>(
+        &self,
+        op: &KeyOp<'_, Tr::Token, R>,
+        seen: &Arc<Mutex<Seen>>,
+    ) -> Result<R, AuthenticatorError> {
+        // The library's USB and NFC code needs a Tokio runtime driven by a worker while this
+        // thread blocks inside the ceremony.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| AuthenticatorError::Unavailable(e.to_string()))?;
+        let _context = runtime.enter();
+        let transport = runtime
+            .block_on((self.connect)())
+            .map_err(|e| map_error(e, None))?;
+        let bridge = Bridge {
+            prompter: self.prompter.clone(),
+            seen: seen.clone(),
+            cancel: self.cancel.clone(),
+        };
+        self.prompter.prompt(KeyPrompt::InsertOrTap);
+        let chosen = runtime.block_on(async {
+            let events = transport.watch().await?;
+            let observed = events
+                .map(|event| match event {
+                    TokenEvent::Added(token) => {
+                        lock(seen).key_found = true;
+                        TokenEvent::Added(Observed {
+                            inner: token,
+                            seen: seen.clone(),
+                        })
+                    }
+                    TokenEvent::Removed(id) => TokenEvent::Removed(id),
+                    TokenEvent::EnumerationComplete => TokenEvent::EnumerationComplete,
+                })
+                .boxed();
+            let cancelled = async {
+                loop {
+                    if self.cancel.take() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            tokio::select! {
+                key = select_one_device(observed, &bridge) => key.ok_or(WebauthnCError::NoSelectedToken),
+                _ = tokio::time::sleep(self.wait_for_key) => Err(WebauthnCError::NoSelectedToken),
+                _ = cancelled => Err(WebauthnCError::Cancelled),
+            }
+        });
+        let key = match chosen {
+            // A key is there but the person never touched it to choose it.
+            Err(WebauthnCError::NoSelectedToken) if lock(seen).key_found => {
+                return Err(AuthenticatorError::NotTouched);
+            }
+            other => other.map_err(|e| map_error(e, None))?,
+        };
+        let mut key = key;
+        loop {
+            match op(&mut key) {
+                Err(WebauthnCError::Ctap(CtapError::Ctap2PinInvalid)) => {
+                    let retries = lock(seen).pin_retries;
+                    if retries == Some(0) {
+                        return Err(AuthenticatorError::PinBlocked);
+                    }
+                    lock(seen).last_pin_wrong = true;
+                }
+                Err(e) => {
+                    let retries = lock(seen).pin_retries;
+                    return Err(map_error(e, retries));
+                }
+                Ok(r) => return Ok(r),
+            }
+        }
+    }
+}
+
+impl<Tr> Authenticator for SecurityKey<Tr>
+where
+    Tr: Transport<'static> + Send + Sync + 'static,
+{
+    fn label(&self) -> String {
+        "Security key (USB or NFC)".into()
+    }
+
+    fn register(
+        &mut self,
+        origin: &Url,
+        options: &CreationChallengeResponse,
+    ) -> Result<RegisterPublicKeyCredential, AuthenticatorError> {
+        let selection = options.public_key.authenticator_selection.as_ref();
+        let seen = Arc::new(Mutex::new(Seen {
+            want_resident_key: selection.is_some_and(|s| {
+                s.require_resident_key
+                    || matches!(
+                        s.resident_key,
+                        Some(ResidentKeyRequirement::Required | ResidentKeyRequirement::Preferred)
+                    )
+            }),
+            ..Seen::default()
+        }));
+        self.with_key(
+            |key| key.do_registration(origin.clone(), options.clone()),
+            &seen,
+        )
+    }
+
+    fn authenticate(
+        &mut self,
+        origin: &Url,
+        options: &RequestChallengeResponse,
+    ) -> Result<PublicKeyCredential, AuthenticatorError> {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let mut credential = self.with_key(
+            |key| key.do_authentication(origin.clone(), options.clone()),
+            &seen,
+        )?;
+        // webauthn-authenticator-rs 0.6 drops the user handle the key returns; a usernameless
+        // sign-in needs it, so put back what the key said.
+        if credential.response.user_handle.is_none() {
+            credential.response.user_handle = lock(&seen).user_handle.take();
+        }
+        Ok(credential)
+    }
+}
+
+/// Runs `job` on a fresh thread and waits, telling a multi-threaded Tokio runtime (the desktop's)
+/// that this worker blocks, so other tasks move elsewhere.
+fn on_own_thread<R: Send>(job: impl FnOnce() -> R + Send) -> R {
+    let run = || {
+        std::thread::scope(|s| match s.spawn(job).join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        })
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(run)
+        }
+        _ => run(),
+    }
+}
+
+fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
+    seen.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the key told us that the library does not pass on.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// The relying party wants a discoverable credential (see `Observed`).
+    want_resident_key: bool,
+    key_found: bool,
+    pin_retries: Option<u32>,
+    last_pin_wrong: bool,
+    user_handle: Option<Vec<u8>>,
+}
+
+/// The library's `UiCallback`, forwarded to a [`KeyPrompter`].
+#[derive(Clone)]
+pub struct Bridge {
+    prompter: Arc<dyn KeyPrompter>,
+    seen: Arc<Mutex<Seen>>,
+    cancel: CancelSwitch,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge").finish_non_exhaustive()
+    }
+}
+
+impl UiCallback for Bridge {
+    fn request_pin(&self) -> Option<String> {
+        if self.cancel.take() {
+            return None;
+        }
+        let (retries, wrong) = {
+            let mut seen = lock(&self.seen);
+            let wrong = std::mem::take(&mut seen.last_pin_wrong);
+            (seen.pin_retries, wrong)
+        };
+        self.prompter.prompt(KeyPrompt::Pin { retries, wrong });
+        let pin = self.prompter.ask_pin(retries, wrong);
+        if pin.is_some() {
+            self.prompter.prompt(KeyPrompt::Processing);
+        }
+        pin
+    }
+
+    fn request_touch(&self) {
+        self.prompter.prompt(KeyPrompt::Touch);
+    }
+
+    fn processing(&self) {
+        self.prompter.prompt(KeyPrompt::Processing);
+    }
+
+    fn fingerprint_enrollment_feedback(
+        &self,
+        remaining_samples: u32,
+        _feedback: Option<EnrollSampleStatus>,
+    ) {
+        self.prompter.prompt(KeyPrompt::Fingerprint {
+            remaining: remaining_samples,
+        });
+    }
+
+    // caBLE (phones as keys over Bluetooth) is not a transport Keyward enables.
+    fn cable_qr_code(&self, _request_type: CableRequestType, _url: String) {}
+    fn dismiss_qr_code(&self) {}
+    fn cable_status_update(&self, _state: CableState) {}
+}
+
+/// A token whose messages we read on the way past: PIN tries left (clientPIN getPinRetries)
+/// and the user handle of an assertion. It also asks for a discoverable credential when the
+/// relying party wants one: webauthn-authenticator-rs 0.6 never sets makeCredential's `rk`
+/// option, which would make usernameless sign-in impossible with a hardware key. The PIN/UV
+/// auth parameter covers only the client data hash, so adding the option is sound.
+#[derive(Debug)]
+pub struct Observed<T> {
+    inner: T,
+    seen: Arc<Mutex<Seen>>,
+}
+
+const CMD_MAKE_CREDENTIAL: u8 = 0x01;
+const CMD_GET_ASSERTION: u8 = 0x02;
+const MAKE_CREDENTIAL_OPTIONS: i128 = 7;
+
+/// makeCredential with `options.rk = true`.
+fn with_resident_key(message: &[u8]) -> Result<Vec<u8>, WebauthnCError> {
+    use serde_cbor_2::Value;
+    let Some((command, body)) = message.split_first() else {
+        return Err(WebauthnCError::Cbor);
+    };
+    let Value::Map(mut request) =
+        serde_cbor_2::from_slice::<Value>(body).map_err(|_| WebauthnCError::Cbor)?
+    else {
+        return Err(WebauthnCError::Cbor);
+    };
+    let options = request
+        .entry(Value::Integer(MAKE_CREDENTIAL_OPTIONS))
+        .or_insert_with(|| Value::Map(Default::default()));
+    if let Value::Map(options) = options {
+        options.insert(Value::Text("rk".into()), Value::Bool(true));
+    }
+    let mut out = vec![*command];
+    out.extend(serde_cbor_2::to_vec(&Value::Map(request)).map_err(|_| WebauthnCError::Cbor)?);
+    Ok(out)
+}
+const CMD_CLIENT_PIN: u8 = 0x06;
+
+#[async_trait]
+impl<T: Token> Token for Observed<T> {
+    type Id = T::Id;
+
+    fn has_button(&self) -> bool {
+        self.inner.has_button()
+    }
+
+    fn get_transport(&self) -> AuthenticatorTransport {
+        self.inner.get_transport()
+    }
+
+    async fn transmit_raw<U>(&mut self, cbor: &[u8], ui: &U) -> Result<Vec<u8>, WebauthnCError>
+    where
+        U: UiCallback,
+    {
+        let want_resident_key = lock(&self.seen).want_resident_key;
+        let patched;
+        let cbor = if cbor.first() == Some(&CMD_MAKE_CREDENTIAL) && want_resident_key {
+            patched = with_resident_key(cbor)?;
+            patched.as_slice()
+        } else {
+            cbor
+        };
+        let response = self.inner.transmit_raw(cbor, ui).await?;
+        if let Ok(serde_cbor_2::Value::Map(map)) =
+            serde_cbor_2::from_slice::<serde_cbor_2::Value>(&response)
+        {
+            let field = |k: i128| map.get(&serde_cbor_2::Value::Integer(k));
+            let mut seen = lock(&self.seen);
+            match cbor.first() {
+                Some(&CMD_CLIENT_PIN) => {
+                    if let Some(serde_cbor_2::Value::Integer(n)) = field(3) {
+                        seen.pin_retries = u32::try_from(*n).ok();
+                    }
+                }
+                Some(&CMD_GET_ASSERTION) => {
+                    if let Some(serde_cbor_2::Value::Map(user)) = field(4)
+                        && let Some(serde_cbor_2::Value::Bytes(id)) =
+                            user.get(&serde_cbor_2::Value::Text("id".into()))
+                    {
+                        seen.user_handle = Some(id.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(response)
+    }
+
+    async fn cancel(&mut self) -> Result<(), WebauthnCError> {
+        self.inner.cancel().await
+    }
+
+    async fn init(&mut self) -> Result<(), WebauthnCError> {
+        self.inner.init().await
+    }
+
+    async fn close(&mut self) -> Result<(), WebauthnCError> {
+        self.inner.close().await
+    }
+}
+
+/// The library's errors in the terms a person acts on.
+fn map_error(e: WebauthnCError, pin_retries: Option<u32>) -> AuthenticatorError {
+    use CtapError::*;
+    match e {
+        WebauthnCError::Cancelled | WebauthnCError::Ctap(Ctap2KeepAliveCancel) => {
+            AuthenticatorError::Cancelled
+        }
+        WebauthnCError::NoSelectedToken => AuthenticatorError::NoKey,
+        WebauthnCError::NotSupported
+        | WebauthnCError::NoHidDevices
+        | WebauthnCError::PermissionDenied => AuthenticatorError::Unavailable(
+            "this machine gives Keyward no access to USB or NFC security keys".into(),
+        ),
+        WebauthnCError::Ctap(code) => match code {
+            Ctap2NoCredentials => AuthenticatorError::NotRegistered,
+            Ctap2CredentialExcluded => AuthenticatorError::AlreadyRegistered,
+            Ctap2PinInvalid => AuthenticatorError::WrongPin {
+                retries: pin_retries,
+            },
+            Ctap2PinBlocked => AuthenticatorError::PinBlocked,
+            Ctap2PinAuthBlocked => AuthenticatorError::PinPaused,
+            Ctap2PinNotSet | Ctap2PUATRequired => AuthenticatorError::PinNotSet,
+            Ctap2UserActionTimeout | Ctap2ActionTimeout | Ctap2OperationDenied => {
+                AuthenticatorError::NotTouched
+            }
+            Ctap2KeyStoreFull => AuthenticatorError::KeyFull,
+            other => AuthenticatorError::Refused(format!("{other:?}")),
+        },
+        WebauthnCError::UserVerificationRequired => AuthenticatorError::PinNotSet,
+        WebauthnCError::PinTooShort
+        | WebauthnCError::PinTooLong
+        | WebauthnCError::PinContainsNull => AuthenticatorError::Refused(e.to_string()),
+        WebauthnCError::ApduTransmission | WebauthnCError::Closed | WebauthnCError::IoError(_) => {
+            AuthenticatorError::KeyRemoved
+        }
+        #[cfg(not(windows))]
+        WebauthnCError::HidError(_) | WebauthnCError::PcscError(_) => {
+            AuthenticatorError::KeyRemoved
+        }
+        other => AuthenticatorError::Refused(other.to_string()),
+    }
+}
