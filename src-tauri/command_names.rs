@@ -22,4 +22,8 @@ pub const ALL: &[&str] = &[
     "prove_recovery_key",
     "redeem_recovery_key",
     "cancel_recovery",
+    "choose_key",
+    "watch_key_prompts",
+    "answer_pin",
+    "cancel_key",
 ];

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::desktop::{AppStatus, Desktop, FeedMessage, NewRecoveryKey, Overview};
 use crate::error::{DesktopError, Result};
+use crate::keys::KeyKind;
 
 #[tauri::command]
 pub async fn status(desktop: State<'_, Desktop>) -> Result<AppStatus> {
@@ -174,4 +175,36 @@ pub async fn redeem_recovery_key(
 #[tauri::command]
 pub async fn cancel_recovery(desktop: State<'_, Desktop>) -> Result<AccountView> {
     desktop.cancel_recovery().await
+}
+
+/// Which key the next ceremonies use: a security key (USB or NFC) or the virtual key.
+#[tauri::command]
+pub async fn choose_key(desktop: State<'_, Desktop>, kind: KeyKind) -> Result<AppStatus> {
+    desktop.choose_key(kind).await
+}
+
+/// Prompts from running security-key ceremonies ("tap your key", "enter your PIN", …).
+#[tauri::command]
+pub fn watch_key_prompts(desktop: State<'_, Desktop>, channel: Channel<KeyPrompt>) {
+    desktop.prompts.set_sink(move |prompt| {
+        let _ = channel.send(prompt);
+    });
+}
+
+/// The PIN the key asked for, or none when the person cancels the prompt.
+#[tauri::command]
+pub fn answer_pin(desktop: State<'_, Desktop>, pin: Option<String>) -> Result<()> {
+    if desktop.prompts.answer_pin(pin) {
+        Ok(())
+    } else {
+        Err(DesktopError::InvalidInput(
+            "no key is waiting for a PIN".into(),
+        ))
+    }
+}
+
+/// Stops the running security-key ceremony.
+#[tauri::command]
+pub fn cancel_key(desktop: State<'_, Desktop>) {
+    desktop.prompts.cancel();
 }

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use keyward_client::{Api, Authenticator, Ceremonies, VirtualKey, write_private};
+use keyward_client::{Api, Authenticator, Ceremonies, write_private};
+
+use crate::keys::{KeyKind, Keys, PromptRelay};
 use keyward_proto::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -26,6 +28,7 @@ pub struct AppStatus {
     /// The authenticator the app uses: the virtual key until hardware is chosen.
     pub key_label: String,
     pub virtual_keys: usize,
+    pub key_kind: KeyKind,
     /// The session was dropped because the app sat idle past the server's idle timeout: a
     /// touch of the key unlocks it.
     pub locked: bool,
@@ -92,7 +95,8 @@ pub struct Desktop {
     clock: Arc<dyn keyward_core::Clock>,
     vault: Box<dyn TokenVault>,
     conn: Mutex<Connection>,
-    keys: Mutex<VirtualKey>,
+    keys: Mutex<Keys>,
+    pub prompts: Arc<PromptRelay>,
 }
 
 impl Desktop {
@@ -111,8 +115,9 @@ impl Desktop {
     ) -> Result<Desktop> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| DesktopError::EmbeddedServer(format!("{}: {e}", data_dir.display())))?;
-        let keys = VirtualKey::open(&data_dir.join("virtual-keys.json"))
-            .map_err(|e| DesktopError::Client(e.into()))?;
+        let prompts = Arc::new(PromptRelay::default());
+        let keys =
+            Keys::open(data_dir, prompts.clone()).map_err(|e| DesktopError::Client(e.into()))?;
         Ok(Desktop {
             data_dir: data_dir.to_path_buf(),
             client,
@@ -120,6 +125,7 @@ impl Desktop {
             vault,
             conn: Mutex::new(Connection::default()),
             keys: Mutex::new(keys),
+            prompts,
         })
     }
 
@@ -195,6 +201,16 @@ impl Desktop {
         self.status().await
     }
 
+    /// Which key the next ceremonies use.
+    pub async fn choose_key(&self, kind: KeyKind) -> Result<AppStatus> {
+        self.keys
+            .lock()
+            .await
+            .choose(kind)
+            .map_err(|e| DesktopError::Client(e.into()))?;
+        self.status().await
+    }
+
     pub async fn status(&self) -> Result<AppStatus> {
         let mut conn = self.conn.lock().await;
         if conn.lock_if_idle(self.clock.now()) {
@@ -208,7 +224,8 @@ impl Desktop {
             account: conn.session.as_ref().map(|s| s.account.clone()),
             session_id: conn.session.as_ref().map(|s| s.id),
             key_label: keys.label(),
-            virtual_keys: keys.len(),
+            virtual_keys: keys.virtual_keys.len(),
+            key_kind: keys.kind(),
             locked: conn.locked,
             recovering: conn.session.as_ref().is_some_and(|s| s.recovery),
         })

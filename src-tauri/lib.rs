@@ -4,6 +4,7 @@
 pub mod commands;
 pub mod desktop;
 pub mod error;
+pub mod keys;
 pub mod notify;
 pub mod tray;
 pub mod vault;
@@ -56,6 +57,10 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
         commands::prove_recovery_key,
         commands::redeem_recovery_key,
         commands::cancel_recovery,
+        commands::choose_key,
+        commands::watch_key_prompts,
+        commands::answer_pin,
+        commands::cancel_key,
     ])
 }
 

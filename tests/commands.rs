@@ -38,6 +38,10 @@ fn app_with_vault(
     let window = WebviewWindowBuilder::new(&app, "main", Default::default())
         .build()
         .unwrap();
+    // No hardware here: these tests use the virtual key (the hardware path has its own tests
+    // in keyward-client, against Nitrokey's fido-authenticator).
+    let status = invoke(&window, "choose_key", json!({ "kind": "virtual" })).unwrap();
+    assert_eq!(status["key_kind"], "virtual");
     (app, window)
 }
 
@@ -280,4 +284,34 @@ fn a_restart_resumes_the_session_from_the_secret_store_and_signing_out_forgets_i
     let (_third_app, third) = app_with_vault(second_dir.path(), clock, vault);
     let status = invoke(&third, "connect", json!({"server": server})).unwrap();
     assert!(status["account"].is_null());
+}
+
+#[test]
+fn the_key_choice_is_remembered_and_a_stray_pin_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let clock = Arc::new(keyward_core::ManualClock::new(1_795_478_400_000));
+    {
+        let (_app, window) = app(data.path(), clock.clone());
+        let status = invoke(&window, "choose_key", json!({ "kind": "security_key" })).unwrap();
+        assert_eq!(status["key_kind"], "security_key");
+        assert_eq!(status["key_label"], "Security key (USB or NFC)");
+        let err = invoke(&window, "choose_key", json!({ "kind": "fingerprint" })).unwrap_err();
+        assert!(err.to_string().contains("unknown variant"), "{err}");
+        let err = invoke(&window, "answer_pin", json!({ "pin": "1234" })).unwrap_err();
+        assert_eq!(err["code"], "invalid_input");
+        invoke(&window, "cancel_key", json!({})).unwrap();
+    }
+    let desktop = keyward_desktop::desktop::Desktop::with(
+        data.path(),
+        keyward_proto::ClientInfo {
+            name: "again".into(),
+            platform: "Linux".into(),
+        },
+        clock,
+        Box::new(Arc::new(MemoryVault::default())),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(desktop.status()).unwrap();
+    assert_eq!(status.key_kind, keyward_desktop::keys::KeyKind::SecurityKey);
 }

@@ -38,6 +38,7 @@ fn declarations() -> String {
         EventPage::decl(&cfg),
         ServerInfo::decl(&cfg),
         AppStatus::decl(&cfg),
+        keyward_desktop::keys::KeyKind::decl(&cfg),
         Overview::decl(&cfg),
         NewRecoveryKey::decl(&cfg),
         FeedMessage::decl(&cfg),

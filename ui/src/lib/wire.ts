@@ -178,7 +178,7 @@ export type AppStatus = { server: string | null, embedded: boolean, rp_id: strin
 /**
  * The authenticator the app uses: the virtual key until hardware is chosen.
  */
-key_label: string, virtual_keys: number, 
+key_label: string, virtual_keys: number, key_kind: KeyKind, 
 /**
  * The session was dropped because the app sat idle past the server's idle timeout: a
  * touch of the key unlocks it.
@@ -188,6 +188,8 @@ locked: boolean,
  * This machine holds the recovery session (it redeemed the recovery key).
  */
 recovering: boolean, };
+
+export type KeyKind = "security_key" | "virtual";
 
 export type Overview = { account: AccountView, readiness: Readiness, sessions: Array<SessionView>, authenticators: Array<AuthenticatorView>, };
 
