@@ -42,6 +42,19 @@ test('a person creates an account, protects it, sees a stranger sign in and thro
   await t.test('create the account with the key', async () => {
     await wd.wait('tab-create');
     await wd.screenshot(`${shots}/01-welcome.png`);
+
+    // A security key is the default. With none plugged in, the app asks for one over USB or
+    // NFC, and Cancel ends the wait.
+    assert.equal(await wd.prop('key-kind-security', 'checked'), true);
+    await wd.click('sign-in');
+    await wd.wait('key-prompt', { until: (s) => s.includes('Insert your security key, or hold it to the reader') });
+    await wd.screenshot(`${shots}/01b-insert-or-tap.png`);
+    await wd.click('key-cancel');
+    await wd.wait('error', { until: (s) => s === 'Cancelled.' });
+
+    // No hardware here: try Keyward with the virtual key.
+    await wd.click('key-kind-virtual');
+    await wd.wait('virtual-warning');
     await wd.click('tab-create');
     await wd.type('new-username', 'ada');
     await wd.type('display-name', 'Ada Lovelace');

@@ -89,6 +89,12 @@ export class WebDriver {
     return this.cmd('GET', this.s(`/element/${el}/text`));
   }
 
+  /** A DOM property (e.g. `checked`) of the element with this test id. */
+  async prop(testid, name) {
+    const el = await this.find(testid);
+    return this.cmd('GET', this.s(`/element/${el}/property/${name}`));
+  }
+
   async attr(el, name) {
     return this.cmd('GET', this.s(`/element/${el}/attribute/${name}`));
   }

@@ -1,4 +1,4 @@
-import type { SecurityEvent } from './types';
+import type { KeyPrompt, SecurityEvent } from './types';
 
 /** "just now", "5 min ago", "3 h ago", else a date. `now` is an argument so tests are exact. */
 export function ago(at: number, now: number = Date.now()): string {
@@ -62,3 +62,27 @@ export function describe(e: SecurityEvent): string {
 }
 
 export const levelText = { at_risk: 'At risk', partial: 'Partly protected', protected: 'Protected' } as const;
+
+/** Words for what the security key needs now. */
+export function keyPromptText(p: KeyPrompt): { title: string; detail: string | null } {
+  switch (p.kind) {
+    case 'insert_or_tap':
+      return { title: 'Insert your security key, or hold it to the reader', detail: 'USB or NFC: whichever key arrives first is used.' };
+    case 'touch':
+      return { title: 'Touch your security key', detail: 'Its light blinks while it waits.' };
+    case 'pin': {
+      const left = p.retries === null ? null
+        : p.retries === 1 ? '1 try left before the key locks.' : `${p.retries} tries left.`;
+      return {
+        title: p.wrong ? 'Wrong PIN. Enter your security key PIN again' : 'Enter your security key PIN',
+        detail: left,
+      };
+    }
+    case 'processing':
+      return { title: 'Your key is working…', detail: null };
+    case 'fingerprint':
+      return { title: 'Touch the fingerprint sensor', detail: `${p.remaining} more samples needed.` };
+    case 'finished':
+      return { title: 'Done', detail: null };
+  }
+}

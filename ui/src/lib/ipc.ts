@@ -3,7 +3,7 @@
 // with the security key); this is the only file that imports @tauri-apps/api.
 import { Channel, invoke } from '@tauri-apps/api/core';
 import type {
-  AccountView, AppError, AppStatus, AuthenticatorView, EndedSessions, EventPage, FeedMessage, NewRecoveryKey,
+  AccountView, AppError, KeyKind, KeyPrompt, AppStatus, AuthenticatorView, EndedSessions, EventPage, FeedMessage, NewRecoveryKey,
   Overview, RecoveryKeyStatus, RecoveryStarted, RemovalImpact, SecurityEvent, SessionView,
 } from './types';
 
@@ -58,6 +58,14 @@ export const api = {
   redeemRecoveryKey: (username: string, typed: string) =>
     call<RecoveryStarted>('redeem_recovery_key', { username, typed }),
   cancelRecovery: () => call<AccountView>('cancel_recovery'),
+  chooseKey: (kind: KeyKind) => call<AppStatus>('choose_key', { kind }),
+  watchKeyPrompts: (onPrompt: (p: KeyPrompt) => void) => {
+    const channel = new Channel<KeyPrompt>();
+    channel.onmessage = onPrompt;
+    return call<void>('watch_key_prompts', { channel });
+  },
+  answerPin: (pin: string | null) => call<void>('answer_pin', { pin }),
+  cancelKey: () => call<void>('cancel_key'),
 };
 
 export type Api = typeof api;

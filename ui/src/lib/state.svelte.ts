@@ -1,6 +1,6 @@
 // App-wide state with Svelte 5 runes: what the shell and screens share.
 import { api, IpcError } from './ipc';
-import type { AppStatus, SecurityEvent } from './types';
+import type { AppStatus, KeyPrompt, SecurityEvent } from './types';
 
 export type Screen = 'overview' | 'sessions' | 'alerts' | 'keys' | 'recovery';
 
@@ -9,6 +9,8 @@ export const app = $state({
   screen: 'overview' as Screen,
   /** What the key is being asked for, while a ceremony runs. */
   busy: null as string | null,
+  /** What the security key needs from the person right now (USB/NFC ceremonies). */
+  keyPrompt: null as KeyPrompt | null,
   error: null as string | null,
   notice: null as string | null,
   /** Newest first; the live feed prepends. */
@@ -63,4 +65,11 @@ export function startFeed() {
     app.screen = 'sessions';
     app.focusSession = sessionId;
   }, latest).catch(() => {});
+}
+
+/** Key prompts from the backend: shown in the busy overlay until the ceremony finishes. */
+export function startKeyPrompts() {
+  void api.watchKeyPrompts((p) => {
+    app.keyPrompt = p.kind === 'finished' ? null : p;
+  }).catch(() => {});
 }
