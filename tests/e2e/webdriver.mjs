@@ -91,7 +91,7 @@ export class WebDriver {
 
   /** A DOM property (e.g. `checked`) of the element with this test id. */
   async prop(testid, name) {
-    const el = await this.find(testid);
+    const el = await this.wait(testid);
     return this.cmd('GET', this.s(`/element/${el}/property/${name}`));
   }
 
