@@ -13,12 +13,13 @@ use crate::FidoVirt;
 /// The FIDO applet's application identifier.
 pub const FIDO_AID: [u8; 8] = [0xA0, 0x00, 0x00, 0x06, 0x47, 0x2F, 0x00, 0x01];
 
-/// Answer-to-reset of a contactless card as PC/SC readers report it (PC/SC part 3 §3.1.3.2.3,
-/// no historical bytes beyond the standard ones). Readers and libraries look for the
-/// contactless marker `80 4F` to tell an NFC tag from a contact card.
-pub const ATR: [u8; 20] = [
-    0x3B, 0x8F, 0x80, 0x01, 0x80, 0x4F, 0x0C, 0xA0, 0x00, 0x00, 0x03, 0x06, 0x11, 0x00, 0x3B, 0x00,
-    0x00, 0x00, 0x00, 0x42,
+/// Answer-to-reset of an ISO 14443-4 (type A) contactless card as a PC/SC reader reports it
+/// (PC/SC part 3 §3.1.3.2.3): `3B 8D 80 01`, then the historical bytes as compact TLV
+/// (card capabilities `73 C0 21 C0`: command chaining and extended Lc/Le supported, then
+/// the card's name "Keyward"), then the check byte. A YubiKey 5 NFC reports the same shape.
+pub const ATR: [u8; 18] = [
+    0x3B, 0x8D, 0x80, 0x01, 0x80, 0x73, 0xC0, 0x21, 0xC0, 0x57, 0x4B, 0x65, 0x79, 0x77, 0x61, 0x72,
+    0x64, 0xDE,
 ];
 
 const INS_SELECT: u8 = 0xA4;

@@ -219,4 +219,5 @@ async fn the_feed_survives_a_server_restart_and_misses_nothing() {
         FeedEnd::SessionEnded
     );
 }
+mod nfc;
 mod security_key;

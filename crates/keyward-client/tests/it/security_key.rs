@@ -16,19 +16,19 @@ use crate::Server;
 
 /// The person in front of the screen: answers PIN prompts from a script, remembers what they saw.
 #[derive(Default)]
-struct Person {
+pub(crate) struct Person {
     pins: Mutex<VecDeque<Option<String>>>,
     saw: Mutex<Vec<KeyPrompt>>,
 }
 
 impl Person {
-    fn typing(pins: &[Option<&str>]) -> Arc<Person> {
+    pub(crate) fn typing(pins: &[Option<&str>]) -> Arc<Person> {
         Arc::new(Person {
             pins: Mutex::new(pins.iter().map(|p| p.map(str::to_string)).collect()),
             saw: Mutex::default(),
         })
     }
-    fn saw(&self) -> Vec<KeyPrompt> {
+    pub(crate) fn saw(&self) -> Vec<KeyPrompt> {
         self.saw.lock().unwrap().clone()
     }
     fn pin_prompts(&self) -> Vec<KeyPrompt> {
@@ -63,7 +63,7 @@ fn key_for(transport: &VirtTransport, person: Arc<Person>) -> SecurityKey<VirtTr
 }
 
 /// A fresh virtual key with its PIN set, as its owner would have done once.
-async fn key_with_pin(pin: &str) -> VirtTransport {
+pub(crate) async fn key_with_pin(pin: &str) -> VirtTransport {
     let transport = VirtTransport::new(FidoVirt::start());
     let token = transport.tokens().await.unwrap().remove(0);
     let nobody = NoPrompts;
