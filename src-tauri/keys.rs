@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use keyward_client::{
-    Authenticator, AuthenticatorError, CancelSwitch, KeyPrompter, SecurityKey, UsbOrNfc, VirtualKey,
+    Authenticator, AuthenticatorError, CancelSwitch, KeyPrompter, VirtualKey, platform_security_key,
 };
 use keyward_proto::{
     CreationChallengeResponse, KeyPrompt, PublicKeyCredential, RegisterPublicKeyCredential,
@@ -28,7 +28,7 @@ pub struct Keys {
     kind: KeyKind,
     kind_file: PathBuf,
     pub virtual_keys: VirtualKey,
-    security_key: SecurityKey<UsbOrNfc>,
+    security_key: Box<dyn Authenticator>,
 }
 
 impl Keys {
@@ -46,7 +46,7 @@ impl Keys {
             kind,
             kind_file,
             virtual_keys: VirtualKey::open(&data_dir.join("virtual-keys.json"))?,
-            security_key: SecurityKey::usb_or_nfc(prompts, cancel),
+            security_key: platform_security_key(prompts, cancel),
         })
     }
 
@@ -70,7 +70,7 @@ impl Keys {
 
     fn current(&mut self) -> &mut dyn Authenticator {
         match self.kind {
-            KeyKind::SecurityKey => &mut self.security_key,
+            KeyKind::SecurityKey => self.security_key.as_mut(),
             KeyKind::Virtual => &mut self.virtual_keys,
         }
     }

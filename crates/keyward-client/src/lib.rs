@@ -17,4 +17,4 @@ pub use api::{Api, ClientError, Result};
 pub use authenticator::{Authenticator, AuthenticatorError, VirtualKey, write_private};
 pub use ceremony::Ceremonies;
 pub use feed::{EventFeed, FeedEnd};
-pub use security_key::{CancelSwitch, KeyPrompter, SecurityKey, UsbOrNfc};
+pub use security_key::{CancelSwitch, KeyPrompter, SecurityKey, UsbOrNfc, platform_security_key};

@@ -473,3 +473,65 @@ fn map_error(e: WebauthnCError, pin_retries: Option<u32>) -> AuthenticatorError 
         other => AuthenticatorError::Refused(other.to_string()),
     }
 }
+
+/// The security key this platform should use: USB and NFC directly, except on Windows, where
+/// direct access to keys needs administrator rights and the Windows WebAuthn API (which
+/// shows its own PIN and touch prompts) is the way in.
+pub fn platform_security_key(
+    prompter: Arc<dyn KeyPrompter>,
+    cancel: CancelSwitch,
+) -> Box<dyn Authenticator> {
+    #[cfg(windows)]
+    {
+        let _ = cancel;
+        Box::new(windows::WindowsKey { prompter })
+    }
+    #[cfg(not(windows))]
+    {
+        Box::new(SecurityKey::usb_or_nfc(prompter, cancel))
+    }
+}
+
+#[cfg(windows)]
+mod windows {
+    use super::*;
+    use webauthn_authenticator_rs::win10::Win10;
+
+    pub struct WindowsKey {
+        pub prompter: Arc<dyn KeyPrompter>,
+    }
+
+    impl WindowsKey {
+        fn run<R: Send>(
+            &self,
+            op: impl FnOnce(&mut Win10) -> Result<R, WebauthnCError> + Send,
+        ) -> Result<R, AuthenticatorError> {
+            self.prompter.prompt(KeyPrompt::InsertOrTap);
+            let outcome = on_own_thread(|| op(&mut Win10::default()));
+            self.prompter.prompt(KeyPrompt::Finished);
+            outcome.map_err(|e| map_error(e, None))
+        }
+    }
+
+    impl Authenticator for WindowsKey {
+        fn label(&self) -> String {
+            "Security key (Windows)".into()
+        }
+
+        fn register(
+            &mut self,
+            origin: &Url,
+            options: &CreationChallengeResponse,
+        ) -> Result<RegisterPublicKeyCredential, AuthenticatorError> {
+            self.run(|w| w.do_registration(origin.clone(), options.clone()))
+        }
+
+        fn authenticate(
+            &mut self,
+            origin: &Url,
+            options: &RequestChallengeResponse,
+        ) -> Result<PublicKeyCredential, AuthenticatorError> {
+            self.run(|w| w.do_authentication(origin.clone(), options.clone()))
+        }
+    }
+}
