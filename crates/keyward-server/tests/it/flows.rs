@@ -547,3 +547,35 @@ async fn an_operator_place_database_names_places_offline() {
     let me = plain.create_account(&mut new_key(), "ada").await;
     assert_eq!(me.session.device.place, None);
 }
+
+#[tokio::test]
+async fn activity_is_recorded_at_most_every_30_seconds_and_never_stretches_the_idle_timeout() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let last_seen = |sessions: Vec<SessionView>| sessions[0].last_seen_at;
+    let first = last_seen(h.get("/api/v1/sessions", &me.token).await.unwrap());
+
+    // A check 10 s later is answered without a write: nothing changes.
+    h.clock.advance_secs(10);
+    let same = last_seen(h.get("/api/v1/sessions", &me.token).await.unwrap());
+    assert_eq!(same, first);
+
+    // After 30 s the activity is recorded.
+    h.clock.advance_secs(20);
+    let later = last_seen(h.get("/api/v1/sessions", &me.token).await.unwrap());
+    assert_eq!(later, first + 30_000);
+
+    // The idle timeout counts from the recorded activity: 15 min after it, the session is
+    // over, even though a request came 10 s after that record.
+    h.clock.advance_secs(10);
+    h.get::<AccountView>("/api/v1/account", &me.token)
+        .await
+        .unwrap();
+    h.clock.advance_secs(15 * 60 - 10);
+    let err = h
+        .get::<AccountView>("/api/v1/account", &me.token)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::SessionExpired);
+}
