@@ -72,12 +72,29 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     println!("Keyward benchmarks: {} cores, {}", cores(), now_utc());
     println!();
+    // `--only 3` runs one section (for profiling).
+    let only: Option<u32> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok());
+    let wanted = |n: u32| only.is_none_or(|o| o == n);
     runtime.block_on(async {
-        sign_in_throughput(sizes).await;
-        session_checks(sizes).await;
-        revocation(sizes).await;
-        fan_out(sizes).await;
-        durability().await;
+        if wanted(1) {
+            sign_in_throughput(sizes).await;
+        }
+        if wanted(2) {
+            session_checks(sizes).await;
+        }
+        if wanted(3) {
+            revocation(sizes).await;
+        }
+        if wanted(4) {
+            fan_out(sizes).await;
+        }
+        if wanted(6) {
+            durability().await;
+        }
     });
 }
 
@@ -265,6 +282,10 @@ async fn sign_in_throughput(s: &Sizes) {
     let elapsed = start.elapsed().as_secs_f64();
     let rate = lat.0.len() as f64 / elapsed;
     server.shutdown(Duration::from_secs(1)).await;
+    if std::env::var_os("KEYWARD_BENCH_SKIP_BARE").is_some() {
+        println!("   sign-ins/s: {rate:.0}   latency {}", lat.summary());
+        return;
+    }
 
     let (bare_one, bare_all) = bare_verification(s.bare_assertions);
     println!(
@@ -285,6 +306,18 @@ async fn sign_in_throughput(s: &Sizes) {
         verdict(rate >= 9000.0 && rate / bare_all >= 0.65)
     );
     println!();
+    println!("== 7. Beside the peers: the same 2,000 assertions, verification only, one core");
+    println!("   webauthn-rs 0.6.2 (Keyward's verifier): {bare_one:.0}/s");
+    for (name, result) in peers() {
+        match result {
+            Some((what, per_second)) => println!(
+                "   {what}: {per_second:.0}/s   (Keyward's verifier is {:.1}x)",
+                bare_one / per_second
+            ),
+            None => println!("   {name}: not run (install with ./dev bench)"),
+        }
+    }
+    println!();
 }
 
 /// `finish_passkey_authentication` over pre-made assertions, on one thread and on all cores.
@@ -301,19 +334,28 @@ fn bare_verification(n: usize) -> (f64, f64) {
         .unwrap();
     let credential = key.register(&origin, &ccr).unwrap();
     let passkey = rp.finish_passkey_registration(&credential, &reg).unwrap();
+    let mut signing = Duration::ZERO;
     let assertions: Vec<_> = (0..n)
         .map(|_| {
             let (rcr, state) = rp
                 .start_passkey_authentication(std::slice::from_ref(&passkey))
                 .unwrap();
-            (key.authenticate(&origin, &rcr).unwrap(), state)
+            let t = Instant::now();
+            let a = key.authenticate(&origin, &rcr).unwrap();
+            signing += t.elapsed();
+            (a, state)
         })
         .collect();
+    println!(
+        "   (software key: {:.0} assertions/s on one core, the client's share of each sign-in)",
+        n as f64 / signing.as_secs_f64()
+    );
     let verify = |items: &[(PublicKeyCredential, PasskeyAuthentication)]| {
         for (a, state) in items {
             rp.finish_passkey_authentication(a, state).unwrap();
         }
     };
+    write_peer_fixture(&origin, &credential, &assertions[..n.min(2000)]);
     let half = &assertions[..n / 2];
     let t = Instant::now();
     verify(half);
@@ -633,4 +675,100 @@ async fn durability() {
         )
     );
     println!();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Beside the peers: the same assertions verified by SimpleWebAuthn (Node) and py_webauthn
+
+fn peer_fixture_path() -> PathBuf {
+    std::env::temp_dir().join("keyward-peer-assertions.json")
+}
+
+/// The credential's COSE public key, from the attestation object's authenticator data.
+fn cose_public_key(credential: &webauthn_rs::prelude::RegisterPublicKeyCredential) -> Vec<u8> {
+    use serde_cbor_2::Value;
+    let object: Value =
+        serde_cbor_2::from_slice(credential.response.attestation_object.as_ref()).unwrap();
+    let Value::Map(map) = object else {
+        panic!("attestation object is a map")
+    };
+    let Some(Value::Bytes(auth_data)) = map.get(&Value::Text("authData".into())) else {
+        panic!("authData")
+    };
+    // rpIdHash 32, flags 1, counter 4, AAGUID 16, credential ID length 2, ID, then the key.
+    let id_len = u16::from_be_bytes([auth_data[53], auth_data[54]]) as usize;
+    auth_data[55 + id_len..].to_vec()
+}
+
+fn write_peer_fixture(
+    origin: &Url,
+    credential: &webauthn_rs::prelude::RegisterPublicKeyCredential,
+    assertions: &[(
+        webauthn_rs::prelude::PublicKeyCredential,
+        webauthn_rs::prelude::PasskeyAuthentication,
+    )],
+) {
+    use keyward_core::secret::b64;
+    let items: Vec<serde_json::Value> = assertions
+        .iter()
+        .map(|(a, _)| {
+            let client_data: serde_json::Value =
+                serde_json::from_slice(a.response.client_data_json.as_ref()).unwrap();
+            let mut response = serde_json::to_value(a).unwrap();
+            response["clientExtensionResults"] = serde_json::json!({});
+            serde_json::json!({ "challenge": client_data["challenge"], "response": response })
+        })
+        .collect();
+    let fixture = serde_json::json!({
+        "origin": origin.as_str().trim_end_matches('/'),
+        "rp_id": "localhost",
+        "credential_id": b64(credential.raw_id.as_ref()),
+        "public_key_cose": b64(&cose_public_key(credential)),
+        "assertions": items,
+    });
+    std::fs::write(peer_fixture_path(), fixture.to_string()).unwrap();
+}
+
+/// Runs each peer on the fixture; `None` where its runtime or package is not installed
+/// (`./dev bench` installs both).
+fn peers() -> Vec<(String, Option<(String, f64)>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers");
+    let fixture = peer_fixture_path();
+    let venv_python =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/peers-venv/bin/python");
+    let python = if venv_python.exists() {
+        venv_python
+    } else {
+        PathBuf::from("python3")
+    };
+    let runs = [
+        (
+            "SimpleWebAuthn (Node)",
+            PathBuf::from("node"),
+            root.join("simplewebauthn.mjs"),
+        ),
+        ("py_webauthn", python, root.join("py_webauthn_bench.py")),
+    ];
+    runs.into_iter()
+        .map(|(name, program, script)| {
+            let out = std::process::Command::new(program)
+                .arg(&script)
+                .arg(&fixture)
+                .current_dir(&root)
+                .output();
+            let parsed = out.ok().filter(|o| o.status.success()).and_then(|o| {
+                let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+                Some((
+                    format!(
+                        "{} {}, {} verified",
+                        v["library"].as_str()?,
+                        v["version"].as_str()?,
+                        v["verified"]
+                    ),
+                    v["per_second"].as_f64()?,
+                ))
+            });
+            (name.to_string(), parsed)
+        })
+        .collect()
 }

@@ -237,6 +237,35 @@ impl Store {
         Ok(value)
     }
 
+    /// Like `write`, but the commit does not wait for the disk (WAL, synchronous=NORMAL): it is
+    /// atomic, and the next `write` commit's fsync carries it to disk. Only for rows whose loss
+    /// in a power cut costs nothing but a retry: ceremony starts.
+    pub fn write_unsynced<T, E: From<CoreError>>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let mut conn = self.conn.lock();
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(CoreError::from)?;
+        let outcome = (|| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(CoreError::from)?;
+            let mut wrapped = Tx {
+                tx,
+                appended: Vec::new(),
+            };
+            let value = f(&mut wrapped)?;
+            let Tx { tx, appended } = wrapped;
+            debug_assert!(appended.is_empty(), "events are always written durably");
+            tx.commit().map_err(CoreError::from)?;
+            Ok(value)
+        })();
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(CoreError::from)?;
+        outcome
+    }
+
     /// Runs `f` in a read transaction, which is always rolled back.
     pub fn read<T, E: From<CoreError>>(
         &self,
@@ -550,6 +579,29 @@ impl Tx<'_> {
 
     /// Removes and returns a ceremony of `kind` if it exists and has not expired. Whatever the
     /// outcome, the ceremony is gone afterwards: a challenge is good for one attempt.
+    /// The ceremony, left in place (see `take_ceremony` for using it).
+    pub fn peek_ceremony(&self, id: Uuid) -> Result<Option<Ceremony>> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT id, kind, account_id, session_id, state, created_at, expires_at
+                 FROM ceremonies WHERE id = ?1",
+                [id.as_bytes()],
+                |r| {
+                    Ok(Ceremony {
+                        id: uuid_of(r.get(0)?)?,
+                        kind: r.get(1)?,
+                        account_id: opt_uuid(r.get(2)?)?,
+                        session_id: opt_uuid(r.get(3)?)?,
+                        state: r.get(4)?,
+                        created_at: r.get(5)?,
+                        expires_at: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
     pub fn take_ceremony(&self, id: Uuid, kind: &str, now: Millis) -> Result<Option<Ceremony>> {
         let row = self
             .tx

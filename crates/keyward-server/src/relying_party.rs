@@ -26,6 +26,13 @@ use crate::state::Inner;
 /// How finely a session's last activity is recorded. A check within this long of the last
 /// recorded one changes nothing, so it needs no write. The idle timeout can therefore end a
 /// session up to this much *earlier* than exact, never later.
+/// A signature check done before the writer lock, with the inputs it was done on.
+struct PreVerified {
+    ceremony_state: String,
+    stored_credential: String,
+    outcome: std::result::Result<webauthn_rs::prelude::AuthenticationResult, WebauthnError>,
+}
+
 const ACTIVITY_GRANULARITY_MS: i64 = 30_000;
 
 // ---------------------------------------------------------------------------------------------
@@ -627,7 +634,7 @@ impl Inner {
             Some(d) if !d.is_empty() => d,
             _ => username.clone(),
         };
-        self.store.write(|tx| {
+        self.store.write_unsynced(|tx| {
             if tx.username_exists(&username)? {
                 return Err(ServerError::UsernameUnavailable);
             }
@@ -856,11 +863,65 @@ impl Inner {
 
     /// Verifies an assertion for a taken ceremony; on success the authenticator's counter,
     /// flags and last use are updated in the same transaction.
+    /// The signature and client-data check (webauthn-rs). A decoy ceremony never verifies.
+    fn check_signature(
+        &self,
+        state: AssertionState,
+        credential: &PublicKeyCredential,
+        passkey: &Passkey,
+    ) -> std::result::Result<webauthn_rs::prelude::AuthenticationResult, WebauthnError> {
+        match state {
+            AssertionState::Discoverable(s) => self
+                .webauthn
+                .finish_discoverable_authentication_v2(credential, s, passkey),
+            AssertionState::ForAccount(s) => {
+                self.webauthn.finish_passkey_authentication(credential, &s)
+            }
+            AssertionState::Decoy => Err(WebauthnError::CredentialNotFound),
+        }
+    }
+
+    /// Runs the costly signature check before the writer lock, which serialises every
+    /// commit: the lock is then held for the bookkeeping only. Decides nothing: the outcome
+    /// is used under the lock only if the ceremony and stored credential are unchanged
+    /// (`verify_assertion`), and the ceremony is still taken there, once.
+    fn pre_verify(
+        &self,
+        ceremony_id: Uuid,
+        credential: &PublicKeyCredential,
+    ) -> Option<PreVerified> {
+        let (ceremony, authenticator) = self
+            .store
+            .read::<_, ServerError>(|tx| {
+                Ok((
+                    tx.peek_ceremony(ceremony_id)?,
+                    tx.authenticator_by_credential_id(credential.get_credential_id())?,
+                ))
+            })
+            .ok()?;
+        let (ceremony, authenticator) = (ceremony?, authenticator?);
+        let state: AssertionState = ceremony_state(&ceremony).ok()?;
+        if matches!(state, AssertionState::Decoy)
+            || (matches!(state, AssertionState::Discoverable(_))
+                && credential.get_user_unique_id().is_none())
+        {
+            return None;
+        }
+        let passkey: Passkey = serde_json::from_str(&authenticator.credential).ok()?;
+        let outcome = self.check_signature(state, credential, &passkey);
+        Some(PreVerified {
+            ceremony_state: ceremony.state,
+            stored_credential: authenticator.credential,
+            outcome,
+        })
+    }
+
     fn verify_assertion(
         &self,
         tx: &mut Tx<'_>,
         ceremony: &Ceremony,
         credential: &PublicKeyCredential,
+        pre: Option<PreVerified>,
     ) -> Result<std::result::Result<Authenticator, AssertionFailure>> {
         let fail = |account_id, authenticator, reason| {
             Ok(Err(AssertionFailure {
@@ -897,31 +958,45 @@ impl Inner {
         }
         let mut passkey: Passkey = serde_json::from_str(&authenticator.credential)
             .map_err(|e| ServerError::Internal(format!("stored credential: {e}")))?;
-        let verified = match state {
-            AssertionState::Discoverable(s) => {
-                if credential.get_user_unique_id().is_none() {
-                    return fail(Some(owner), Some(authenticator), "no user handle");
-                }
-                self.webauthn
-                    .finish_discoverable_authentication_v2(credential, s, &passkey)
-            }
-            AssertionState::ForAccount(s) => {
-                self.webauthn.finish_passkey_authentication(credential, &s)
-            }
-            AssertionState::Decoy => return fail(None, None, "unknown account"),
+        if matches!(state, AssertionState::Discoverable(_))
+            && credential.get_user_unique_id().is_none()
+        {
+            return fail(Some(owner), Some(authenticator), "no user handle");
+        }
+        // The check is a pure function of the ceremony state, the assertion and the stored
+        // credential; a result computed before the lock on exactly these inputs is the result.
+        let verified = match pre.filter(|p| {
+            p.ceremony_state == ceremony.state && p.stored_credential == authenticator.credential
+        }) {
+            Some(p) => p.outcome,
+            None => self.check_signature(state, credential, &passkey),
+        };
+        let cloned_key_warning = |tx: &mut Tx<'_>, authenticator: &Authenticator| {
+            let detail = EventDetail {
+                authenticator_id: Some(authenticator.id),
+                authenticator_name: Some(authenticator.nickname.clone()),
+                reason: Some(
+                    "signature counter went backwards: the key may have been cloned".into(),
+                ),
+                ..EventDetail::default()
+            };
+            self.event(tx, owner, EventKind::ClonedKeyWarning, None, detail)
         };
         let result = match verified {
+            // WebAuthn §7.2 step 22: the counter must exceed the stored one. For ceremonies
+            // begun for a known account (step-up), webauthn-rs compares with the counter
+            // captured when the ceremony began; a sign-in finished since then may have moved
+            // it on, so compare with the stored value too, in this transaction.
+            Ok(r)
+                if (r.counter() != 0 || authenticator.sign_count != 0)
+                    && r.counter() <= authenticator.sign_count =>
+            {
+                cloned_key_warning(tx, &authenticator)?;
+                return fail(Some(owner), Some(authenticator), "counter regression");
+            }
             Ok(r) => r,
             Err(WebauthnError::CredentialPossibleCompromise) => {
-                let detail = EventDetail {
-                    authenticator_id: Some(authenticator.id),
-                    authenticator_name: Some(authenticator.nickname.clone()),
-                    reason: Some(
-                        "signature counter went backwards: the key may have been cloned".into(),
-                    ),
-                    ..EventDetail::default()
-                };
-                self.event(tx, owner, EventKind::ClonedKeyWarning, None, detail)?;
+                cloned_key_warning(tx, &authenticator)?;
                 return fail(Some(owner), Some(authenticator), "counter regression");
             }
             Err(e) => {
@@ -1007,6 +1082,7 @@ impl Inner {
     /// Takes the ceremony (gone whatever happens next) and verifies the assertion against it.
     /// Refusals are recorded (event, rate limiter) and come back as the inner error, for the
     /// caller's transaction to commit. `session`: the ceremony must belong to this session.
+    #[allow(clippy::too_many_arguments)]
     fn take_and_verify(
         &self,
         tx: &mut Tx<'_>,
@@ -1015,6 +1091,7 @@ impl Inner {
         credential: &PublicKeyCredential,
         address: &str,
         session: Option<Uuid>,
+        pre: Option<PreVerified>,
     ) -> Result<Result<Authenticator>> {
         let Some(c) = tx.take_ceremony(ceremony_id, kind, self.now())? else {
             return Ok(Err(ServerError::CeremonyExpired));
@@ -1032,7 +1109,7 @@ impl Inner {
         if let Err(e) = self.check_failure_rate(address, claimed) {
             return Ok(Err(e));
         }
-        match self.verify_assertion(tx, &c, credential)? {
+        match self.verify_assertion(tx, &c, credential, pre)? {
             Ok(a) => Ok(Ok(a)),
             Err(f) => {
                 self.record_failure(tx, &f, address)?;
@@ -1050,9 +1127,10 @@ impl Inner {
         ceremony_id: Uuid,
         credential: &PublicKeyCredential,
         address: &str,
+        pre: Option<PreVerified>,
     ) -> Result<Result<(Authenticator, Account)>> {
         let authenticator =
-            match self.take_and_verify(tx, kind, ceremony_id, credential, address, None)? {
+            match self.take_and_verify(tx, kind, ceremony_id, credential, address, None, pre)? {
                 Ok(a) => a,
                 Err(e) => return Ok(Err(e)),
             };
@@ -1071,7 +1149,7 @@ impl Inner {
             .map(normalize_username)
             .transpose()?;
         self.store
-            .write(|tx| self.assertion_begin(tx, kind::SIGN_IN, username.as_deref(), None))
+            .write_unsynced(|tx| self.assertion_begin(tx, kind::SIGN_IN, username.as_deref(), None))
     }
 
     pub fn sign_in_finish(
@@ -1083,6 +1161,7 @@ impl Inner {
         let client = clean_client(&req.client, user_agent);
         let now = self.now();
         self.check_failure_rate(address, None)?;
+        let pre = self.pre_verify(req.ceremony_id, &req.credential);
         self.write_recorded(|tx| {
             let (authenticator, mut account) = match self.verified_owner(
                 tx,
@@ -1090,6 +1169,7 @@ impl Inner {
                 req.ceremony_id,
                 &req.credential,
                 address,
+                pre,
             )? {
                 Ok(found) => found,
                 Err(e) => return Ok(Err(e)),
@@ -1142,7 +1222,7 @@ impl Inner {
 
     pub fn step_up_begin(&self, authed: &Authed) -> Result<AssertionBegin> {
         authed.require_full()?;
-        self.store.write(|tx| {
+        self.store.write_unsynced(|tx| {
             self.assertion_begin(
                 tx,
                 kind::STEP_UP,
@@ -1159,6 +1239,7 @@ impl Inner {
         address: &str,
     ) -> Result<SessionView> {
         let now = self.now();
+        let pre = self.pre_verify(req.ceremony_id, &req.credential);
         self.write_recorded(|tx| {
             if let Err(e) = self.take_and_verify(
                 tx,
@@ -1167,6 +1248,7 @@ impl Inner {
                 &req.credential,
                 address,
                 Some(authed.session.id),
+                pre,
             )? {
                 return Ok(Err(e));
             }
@@ -1812,8 +1894,9 @@ impl Inner {
             .as_deref()
             .map(normalize_username)
             .transpose()?;
-        self.store
-            .write(|tx| self.assertion_begin(tx, kind::RECOVERY_CANCEL, username.as_deref(), None))
+        self.store.write_unsynced(|tx| {
+            self.assertion_begin(tx, kind::RECOVERY_CANCEL, username.as_deref(), None)
+        })
     }
 
     /// Any enrolled key cancels a pending recovery with one ceremony, signed in or not.
@@ -1826,6 +1909,7 @@ impl Inner {
         let client = clean_client(&req.client, user_agent);
         let now = self.now();
         self.check_failure_rate(address, None)?;
+        let pre = self.pre_verify(req.ceremony_id, &req.credential);
         self.write_recorded(|tx| {
             let (authenticator, account) = match self.verified_owner(
                 tx,
@@ -1833,6 +1917,7 @@ impl Inner {
                 req.ceremony_id,
                 &req.credential,
                 address,
+                pre,
             )? {
                 Ok(found) => found,
                 Err(e) => return Ok(Err(e)),

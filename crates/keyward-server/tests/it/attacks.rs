@@ -24,6 +24,65 @@ async fn a_replayed_finish_is_refused() {
     assert_eq!(h.table_counts(), before, "a replay changes nothing");
 }
 
+/// Signatures are checked before the writer lock (see `pre_verify`); taking the ceremony still
+/// happens once, under it. Many copies of one assertion sent at the same moment open one
+/// session, and the others are told the ceremony is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_finish_raced_from_many_connections_opens_one_session() {
+    let h = std::sync::Arc::new(Harness::start().await);
+    let mut key = new_key();
+    h.create_account(&mut key, "ada").await;
+    let begin = h.sign_in_begin(None).await;
+    let cred = key.authenticate(&h.origin, &begin.options).unwrap();
+    let mut racers = Vec::new();
+    for i in 0..16 {
+        let (h, begin, cred) = (h.clone(), begin.clone(), cred.clone());
+        racers.push(tokio::spawn(async move {
+            h.sign_in_finish(&begin, cred, &format!("racer {i}"), None)
+                .await
+        }));
+    }
+    let mut won = 0;
+    for r in racers {
+        match r.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(e) => assert_eq!(e.error.code, ErrorCode::CeremonyExpired),
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+/// WebAuthn §7.2 step 22 compares the counter with the *stored* one. Two ceremonies begun
+/// together capture the same old counter; if the newer assertion finishes first, the older one
+/// must then be refused (a possible clone), and the stored counter never moves back.
+#[tokio::test]
+async fn an_older_assertion_finished_after_a_newer_one_is_a_counter_regression() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let first = h.sign_in_begin(Some("ada")).await;
+    let second = h.sign_in_begin(Some("ada")).await;
+    let older = key.authenticate(&h.origin, &first.options).unwrap();
+    let newer = key.authenticate(&h.origin, &second.options).unwrap();
+    h.sign_in_finish(&second, newer, "tab 2", None)
+        .await
+        .unwrap();
+    let err = h
+        .sign_in_finish(&first, older, "tab 1", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::AuthenticationFailed);
+    let keys: Vec<AuthenticatorView> = h.get("/api/v1/authenticators", &me.token).await.unwrap();
+    assert_eq!(keys[0].sign_count, key.credentials[0].sign_count);
+    let events: EventPage = h.get("/api/v1/events", &me.token).await.unwrap();
+    assert!(
+        events
+            .events
+            .iter()
+            .any(|e| e.kind == EventKind::ClonedKeyWarning)
+    );
+}
+
 #[tokio::test]
 async fn a_challenge_is_single_use_even_after_a_failed_attempt() {
     let h = Harness::start().await;
