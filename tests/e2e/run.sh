@@ -7,8 +7,16 @@ cd "$(dirname "$0")/../.."
 root=$PWD
 
 command -v tauri-driver >/dev/null || cargo install tauri-driver --version '^2' --locked
+# With an argument (a script), runs that under the same harness instead of the tests:
+# `./dev bench` uses it for the start-up and memory benchmark, on a release build.
+script=${1:-}
 (cd ui && npm run build)
-cargo build --features custom-protocol -p keyward-desktop -p keyward-cli
+if [ -n "$script" ]; then
+  cargo build --release --features custom-protocol -p keyward-desktop -p keyward-bench
+else
+  cargo build --features custom-protocol -p keyward-desktop -p keyward-cli
+fi
+export KEYWARD_E2E_SCRIPT=$script
 
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -35,6 +43,10 @@ dbus-run-session -- bash -c '
   # Its WebKitWebDriver gets a port of its own too (the default, 4445, may be taken).
   tauri-driver --port "$port" --native-port $((port + 1000)) >"$KEYWARD_DATA_DIR.driver.log" 2>&1 &
   for _ in $(seq 100); do curl -s "http://127.0.0.1:$port/status" >/dev/null && break; sleep 0.1; done
+  if [ -n "$KEYWARD_E2E_SCRIPT" ]; then
+    WEBDRIVER_URL="http://127.0.0.1:$port" node "$KEYWARD_E2E_SCRIPT"
+    exit
+  fi
   WEBDRIVER_URL="http://127.0.0.1:$port" node --test tests/e2e/ || { echo "--- tauri-driver log"; tail -50 "$KEYWARD_DATA_DIR.driver.log"; echo "--- notifications"; cat "$KEYWARD_DATA_DIR.notify.log"; exit 1; }
 '
-echo "screenshots: $root/target/screenshots"
+[ -n "$script" ] || echo "screenshots: $root/target/screenshots"

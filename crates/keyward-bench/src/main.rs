@@ -64,6 +64,16 @@ fn main() {
         });
         return;
     }
+    // Benchmark 5's event source: N security events for the desktop app's account, made
+    // through its embedded keywardd with its own virtual key (see tests/e2e/startup.bench.mjs).
+    if args.get(1).map(String::as_str) == Some("--rename-events") {
+        let data_dir = PathBuf::from(&args[2]);
+        let n: usize = args[4].parse().expect("count");
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(rename_events(&data_dir, &args[3], n));
+        return;
+    }
     let sizes = if args.iter().any(|a| a == "--quick") {
         &QUICK
     } else {
@@ -771,4 +781,20 @@ fn peers() -> Vec<(String, Option<(String, f64)>)> {
             (name.to_string(), parsed)
         })
         .collect()
+}
+
+async fn rename_events(data_dir: &Path, username: &str, n: usize) {
+    let port = std::fs::read_to_string(data_dir.join("embedded-port")).unwrap();
+    let base = Url::parse(&format!("http://127.0.0.1:{}", port.trim())).unwrap();
+    let c = ceremonies(&base, "event source").await;
+    let mut key = VirtualKey::open(&data_dir.join("virtual-keys.json")).unwrap();
+    let me = c.sign_in(&mut key, Some(username), None).await.unwrap();
+    let session = c.api.with_token(&me.token);
+    let id = session.authenticators().await.unwrap()[0].id;
+    for i in 0..n {
+        session
+            .rename_authenticator(id, &format!("Key {i}"))
+            .await
+            .unwrap();
+    }
 }

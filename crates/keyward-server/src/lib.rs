@@ -262,7 +262,11 @@ pub async fn start_on(
     let handle = axum_server::Handle::new();
     let task = match &config.tls {
         None => {
-            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            // TCP_NODELAY: an alert is a small write that must leave at once, not wait for
+            // the peer's delayed ACK (Nagle), which cost ~20 ms per event on a live stream.
+            let server = axum_server::from_tcp(listener)
+                .acceptor(axum_server::accept::NoDelayAcceptor::new())
+                .handle(handle.clone());
             tokio::spawn(async move { server.serve(app).await })
         }
         Some(tls) => {
@@ -276,7 +280,11 @@ pub async fn start_on(
                         tls.key.display()
                     ))
                 })?;
-            let server = axum_server::from_tcp_rustls(listener, rustls).handle(handle.clone());
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
+                .acceptor(axum_server::accept::NoDelayAcceptor::new());
+            let server = axum_server::from_tcp(listener)
+                .acceptor(acceptor)
+                .handle(handle.clone());
             tokio::spawn(async move { server.serve(app).await })
         }
     };
