@@ -113,6 +113,10 @@ pub async fn events(desktop: State<'_, Desktop>, before: Option<i64>) -> Result<
 
 /// Streams this account's security events into `channel` and raises desktop alerts for the
 /// urgent ones from elsewhere, until the session ends.
+/// Events reach the window at most this late, and at most this many per message.
+const FEED_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(30);
+const FEED_BATCH_MAX: usize = 500;
+
 #[tauri::command]
 pub async fn watch_events<R: Runtime>(
     app: AppHandle<R>,
@@ -123,8 +127,26 @@ pub async fn watch_events<R: Runtime>(
     let (api, session_id) = desktop.session().await?;
     let (mut rx, _task) = keyward_client::EventFeed::spawn(api, session_id, after);
     tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            if let Some(alert) = crate::desktop::alert_for(&event, session_id) {
+        while let Some(first) = rx.recv().await {
+            // What else arrives within a moment goes in the same message: each channel
+            // message is a script evaluated in the webview, and a burst of thousands of them
+            // costs the web process memory it keeps.
+            let mut events = vec![first];
+            let window = tokio::time::sleep(FEED_BATCH_WINDOW);
+            tokio::pin!(window);
+            while events.len() < FEED_BATCH_MAX {
+                tokio::select! {
+                    more = rx.recv() => match more {
+                        Some(e) => events.push(e),
+                        None => break,
+                    },
+                    _ = &mut window => break,
+                }
+            }
+            for event in &events {
+                let Some(alert) = crate::desktop::alert_for(event, session_id) else {
+                    continue;
+                };
                 crate::tray::note(&app, &alert.title);
                 let (app, opener) = (app.clone(), channel.clone());
                 tokio::task::spawn_blocking(move || {
@@ -136,12 +158,7 @@ pub async fn watch_events<R: Runtime>(
                     })
                 });
             }
-            if channel
-                .send(FeedMessage::Event {
-                    event: Box::new(event),
-                })
-                .is_err()
-            {
+            if channel.send(FeedMessage::Events { events }).is_err() {
                 break; // the window went away
             }
         }

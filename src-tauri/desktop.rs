@@ -506,8 +506,13 @@ async fn current_session_id(api: &Api) -> Option<Uuid> {
 #[derive(Debug, Clone, Serialize, Deserialize, TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FeedMessage {
-    Event { event: Box<SecurityEvent> },
-    Open { session_id: Option<Uuid> },
+    /// Events in order, oldest first: a burst travels as one message.
+    Events {
+        events: Vec<SecurityEvent>,
+    },
+    Open {
+        session_id: Option<Uuid>,
+    },
 }
 
 /// A desktop alert for an event, or None when it should stay quiet: this session's own doings,

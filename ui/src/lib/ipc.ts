@@ -49,7 +49,10 @@ export const api = {
   events: (before: number | null) => call<EventPage>('events', { before }),
   watchEvents: (onEvent: (e: SecurityEvent) => void, onOpen: (sessionId: string | null) => void, after: number | null) => {
     const channel = new Channel<FeedMessage>();
-    channel.onmessage = (m) => (m.type === 'event' ? onEvent(m.event) : onOpen(m.session_id));
+    channel.onmessage = (m) => {
+      if (m.type === 'events') m.events.forEach(onEvent);
+      else onOpen(m.session_id);
+    };
     return call<void>('watch_events', { channel, after });
   },
   createRecoveryKey: () => call<NewRecoveryKey>('create_recovery_key'),

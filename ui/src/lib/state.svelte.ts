@@ -50,12 +50,37 @@ export async function refreshStatus() {
   app.status = await api.status();
 }
 
+/** Live events reach the screen in batches, at most one redraw per 50 ms: a burst of
+ * thousands (a script renaming keys, a flood of failed sign-ins) must not redraw the
+ * timeline thousands of times. */
+const REDRAW_MS = 50;
+/** The newest events kept in memory; older ones stay on the server ("Show older" pages them
+ * in). The app runs for weeks in the tray: what it holds must not grow with the log. */
+export const EVENTS_KEPT = 1000;
+
 export function startFeed() {
   const latest = app.events[0]?.id ?? null;
-  void api.watchEvents((e) => {
-    if (app.events.some((x) => x.id === e.id)) return;
-    app.events = [e, ...app.events];
+  const seen = new Set(app.events.map((e) => e.id));
+  let pending: SecurityEvent[] = [];
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  const flush = () => {
+    timer = null;
+    const batch = pending.reverse();
+    pending = [];
+    app.events = [...batch, ...app.events].slice(0, EVENTS_KEPT);
     app.revision++;
+    if (seen.size > 4 * EVENTS_KEPT) {
+      seen.clear();
+      for (const e of app.events) seen.add(e.id);
+    }
+  };
+  void api.watchEvents((e) => {
+    if (seen.has(e.id)) return;
+    seen.add(e.id);
+    // Frozen: Svelte does not wrap it in reactive proxies (events never change), which
+    // keeps thousands of them cheap.
+    pending.push(Object.freeze(e));
+    timer ??= setTimeout(flush, REDRAW_MS);
     if (e.kind === 'session_ended' && e.detail.ended_session_id === app.status?.session_id) {
       app.notice = 'This session was ended from another device.';
       void refreshStatus();

@@ -195,4 +195,4 @@ export type Overview = { account: AccountView, readiness: Readiness, sessions: A
 
 export type NewRecoveryKey = { key: string, status: RecoveryKeyStatus, };
 
-export type FeedMessage = { "type": "event", event: SecurityEvent, } | { "type": "open", session_id: string | null, };
+export type FeedMessage = { "type": "events", events: Array<SecurityEvent>, } | { "type": "open", session_id: string | null, };
