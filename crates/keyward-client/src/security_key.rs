@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use keyward_proto::{
-    CreationChallengeResponse, KeyPrompt, PublicKeyCredential, RegisterPublicKeyCredential,
-    RequestChallengeResponse,
+    CreationChallengeResponse, KeyInfo, KeyPasskey, KeyPasskeys, KeyPrompt, PublicKeyCredential,
+    RegisterPublicKeyCredential, RequestChallengeResponse,
 };
 use url::Url;
 use webauthn_authenticator_rs::WebauthnAuthenticator;
@@ -52,7 +52,10 @@ impl CancelSwitch {
 }
 
 /// One operation on the chosen key (a registration or an assertion).
-type KeyOp<'k, Tk, R> = dyn Fn(&mut CtapAuthenticator<'_, Observed<Tk>, Bridge>) -> Result<R, WebauthnCError>
+type KeyOp<'k, Tk, R> = dyn Fn(
+        &mut CtapAuthenticator<'_, Observed<Tk>, Bridge>,
+        &tokio::runtime::Runtime,
+    ) -> Result<R, WebauthnCError>
     + Sync
     + 'k;
 
@@ -103,6 +106,7 @@ where
         &self,
         op: impl Fn(
             &mut CtapAuthenticator<'_, Observed<Tr::Token>, Bridge>,
+            &tokio::runtime::Runtime,
         ) -> Result<R, WebauthnCError>
         + Send
         + Sync,
@@ -175,8 +179,10 @@ where
         };
         let mut key = key;
         loop {
-            match op(&mut key) {
-                Err(WebauthnCError::Ctap(CtapError::Ctap2PinInvalid)) => {
+            match op(&mut key, &runtime) {
+                // Only a PIN the person typed at our prompt is asked again; a PIN given to
+                // the operation itself (change PIN) is simply wrong.
+                Err(WebauthnCError::Ctap(CtapError::Ctap2PinInvalid)) if lock(seen).pin_asked => {
                     let retries = lock(seen).pin_retries;
                     if retries == Some(0) {
                         return Err(AuthenticatorError::PinBlocked);
@@ -218,7 +224,7 @@ where
             ..Seen::default()
         }));
         self.with_key(
-            |key| key.do_registration(origin.clone(), options.clone()),
+            |key, _| key.do_registration(origin.clone(), options.clone()),
             &seen,
         )
     }
@@ -230,7 +236,7 @@ where
     ) -> Result<PublicKeyCredential, AuthenticatorError> {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let mut credential = self.with_key(
-            |key| key.do_authentication(origin.clone(), options.clone()),
+            |key, _| key.do_authentication(origin.clone(), options.clone()),
             &seen,
         )?;
         // webauthn-authenticator-rs 0.6 drops the user handle the key returns; a usernameless
@@ -271,6 +277,12 @@ pub struct Seen {
     key_found: bool,
     pin_retries: Option<u32>,
     last_pin_wrong: bool,
+    /// The PIN came from our prompt (so a wrong one may be asked again).
+    pin_asked: bool,
+    /// What the person typed, for the rest of this one operation only.
+    typed_pin: Option<String>,
+    /// Ask the key for its PIN tries left right after getInfo (key management).
+    probe_pin_retries: bool,
     user_handle: Option<Vec<u8>>,
 }
 
@@ -296,13 +308,23 @@ impl UiCallback for Bridge {
         let (retries, wrong) = {
             let mut seen = lock(&self.seen);
             let wrong = std::mem::take(&mut seen.last_pin_wrong);
+            if wrong {
+                seen.typed_pin = None;
+            }
+            // One operation may need several PIN tokens (listing passkeys takes one per
+            // step): the person types the PIN once per operation.
+            if let Some(pin) = seen.typed_pin.clone() {
+                return Some(pin);
+            }
             (seen.pin_retries, wrong)
         };
         self.prompter.prompt(KeyPrompt::Pin { retries, wrong });
+        lock(&self.seen).pin_asked = true;
         let pin = self.prompter.ask_pin(retries, wrong);
         if pin.is_some() {
             self.prompter.prompt(KeyPrompt::Processing);
         }
+        lock(&self.seen).typed_pin = pin.clone();
         pin
     }
 
@@ -342,6 +364,17 @@ pub struct Observed<T> {
 }
 
 const CMD_MAKE_CREDENTIAL: u8 = 0x01;
+const CMD_GET_INFO: u8 = 0x04;
+/// authenticatorClientPIN {pinUvAuthProtocol: 1, subCommand: getPinRetries}
+const GET_PIN_RETRIES: [u8; 6] = [0x06, 0xA2, 0x01, 0x01, 0x02, 0x01];
+
+fn record_pin_retries(response: &[u8], seen: &Mutex<Seen>) {
+    if let Ok(serde_cbor_2::Value::Map(map)) = serde_cbor_2::from_slice(response)
+        && let Some(serde_cbor_2::Value::Integer(n)) = map.get(&serde_cbor_2::Value::Integer(3))
+    {
+        lock(seen).pin_retries = u32::try_from(*n).ok();
+    }
+}
 const CMD_GET_ASSERTION: u8 = 0x02;
 const MAKE_CREDENTIAL_OPTIONS: i128 = 7;
 
@@ -393,6 +426,13 @@ impl<T: Token> Token for Observed<T> {
             cbor
         };
         let response = self.inner.transmit_raw(cbor, ui).await?;
+        if cbor.first() == Some(&CMD_GET_INFO) && lock(&self.seen).probe_pin_retries {
+            // clientPIN getPinRetries (protocol 1): the library has no call for it. A key
+            // without PIN support answers with an error, which just leaves the count unknown.
+            if let Ok(answer) = self.inner.transmit_raw(&GET_PIN_RETRIES, ui).await {
+                record_pin_retries(&answer, &self.seen);
+            }
+        }
         if let Ok(serde_cbor_2::Value::Map(map)) =
             serde_cbor_2::from_slice::<serde_cbor_2::Value>(&response)
         {
@@ -533,5 +573,133 @@ mod windows {
         ) -> Result<PublicKeyCredential, AuthenticatorError> {
             self.run(|w| w.do_authentication(origin.clone(), options.clone()))
         }
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Managing the key itself, as Yubico Authenticator does: what it is, its PIN, the passkeys it
+// holds, a factory reset. The same transports, prompts and cancel as ceremonies.
+
+impl<Tr> SecurityKey<Tr>
+where
+    Tr: Transport<'static> + Send + Sync + 'static,
+{
+    fn manage<R: Send>(
+        &self,
+        probe_pin_retries: bool,
+        op: impl Fn(
+            &mut CtapAuthenticator<'_, Observed<Tr::Token>, Bridge>,
+            &tokio::runtime::Runtime,
+        ) -> Result<R, WebauthnCError>
+        + Send
+        + Sync,
+    ) -> Result<(R, Option<u32>), AuthenticatorError> {
+        let seen = Arc::new(Mutex::new(Seen {
+            probe_pin_retries,
+            ..Seen::default()
+        }));
+        let r = self.with_key(op, &seen)?;
+        let retries = lock(&seen).pin_retries;
+        Ok((r, retries))
+    }
+
+    /// What the key is, whether it has a PIN and how many tries are left. Needs no PIN.
+    pub fn info(&self) -> Result<KeyInfo, AuthenticatorError> {
+        let (info, retries) = self.manage(true, |key, _| {
+            let i = key.get_info();
+            let pin_set = i
+                .options
+                .as_ref()
+                .and_then(|o| o.get("clientPin"))
+                .copied()
+                .unwrap_or(false);
+            Ok(KeyInfo {
+                aaguid: i.aaguid,
+                model: i
+                    .aaguid
+                    .and_then(|a| keyward_core::aaguid::model_name(&a))
+                    .map(str::to_string),
+                versions: i.versions.iter().cloned().collect(),
+                transports: i.transports.clone().unwrap_or_default(),
+                firmware: i.firmware_version.and_then(|v| i64::try_from(v).ok()),
+                pin_set,
+                pin_retries: None,
+                min_pin_length: i.min_pin_length.and_then(|n| u32::try_from(n).ok()),
+                credential_management: key.supports_credential_management(),
+            })
+        })?;
+        Ok(KeyInfo {
+            pin_retries: if info.pin_set { retries } else { None },
+            ..info
+        })
+    }
+
+    /// Sets the first PIN of a key that has none.
+    pub fn set_pin(&self, new_pin: &str) -> Result<(), AuthenticatorError> {
+        self.manage(false, |key, rt| rt.block_on(key.set_new_pin(new_pin)))
+            .map(|_| ())
+    }
+
+    pub fn change_pin(&self, old_pin: &str, new_pin: &str) -> Result<(), AuthenticatorError> {
+        self.manage(false, |key, rt| {
+            rt.block_on(key.change_pin(old_pin, new_pin))
+        })
+        .map(|_| ())
+    }
+
+    /// The passkeys on the key, for every site, and the room left. Asks for the PIN.
+    pub fn passkeys(&self) -> Result<KeyPasskeys, AuthenticatorError> {
+        self.manage(false, |key, rt| {
+            let cm = key
+                .credential_management()
+                .ok_or(WebauthnCError::NotSupported)?;
+            let metadata = rt.block_on(cm.get_credentials_metadata())?;
+            let mut passkeys = Vec::new();
+            if metadata.existing_resident_credentials_count > 0 {
+                for rp in rt.block_on(cm.enumerate_rps())? {
+                    let Some(rp_id) = rp.id else { continue };
+                    for c in rt.block_on(cm.enumerate_credentials_by_rpid(&rp_id))? {
+                        let (Some(user), Some(id)) = (c.user, c.credential_id) else {
+                            continue;
+                        };
+                        passkeys.push(KeyPasskey {
+                            rp_id: rp_id.clone(),
+                            user_name: user.name,
+                            user_display_name: user.display_name,
+                            user_handle: keyward_core::secret::b64(&user.id),
+                            credential_id: keyward_core::secret::b64(&id.id),
+                        });
+                    }
+                }
+            }
+            Ok(KeyPasskeys {
+                passkeys,
+                free_slots: metadata.max_possible_remaining_resident_credentials_count,
+            })
+        })
+        .map(|(p, _)| p)
+    }
+
+    /// Deletes one passkey from the key (the account's record of it is the server's
+    /// business). Asks for the PIN.
+    pub fn delete_passkey(&self, credential_id: &[u8]) -> Result<(), AuthenticatorError> {
+        use webauthn_authenticator_rs::ctap2::commands::PublicKeyCredentialDescriptorCM;
+        self.manage(false, |key, rt| {
+            let cm = key
+                .credential_management()
+                .ok_or(WebauthnCError::NotSupported)?;
+            rt.block_on(cm.delete_credential(PublicKeyCredentialDescriptorCM {
+                type_: "public-key".into(),
+                id: credential_id.to_vec(),
+            }))
+        })
+        .map(|_| ())
+    }
+
+    /// Erases every passkey and the PIN. Keys accept this only within seconds of being
+    /// plugged in or tapped, with a touch.
+    pub fn factory_reset(&self) -> Result<(), AuthenticatorError> {
+        self.manage(false, |key, rt| rt.block_on(key.factory_reset()))
+            .map(|_| ())
     }
 }

@@ -561,3 +561,42 @@ pub enum KeyPrompt {
     /// The ceremony is over, one way or another: close the prompt.
     Finished,
 }
+
+/// A security key as it describes itself (CTAP2 getInfo), for key management.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct KeyInfo {
+    pub aaguid: Option<Uuid>,
+    /// The model's name when Keyward knows the AAGUID.
+    pub model: Option<String>,
+    /// CTAP versions, e.g. "FIDO_2_1".
+    pub versions: Vec<String>,
+    pub transports: Vec<String>,
+    #[ts(type = "number | null")]
+    pub firmware: Option<i64>,
+    pub pin_set: bool,
+    /// PIN tries left before the key locks (when it has a PIN).
+    pub pin_retries: Option<u32>,
+    pub min_pin_length: Option<u32>,
+    /// Whether the passkeys on the key can be listed and deleted (CTAP 2.1).
+    pub credential_management: bool,
+}
+
+/// A passkey stored on a security key (a discoverable credential).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct KeyPasskey {
+    pub rp_id: String,
+    pub user_name: Option<String>,
+    pub user_display_name: Option<String>,
+    /// base64url
+    pub user_handle: String,
+    /// base64url
+    pub credential_id: String,
+}
+
+/// The passkeys on a key and the room left for more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct KeyPasskeys {
+    pub passkeys: Vec<KeyPasskey>,
+    /// The key's own estimate of how many more it can store.
+    pub free_slots: u32,
+}

@@ -277,3 +277,67 @@ async fn the_hardware_errors_a_person_meets_are_named() {
     );
     assert!(matches!(err, AuthenticatorError::PinNotSet), "{err}");
 }
+
+/// Key management, as Yubico Authenticator does it, against the authenticator we did not
+/// write: info, PIN set and change, the passkeys on the key, delete one, factory reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_itself_is_managed_info_pin_passkeys_and_reset() {
+    let server = Server::start().await;
+    let c = server.ceremonies("desktop");
+    let transport = VirtTransport::new(FidoVirt::start());
+    let admin = key_for(&transport, Person::typing(&[]));
+
+    let info = admin.info().unwrap();
+    assert!(!info.pin_set);
+    assert_eq!(info.pin_retries, None);
+    assert!(info.credential_management);
+    assert!(info.versions.iter().any(|v| v == "FIDO_2_1"), "{info:?}");
+    assert!(info.transports.iter().any(|t| t == "nfc"), "{info:?}");
+
+    admin.set_pin("4321").unwrap();
+    let info = admin.info().unwrap();
+    assert!(info.pin_set);
+    assert_eq!(info.pin_retries, Some(8));
+
+    // A wrong current PIN is refused once (not asked again: the person did not type it at a
+    // prompt of ours), and the key counts it.
+    let err = admin.change_pin("0000", "5678").unwrap_err();
+    assert!(matches!(err, AuthenticatorError::WrongPin { .. }), "{err}");
+    assert_eq!(admin.info().unwrap().pin_retries, Some(7));
+    admin.change_pin("4321", "5678").unwrap();
+    assert_eq!(admin.info().unwrap().pin_retries, Some(8));
+
+    // Register with Keyward: the passkey shows up on the key, with the room left.
+    let mut key = key_for(&transport, Person::typing(&[Some("5678")]));
+    let me = c.create_account(&mut key, "ada", None, None).await.unwrap();
+    let on_key = key_for(&transport, Person::typing(&[Some("5678")]))
+        .passkeys()
+        .unwrap();
+    assert_eq!(on_key.passkeys.len(), 1);
+    let passkey = &on_key.passkeys[0];
+    assert_eq!(passkey.rp_id, "localhost");
+    assert_eq!(passkey.user_name.as_deref(), Some("ada"));
+    assert_eq!(
+        passkey.user_handle,
+        keyward_core::secret::b64(me.account.id.as_bytes())
+    );
+    assert_eq!(on_key.free_slots, 9);
+
+    // Delete it from the key: the key can no longer sign in, with or without a username.
+    let id = keyward_core::secret::unb64(&passkey.credential_id).unwrap();
+    key_for(&transport, Person::typing(&[Some("5678")]))
+        .delete_passkey(&id)
+        .unwrap();
+    let on_key = key_for(&transport, Person::typing(&[Some("5678")]))
+        .passkeys()
+        .unwrap();
+    assert!(on_key.passkeys.is_empty());
+    let mut key = key_for(&transport, Person::typing(&[Some("5678")]));
+    let err = key_error(c.sign_in(&mut key, None, None).await.unwrap_err());
+    assert!(matches!(err, AuthenticatorError::NotRegistered), "{err}");
+
+    // Factory reset: no PIN, nothing stored.
+    admin.factory_reset().unwrap();
+    let info = admin.info().unwrap();
+    assert!(!info.pin_set);
+}
