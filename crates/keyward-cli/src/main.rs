@@ -1,13 +1,21 @@
-//! `keyward`: sign in and inspect an account from the command line. Authenticators: a virtual
-//! key file (the same format the desktop app keeps). Output is JSON on stdout; errors are the
-//! `{code, message}` shape on stderr with a non-zero exit.
+//! `keyward`: Keyward from the command line, for people who script or run headless machines.
+//! The authenticator is a security key over USB or NFC (whichever is presented first), or
+//! with `--key-file` a virtual key file (the format the desktop app keeps). Output is JSON on
+//! stdout; prompts go to stderr; errors are the `{code, message}` shape on stderr with a
+//! non-zero exit.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
-use keyward_client::{Api, Ceremonies, ClientError, VirtualKey};
-use keyward_proto::ClientInfo;
+use keyward_client::{
+    Api, Authenticator, AuthenticatorError, CancelSwitch, Ceremonies, ClientError, KeyPrompter,
+    SecurityKey, UsbOrNfc, VirtualKey,
+};
+use keyward_proto::{ClientInfo, CreationChallengeResponse, KeyPrompt, RequestChallengeResponse};
 use url::Url;
 
 #[derive(Parser)]
@@ -22,18 +30,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create an account with a virtual key; prints the new session.
+    /// Create an account with your key; prints the new session.
     SignUp {
         username: String,
+        /// A virtual key file instead of a security key (not secure: for trying Keyward).
         #[arg(long)]
-        key_file: PathBuf,
+        key_file: Option<PathBuf>,
         #[arg(long, default_value = "keyward command line")]
         name: String,
     },
-    /// Sign in with a virtual key (usernameless unless --username); prints the new session.
+    /// Sign in with your key (usernameless unless --username); prints the new session.
     SignIn {
         #[arg(long)]
-        key_file: PathBuf,
+        key_file: Option<PathBuf>,
         #[arg(long)]
         username: Option<String>,
         #[arg(long, default_value = "keyward command line")]
@@ -49,6 +58,165 @@ enum Command {
         #[arg(long, env = "KEYWARD_TOKEN")]
         token: String,
     },
+    /// Manage the security key itself (USB or NFC).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// A WebAuthn ceremony for any relying party, from its options JSON; prints the
+    /// credential JSON to send back to it.
+    #[command(subcommand)]
+    Webauthn(WebauthnCommand),
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Model, versions, transports, whether a PIN is set and the tries left.
+    Info,
+    /// Set the PIN of a key that has none (asked twice, or KEYWARD_NEW_PIN).
+    SetPin,
+    /// Change the PIN (current one: KEYWARD_PIN or asked; new one: KEYWARD_NEW_PIN or asked).
+    ChangePin,
+    /// The passkeys stored on the key, for every site, and the room left.
+    Passkeys,
+    /// Delete one passkey from the key, by its credential ID (base64url).
+    DeletePasskey { credential_id: String },
+    /// Erase every passkey and the PIN. Keys only allow it just after being plugged in.
+    Reset {
+        /// Required: a reset cannot be undone, and every account using this key loses it.
+        #[arg(long)]
+        yes_erase_everything: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebauthnCommand {
+    /// navigator.credentials.create(): OPTIONS is the relying party's
+    /// `{"publicKey": …}` creation options ("-" for stdin).
+    Register {
+        options: PathBuf,
+        /// The web origin the relying party expects, e.g. https://login.example.com.
+        #[arg(long)]
+        origin: Url,
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// navigator.credentials.get(), from the relying party's `{"publicKey": …}` request
+    /// options.
+    Authenticate {
+        options: PathBuf,
+        #[arg(long)]
+        origin: Url,
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+}
+
+/// Prompts on stderr; the PIN from KEYWARD_PIN (used once: a wrong one is not retried) or
+/// typed without echo.
+struct Terminal {
+    used_env_pin: AtomicBool,
+}
+
+impl KeyPrompter for Terminal {
+    fn prompt(&self, prompt: KeyPrompt) {
+        let text = match prompt {
+            KeyPrompt::InsertOrTap => "Insert your security key, or hold it to the reader…",
+            KeyPrompt::Touch => "Touch your security key.",
+            KeyPrompt::Processing | KeyPrompt::Pin { .. } | KeyPrompt::Finished => return,
+            KeyPrompt::Fingerprint { .. } => "Touch the fingerprint sensor.",
+        };
+        eprintln!("{text}");
+    }
+
+    fn ask_pin(&self, retries: Option<u32>, last_was_wrong: bool) -> Option<String> {
+        if let Ok(pin) = std::env::var("KEYWARD_PIN")
+            && !self.used_env_pin.swap(true, Ordering::SeqCst)
+        {
+            return Some(pin);
+        }
+        if std::env::var_os("KEYWARD_PIN").is_some() {
+            return None; // KEYWARD_PIN was wrong: stop before the key locks.
+        }
+        let left = retries
+            .map(|n| format!(" ({n} tries left)"))
+            .unwrap_or_default();
+        let wrong = if last_was_wrong { "Wrong PIN. " } else { "" };
+        rpassword::prompt_password(format!("{wrong}Security key PIN{left}: ")).ok()
+    }
+}
+
+/// The command's one error type: the client's, or bad input given on the command line.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Input(String),
+}
+
+impl From<AuthenticatorError> for CliError {
+    fn from(e: AuthenticatorError) -> Self {
+        CliError::Client(e.into())
+    }
+}
+
+impl CliError {
+    fn code(&self) -> serde_json::Value {
+        match self {
+            CliError::Input(_) => "invalid_input".into(),
+            CliError::Client(ClientError::Authenticator(a)) => a.code().into(),
+            CliError::Client(other) => other
+                .code()
+                .and_then(|c| serde_json::to_value(c).ok())
+                .unwrap_or_else(|| "error".into()),
+        }
+    }
+}
+
+fn security_key() -> SecurityKey<UsbOrNfc> {
+    let terminal = Arc::new(Terminal {
+        used_env_pin: AtomicBool::new(false),
+    });
+    SecurityKey::usb_or_nfc(terminal, CancelSwitch::default())
+}
+
+fn authenticator(key_file: Option<&PathBuf>) -> Result<Box<dyn Authenticator>, CliError> {
+    Ok(match key_file {
+        Some(path) => Box::new(VirtualKey::open(path)?),
+        None => Box::new(security_key()),
+    })
+}
+
+fn new_pin() -> Result<String, CliError> {
+    if let Ok(pin) = std::env::var("KEYWARD_NEW_PIN") {
+        return Ok(pin);
+    }
+    let input = |e: std::io::Error| CliError::Input(format!("cannot read the PIN: {e}"));
+    let first = rpassword::prompt_password("New PIN: ").map_err(input)?;
+    let again = rpassword::prompt_password("The new PIN again: ").map_err(input)?;
+    if first != again {
+        return Err(CliError::Input("the two PINs differ".into()));
+    }
+    Ok(first)
+}
+
+fn current_pin() -> Result<String, CliError> {
+    match std::env::var("KEYWARD_PIN") {
+        Ok(pin) => Ok(pin),
+        Err(_) => rpassword::prompt_password("Current PIN: ")
+            .map_err(|e| CliError::Input(format!("cannot read the PIN: {e}"))),
+    }
+}
+
+fn read_options<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T, CliError> {
+    let mut text = String::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(path).map(|t| text = t)
+    };
+    read.map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::Input(format!("{}: not WebAuthn options: {e}", path.display())))
 }
 
 fn client(name: &str) -> ClientInfo {
@@ -58,7 +226,7 @@ fn client(name: &str) -> ClientInfo {
     }
 }
 
-async fn run(cli: Cli) -> Result<serde_json::Value, ClientError> {
+async fn run(cli: Cli) -> Result<serde_json::Value, CliError> {
     let api = Api::new(cli.server.clone());
     match cli.command {
         Command::SignUp {
@@ -67,9 +235,10 @@ async fn run(cli: Cli) -> Result<serde_json::Value, ClientError> {
             name,
         } => {
             let c = Ceremonies::connect(cli.server, client(&name)).await?;
-            let mut key = VirtualKey::open(&key_file)?;
+            let mut key = authenticator(key_file.as_ref())?;
             Ok(json(
-                &c.create_account(&mut key, &username, None, None).await?,
+                &c.create_account(key.as_mut(), &username, None, None)
+                    .await?,
             ))
         }
         Command::SignIn {
@@ -78,11 +247,69 @@ async fn run(cli: Cli) -> Result<serde_json::Value, ClientError> {
             name,
         } => {
             let c = Ceremonies::connect(cli.server, client(&name)).await?;
-            let mut key = VirtualKey::open(&key_file)?;
-            Ok(json(&c.sign_in(&mut key, username.as_deref(), None).await?))
+            let mut key = authenticator(key_file.as_ref())?;
+            Ok(json(
+                &c.sign_in(key.as_mut(), username.as_deref(), None).await?,
+            ))
         }
         Command::Account { token } => Ok(json(&api.with_token(token).account().await?)),
         Command::Sessions { token } => Ok(json(&api.with_token(token).sessions().await?)),
+        Command::Key(op) => {
+            let key = security_key();
+            Ok(match op {
+                KeyCommand::Info => json(&key.info()?),
+                KeyCommand::SetPin => {
+                    key.set_pin(&new_pin()?)?;
+                    serde_json::json!({ "pin_set": true })
+                }
+                KeyCommand::ChangePin => {
+                    let old = current_pin()?;
+                    key.change_pin(&old, &new_pin()?)?;
+                    serde_json::json!({ "pin_changed": true })
+                }
+                KeyCommand::Passkeys => json(&key.passkeys()?),
+                KeyCommand::DeletePasskey { credential_id } => {
+                    let id = keyward_core::secret::unb64(&credential_id).ok_or_else(|| {
+                        CliError::Input("the credential ID is not base64url".into())
+                    })?;
+                    key.delete_passkey(&id)?;
+                    serde_json::json!({ "deleted": credential_id })
+                }
+                KeyCommand::Reset {
+                    yes_erase_everything,
+                } => {
+                    if !yes_erase_everything {
+                        return Err(CliError::Input(
+                            "a reset erases every passkey on the key and its PIN, for good: \
+                             add --yes-erase-everything to do it"
+                                .into(),
+                        ));
+                    }
+                    key.factory_reset()?;
+                    serde_json::json!({ "reset": true })
+                }
+            })
+        }
+        Command::Webauthn(op) => match op {
+            WebauthnCommand::Register {
+                options,
+                origin,
+                key_file,
+            } => {
+                let options: CreationChallengeResponse = read_options(&options)?;
+                let mut key = authenticator(key_file.as_ref())?;
+                Ok(json(&key.register(&origin, &options)?))
+            }
+            WebauthnCommand::Authenticate {
+                options,
+                origin,
+                key_file,
+            } => {
+                let options: RequestChallengeResponse = read_options(&options)?;
+                let mut key = authenticator(key_file.as_ref())?;
+                Ok(json(&key.authenticate(&origin, &options)?))
+            }
+        },
     }
 }
 
@@ -98,13 +325,9 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let code = e
-                .code()
-                .and_then(|c| serde_json::to_value(c).ok())
-                .unwrap_or_else(|| "error".into());
             eprintln!(
                 "{}",
-                serde_json::json!({ "code": code, "message": e.to_string() })
+                serde_json::json!({ "code": e.code(), "message": e.to_string() })
             );
             ExitCode::FAILURE
         }

@@ -1,0 +1,202 @@
+//! The `keyward` binary as people script it: WebAuthn ceremonies for a relying party that is
+//! not keywardd, from its options JSON; and, through pcscd + vpcd, key management and sign-up
+//! with an NFC key.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use keyward_client::{CancelSwitch, KeyPrompter, SecurityKey};
+use keyward_fido_virt::{FidoVirt, VirtTransport, vpcd};
+use keyward_proto::KeyPrompt;
+use url::Url;
+use webauthn_rs::prelude::*;
+
+struct Output {
+    ok: bool,
+    stdout: serde_json::Value,
+    stderr: String,
+}
+
+async fn keyward(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
+    cmd.args(args).env_remove("KEYWARD_PIN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    Output {
+        ok: out.status.success(),
+        stdout: serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A relying party that is not keywardd: webauthn-rs configured for another site.
+fn other_site() -> (Webauthn, Url) {
+    let origin = Url::parse("https://login.example.org").unwrap();
+    let rp = WebauthnBuilder::new("example.org", &origin)
+        .unwrap()
+        .rp_name("Example")
+        .build()
+        .unwrap();
+    (rp, origin)
+}
+
+fn write_json(dir: &Path, name: &str, v: &impl serde::Serialize) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec(v).unwrap()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Registers with and signs in to `rp` through `keyward webauthn`, with the authenticator
+/// `extra` selects; both finishes are the relying party's own checks.
+async fn ceremonies_for_another_site(extra: &[&str], env: &[(&str, &str)]) {
+    let (rp, origin) = other_site();
+    let dir = tempfile::tempdir().unwrap();
+    let (ccr, reg) = rp
+        .start_passkey_registration(Uuid::new_v4(), "grace", "Grace", None)
+        .unwrap();
+    let options = write_json(dir.path(), "create.json", &ccr);
+    let mut args = vec![
+        "webauthn",
+        "register",
+        &options,
+        "--origin",
+        origin.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    let out = keyward(&args, env).await;
+    assert!(out.ok, "{}", out.stderr);
+    let credential: RegisterPublicKeyCredential = serde_json::from_value(out.stdout).unwrap();
+    let passkey = rp.finish_passkey_registration(&credential, &reg).unwrap();
+
+    let (rcr, auth) = rp
+        .start_passkey_authentication(std::slice::from_ref(&passkey))
+        .unwrap();
+    let options = write_json(dir.path(), "get.json", &rcr);
+    let mut args = vec![
+        "webauthn",
+        "authenticate",
+        &options,
+        "--origin",
+        origin.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    let out = keyward(&args, env).await;
+    assert!(out.ok, "{}", out.stderr);
+    let assertion: PublicKeyCredential = serde_json::from_value(out.stdout).unwrap();
+    let result = rp.finish_passkey_authentication(&assertion, &auth).unwrap();
+    assert!(result.user_verified());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_key_file_does_ceremonies_for_another_relying_party() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key.json");
+    ceremonies_for_another_site(&["--key-file", key_file.to_str().unwrap()], &[]).await;
+
+    // Not options at all: a clear error, exit code 1, nothing else happens.
+    let bad = write_json(
+        dir.path(),
+        "bad.json",
+        &serde_json::json!({ "publicKey": 5 }),
+    );
+    let out = keyward(
+        &[
+            "webauthn",
+            "register",
+            &bad,
+            "--origin",
+            "https://login.example.org",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!out.ok);
+    let err: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+    assert_eq!(err["code"], "invalid_input");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("not WebAuthn options")
+    );
+
+    let out = keyward(&["key", "reset"], &[]).await;
+    assert!(!out.ok, "a reset needs the explicit flag");
+    assert!(out.stderr.contains("--yes-erase-everything"));
+}
+
+struct Nobody;
+impl KeyPrompter for Nobody {
+    fn prompt(&self, _: KeyPrompt) {}
+    fn ask_pin(&self, _: Option<u32>, _: bool) -> Option<String> {
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs pcscd with vsmartcard's vpcd driver; `./dev test` starts them and runs this"]
+async fn an_nfc_key_is_managed_and_used_from_the_command_line_through_pcscd() {
+    // The key's owner set its PIN once, then holds it to the reader.
+    let key = FidoVirt::start();
+    let transport = VirtTransport::new(key.clone());
+    SecurityKey::new(
+        move || {
+            let t = transport.clone();
+            Box::pin(async move { Ok(t) })
+        },
+        Arc::new(Nobody),
+        CancelSwitch::default(),
+    )
+    .set_pin("4321")
+    .unwrap();
+    let card = key.clone();
+    std::thread::spawn(move || vpcd::serve(card, ("127.0.0.1", vpcd::DEFAULT_PORT)));
+
+    let info = keyward(&["key", "info"], &[]).await;
+    assert!(info.ok, "{}", info.stderr);
+    assert_eq!(info.stdout["pin_set"], true);
+    assert_eq!(info.stdout["pin_retries"], 8);
+    assert!(
+        info.stderr.contains("hold it to the reader"),
+        "{}",
+        info.stderr
+    );
+
+    // Sign up to a real keywardd with the NFC key; the PIN comes from KEYWARD_PIN.
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let origin = Url::parse(&format!("http://localhost:{port}")).unwrap();
+    let _server = keyward_server::start_on(
+        listener,
+        keyward_server::Config::local(dir.path().join("k.db"), origin),
+        Arc::new(keyward_core::SystemClock),
+    )
+    .await
+    .unwrap();
+    let server = format!("http://127.0.0.1:{port}");
+    let pin = [("KEYWARD_PIN", "4321")];
+    let signed = keyward(&["--server", &server, "sign-up", "ada"], &pin).await;
+    assert!(signed.ok, "{}", signed.stderr);
+    assert_eq!(signed.stdout["account"]["username"], "ada");
+
+    let listed = keyward(&["key", "passkeys"], &pin).await;
+    assert!(listed.ok, "{}", listed.stderr);
+    assert_eq!(listed.stdout["passkeys"][0]["rp_id"], "localhost");
+    assert_eq!(listed.stdout["passkeys"][0]["user_name"], "ada");
+
+    // A wrong PIN from the environment is not retried (the key would count every try).
+    let wrong = keyward(&["key", "passkeys"], &[("KEYWARD_PIN", "0000")]).await;
+    assert!(!wrong.ok);
+    let err: serde_json::Value =
+        serde_json::from_str(wrong.stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(err["code"], "cancelled");
+
+    // And ceremonies for another site, over NFC.
+    ceremonies_for_another_site(&[], &pin).await;
+}
