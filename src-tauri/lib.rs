@@ -80,8 +80,12 @@ pub fn run() {
             };
             // WebKitGTK's accelerated compositing costs the web process ~80 MB (measured
             // under Xvfb: ~100 vs ~180 MiB PSS) and buys a page of lists and forms nothing.
+            // KEYWARD_WEBKIT_COMPOSITING=on keeps WebKit's default: WebKitWebDriver's
+            // screenshots hang without compositing, so the end-to-end tests set it.
             #[cfg(target_os = "linux")]
-            if let Some(window) = app.get_webview_window("main") {
+            if std::env::var("KEYWARD_WEBKIT_COMPOSITING").as_deref() != Ok("on")
+                && let Some(window) = app.get_webview_window("main")
+            {
                 let _ = window.with_webview(|webview| {
                     use webkit2gtk::{SettingsExt, WebViewExt};
                     if let Some(settings) = webview.inner().settings() {

@@ -131,6 +131,20 @@ where
             .enable_all()
             .build()
             .map_err(|e| AuthenticatorError::Unavailable(e.to_string()))?;
+        let outcome = self.run_in(&runtime, op, seen);
+        // Dropping the runtime waits for the NFC watcher's blocking task, which notices within
+        // a second that nobody listens any more. Leaving it running instead would let it race
+        // the next ceremony for a card tapped meanwhile.
+        drop(runtime);
+        outcome
+    }
+
+    fn run_in<R>(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        op: &KeyOp<'_, Tr::Token, R>,
+        seen: &Arc<Mutex<Seen>>,
+    ) -> Result<R, AuthenticatorError> {
         let _context = runtime.enter();
         let transport = runtime
             .block_on((self.connect)())
@@ -179,7 +193,7 @@ where
         };
         let mut key = key;
         loop {
-            match op(&mut key, &runtime) {
+            match op(&mut key, runtime) {
                 // Only a PIN the person typed at our prompt is asked again; a PIN given to
                 // the operation itself (change PIN) is simply wrong.
                 Err(WebauthnCError::Ctap(CtapError::Ctap2PinInvalid)) if lock(seen).pin_asked => {

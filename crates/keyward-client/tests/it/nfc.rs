@@ -15,14 +15,42 @@ use crate::security_key::{Person, key_with_pin};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs pcscd with vsmartcard's vpcd driver; `./dev test` starts them and runs this"]
 async fn register_and_sign_in_over_nfc_with_a_pin_through_pcscd() {
+    let server = Server::start().await;
+    let c = server.ceremonies("Keyward desktop");
+
+    // No card yet: the wait ends promptly on Cancel (the NFC watcher blocks in pcscd until a
+    // card arrives; the ceremony must not wait for it).
+    let cancel = CancelSwitch::default();
+    let mut waiting = SecurityKey::usb_or_nfc(Person::typing(&[]), cancel.clone());
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        cancel.cancel();
+    });
+    let started = std::time::Instant::now();
+    let err = c
+        .sign_in(&mut waiting, Some("nobody"), None)
+        .await
+        .unwrap_err();
+    canceller.join().unwrap();
+    assert!(
+        matches!(
+            err,
+            ClientError::Authenticator(AuthenticatorError::Cancelled)
+        ),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
     let transport = key_with_pin("4321").await;
     let key = transport.key().clone();
     let card = key.clone();
     // Hold the card to the reader.
     std::thread::spawn(move || vpcd::serve(card, ("127.0.0.1", vpcd::DEFAULT_PORT)));
 
-    let server = Server::start().await;
-    let c = server.ceremonies("Keyward desktop");
     let before = key.messages_handled();
 
     let person = Person::typing(&[Some("4321")]);
