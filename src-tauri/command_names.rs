@@ -26,4 +26,10 @@ pub const ALL: &[&str] = &[
     "watch_key_prompts",
     "answer_pin",
     "cancel_key",
+    "key_info",
+    "key_set_pin",
+    "key_change_pin",
+    "key_passkeys",
+    "key_delete_passkey",
+    "key_reset",
 ];

@@ -6,7 +6,7 @@ use tauri::{AppHandle, Runtime, State};
 use url::Url;
 use uuid::Uuid;
 
-use crate::desktop::{AppStatus, Desktop, FeedMessage, NewRecoveryKey, Overview};
+use crate::desktop::{AppStatus, Desktop, FeedMessage, KeyPasskeysView, NewRecoveryKey, Overview};
 use crate::error::{DesktopError, Result};
 use crate::keys::KeyKind;
 
@@ -224,4 +224,44 @@ pub fn answer_pin(desktop: State<'_, Desktop>, pin: Option<String>) -> Result<()
 #[tauri::command]
 pub fn cancel_key(desktop: State<'_, Desktop>) {
     desktop.prompts.cancel();
+}
+
+/// The security key itself: model, versions, transports, PIN set, tries left.
+#[tauri::command]
+pub async fn key_info(desktop: State<'_, Desktop>) -> Result<KeyInfo> {
+    desktop.key_info().await
+}
+
+#[tauri::command]
+pub async fn key_set_pin(desktop: State<'_, Desktop>, new_pin: String) -> Result<KeyInfo> {
+    desktop.key_set_pin(&new_pin).await
+}
+
+#[tauri::command]
+pub async fn key_change_pin(
+    desktop: State<'_, Desktop>,
+    old_pin: String,
+    new_pin: String,
+) -> Result<KeyInfo> {
+    desktop.key_change_pin(&old_pin, &new_pin).await
+}
+
+/// The passkeys on the key beside the account's keys (the key asks for its PIN).
+#[tauri::command]
+pub async fn key_passkeys(desktop: State<'_, Desktop>) -> Result<KeyPasskeysView> {
+    desktop.key_passkeys().await
+}
+
+#[tauri::command]
+pub async fn key_delete_passkey(
+    desktop: State<'_, Desktop>,
+    credential_id: String,
+) -> Result<KeyPasskeysView> {
+    desktop.key_delete_passkey(&credential_id).await
+}
+
+/// Factory reset: every passkey on the key and its PIN, gone.
+#[tauri::command]
+pub async fn key_reset(desktop: State<'_, Desktop>) -> Result<KeyInfo> {
+    desktop.key_reset().await
 }

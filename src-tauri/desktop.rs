@@ -17,6 +17,28 @@ use uuid::Uuid;
 use crate::error::{DesktopError, Result};
 use crate::vault::{OsVault, SavedSession, TokenVault};
 
+fn client_error(e: keyward_client::AuthenticatorError) -> DesktopError {
+    DesktopError::Client(e.into())
+}
+
+/// A passkey on the security key, set beside the account.
+#[derive(Debug, Clone, Serialize, Deserialize, TS)]
+pub struct KeyPasskeyView {
+    pub passkey: KeyPasskey,
+    /// For this Keyward server's site (RP ID).
+    pub this_site: bool,
+    /// The account key it is, by nickname; none for this site means the account no longer
+    /// knows it (removed from the account, still on the key).
+    pub account_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, TS)]
+pub struct KeyPasskeysView {
+    pub passkeys: Vec<KeyPasskeyView>,
+    /// Room for this many more passkeys: a registration beyond it would fail.
+    pub free_slots: u32,
+}
+
 /// What the UI needs to draw its frame.
 #[derive(Debug, Clone, Serialize, Deserialize, TS)]
 pub struct AppStatus {
@@ -397,6 +419,84 @@ impl Desktop {
     pub async fn authenticators(&self) -> Result<Vec<AuthenticatorView>> {
         let (api, _) = self.session().await?;
         self.checked(api.authenticators().await).await
+    }
+
+    // -----------------------------------------------------------------------------------
+    // The security key itself (USB or NFC): what it is, its PIN, the passkeys it holds.
+
+    pub async fn key_info(&self) -> Result<KeyInfo> {
+        let keys = self.keys.lock().await;
+        keys.admin().and_then(|k| k.info()).map_err(client_error)
+    }
+
+    pub async fn key_set_pin(&self, new_pin: &str) -> Result<KeyInfo> {
+        let keys = self.keys.lock().await;
+        let admin = keys.admin().map_err(client_error)?;
+        admin.set_pin(new_pin).map_err(client_error)?;
+        admin.info().map_err(client_error)
+    }
+
+    pub async fn key_change_pin(&self, old_pin: &str, new_pin: &str) -> Result<KeyInfo> {
+        let keys = self.keys.lock().await;
+        let admin = keys.admin().map_err(client_error)?;
+        admin.change_pin(old_pin, new_pin).map_err(client_error)?;
+        admin.info().map_err(client_error)
+    }
+
+    /// The passkeys on the key, set beside the account: which are this account's keys, which
+    /// belong to this site but no account key (left over), and which are other sites'.
+    pub async fn key_passkeys(&self) -> Result<KeyPasskeysView> {
+        let on_account = match self.session().await {
+            Ok((api, _)) => Some(self.checked(api.authenticators().await).await?),
+            Err(_) => None,
+        };
+        let rp_id = self.ceremonies().await?.rp_id.clone();
+        let listed = {
+            let keys = self.keys.lock().await;
+            keys.admin()
+                .and_then(|k| k.passkeys())
+                .map_err(client_error)?
+        };
+        let passkeys = listed
+            .passkeys
+            .into_iter()
+            .map(|p| {
+                let this_site = p.rp_id == rp_id;
+                let account_key = on_account.as_ref().and_then(|keys| {
+                    keys.iter()
+                        .find(|k| k.credential_id == p.credential_id)
+                        .map(|k| k.nickname.clone())
+                });
+                KeyPasskeyView {
+                    passkey: p,
+                    this_site,
+                    account_key,
+                }
+            })
+            .collect();
+        Ok(KeyPasskeysView {
+            passkeys,
+            free_slots: listed.free_slots,
+        })
+    }
+
+    pub async fn key_delete_passkey(&self, credential_id: &str) -> Result<KeyPasskeysView> {
+        let id = keyward_core::secret::unb64(credential_id)
+            .ok_or_else(|| DesktopError::InvalidInput("not a credential ID".into()))?;
+        {
+            let keys = self.keys.lock().await;
+            keys.admin()
+                .and_then(|k| k.delete_passkey(&id))
+                .map_err(client_error)?;
+        }
+        self.key_passkeys().await
+    }
+
+    pub async fn key_reset(&self) -> Result<KeyInfo> {
+        let keys = self.keys.lock().await;
+        let admin = keys.admin().map_err(client_error)?;
+        admin.factory_reset().map_err(client_error)?;
+        admin.info().map_err(client_error)
     }
 
     pub async fn add_key(&self, nickname: Option<String>) -> Result<AuthenticatorView> {

@@ -29,6 +29,10 @@ pub struct Keys {
     kind_file: PathBuf,
     pub virtual_keys: VirtualKey,
     security_key: Box<dyn Authenticator>,
+    /// Key management talks CTAP2 to the key directly (not possible through Windows'
+    /// WebAuthn API without administrator rights).
+    #[cfg(not(windows))]
+    admin: keyward_client::SecurityKey<keyward_client::UsbOrNfc>,
 }
 
 impl Keys {
@@ -46,8 +50,27 @@ impl Keys {
             kind,
             kind_file,
             virtual_keys: VirtualKey::open(&data_dir.join("virtual-keys.json"))?,
+            #[cfg(not(windows))]
+            admin: keyward_client::SecurityKey::usb_or_nfc(prompts.clone(), cancel.clone()),
             security_key: platform_security_key(prompts, cancel),
         })
+    }
+
+    /// The security key, for managing the key itself.
+    #[cfg(not(windows))]
+    pub fn admin(
+        &self,
+    ) -> Result<&keyward_client::SecurityKey<keyward_client::UsbOrNfc>, AuthenticatorError> {
+        Ok(&self.admin)
+    }
+
+    #[cfg(windows)]
+    pub fn admin(&self) -> Result<&NoAdmin, AuthenticatorError> {
+        Err(AuthenticatorError::Unavailable(
+            "Windows lets only administrators manage a security key directly; use Windows \
+             Settings > Accounts > Sign-in options > Security key"
+                .into(),
+        ))
     }
 
     pub fn kind(&self) -> KeyKind {
@@ -150,5 +173,31 @@ impl KeyPrompter for PromptRelay {
             *w = Some(tx);
         }
         rx.recv_timeout(PIN_WAIT).ok().flatten()
+    }
+}
+
+/// Stands in for key management where the platform offers none.
+#[cfg(windows)]
+pub enum NoAdmin {}
+
+#[cfg(windows)]
+impl NoAdmin {
+    pub fn info(&self) -> Result<keyward_proto::KeyInfo, AuthenticatorError> {
+        match *self {}
+    }
+    pub fn set_pin(&self, _: &str) -> Result<(), AuthenticatorError> {
+        match *self {}
+    }
+    pub fn change_pin(&self, _: &str, _: &str) -> Result<(), AuthenticatorError> {
+        match *self {}
+    }
+    pub fn passkeys(&self) -> Result<keyward_proto::KeyPasskeys, AuthenticatorError> {
+        match *self {}
+    }
+    pub fn delete_passkey(&self, _: &[u8]) -> Result<(), AuthenticatorError> {
+        match *self {}
+    }
+    pub fn factory_reset(&self) -> Result<(), AuthenticatorError> {
+        match *self {}
     }
 }

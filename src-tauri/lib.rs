@@ -61,6 +61,12 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
         commands::watch_key_prompts,
         commands::answer_pin,
         commands::cancel_key,
+        commands::key_info,
+        commands::key_set_pin,
+        commands::key_change_pin,
+        commands::key_passkeys,
+        commands::key_delete_passkey,
+        commands::key_reset,
     ])
 }
 

@@ -13,6 +13,11 @@ fn declarations() -> String {
     let decls = [
         ApiError::decl(&cfg),
         KeyPrompt::decl(&cfg),
+        KeyInfo::decl(&cfg),
+        KeyPasskey::decl(&cfg),
+        KeyPasskeys::decl(&cfg),
+        keyward_desktop::desktop::KeyPasskeyView::decl(&cfg),
+        keyward_desktop::desktop::KeyPasskeysView::decl(&cfg),
         ErrorCode::decl(&cfg),
         ClientInfo::decl(&cfg),
         AccountState::decl(&cfg),

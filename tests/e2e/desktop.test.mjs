@@ -47,7 +47,8 @@ test('a person creates an account, protects it, sees a stranger sign in and thro
     // NFC, and Cancel ends the wait.
     assert.equal(await wd.prop('key-kind-security', 'checked'), true);
     await wd.click('sign-in');
-    await wd.wait('key-prompt', { until: (s) => s.includes('Insert your security key, or hold it to the reader') });
+    // (With a key already on the NFC reader the prompt moves straight on to its PIN.)
+    await wd.wait('key-prompt', { until: (s) => s.includes('Insert your security key, or hold it to the reader') || s.startsWith('Enter your security key PIN') });
     await wd.screenshot(`${shots}/01b-insert-or-tap.png`);
     await wd.click('key-cancel');
     await wd.wait('error', { until: (s) => s === 'Cancelled.' });
@@ -156,5 +157,38 @@ test('a person creates an account, protects it, sees a stranger sign in and thro
     // The resting token is in the secret store: no file of the app's holds a serialised token.
     const { stdout } = await run('grep', ['-rlF', '--', '"token":', dataDir]).catch((e) => ({ stdout: e.stdout ?? '' }));
     assert.equal(stdout.trim(), '', `a token in ${stdout}`);
+  });
+
+  await t.test('a security key on the NFC reader: add it with its PIN, read it, list its passkeys', { skip: !process.env.KEYWARD_E2E_NFC_PIN && 'no NFC reader (pcscd with vpcd) here' }, async () => {
+    const pin = process.env.KEYWARD_E2E_NFC_PIN;
+    await wd.click('nav-keys');
+    await wd.click('key-kind-security');
+    await wd.wait('key-manager');
+    await wd.click('key-read');
+    await wd.wait('key-pin-state', { until: (s) => s === 'set, 8 tries left' });
+    await wd.screenshot(`${shots}/11-key-info.png`);
+
+    await wd.type('backup-nickname', 'NFC key');
+    await wd.click('add-key');
+    await wd.wait('key-prompt', { until: (s) => s.startsWith('Enter your security key PIN') });
+    assert.match(await wd.text(await wd.wait('key-prompt-detail')), /8 tries left/);
+    await wd.screenshot(`${shots}/12-pin-prompt.png`);
+    await wd.type('key-pin', pin);
+    await wd.click('key-pin-ok');
+    await wd.wait('key-name', { until: (s) => s === 'NFC key' });
+    await wd.gone('busy');
+
+    await wd.click('key-show-passkeys');
+    await eventually('the PIN prompt or an error', async () =>
+      (await wd.findAll('key-pin')).length > 0 || (await wd.findAll('error')).length > 0, 20000)
+      .catch(async (e) => { await wd.screenshot(`${shots}/timeout-key-list.png`); throw e; });
+    if ((await wd.findAll('error')).length > 0) {
+      await wd.screenshot(`${shots}/key-list-error.png`);
+      assert.fail(await wd.text((await wd.findAll('error'))[0]));
+    }
+    await wd.type('key-pin', pin);
+    await wd.click('key-pin-ok');
+    await wd.wait('key-passkey', { until: (s) => s.includes('This account\'s key "NFC key"') });
+    await wd.screenshot(`${shots}/13-passkeys-on-key.png`);
   });
 });

@@ -14,7 +14,7 @@ script=${1:-}
 if [ -n "$script" ]; then
   cargo build --release --features custom-protocol -p keyward-desktop -p keyward-bench
 else
-  cargo build --features custom-protocol -p keyward-desktop -p keyward-cli
+  cargo build --features custom-protocol -p keyward-desktop -p keyward-cli -p keyward-fido-virt
 fi
 export KEYWARD_E2E_SCRIPT=$script
 # The tests take screenshots, which hang in WebKitWebDriver when the app turns compositing off
@@ -26,6 +26,19 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 export KEYWARD_DATA_DIR="$work/app-data"
 export NOTIFY_LOG="$work/notifications.jsonl"
 export NO_AT_BRIDGE=1
+
+# A security key on the NFC reader for the tests: pcscd with vsmartcard's vpcd reader, and a
+# virtual card (Nitrokey's fido-authenticator, PIN 4321) held to it.
+if [ -z "$script" ] && [ -e /usr/lib/pcsc/drivers/serial/libifdvpcd.so ]; then
+  vpcd_listening() { grep -qE '^ *[0-9]+: [0-9A-F]+:8C7B [0-9A-F]+:[0-9A-F]+ 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null; }
+  if ! vpcd_listening; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO sh -c 'pcscd --foreground >/tmp/keyward-pcscd.log 2>&1 &'
+    for _ in $(seq 50); do vpcd_listening && break; sleep 0.1; done
+  fi
+  target/debug/virtual-nfc-key --pin 4321 >"$work/nfc-key.log" 2>&1 &
+  export KEYWARD_E2E_NFC_PIN=4321
+fi
 
 display=:$((90 + RANDOM % 9))
 Xvfb "$display" -screen 0 1280x900x24 -nolisten tcp >"$work/xvfb.log" 2>&1 &

@@ -72,6 +72,9 @@ export class WebDriver {
 
   async click(testid, opts) {
     const el = await this.wait(testid, opts);
+    // Centre it first: WebKitWebDriver's own scrolling can leave a control below the fold
+    // under the pointer's miss.
+    await this.cmd('POST', this.s('/execute/sync'), { script: 'arguments[0].scrollIntoView({ block: "center" })', args: [{ [ELEMENT]: el }] });
     await this.cmd('POST', this.s(`/element/${el}/click`), {});
   }
 
@@ -110,6 +113,11 @@ export class WebDriver {
 
   async dismissAlert() {
     return this.cmd('POST', this.s('/alert/dismiss'), {});
+  }
+
+  /** Runs a script in the page (synchronously) and returns its value. */
+  async exec(script) {
+    return this.cmd('POST', this.s('/execute/sync'), { script, args: [] });
   }
 
   async screenshot(path) {

@@ -189,6 +189,8 @@ pub enum AuthenticatorStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct AuthenticatorView {
     pub id: Uuid,
+    /// The credential ID (base64url): matches a passkey listed on the key itself.
+    pub credential_id: String,
     pub nickname: String,
     pub aaguid: Option<Uuid>,
     /// The model name, where the AAGUID is known.

@@ -210,6 +210,7 @@ fn transports_of(reg: &RegisterPublicKeyCredential) -> Vec<String> {
 pub fn authenticator_view(a: &Authenticator) -> AuthenticatorView {
     AuthenticatorView {
         id: a.id,
+        credential_id: keyward_core::secret::b64(&a.credential_id),
         nickname: a.nickname.clone(),
         aaguid: a.aaguid,
         model: a

@@ -3,7 +3,7 @@
 // with the security key); this is the only file that imports @tauri-apps/api.
 import { Channel, invoke } from '@tauri-apps/api/core';
 import type {
-  AccountView, AppError, KeyKind, KeyPrompt, AppStatus, AuthenticatorView, EndedSessions, EventPage, FeedMessage, NewRecoveryKey,
+  AccountView, AppError, KeyInfo, KeyKind, KeyPasskeysView, KeyPrompt, AppStatus, AuthenticatorView, EndedSessions, EventPage, FeedMessage, NewRecoveryKey,
   Overview, RecoveryKeyStatus, RecoveryStarted, RemovalImpact, SecurityEvent, SessionView,
 } from './types';
 
@@ -69,6 +69,12 @@ export const api = {
   },
   answerPin: (pin: string | null) => call<void>('answer_pin', { pin }),
   cancelKey: () => call<void>('cancel_key'),
+  keyInfo: () => call<KeyInfo>('key_info'),
+  keySetPin: (newPin: string) => call<KeyInfo>('key_set_pin', { newPin }),
+  keyChangePin: (oldPin: string, newPin: string) => call<KeyInfo>('key_change_pin', { oldPin, newPin }),
+  keyPasskeys: () => call<KeyPasskeysView>('key_passkeys'),
+  keyDeletePasskey: (credentialId: string) => call<KeyPasskeysView>('key_delete_passkey', { credentialId }),
+  keyReset: () => call<KeyInfo>('key_reset'),
 };
 
 export type Api = typeof api;

@@ -5,6 +5,57 @@ export type ApiError = { code: ErrorCode, message: string, };
 
 export type KeyPrompt = { "kind": "insert_or_tap" } | { "kind": "touch" } | { "kind": "pin", retries: number | null, wrong: boolean, } | { "kind": "processing" } | { "kind": "fingerprint", remaining: number, } | { "kind": "finished" };
 
+export type KeyInfo = { aaguid: string | null, 
+/**
+ * The model's name when Keyward knows the AAGUID.
+ */
+model: string | null, 
+/**
+ * CTAP versions, e.g. "FIDO_2_1".
+ */
+versions: Array<string>, transports: Array<string>, firmware: number | null, pin_set: boolean, 
+/**
+ * PIN tries left before the key locks (when it has a PIN).
+ */
+pin_retries: number | null, min_pin_length: number | null, 
+/**
+ * Whether the passkeys on the key can be listed and deleted (CTAP 2.1).
+ */
+credential_management: boolean, };
+
+export type KeyPasskey = { rp_id: string, user_name: string | null, user_display_name: string | null, 
+/**
+ * base64url
+ */
+user_handle: string, 
+/**
+ * base64url
+ */
+credential_id: string, };
+
+export type KeyPasskeys = { passkeys: Array<KeyPasskey>, 
+/**
+ * The key's own estimate of how many more it can store.
+ */
+free_slots: number, };
+
+export type KeyPasskeyView = { passkey: KeyPasskey, 
+/**
+ * For this Keyward server's site (RP ID).
+ */
+this_site: boolean, 
+/**
+ * The account key it is, by nickname; none for this site means the account no longer
+ * knows it (removed from the account, still on the key).
+ */
+account_key: string | null, };
+
+export type KeyPasskeysView = { passkeys: Array<KeyPasskeyView>, 
+/**
+ * Room for this many more passkeys: a registration beyond it would fail.
+ */
+free_slots: number, };
+
 export type ErrorCode = "invalid_input" | "malformed_body" | "unsupported_media_type" | "payload_too_large" | "not_found" | "unauthenticated" | "session_expired" | "step_up_required" | "forbidden" | "ceremony_expired" | "authentication_failed" | "registration_failed" | "username_unavailable" | "policy_refused" | "last_authenticator" | "recovery_failed" | "recovery_in_progress" | "rate_limited" | "conflict" | "internal";
 
 export type ClientInfo = { 
@@ -29,7 +80,11 @@ device_name: string, address: string, };
 
 export type AuthenticatorStatus = "active" | "lost";
 
-export type AuthenticatorView = { id: string, nickname: string, aaguid: string | null, 
+export type AuthenticatorView = { id: string, 
+/**
+ * The credential ID (base64url): matches a passkey listed on the key itself.
+ */
+credential_id: string, nickname: string, aaguid: string | null, 
 /**
  * The model name, where the AAGUID is known.
  */
