@@ -577,8 +577,6 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Removes and returns a ceremony of `kind` if it exists and has not expired. Whatever the
-    /// outcome, the ceremony is gone afterwards: a challenge is good for one attempt.
     /// The ceremony, left in place (see `take_ceremony` for using it).
     pub fn peek_ceremony(&self, id: Uuid) -> Result<Option<Ceremony>> {
         Ok(self
@@ -587,21 +585,13 @@ impl Tx<'_> {
                 "SELECT id, kind, account_id, session_id, state, created_at, expires_at
                  FROM ceremonies WHERE id = ?1",
                 [id.as_bytes()],
-                |r| {
-                    Ok(Ceremony {
-                        id: uuid_of(r.get(0)?)?,
-                        kind: r.get(1)?,
-                        account_id: opt_uuid(r.get(2)?)?,
-                        session_id: opt_uuid(r.get(3)?)?,
-                        state: r.get(4)?,
-                        created_at: r.get(5)?,
-                        expires_at: r.get(6)?,
-                    })
-                },
+                ceremony_row,
             )
             .optional()?)
     }
 
+    /// Removes and returns a ceremony of `kind` if it exists and has not expired. Whatever the
+    /// outcome, the ceremony is gone afterwards: a challenge is good for one attempt.
     pub fn take_ceremony(&self, id: Uuid, kind: &str, now: Millis) -> Result<Option<Ceremony>> {
         let row = self
             .tx
@@ -609,17 +599,7 @@ impl Tx<'_> {
                 "DELETE FROM ceremonies WHERE id = ?1
                  RETURNING id, kind, account_id, session_id, state, created_at, expires_at",
                 [id.as_bytes()],
-                |r| {
-                    Ok(Ceremony {
-                        id: uuid_of(r.get(0)?)?,
-                        kind: r.get(1)?,
-                        account_id: opt_uuid(r.get(2)?)?,
-                        session_id: opt_uuid(r.get(3)?)?,
-                        state: r.get(4)?,
-                        created_at: r.get(5)?,
-                        expires_at: r.get(6)?,
-                    })
-                },
+                ceremony_row,
             )
             .optional()?;
         Ok(row.filter(|c| c.kind == kind && now < c.expires_at))
@@ -1154,6 +1134,20 @@ impl Tx<'_> {
     pub fn raw(&self) -> &rusqlite::Connection {
         &self.tx
     }
+}
+
+/// A `ceremonies` row selected (or returned) as id, kind, account_id, session_id, state,
+/// created_at, expires_at.
+fn ceremony_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ceremony> {
+    Ok(Ceremony {
+        id: uuid_of(r.get(0)?)?,
+        kind: r.get(1)?,
+        account_id: opt_uuid(r.get(2)?)?,
+        session_id: opt_uuid(r.get(3)?)?,
+        state: r.get(4)?,
+        created_at: r.get(5)?,
+        expires_at: r.get(6)?,
+    })
 }
 
 #[cfg(test)]

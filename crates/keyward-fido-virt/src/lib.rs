@@ -33,6 +33,7 @@ use trussed_core::types::reboot::To;
 use trussed_staging::virt::{BackendIds, Dispatcher};
 use webauthn_authenticator_rs::error::{CtapError, WebauthnCError};
 use webauthn_authenticator_rs::transport::{Token, TokenEvent, Transport};
+use webauthn_authenticator_rs::types::{CableRequestType, CableState, EnrollSampleStatus};
 use webauthn_authenticator_rs::ui::UiCallback;
 use webauthn_rs_proto::AuthenticatorTransport;
 
@@ -328,4 +329,21 @@ impl<'b> Transport<'b> for VirtTransport {
             vec![]
         })
     }
+}
+
+/// A `UiCallback` with nobody behind it: for set-up steps (setting a PIN) where no prompt is
+/// expected. Asked for a PIN, it has none.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoUser;
+
+impl UiCallback for NoUser {
+    fn request_pin(&self) -> Option<String> {
+        None
+    }
+    fn request_touch(&self) {}
+    fn processing(&self) {}
+    fn fingerprint_enrollment_feedback(&self, _: u32, _: Option<EnrollSampleStatus>) {}
+    fn cable_qr_code(&self, _: CableRequestType, _: String) {}
+    fn dismiss_qr_code(&self) {}
+    fn cable_status_update(&self, _: CableState) {}
 }

@@ -1,26 +1,9 @@
 //! The virtual key answers the library's CTAP2 code and a reader's APDUs.
 
 use keyward_fido_virt::card::{Card, FIDO_AID};
-use keyward_fido_virt::{FidoVirt, VirtTransport};
+use keyward_fido_virt::{FidoVirt, NoUser, VirtTransport};
 use webauthn_authenticator_rs::ctap2::CtapAuthenticator;
 use webauthn_authenticator_rs::transport::Transport;
-use webauthn_authenticator_rs::types::{CableRequestType, CableState, EnrollSampleStatus};
-use webauthn_authenticator_rs::ui::UiCallback;
-
-#[derive(Debug)]
-struct NoUser;
-
-impl UiCallback for NoUser {
-    fn request_pin(&self) -> Option<String> {
-        None
-    }
-    fn request_touch(&self) {}
-    fn processing(&self) {}
-    fn fingerprint_enrollment_feedback(&self, _: u32, _: Option<EnrollSampleStatus>) {}
-    fn cable_qr_code(&self, _: CableRequestType, _: String) {}
-    fn dismiss_qr_code(&self) {}
-    fn cable_status_update(&self, _: CableState) {}
-}
 
 #[tokio::test]
 async fn the_library_sees_a_ctap_2_1_key_with_pin_support_and_credential_management() {

@@ -66,30 +66,10 @@ fn key_for(transport: &VirtTransport, person: Arc<Person>) -> SecurityKey<VirtTr
 pub(crate) async fn key_with_pin(pin: &str) -> VirtTransport {
     let transport = VirtTransport::new(FidoVirt::start());
     let token = transport.tokens().await.unwrap().remove(0);
-    let nobody = NoPrompts;
+    let nobody = keyward_fido_virt::NoUser;
     let mut key = CtapAuthenticator::new(token, &nobody).await.unwrap();
     key.set_new_pin(pin).await.unwrap();
     transport
-}
-
-#[derive(Debug)]
-struct NoPrompts;
-
-impl webauthn_authenticator_rs::ui::UiCallback for NoPrompts {
-    fn request_pin(&self) -> Option<String> {
-        None
-    }
-    fn request_touch(&self) {}
-    fn processing(&self) {}
-    fn fingerprint_enrollment_feedback(
-        &self,
-        _: u32,
-        _: Option<webauthn_authenticator_rs::types::EnrollSampleStatus>,
-    ) {
-    }
-    fn cable_qr_code(&self, _: webauthn_authenticator_rs::types::CableRequestType, _: String) {}
-    fn dismiss_qr_code(&self) {}
-    fn cable_status_update(&self, _: webauthn_authenticator_rs::types::CableState) {}
 }
 
 fn key_error(e: ClientError) -> AuthenticatorError {

@@ -4,26 +4,9 @@
 
 use std::process::ExitCode;
 
-use keyward_fido_virt::{FidoVirt, VirtTransport, vpcd};
+use keyward_fido_virt::{FidoVirt, NoUser, VirtTransport, vpcd};
 use webauthn_authenticator_rs::ctap2::CtapAuthenticator;
 use webauthn_authenticator_rs::transport::Transport;
-use webauthn_authenticator_rs::types::{CableRequestType, CableState, EnrollSampleStatus};
-use webauthn_authenticator_rs::ui::UiCallback;
-
-#[derive(Debug)]
-struct NoOne;
-
-impl UiCallback for NoOne {
-    fn request_pin(&self) -> Option<String> {
-        None
-    }
-    fn request_touch(&self) {}
-    fn processing(&self) {}
-    fn fingerprint_enrollment_feedback(&self, _: u32, _: Option<EnrollSampleStatus>) {}
-    fn cable_qr_code(&self, _: CableRequestType, _: String) {}
-    fn dismiss_qr_code(&self) {}
-    fn cable_status_update(&self, _: CableState) {}
-}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -37,7 +20,7 @@ fn main() -> ExitCode {
         let set = async {
             let transport = VirtTransport::new(key.clone());
             let token = transport.tokens().await.ok()?.pop()?;
-            let mut authenticator = CtapAuthenticator::new(token, &NoOne).await?;
+            let mut authenticator = CtapAuthenticator::new(token, &NoUser).await?;
             authenticator.set_new_pin(&pin).await.ok()
         };
         let runtime = match tokio::runtime::Runtime::new() {
