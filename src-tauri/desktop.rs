@@ -37,6 +37,9 @@ pub struct KeyPasskeysView {
     pub passkeys: Vec<KeyPasskeyView>,
     /// Room for this many more passkeys: a registration beyond it would fail.
     pub free_slots: u32,
+    /// The account's keys of this key's model whose passkey is not on this key (see
+    /// `Desktop::key_passkeys`).
+    pub missing_on_key: Vec<String>,
 }
 
 /// What the UI needs to draw its frame.
@@ -446,18 +449,37 @@ impl Desktop {
     /// The passkeys on the key, set beside the account: which are this account's keys, which
     /// belong to this site but no account key (left over), and which are other sites'.
     pub async fn key_passkeys(&self) -> Result<KeyPasskeysView> {
-        let on_account = match self.session().await {
-            Ok((api, _)) => Some(self.checked(api.authenticators().await).await?),
-            Err(_) => None,
-        };
-        let rp_id = self.ceremonies().await?.rp_id.clone();
         let listed = {
             let keys = self.keys.lock().await;
             keys.admin()
                 .and_then(|k| k.passkeys())
                 .map_err(client_error)?
         };
-        let passkeys = listed
+        self.beside_account(listed).await
+    }
+
+    pub async fn key_delete_passkey(&self, credential_id: &str) -> Result<KeyPasskeysView> {
+        let id = keyward_core::secret::unb64(credential_id)
+            .ok_or_else(|| DesktopError::InvalidInput("not a credential ID".into()))?;
+        let listed = {
+            let keys = self.keys.lock().await;
+            keys.admin()
+                .and_then(|k| k.delete_passkey(&id))
+                .map_err(client_error)?
+        };
+        self.beside_account(listed).await
+    }
+
+    /// Labels each passkey on the key: this account's key, left over (this site, but the
+    /// account no longer knows it), or another site's; and lists the account's keys of this
+    /// model whose passkey the key does not hold (if this key is one of them, it was reset).
+    async fn beside_account(&self, listed: KeyPasskeys) -> Result<KeyPasskeysView> {
+        let on_account = match self.session().await {
+            Ok((api, _)) => Some(self.checked(api.authenticators().await).await?),
+            Err(_) => None,
+        };
+        let rp_id = self.ceremonies().await?.rp_id.clone();
+        let passkeys: Vec<KeyPasskeyView> = listed
             .passkeys
             .into_iter()
             .map(|p| {
@@ -474,22 +496,24 @@ impl Desktop {
                 }
             })
             .collect();
+        let missing_on_key = match (&on_account, listed.aaguid) {
+            (Some(keys), Some(model)) => keys
+                .iter()
+                .filter(|k| k.aaguid == Some(model) && k.status == AuthenticatorStatus::Active)
+                .filter(|k| {
+                    !passkeys
+                        .iter()
+                        .any(|p| p.this_site && p.passkey.credential_id == k.credential_id)
+                })
+                .map(|k| k.nickname.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
         Ok(KeyPasskeysView {
             passkeys,
             free_slots: listed.free_slots,
+            missing_on_key,
         })
-    }
-
-    pub async fn key_delete_passkey(&self, credential_id: &str) -> Result<KeyPasskeysView> {
-        let id = keyward_core::secret::unb64(credential_id)
-            .ok_or_else(|| DesktopError::InvalidInput("not a credential ID".into()))?;
-        {
-            let keys = self.keys.lock().await;
-            keys.admin()
-                .and_then(|k| k.delete_passkey(&id))
-                .map_err(client_error)?;
-        }
-        self.key_passkeys().await
     }
 
     pub async fn key_reset(&self) -> Result<KeyInfo> {

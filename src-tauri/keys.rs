@@ -194,7 +194,10 @@ impl NoAdmin {
     pub fn passkeys(&self) -> Result<keyward_proto::KeyPasskeys, AuthenticatorError> {
         match *self {}
     }
-    pub fn delete_passkey(&self, _: &[u8]) -> Result<(), AuthenticatorError> {
+    pub fn delete_passkey(
+        &self,
+        _: &[u8],
+    ) -> Result<keyward_proto::KeyPasskeys, AuthenticatorError> {
         match *self {}
     }
     pub fn factory_reset(&self) -> Result<(), AuthenticatorError> {

@@ -189,6 +189,17 @@ test('a person creates an account, protects it, sees a stranger sign in and thro
     await wd.type('key-pin', pin);
     await wd.click('key-pin-ok');
     await wd.wait('key-passkey', { until: (s) => s.includes('This account\'s key "NFC key"') });
+    assert.equal((await wd.findAll('key-missing')).length, 0);
     await wd.screenshot(`${shots}/13-passkeys-on-key.png`);
+
+    // Delete it from the key: the account's entry for it is then flagged.
+    const [del] = await wd.within(await wd.wait('key-passkey'), 'key-passkey-delete');
+    await wd.clickEl(del);
+    await wd.click('ask-yes');
+    await wd.wait('key-pin');
+    await wd.type('key-pin', pin);
+    await wd.click('key-pin-ok');
+    await wd.wait('key-missing', { until: (s) => s.includes('"NFC key" is this model') });
+    await wd.screenshot(`${shots}/14-reset-key-flagged.png`);
   });
 });

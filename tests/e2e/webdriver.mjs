@@ -71,14 +71,13 @@ export class WebDriver {
   }
 
   async click(testid, opts) {
-    const el = await this.wait(testid, opts);
-    // Centre it first: WebKitWebDriver's own scrolling can leave a control below the fold
-    // under the pointer's miss.
-    await this.cmd('POST', this.s('/execute/sync'), { script: 'arguments[0].scrollIntoView({ block: "center" })', args: [{ [ELEMENT]: el }] });
-    await this.cmd('POST', this.s(`/element/${el}/click`), {});
+    await this.clickEl(await this.wait(testid, opts));
   }
 
   async clickEl(el) {
+    // Centre it first: WebKitWebDriver's own scrolling can leave a control below the fold
+    // under the pointer's miss.
+    await this.cmd('POST', this.s('/execute/sync'), { script: 'arguments[0].scrollIntoView({ block: "center" })', args: [{ [ELEMENT]: el }] });
     await this.cmd('POST', this.s(`/element/${el}/click`), {});
   }
 

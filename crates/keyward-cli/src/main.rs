@@ -272,8 +272,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value, CliError> {
                     let id = keyward_core::secret::unb64(&credential_id).ok_or_else(|| {
                         CliError::Input("the credential ID is not base64url".into())
                     })?;
-                    key.delete_passkey(&id)?;
-                    serde_json::json!({ "deleted": credential_id })
+                    json(&key.delete_passkey(&id)?)
                 }
                 KeyCommand::Reset {
                     yes_erase_everything,

@@ -663,40 +663,12 @@ where
 
     /// The passkeys on the key, for every site, and the room left. Asks for the PIN.
     pub fn passkeys(&self) -> Result<KeyPasskeys, AuthenticatorError> {
-        self.manage(false, |key, rt| {
-            let cm = key
-                .credential_management()
-                .ok_or(WebauthnCError::NotSupported)?;
-            let metadata = rt.block_on(cm.get_credentials_metadata())?;
-            let mut passkeys = Vec::new();
-            if metadata.existing_resident_credentials_count > 0 {
-                for rp in rt.block_on(cm.enumerate_rps())? {
-                    let Some(rp_id) = rp.id else { continue };
-                    for c in rt.block_on(cm.enumerate_credentials_by_rpid(&rp_id))? {
-                        let (Some(user), Some(id)) = (c.user, c.credential_id) else {
-                            continue;
-                        };
-                        passkeys.push(KeyPasskey {
-                            rp_id: rp_id.clone(),
-                            user_name: user.name,
-                            user_display_name: user.display_name,
-                            user_handle: keyward_core::secret::b64(&user.id),
-                            credential_id: keyward_core::secret::b64(&id.id),
-                        });
-                    }
-                }
-            }
-            Ok(KeyPasskeys {
-                passkeys,
-                free_slots: metadata.max_possible_remaining_resident_credentials_count,
-            })
-        })
-        .map(|(p, _)| p)
+        self.manage(false, list_passkeys).map(|(p, _)| p)
     }
 
     /// Deletes one passkey from the key (the account's record of it is the server's
-    /// business). Asks for the PIN.
-    pub fn delete_passkey(&self, credential_id: &[u8]) -> Result<(), AuthenticatorError> {
+    /// business) and lists what remains, all with one PIN entry.
+    pub fn delete_passkey(&self, credential_id: &[u8]) -> Result<KeyPasskeys, AuthenticatorError> {
         use webauthn_authenticator_rs::ctap2::commands::PublicKeyCredentialDescriptorCM;
         self.manage(false, |key, rt| {
             let cm = key
@@ -705,9 +677,10 @@ where
             rt.block_on(cm.delete_credential(PublicKeyCredentialDescriptorCM {
                 type_: "public-key".into(),
                 id: credential_id.to_vec(),
-            }))
+            }))?;
+            list_passkeys(key, rt)
         })
-        .map(|_| ())
+        .map(|(p, _)| p)
     }
 
     /// Erases every passkey and the PIN. Keys accept this only within seconds of being
@@ -716,4 +689,39 @@ where
         self.manage(false, |key, rt| rt.block_on(key.factory_reset()))
             .map(|_| ())
     }
+}
+
+/// Every passkey on the key, with the room left (credential management; needs the PIN).
+fn list_passkeys<T: Token>(
+    key: &mut CtapAuthenticator<'_, T, Bridge>,
+    rt: &tokio::runtime::Runtime,
+) -> Result<KeyPasskeys, WebauthnCError> {
+    let aaguid = key.get_info().aaguid;
+    let cm = key
+        .credential_management()
+        .ok_or(WebauthnCError::NotSupported)?;
+    let metadata = rt.block_on(cm.get_credentials_metadata())?;
+    let mut passkeys = Vec::new();
+    if metadata.existing_resident_credentials_count > 0 {
+        for rp in rt.block_on(cm.enumerate_rps())? {
+            let Some(rp_id) = rp.id else { continue };
+            for c in rt.block_on(cm.enumerate_credentials_by_rpid(&rp_id))? {
+                let (Some(user), Some(id)) = (c.user, c.credential_id) else {
+                    continue;
+                };
+                passkeys.push(KeyPasskey {
+                    rp_id: rp_id.clone(),
+                    user_name: user.name,
+                    user_display_name: user.display_name,
+                    user_handle: keyward_core::secret::b64(&user.id),
+                    credential_id: keyward_core::secret::b64(&id.id),
+                });
+            }
+        }
+    }
+    Ok(KeyPasskeys {
+        aaguid,
+        passkeys,
+        free_slots: metadata.max_possible_remaining_resident_credentials_count,
+    })
 }

@@ -598,6 +598,8 @@ pub struct KeyPasskey {
 /// The passkeys on a key and the room left for more.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 pub struct KeyPasskeys {
+    /// The key's model identifier, to match it with the account's keys.
+    pub aaguid: Option<Uuid>,
     pub passkeys: Vec<KeyPasskey>,
     /// The key's own estimate of how many more it can store.
     pub free_slots: u32,

@@ -33,7 +33,11 @@ user_handle: string,
  */
 credential_id: string, };
 
-export type KeyPasskeys = { passkeys: Array<KeyPasskey>, 
+export type KeyPasskeys = { 
+/**
+ * The key's model identifier, to match it with the account's keys.
+ */
+aaguid: string | null, passkeys: Array<KeyPasskey>, 
 /**
  * The key's own estimate of how many more it can store.
  */
@@ -54,7 +58,12 @@ export type KeyPasskeysView = { passkeys: Array<KeyPasskeyView>,
 /**
  * Room for this many more passkeys: a registration beyond it would fail.
  */
-free_slots: number, };
+free_slots: number, 
+/**
+ * The account's keys of this key's model whose passkey is not on this key (see
+ * `Desktop::key_passkeys`).
+ */
+missing_on_key: Array<string>, };
 
 export type ErrorCode = "invalid_input" | "malformed_body" | "unsupported_media_type" | "payload_too_large" | "not_found" | "unauthenticated" | "session_expired" | "step_up_required" | "forbidden" | "ceremony_expired" | "authentication_failed" | "registration_failed" | "username_unavailable" | "policy_refused" | "last_authenticator" | "recovery_failed" | "recovery_in_progress" | "rate_limited" | "conflict" | "internal";
 

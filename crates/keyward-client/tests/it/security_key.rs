@@ -305,9 +305,12 @@ async fn the_key_itself_is_managed_info_pin_passkeys_and_reset() {
 
     // Delete it from the key: the key can no longer sign in, with or without a username.
     let id = keyward_core::secret::unb64(&passkey.credential_id).unwrap();
-    key_for(&transport, Person::typing(&[Some("5678")]))
+    // One PIN entry deletes and lists what remains.
+    let remaining = key_for(&transport, Person::typing(&[Some("5678")]))
         .delete_passkey(&id)
         .unwrap();
+    assert!(remaining.passkeys.is_empty());
+    assert_eq!(remaining.free_slots, 10);
     let on_key = key_for(&transport, Person::typing(&[Some("5678")]))
         .passkeys()
         .unwrap();
