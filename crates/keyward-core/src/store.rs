@@ -217,16 +217,7 @@ impl Store {
         f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         let mut conn = self.conn.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(CoreError::from)?;
-        let mut wrapped = Tx {
-            tx,
-            appended: Vec::new(),
-        };
-        let value = f(&mut wrapped)?;
-        let Tx { tx, appended } = wrapped;
-        tx.commit().map_err(CoreError::from)?;
+        let (value, appended) = transact(&mut conn, f)?;
         // Published while the writer lock is still held, so live subscribers see events in
         // commit order. The hook must not block.
         if !appended.is_empty()
@@ -247,23 +238,12 @@ impl Store {
         let mut conn = self.conn.lock();
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(CoreError::from)?;
-        let outcome = (|| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(CoreError::from)?;
-            let mut wrapped = Tx {
-                tx,
-                appended: Vec::new(),
-            };
-            let value = f(&mut wrapped)?;
-            let Tx { tx, appended } = wrapped;
-            debug_assert!(appended.is_empty(), "events are always written durably");
-            tx.commit().map_err(CoreError::from)?;
-            Ok(value)
-        })();
+        let outcome = transact(&mut conn, f);
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(CoreError::from)?;
-        outcome
+        let (value, appended) = outcome?;
+        debug_assert!(appended.is_empty(), "events are always written durably");
+        Ok(value)
     }
 
     /// Runs `f` in a read transaction, which is always rolled back.
@@ -1134,6 +1114,25 @@ impl Tx<'_> {
     pub fn raw(&self) -> &rusqlite::Connection {
         &self.tx
     }
+}
+
+/// One IMMEDIATE transaction around `f`, committed if it returns `Ok`; gives back the events
+/// it appended, for the caller to publish.
+fn transact<T, E: From<CoreError>>(
+    conn: &mut Connection,
+    f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
+) -> std::result::Result<(T, Vec<SecurityEvent>), E> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(CoreError::from)?;
+    let mut wrapped = Tx {
+        tx,
+        appended: Vec::new(),
+    };
+    let value = f(&mut wrapped)?;
+    let Tx { tx, appended } = wrapped;
+    tx.commit().map_err(CoreError::from)?;
+    Ok((value, appended))
 }
 
 /// A `ceremonies` row selected (or returned) as id, kind, account_id, session_id, state,
