@@ -104,16 +104,11 @@ where
     /// was wrong. Runs on a thread of its own: the library blocks while the key waits.
     fn with_key<R: Send>(
         &self,
-        op: impl Fn(
-            &mut CtapAuthenticator<'_, Observed<Tr::Token>, Bridge>,
-            &tokio::runtime::Runtime,
-        ) -> Result<R, WebauthnCError>
-        + Send
-        + Sync,
+        op: &KeyOp<'_, Tr::Token, R>,
         seen: &Arc<Mutex<Seen>>,
     ) -> Result<R, AuthenticatorError> {
         self.cancel.reset();
-        let job = || self.run(&op, seen);
+        let job = || self.run(op, seen);
         let outcome = on_own_thread(job);
         self.prompter.prompt(KeyPrompt::Finished);
         outcome
@@ -238,7 +233,7 @@ where
             ..Seen::default()
         }));
         self.with_key(
-            |key, _| key.do_registration(origin.clone(), options.clone()),
+            &|key, _| key.do_registration(origin.clone(), options.clone()),
             &seen,
         )
     }
@@ -250,7 +245,7 @@ where
     ) -> Result<PublicKeyCredential, AuthenticatorError> {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let mut credential = self.with_key(
-            |key, _| key.do_authentication(origin.clone(), options.clone()),
+            &|key, _| key.do_authentication(origin.clone(), options.clone()),
             &seen,
         )?;
         // webauthn-authenticator-rs 0.6 drops the user handle the key returns; a usernameless
@@ -601,12 +596,7 @@ where
     fn manage<R: Send>(
         &self,
         probe_pin_retries: bool,
-        op: impl Fn(
-            &mut CtapAuthenticator<'_, Observed<Tr::Token>, Bridge>,
-            &tokio::runtime::Runtime,
-        ) -> Result<R, WebauthnCError>
-        + Send
-        + Sync,
+        op: &KeyOp<'_, Tr::Token, R>,
     ) -> Result<(R, Option<u32>), AuthenticatorError> {
         let seen = Arc::new(Mutex::new(Seen {
             probe_pin_retries,
@@ -619,7 +609,7 @@ where
 
     /// What the key is, whether it has a PIN and how many tries are left. Needs no PIN.
     pub fn info(&self) -> Result<KeyInfo, AuthenticatorError> {
-        let (info, retries) = self.manage(true, |key, _| {
+        let (info, retries) = self.manage(true, &|key, _| {
             let i = key.get_info();
             let pin_set = i
                 .options
@@ -650,12 +640,12 @@ where
 
     /// Sets the first PIN of a key that has none.
     pub fn set_pin(&self, new_pin: &str) -> Result<(), AuthenticatorError> {
-        self.manage(false, |key, rt| rt.block_on(key.set_new_pin(new_pin)))
+        self.manage(false, &|key, rt| rt.block_on(key.set_new_pin(new_pin)))
             .map(|_| ())
     }
 
     pub fn change_pin(&self, old_pin: &str, new_pin: &str) -> Result<(), AuthenticatorError> {
-        self.manage(false, |key, rt| {
+        self.manage(false, &|key, rt| {
             rt.block_on(key.change_pin(old_pin, new_pin))
         })
         .map(|_| ())
@@ -663,14 +653,14 @@ where
 
     /// The passkeys on the key, for every site, and the room left. Asks for the PIN.
     pub fn passkeys(&self) -> Result<KeyPasskeys, AuthenticatorError> {
-        self.manage(false, list_passkeys).map(|(p, _)| p)
+        self.manage(false, &list_passkeys).map(|(p, _)| p)
     }
 
     /// Deletes one passkey from the key (the account's record of it is the server's
     /// business) and lists what remains, all with one PIN entry.
     pub fn delete_passkey(&self, credential_id: &[u8]) -> Result<KeyPasskeys, AuthenticatorError> {
         use webauthn_authenticator_rs::ctap2::commands::PublicKeyCredentialDescriptorCM;
-        self.manage(false, |key, rt| {
+        self.manage(false, &|key, rt| {
             let cm = key
                 .credential_management()
                 .ok_or(WebauthnCError::NotSupported)?;
@@ -686,7 +676,7 @@ where
     /// Erases every passkey and the PIN. Keys accept this only within seconds of being
     /// plugged in or tapped, with a touch.
     pub fn factory_reset(&self) -> Result<(), AuthenticatorError> {
-        self.manage(false, |key, rt| rt.block_on(key.factory_reset()))
+        self.manage(false, &|key, rt| rt.block_on(key.factory_reset()))
             .map(|_| ())
     }
 }
