@@ -26,6 +26,13 @@ use crate::state::Inner;
 /// How finely a session's last activity is recorded. A check within this long of the last
 /// recorded one changes nothing, so it needs no write. The idle timeout can therefore end a
 /// session up to this much *earlier* than exact, never later.
+/// An assertion presented to finish a ceremony, and its signature check done before the lock.
+struct Presented<'a> {
+    ceremony_id: Uuid,
+    credential: &'a PublicKeyCredential,
+    pre: Option<PreVerified>,
+}
+
 /// A signature check done before the writer lock, with the inputs it was done on.
 struct PreVerified {
     ceremony_state: String,
@@ -882,6 +889,15 @@ impl Inner {
         }
     }
 
+    /// The assertion as presented, with its signature checked before the writer lock.
+    fn present<'a>(&self, ceremony_id: Uuid, credential: &'a PublicKeyCredential) -> Presented<'a> {
+        Presented {
+            ceremony_id,
+            credential,
+            pre: self.pre_verify(ceremony_id, credential),
+        }
+    }
+
     /// Runs the costly signature check before the writer lock, which serialises every
     /// commit: the lock is then held for the bookkeeping only. Decides nothing: the outcome
     /// is used under the lock only if the ceremony and stored credential are unchanged
@@ -1083,17 +1099,19 @@ impl Inner {
     /// Takes the ceremony (gone whatever happens next) and verifies the assertion against it.
     /// Refusals are recorded (event, rate limiter) and come back as the inner error, for the
     /// caller's transaction to commit. `session`: the ceremony must belong to this session.
-    #[allow(clippy::too_many_arguments)]
     fn take_and_verify(
         &self,
         tx: &mut Tx<'_>,
         kind: &str,
-        ceremony_id: Uuid,
-        credential: &PublicKeyCredential,
+        presented: Presented<'_>,
         address: &str,
         session: Option<Uuid>,
-        pre: Option<PreVerified>,
     ) -> Result<Result<Authenticator>> {
+        let Presented {
+            ceremony_id,
+            credential,
+            pre,
+        } = presented;
         let Some(c) = tx.take_ceremony(ceremony_id, kind, self.now())? else {
             return Ok(Err(ServerError::CeremonyExpired));
         };
@@ -1125,16 +1143,13 @@ impl Inner {
         &self,
         tx: &mut Tx<'_>,
         kind: &str,
-        ceremony_id: Uuid,
-        credential: &PublicKeyCredential,
+        presented: Presented<'_>,
         address: &str,
-        pre: Option<PreVerified>,
     ) -> Result<Result<(Authenticator, Account)>> {
-        let authenticator =
-            match self.take_and_verify(tx, kind, ceremony_id, credential, address, None, pre)? {
-                Ok(a) => a,
-                Err(e) => return Ok(Err(e)),
-            };
+        let authenticator = match self.take_and_verify(tx, kind, presented, address, None)? {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(e)),
+        };
         let account = tx
             .account(authenticator.account_id)?
             .ok_or_else(|| ServerError::Internal("authenticator without account".into()))?;
@@ -1162,19 +1177,13 @@ impl Inner {
         let client = clean_client(&req.client, user_agent);
         let now = self.now();
         self.check_failure_rate(address, None)?;
-        let pre = self.pre_verify(req.ceremony_id, &req.credential);
+        let presented = self.present(req.ceremony_id, &req.credential);
         self.write_recorded(|tx| {
-            let (authenticator, mut account) = match self.verified_owner(
-                tx,
-                kind::SIGN_IN,
-                req.ceremony_id,
-                &req.credential,
-                address,
-                pre,
-            )? {
-                Ok(found) => found,
-                Err(e) => return Ok(Err(e)),
-            };
+            let (authenticator, mut account) =
+                match self.verified_owner(tx, kind::SIGN_IN, presented, address)? {
+                    Ok(found) => found,
+                    Err(e) => return Ok(Err(e)),
+                };
             let (token, device_secret, session, device, known) = self.open_session(
                 tx,
                 &account,
@@ -1240,16 +1249,14 @@ impl Inner {
         address: &str,
     ) -> Result<SessionView> {
         let now = self.now();
-        let pre = self.pre_verify(req.ceremony_id, &req.credential);
+        let presented = self.present(req.ceremony_id, &req.credential);
         self.write_recorded(|tx| {
             if let Err(e) = self.take_and_verify(
                 tx,
                 kind::STEP_UP,
-                req.ceremony_id,
-                &req.credential,
+                presented,
                 address,
                 Some(authed.session.id),
-                pre,
             )? {
                 return Ok(Err(e));
             }
@@ -1910,19 +1917,13 @@ impl Inner {
         let client = clean_client(&req.client, user_agent);
         let now = self.now();
         self.check_failure_rate(address, None)?;
-        let pre = self.pre_verify(req.ceremony_id, &req.credential);
+        let presented = self.present(req.ceremony_id, &req.credential);
         self.write_recorded(|tx| {
-            let (authenticator, account) = match self.verified_owner(
-                tx,
-                kind::RECOVERY_CANCEL,
-                req.ceremony_id,
-                &req.credential,
-                address,
-                pre,
-            )? {
-                Ok(found) => found,
-                Err(e) => return Ok(Err(e)),
-            };
+            let (authenticator, account) =
+                match self.verified_owner(tx, kind::RECOVERY_CANCEL, presented, address)? {
+                    Ok(found) => found,
+                    Err(e) => return Ok(Err(e)),
+                };
             if account.state == AccountState::Active {
                 return Ok(Err(ServerError::Conflict("there is no recovery to cancel")));
             }
