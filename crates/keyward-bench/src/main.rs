@@ -163,6 +163,35 @@ async fn ceremonies(base: &Url, name: &str) -> Ceremonies {
     .unwrap()
 }
 
+/// keywardd on a fresh database, with one account ("ada") signed in with its software key.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    server: RunningServer,
+    base: Url,
+    c: Ceremonies,
+    key: VirtualKey,
+    me: keyward_proto::SignedIn,
+}
+
+async fn with_account(client: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keyward.db");
+    let (server, base) = serve(&db, 0).await;
+    let c = ceremonies(&base, client).await;
+    let mut key = VirtualKey::ephemeral();
+    let me = c.create_account(&mut key, "ada", None, None).await.unwrap();
+    Fixture {
+        _dir: dir,
+        db,
+        server,
+        base,
+        c,
+        key,
+        me,
+    }
+}
+
 struct Lat(Vec<Duration>);
 
 impl Lat {
@@ -386,12 +415,14 @@ fn bare_verification(n: usize) -> (f64, f64) {
 
 async fn session_checks(s: &Sizes) {
     println!("== 2. Session check latency");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("keyward.db");
-    let (server, base) = serve(&db, 0).await;
-    let c = ceremonies(&base, "bench").await;
-    let mut key = VirtualKey::ephemeral();
-    let me = c.create_account(&mut key, "ada", None, None).await.unwrap();
+    let Fixture {
+        _dir,
+        db,
+        server,
+        base,
+        me,
+        ..
+    } = with_account("bench").await;
     let (account, device) = account_and_device(&db, me.session.id);
     let t = Instant::now();
     let (tokens, _) = insert_sessions(&db, account, device, s.sessions);
@@ -448,12 +479,14 @@ async fn session_checks(s: &Sizes) {
 
 async fn revocation(s: &Sizes) {
     println!("== 3. Revocation: \"end session\" to refusal, and to the revoked stream told");
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("keyward.db");
-    let (server, base) = serve(&db, 0).await;
-    let c = ceremonies(&base, "owner").await;
-    let mut key = VirtualKey::ephemeral();
-    let me = c.create_account(&mut key, "ada", None, None).await.unwrap();
+    let Fixture {
+        _dir,
+        server,
+        c,
+        mut key,
+        me,
+        ..
+    } = with_account("owner").await;
     let owner = c.api.with_token(&me.token);
     let mut accepted_after_commit = 0;
     let mut refusal = Lat(Vec::new());
@@ -508,12 +541,15 @@ async fn revocation(s: &Sizes) {
 
 async fn fan_out(s: &Sizes) {
     println!("== 4. Alert fan-out to {} connected streams", s.streams);
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("keyward.db");
-    let (server, base) = serve(&db, 0).await;
-    let c = ceremonies(&base, "owner").await;
-    let mut key = VirtualKey::ephemeral();
-    let me = c.create_account(&mut key, "ada", None, None).await.unwrap();
+    let Fixture {
+        _dir,
+        db,
+        server,
+        base,
+        c,
+        mut key,
+        me,
+    } = with_account("owner").await;
     let (account, device) = account_and_device(&db, me.session.id);
     let (tokens, ids) = insert_sessions(&db, account, device, s.streams);
     let api = Api::new(base.clone());
