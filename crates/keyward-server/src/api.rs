@@ -3,6 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use keyward_proto::*;
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
@@ -10,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::browser::{self, Delivery};
 use crate::error::Result;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, ClientAddr, UserAgent};
 use crate::relying_party::Authed;
@@ -22,7 +24,9 @@ use crate::state::AppState;
         description = "Passwordless account security: every sign-in is a WebAuthn ceremony, \
             sessions are short, recovery is by backup keys and a recovery key only. \
             Errors are always `{code, message}` (schema ApiError). Authenticated endpoints take \
-            `Authorization: Bearer <token>`."
+            `Authorization: Bearer <token>`; browsers send `X-Keyward-Session: cookie` when \
+            signing in and are then authenticated by an HttpOnly cookie, with `Origin` and \
+            `X-Keyward-CSRF: 1` required on every state-changing request."
     ),
     components(schemas(ApiError, ErrorCode, SecurityEvent, EventKind))
 )]
@@ -99,11 +103,14 @@ async fn registration_finish(
     State(s): State<AppState>,
     ClientAddr(addr): ClientAddr,
     UserAgent(ua): UserAgent,
-    ApiJson(req): ApiJson<RegistrationFinishRequest>,
-) -> Result<Json<SignedIn>> {
-    s.blocking(move |s| s.registration_finish(req, &addr, &ua))
-        .await
-        .map(Json)
+    delivery: Delivery,
+    ApiJson(mut req): ApiJson<RegistrationFinishRequest>,
+) -> Result<Response> {
+    req.device_secret = delivery.device_secret(req.device_secret.take());
+    let signed_in = s
+        .blocking(move |s| s.registration_finish(req, &addr, &ua))
+        .await?;
+    Ok(delivery.signed_in(signed_in))
 }
 
 // ---- sign-in -------------------------------------------------------------------------------
@@ -130,11 +137,14 @@ async fn sign_in_finish(
     State(s): State<AppState>,
     ClientAddr(addr): ClientAddr,
     UserAgent(ua): UserAgent,
-    ApiJson(req): ApiJson<SignInFinishRequest>,
-) -> Result<Json<SignedIn>> {
-    s.blocking(move |s| s.sign_in_finish(req, &addr, &ua))
-        .await
-        .map(Json)
+    delivery: Delivery,
+    ApiJson(mut req): ApiJson<SignInFinishRequest>,
+) -> Result<Response> {
+    req.device_secret = delivery.device_secret(req.device_secret.take());
+    let signed_in = s
+        .blocking(move |s| s.sign_in_finish(req, &addr, &ua))
+        .await?;
+    Ok(delivery.signed_in(signed_in))
 }
 
 /// Start a step-up: a fresh user-verified assertion for sensitive operations.
@@ -310,11 +320,10 @@ async fn end_other_sessions(
 
 #[utoipa::path(post, path = "/api/v1/sign-out", tag = "sessions",
     responses((status = 200, body = EndedSessions), (status = 401, body = ApiError)))]
-async fn sign_out(State(s): State<AppState>, authed: Authed) -> Result<Json<EndedSessions>> {
+async fn sign_out(State(s): State<AppState>, authed: Authed) -> Result<Response> {
     let id = authed.session.id;
-    s.blocking(move |s| s.end_session(&authed, id))
-        .await
-        .map(Json)
+    let ended = s.blocking(move |s| s.end_session(&authed, id)).await?;
+    Ok(browser::clear_session_cookie(Json(ended).into_response()))
 }
 
 // ---- recovery key -------------------------------------------------------------------------
@@ -394,11 +403,13 @@ async fn redeem_finish(
     State(s): State<AppState>,
     ClientAddr(addr): ClientAddr,
     UserAgent(ua): UserAgent,
+    delivery: Delivery,
     ApiJson(req): ApiJson<RedeemFinishRequest>,
-) -> Result<Json<RecoveryStarted>> {
-    s.blocking(move |s| s.redeem_finish(req, &addr, &ua))
-        .await
-        .map(Json)
+) -> Result<Response> {
+    let started = s
+        .blocking(move |s| s.redeem_finish(req, &addr, &ua))
+        .await?;
+    Ok(delivery.recovery_started(started))
 }
 
 /// Start cancelling a pending recovery with any enrolled key.

@@ -73,6 +73,9 @@ pub struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "KEYWARD_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// The built web UI (`ui/dist`): serve it to browsers at `/`, signed in by cookie.
+    #[arg(long, env = "KEYWARD_WEB_UI")]
+    pub web_ui: Option<PathBuf>,
 }
 
 /// An authenticator model admitted in attested (AAL3) mode: its vendor's attestation root and
@@ -112,6 +115,7 @@ struct FileConfig {
     place_db: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    web_ui: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +137,8 @@ pub struct Config {
     /// Empty: any user-verifying authenticator may register. Otherwise only these models.
     pub attested_models: Vec<AttestedModel>,
     pub place_db: Option<PathBuf>,
+    /// A folder holding the built web UI; browsers get it at `/`.
+    pub web_ui: Option<PathBuf>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
@@ -152,6 +158,7 @@ impl Config {
             tls: None,
             attested_models: Vec::new(),
             place_db: None,
+            web_ui: None,
         }
     }
 
@@ -233,6 +240,7 @@ impl Config {
         let config = Config {
             attested_models,
             place_db: args.place_db.or(file.place_db),
+            web_ui: args.web_ui.or(file.web_ui),
             listen,
             db: args
                 .db
@@ -301,6 +309,14 @@ impl Config {
         }
         if p.recovery_window_ms < 0 {
             return invalid("the recovery window cannot be negative".into());
+        }
+        if let Some(dir) = &self.web_ui
+            && !dir.join("index.html").is_file()
+        {
+            return invalid(format!(
+                "web UI folder {} has no index.html (build it with `npm run build` in ui/)",
+                dir.display()
+            ));
         }
         Ok(())
     }

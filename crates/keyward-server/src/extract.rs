@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use crate::browser;
 use crate::error::ServerError;
 use crate::relying_party::Authed;
 use crate::state::AppState;
@@ -105,18 +106,30 @@ impl<S: Send + Sync> FromRequestParts<S> for UserAgent {
     }
 }
 
-/// A valid session from `Authorization: Bearer <token>`. Checking it counts as activity.
+/// A valid session from `Authorization: Bearer <token>`, or from a browser's session cookie
+/// (then a state-changing request must also come from Keyward's own page: CSRF). Checking it
+/// counts as activity.
 impl FromRequestParts<AppState> for Authed {
     type Rejection = ServerError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ServerError> {
-        let token = parts
+        let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_string())
-            .ok_or(ServerError::Unauthenticated)?;
+            .map(|t| t.trim().to_string());
+        let token = match bearer {
+            Some(token) => token,
+            None => {
+                let token = browser::cookie(&parts.headers, browser::SESSION_COOKIE)
+                    .ok_or(ServerError::Unauthenticated)?;
+                if !parts.method.is_safe() {
+                    browser::require_own_page(&parts.headers, state)?;
+                }
+                token
+            }
+        };
         state.blocking(move |s| s.authenticate(&token)).await
     }
 }

@@ -2,6 +2,7 @@
 //! can run it on loopback. The binary in `main.rs` is a thin wrapper over [`start`].
 
 pub mod api;
+pub mod browser;
 pub mod config;
 pub mod decoy;
 pub mod error;
@@ -20,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use keyward_core::{Clock, Store};
 use tokio::sync::broadcast;
@@ -155,6 +156,7 @@ pub fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppState, S
         decoys,
         attestation,
         places,
+        web_ui: config.web_ui.clone(),
     })))
 }
 
@@ -163,12 +165,16 @@ pub fn router(state: AppState) -> Router {
     let (routes, openapi) = api::routes().split_for_parts();
     let openapi = Arc::new(openapi);
     let tls = state.tls;
+    let not_found = || async { ServerError::NotFound("endpoint").into_response() };
+    let routes = routes.route(
+        "/api/v1/openapi.json",
+        get(move || async move { Json((*openapi).clone()) }),
+    );
+    let routes = match &state.web_ui {
+        Some(dir) => browser::serve_web_ui(routes.route("/api/{*rest}", any(not_found)), dir),
+        None => routes.fallback(not_found),
+    };
     routes
-        .route(
-            "/api/v1/openapi.json",
-            get(move || async move { Json((*openapi).clone()) }),
-        )
-        .fallback(|| async { ServerError::NotFound("endpoint").into_response() })
         .method_not_allowed_fallback(|| async {
             ServerError::InvalidInput("that method is not allowed here".into()).into_response()
         })
@@ -180,9 +186,35 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn security_headers(req: Request, next: Next, tls: bool) -> Response {
+    let path = req.uri().path();
+    let web_page = !(path.starts_with("/api/") || path == "/healthz");
     let mut res = next.run(req).await;
     let h = res.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if web_page {
+        // The web UI: revalidated each time (a new build shows at once), its own strict CSP,
+        // and WebAuthn allowed to this page only, never to something it embeds.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(browser::WEB_UI_CSP),
+        );
+        h.insert(
+            "cross-origin-opener-policy",
+            HeaderValue::from_static("same-origin"),
+        );
+        h.insert(
+            "permissions-policy",
+            HeaderValue::from_static(
+                "publickey-credentials-create=(self), publickey-credentials-get=(self)",
+            ),
+        );
+    } else {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -192,10 +224,6 @@ async fn security_headers(req: Request, next: Next, tls: bool) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
     if tls {
         h.insert(
             header::STRICT_TRANSPORT_SECURITY,

@@ -31,6 +31,8 @@ pub struct Inner {
     pub attestation: Option<webauthn_rs::prelude::AttestationCaList>,
     /// The operator's offline address → coarse place table; empty when none is configured.
     pub places: crate::place::PlaceDb,
+    /// The built web UI served at `/`, if configured.
+    pub web_ui: Option<std::path::PathBuf>,
 }
 
 impl Deref for AppState {

@@ -6,6 +6,7 @@ mod harness;
 
 mod api;
 mod attacks;
+mod browser;
 mod flows;
 mod persistence;
 mod recovery;

@@ -1,0 +1,364 @@
+//! Browsers: sessions in `__Host-` cookies the page's script never sees, CSRF refused on every
+//! state-changing call and on sign-in itself, and the web UI served with its own strict CSP.
+
+use keyward_proto::*;
+use keyward_server::browser::{CSRF_HEADER, DELIVERY_HEADER, DEVICE_COOKIE, SESSION_COOKIE};
+use reqwest::header::{COOKIE, ORIGIN, SET_COOKIE};
+use reqwest::{Method, RequestBuilder, StatusCode};
+
+use crate::harness::*;
+
+/// What a browser holds after a cookie sign-in.
+struct Browser {
+    session: String,
+    device: String,
+}
+
+impl Browser {
+    fn cookies(&self) -> String {
+        format!(
+            "{SESSION_COOKIE}={}; {DEVICE_COOKIE}={}",
+            self.session, self.device
+        )
+    }
+}
+
+fn set_cookie<'a>(res: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    res.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+}
+
+fn cookie_value(set_cookie: &str) -> String {
+    set_cookie
+        .split(';')
+        .next()
+        .and_then(|kv| kv.split_once('='))
+        .map(|(_, v)| v.to_string())
+        .unwrap()
+}
+
+impl Harness {
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    /// The headers Keyward's own page sends with a state-changing request.
+    fn as_own_page(&self, req: RequestBuilder) -> RequestBuilder {
+        req.header(ORIGIN, self.origin.origin().ascii_serialization())
+            .header(CSRF_HEADER, "1")
+    }
+
+    async fn browser_sign_in(
+        &self,
+        key: &mut keyward_softkey::SoftKey,
+        device_cookie: Option<&str>,
+        decorate: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> reqwest::Response {
+        let begin = self.sign_in_begin(None).await;
+        let credential = key.authenticate(&self.origin, &begin.options).unwrap();
+        let mut req = self
+            .request(Method::POST, "/api/v1/sign-in/finish")
+            .header(DELIVERY_HEADER, "cookie")
+            .json(&SignInFinishRequest {
+                ceremony_id: begin.ceremony_id,
+                credential,
+                client: client("Chromium"),
+                device_secret: None,
+            });
+        if let Some(d) = device_cookie {
+            req = req.header(COOKIE, format!("{DEVICE_COOKIE}={d}"));
+        }
+        decorate(req).send().await.unwrap()
+    }
+
+    async fn signed_in_browser(&self, key: &mut keyward_softkey::SoftKey) -> Browser {
+        let res = self
+            .browser_sign_in(key, None, |r| self.as_own_page(r))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        Browser {
+            session: cookie_value(set_cookie(&res, SESSION_COOKIE).unwrap()),
+            device: cookie_value(set_cookie(&res, DEVICE_COOKIE).unwrap()),
+        }
+    }
+
+    async fn session_count(&self, token: &str) -> usize {
+        self.get::<Vec<SessionView>>("/api/v1/sessions", token)
+            .await
+            .unwrap()
+            .len()
+    }
+}
+
+async fn error_of(res: reqwest::Response) -> (StatusCode, ApiError) {
+    let status = res.status();
+    (status, res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_browser_session_lives_in_httponly_host_cookies_and_never_in_the_body() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    h.create_account(&mut key, "ada").await;
+
+    let res = h
+        .browser_sign_in(&mut key, None, |r| h.as_own_page(r))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let session = set_cookie(&res, SESSION_COOKIE).unwrap().to_string();
+    let device = set_cookie(&res, DEVICE_COOKIE).unwrap().to_string();
+    for cookie in [&session, &device] {
+        for attribute in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+            assert!(
+                cookie.split("; ").any(|a| a == attribute),
+                "{attribute} missing: {cookie}"
+            );
+        }
+        assert!(!cookie.contains("Domain"), "a __Host- cookie has no Domain");
+    }
+    assert!(!session.contains("Max-Age"), "ends with the browser");
+    let body: SignedIn = res.json().await.unwrap();
+    assert_eq!(body.token, "", "the page's script never sees the token");
+    assert_eq!(body.device_secret, "");
+
+    let browser = Browser {
+        session: cookie_value(&session),
+        device: cookie_value(&device),
+    };
+    assert_eq!(browser.session.len(), 43, "a 256-bit token");
+    let me: AccountView = h
+        .request(Method::GET, "/api/v1/account")
+        .header(COOKIE, browser.cookies())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me.username, "ada");
+
+    // The next sign-in from this browser sends its device cookie and is a known device.
+    let again = h
+        .browser_sign_in(&mut key, Some(&browser.device), |r| h.as_own_page(r))
+        .await;
+    let sessions: Vec<SessionView> = h
+        .request(Method::GET, "/api/v1/sessions")
+        .header(COOKIE, browser.cookies())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first_device = sessions
+        .iter()
+        .find(|s| s.device.name == "Chromium")
+        .unwrap()
+        .device
+        .id;
+    let second: SignedIn = again.json().await.unwrap();
+    assert_eq!(second.session.device.id, first_device);
+}
+
+#[tokio::test]
+async fn a_cookie_session_refuses_state_changes_that_do_not_come_from_its_own_page() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let bearer = h.create_account(&mut key, "ada").await.token;
+    let browser = h.signed_in_browser(&mut key).await;
+    assert_eq!(h.session_count(&bearer).await, 2);
+
+    let evil = "https://evil.example";
+    type Decorate<'a> = Box<dyn Fn(RequestBuilder) -> RequestBuilder + 'a>;
+    let attempts: Vec<(&str, Decorate)> = vec![
+        ("no Origin, no CSRF header", Box::new(|r| r)),
+        (
+            "CSRF header but no Origin",
+            Box::new(|r| r.header(CSRF_HEADER, "1")),
+        ),
+        (
+            "another site's Origin",
+            Box::new(move |r| r.header(ORIGIN, evil).header(CSRF_HEADER, "1")),
+        ),
+        (
+            "own Origin but no CSRF header (a plain form post)",
+            Box::new(|r| r.header(ORIGIN, h.origin.origin().ascii_serialization())),
+        ),
+    ];
+    for (what, decorate) in &attempts {
+        for (method, path) in [
+            (Method::POST, "/api/v1/sessions/end-others"),
+            (Method::POST, "/api/v1/sign-out"),
+            (Method::POST, "/api/v1/step-up/begin"),
+        ] {
+            let req = h
+                .request(method.clone(), path)
+                .header(COOKIE, browser.cookies());
+            let (status, error) = error_of(decorate(req).send().await.unwrap()).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{what}: {path}");
+            assert_eq!(error.code, ErrorCode::Forbidden, "{what}: {path}");
+        }
+    }
+    assert_eq!(h.session_count(&bearer).await, 2, "nothing changed");
+
+    // Reading needs no CSRF header (SameSite=Strict and CORS keep other sites out).
+    let res = h
+        .request(Method::GET, "/api/v1/sessions")
+        .header(COOKIE, browser.cookies())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // From its own page, signing out works and tells the browser to drop the cookie.
+    let res = h
+        .as_own_page(h.request(Method::POST, "/api/v1/sign-out"))
+        .header(COOKIE, browser.cookies())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let cleared = set_cookie(&res, SESSION_COOKIE).unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let res = h
+        .request(Method::GET, "/api/v1/account")
+        .header(COOKIE, browser.cookies())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "the old cookie is dead"
+    );
+    assert_eq!(h.session_count(&bearer).await, 1);
+}
+
+#[tokio::test]
+async fn a_sign_in_forced_on_a_browser_by_another_site_is_refused() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let bearer = h.create_account(&mut key, "ada").await.token;
+    for (what, origin) in [
+        ("another site", Some("https://evil.example")),
+        ("no Origin", None),
+    ] {
+        let res = h
+            .browser_sign_in(&mut key, None, |r| {
+                let r = r.header(CSRF_HEADER, "1");
+                match origin {
+                    Some(o) => r.header(ORIGIN, o),
+                    None => r,
+                }
+            })
+            .await;
+        assert!(set_cookie(&res, SESSION_COOKIE).is_none(), "{what}");
+        let (status, error) = error_of(res).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{what}");
+        assert_eq!(error.code, ErrorCode::Forbidden, "{what}");
+    }
+    let res = h
+        .browser_sign_in(&mut key, None, |r| {
+            h.as_own_page(r).header(DELIVERY_HEADER, "token-please")
+        })
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::BAD_REQUEST,
+        "only `cookie` is understood"
+    );
+    assert_eq!(h.session_count(&bearer).await, 1, "no session was made");
+}
+
+#[tokio::test]
+async fn the_web_ui_is_served_with_its_own_strict_policy_beside_the_api() {
+    let ui = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ui.path().join("index.html"),
+        "<!doctype html><title>Keyward</title>",
+    )
+    .unwrap();
+    std::fs::create_dir(ui.path().join("assets")).unwrap();
+    std::fs::write(ui.path().join("assets/app.js"), "console.log(1)").unwrap();
+    let dir = ui.path().to_path_buf();
+    let h = Harness::start_with(|c| c.web_ui = Some(dir)).await;
+
+    for path in ["/", "/sessions"] {
+        let res = h.request(Method::GET, path).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let csp = res.headers()["content-security-policy"].to_str().unwrap();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+        ] {
+            assert!(csp.contains(directive), "{directive} missing: {csp}");
+        }
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert_eq!(res.headers()["x-frame-options"], "DENY");
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+        assert!(res.text().await.unwrap().contains("<title>Keyward</title>"));
+    }
+    let res = h
+        .request(Method::GET, "/assets/app.js")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("javascript")
+    );
+
+    // The API keeps its own answers: JSON errors, not the page.
+    let (status, error) = error_of(
+        h.request(Method::GET, "/api/v1/nothing-here")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, error.code),
+        (StatusCode::NOT_FOUND, ErrorCode::NotFound)
+    );
+    let res = h
+        .request(Method::GET, "/api/v1/server")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["content-security-policy"],
+        "default-src 'none'; frame-ancestors 'none'"
+    );
+    assert_eq!(res.headers()["cache-control"], "no-store");
+}
+
+#[tokio::test]
+async fn without_a_web_ui_the_root_is_a_json_not_found() {
+    let h = Harness::start().await;
+    let (status, error) = error_of(h.request(Method::GET, "/").send().await.unwrap()).await;
+    assert_eq!(
+        (status, error.code),
+        (StatusCode::NOT_FOUND, ErrorCode::NotFound)
+    );
+}
+
+#[test]
+fn a_web_ui_folder_without_index_html_is_refused_at_start() {
+    let empty = tempfile::tempdir().unwrap();
+    let mut config = keyward_server::Config::local(
+        empty.path().join("k.db"),
+        url::Url::parse("http://localhost:1").unwrap(),
+    );
+    config.web_ui = Some(empty.path().to_path_buf());
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("no index.html"), "{err}");
+}
