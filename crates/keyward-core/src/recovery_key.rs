@@ -277,3 +277,26 @@ mod tests {
         ));
     }
 }
+/// A known answer shared with the web UI's implementation (ui/src/lib/recovery.test.ts): the
+/// browser must derive the same key pair and sign the same proof as the desktop and the CLI.
+#[cfg(test)]
+mod known_answer {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use base64::Engine;
+
+    #[test]
+    fn the_same_recovery_key_gives_the_same_display_public_key_and_proof_everywhere() {
+        let key = RecoveryKey::from_random([7; 16]);
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        assert_eq!(key.to_display(), "0W3G-E1R7-0W3G-E1R7-0W3G-E1R7-0XRG-PRKT");
+        assert_eq!(
+            b64.encode(key.public_key()),
+            "kWb0JURynwmhbp9mChqmwPwFfPPBz7HoLyZmlVGFSNo"
+        );
+        assert_eq!(
+            b64.encode(key.sign(RecoveryPurpose::Drill, "localhost", &[1; 32])),
+            "leaZpHEWNiGebO0w7V2P31AriC0wBLWAlciJjEnctv4HvlzipdtooisaGZgNVhqLFkoZiz7pgnwfzg9PLwjMDQ"
+        );
+    }
+}

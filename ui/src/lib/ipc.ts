@@ -1,17 +1,16 @@
 // The one door between the UI and its host. Components call `api.*` and never know how the
 // call travels: in the desktop app it is a Tauri command (the Rust backend runs the ceremony
-// with the security key); this is the only file that imports @tauri-apps/api.
+// with the security key); in a browser it is keywardd's HTTP API with the browser's own
+// WebAuthn (./web.ts). This is the only file that imports @tauri-apps/api.
 import { Channel, invoke } from '@tauri-apps/api/core';
+import { IpcError } from './errors';
+import { webApi } from './web';
 import type {
   AccountView, AppError, KeyInfo, KeyKind, KeyPasskeysView, KeyPrompt, AppStatus, AuthenticatorView, EndedSessions, EventPage, FeedMessage, NewRecoveryKey,
   Overview, RecoveryKeyStatus, RecoveryStarted, RemovalImpact, SecurityEvent, SessionView,
 } from './types';
 
-export class IpcError extends Error implements AppError {
-  constructor(public code: string, message: string) {
-    super(message);
-  }
-}
+export { IpcError };
 
 function toError(e: unknown): IpcError {
   if (e && typeof e === 'object' && 'code' in e && 'message' in e) {
@@ -29,7 +28,7 @@ async function call<T>(command: string, args?: Record<string, unknown>): Promise
   }
 }
 
-export const api = {
+const desktopApi = {
   status: () => call<AppStatus>('status'),
   connect: (server: string | null) => call<AppStatus>('connect', { server }),
   createAccount: (username: string, displayName: string | null) =>
@@ -77,4 +76,10 @@ export const api = {
   keyReset: () => call<KeyInfo>('key_reset'),
 };
 
-export type Api = typeof api;
+export type Api = typeof desktopApi;
+
+/** Where the UI runs: the desktop app (Tauri) or a browser served by keywardd. */
+export const host: 'desktop' | 'browser' =
+  typeof window !== 'undefined' && '__TAURI_INTERNALS__' in window ? 'desktop' : 'browser';
+
+export const api: Api = host === 'desktop' ? desktopApi : webApi;
