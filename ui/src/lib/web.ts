@@ -152,9 +152,12 @@ async function getAssertion(options: unknown): Promise<Json> {
 
 function thisBrowser(): ClientInfo {
   const ua = navigator.userAgent;
-  const name = /Edg\//.test(ua) ? 'Edge' : /Firefox\//.test(ua) ? 'Firefox'
-    : /Chromium\//.test(ua) ? 'Chromium' : /Chrome\//.test(ua) ? 'Chrome'
-    : /Safari\//.test(ua) ? 'Safari' : 'Web browser';
+  // Chromium-based browsers name themselves in their brands (the user agent says "Chrome").
+  const brands = (navigator as { userAgentData?: { brands: { brand: string }[] } }).userAgentData?.brands
+    .map((b) => b.brand).filter((b) => !/Not.A.Brand/i.test(b)) ?? [];
+  const brand = brands.find((b) => b !== 'Chromium') ?? brands[0];
+  const name = brand ? brand.replace(/^Google /, '') : /Firefox\//.test(ua) ? 'Firefox'
+    : /Safari\//.test(ua) && !/Chrome\//.test(ua) ? 'Safari' : 'Web browser';
   const platform = /Windows/.test(ua) ? 'Windows' : /Mac OS X/.test(ua) ? 'macOS'
     : /Android/.test(ua) ? 'Android' : /iPhone|iPad/.test(ua) ? 'iOS' : /Linux/.test(ua) ? 'Linux' : '';
   return { name: `${name} (web)`, platform };
