@@ -6,7 +6,9 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { createECDH, createPrivateKey } from 'node:crypto';
 import { WebDriver } from './webdriver.mjs';
+import { launchChromium, openDevice, startKeywardd } from '../browser/harness.mjs';
 
 const run = promisify(execFile);
 const root = new URL('../..', import.meta.url).pathname;
@@ -24,6 +26,24 @@ async function eventually(what, check, timeout = 15000) {
     if (Date.now() > end) throw new Error(`timed out: ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/** A credential of the desktop's virtual key, as Chromium's virtual authenticator takes it. */
+function asCdpCredential(stored) {
+  const d = Buffer.from(stored.secret);
+  const ecdh = createECDH('prime256v1');
+  ecdh.setPrivateKey(d);
+  const point = ecdh.getPublicKey();
+  const key = createPrivateKey({ format: 'jwk', key: { kty: 'EC', crv: 'P-256', d: d.toString('base64url'),
+    x: point.subarray(1, 33).toString('base64url'), y: point.subarray(33).toString('base64url') } });
+  return {
+    credentialId: Buffer.from(stored.id).toString('base64'),
+    isResidentCredential: true,
+    rpId: stored.rp_id,
+    privateKey: key.export({ format: 'der', type: 'pkcs8' }).toString('base64'),
+    userHandle: Buffer.from(stored.user_handle).toString('base64'),
+    signCount: stored.sign_count,
+  };
 }
 
 async function notifications() {
@@ -201,5 +221,53 @@ test('a person creates an account, protects it, sees a stranger sign in and thro
     await wd.click('key-pin-ok');
     await wd.wait('key-missing', { until: (s) => s.includes('"NFC key" is this model') });
     await wd.screenshot(`${shots}/14-reset-key-flagged.png`);
+  });
+  await t.test('a browser signs in to the same keywardd: the desktop shows it live, notifies, and ends it', async () => {
+    // A household keywardd serving the web UI; the desktop app connects to it.
+    const web = await startKeywardd();
+    const browser = await launchChromium();
+    try {
+      await wd.click('sign-out');
+      await wd.click('server-toggle');
+      await wd.type('server-url', web.origin);
+      await wd.click('connect');
+      await wd.wait('server-toggle', { until: (s) => s.includes(web.origin) });
+      await wd.click('key-kind-virtual');
+      await wd.click('tab-create');
+      await wd.type('new-username', 'grace');
+      await wd.type('display-name', 'Grace Hopper');
+      await wd.click('create-account');
+      await wd.wait('signed-in-as', { until: (s) => s.includes('Grace Hopper') });
+      await wd.click('nav-alerts');
+
+      // The same key, in Chromium's virtual authenticator: the person signs in from a browser.
+      const ring = JSON.parse(await readFile(`${dataDir}/virtual-keys.json`, 'utf8'));
+      const stored = ring.flatMap((k) => k.credentials).find((c) => c.user_name === 'grace');
+      const device = await openDevice(browser);
+      await device.addCredential(asCdpCredential(stored));
+      await device.page.goto(web.origin);
+      await device.page.getByTestId('username').fill('grace');
+      await device.page.getByTestId('sign-in').click();
+      await device.page.getByTestId('signed-in-as').waitFor();
+      await device.page.screenshot({ path: `${shots}/15-browser-signed-in.png` });
+
+      const row = await wd.wait('event', { until: (s) => /New sign-in on .*\(web\)/.test(s) });
+      await wd.screenshot(`${shots}/16-desktop-sees-browser-sign-in.png`);
+      const note = await eventually('a desktop notification for the browser sign-in', async () =>
+        (await notifications()).find((n) => n.body.includes('(web)')));
+      assert.equal(note.summary, 'New sign-in to your account');
+
+      // "Not you?" on that alert ends the browser's session; the page learns it live.
+      const [notMe] = await wd.within(row, 'not-me');
+      await wd.clickEl(notMe);
+      await wd.wait('ask-text', { until: (s) => s.includes('report') });
+      await wd.click('ask-no');
+      await device.page.getByTestId('tab-sign-in').waitFor({ timeout: 10_000 });
+      await device.page.screenshot({ path: `${shots}/17-browser-session-ended.png` });
+      assert.deepEqual(device.problems.filter((p) => !/status of 401/.test(p)), []);
+    } finally {
+      await browser.close();
+      await web.stop();
+    }
   });
 });
