@@ -110,6 +110,7 @@ test('a second device signs in; the first sees it live and ends its session', as
 
   // The phone learns at once from its live feed, without touching anything: back to sign-in.
   await phone.page.getByTestId('tab-sign-in').waitFor({ timeout: 5_000 });
+  assert.match(await phone.page.getByTestId('notice').textContent(), /ended from another device/);
   await page.screenshot({ path: `${process.env.SCREENSHOTS}/web-sessions.png` });
 });
 
