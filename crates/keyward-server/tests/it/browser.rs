@@ -362,3 +362,68 @@ fn a_web_ui_folder_without_index_html_is_refused_at_start() {
     let err = config.validate().unwrap_err().to_string();
     assert!(err.contains("no index.html"), "{err}");
 }
+
+#[tokio::test]
+async fn over_tls_the_web_ui_and_the_api_send_hsts() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let ui = dir.path().join("ui");
+    std::fs::create_dir(&ui).unwrap();
+    std::fs::write(
+        ui.join("index.html"),
+        "<!doctype html><title>Keyward</title>",
+    )
+    .unwrap();
+    let h = Harness::start_with(|c| {
+        let port = c.origins[0].port().unwrap();
+        c.origins = vec![url::Url::parse(&format!("https://localhost:{port}")).unwrap()];
+        c.tls = Some(keyward_server::config::Tls {
+            cert: cert.clone(),
+            key,
+        });
+        c.web_ui = Some(ui);
+    })
+    .await;
+    let port = h.origin.port().unwrap();
+    // curl, a TLS client we did not configure, trusting only this certificate.
+    for path in ["/", "/api/v1/server"] {
+        // Off the test's runtime thread: the server answers on that thread.
+        let (cert, url) = (cert.clone(), format!("https://localhost:{port}{path}"));
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "20",
+                    "-D",
+                    "-",
+                    "-o",
+                    "/dev/null",
+                    "--cacert",
+                ])
+                .arg(&cert)
+                .arg(url)
+                .output()
+                .expect("curl is installed")
+        })
+        .await
+        .unwrap();
+        let headers = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            headers.starts_with("http/2 200") || headers.starts_with("http/1.1 200"),
+            "{path}: {headers}"
+        );
+        assert!(
+            headers.contains("strict-transport-security: max-age=63072000; includesubdomains"),
+            "{path}: {headers}"
+        );
+    }
+}
