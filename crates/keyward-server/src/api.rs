@@ -110,7 +110,7 @@ async fn registration_finish(
     let signed_in = s
         .blocking(move |s| s.registration_finish(req, &addr, &ua))
         .await?;
-    Ok(delivery.signed_in(signed_in))
+    Ok(delivery.respond(signed_in))
 }
 
 // ---- sign-in -------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ async fn sign_in_finish(
     let signed_in = s
         .blocking(move |s| s.sign_in_finish(req, &addr, &ua))
         .await?;
-    Ok(delivery.signed_in(signed_in))
+    Ok(delivery.respond(signed_in))
 }
 
 /// Start a step-up: a fresh user-verified assertion for sensitive operations.
@@ -409,7 +409,7 @@ async fn redeem_finish(
     let started = s
         .blocking(move |s| s.redeem_finish(req, &addr, &ua))
         .await?;
-    Ok(delivery.recovery_started(started))
+    Ok(delivery.respond(started))
 }
 
 /// Start cancelling a pending recovery with any enrolled key.

@@ -97,26 +97,40 @@ impl Delivery {
         }
     }
 
-    pub fn signed_in(self, mut signed_in: SignedIn) -> Response {
+    /// The answer to a sign-in (or a redemption): as it is, or with its secrets moved into
+    /// cookies.
+    pub fn respond<T: NewSession>(self, mut answer: T) -> Response {
         match self {
-            Delivery::Body => Json(signed_in).into_response(),
+            Delivery::Body => Json(answer).into_response(),
             Delivery::Cookie { .. } => {
-                let token = std::mem::take(&mut signed_in.token);
-                let device = std::mem::take(&mut signed_in.device_secret);
-                with_cookies(Json(signed_in).into_response(), &token, &device)
+                let (token, device) = answer.take_secrets();
+                with_cookies(Json(answer).into_response(), &token, &device)
             }
         }
     }
+}
 
-    pub fn recovery_started(self, mut started: RecoveryStarted) -> Response {
-        match self {
-            Delivery::Body => Json(started).into_response(),
-            Delivery::Cookie { .. } => {
-                let token = std::mem::take(&mut started.token);
-                let device = std::mem::take(&mut started.device_secret);
-                with_cookies(Json(started).into_response(), &token, &device)
-            }
-        }
+/// An answer that opens a session: it carries the session token and the device secret.
+pub trait NewSession: serde::Serialize {
+    /// Takes both out, leaving them empty.
+    fn take_secrets(&mut self) -> (String, String);
+}
+
+impl NewSession for SignedIn {
+    fn take_secrets(&mut self) -> (String, String) {
+        (
+            std::mem::take(&mut self.token),
+            std::mem::take(&mut self.device_secret),
+        )
+    }
+}
+
+impl NewSession for RecoveryStarted {
+    fn take_secrets(&mut self) -> (String, String) {
+        (
+            std::mem::take(&mut self.token),
+            std::mem::take(&mut self.device_secret),
+        )
     }
 }
 

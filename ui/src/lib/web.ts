@@ -84,68 +84,59 @@ function ceremonyError(e: unknown): IpcError {
   }
 }
 
-async function createCredential(options: unknown): Promise<Json> {
+/** Runs one browser ceremony; the credential comes back as keywardd's JSON, with `response`
+ * built by `encode` from the attestation or assertion response. */
+async function ceremony<R extends AuthenticatorResponse>(
+  run: () => Promise<Credential | null>, encode: (r: R) => Json,
+): Promise<Json> {
   if (!window.PublicKeyCredential) {
     throw new IpcError('unsupported', 'This browser cannot use security keys (no WebAuthn).');
   }
-  const pk = (options as Json).publicKey as Json;
   let cred: PublicKeyCredential;
   try {
-    cred = (await navigator.credentials.create({
-      publicKey: {
-        ...pk,
-        challenge: fromBase64Url(pk.challenge),
-        user: { ...pk.user, id: fromBase64Url(pk.user.id) },
-        excludeCredentials: withBuffers(pk.excludeCredentials),
-      } as unknown as PublicKeyCredentialCreationOptions,
-    })) as PublicKeyCredential;
+    cred = (await run()) as PublicKeyCredential;
   } catch (e) {
     throw ceremonyError(e);
   }
-  const r = cred.response as AuthenticatorAttestationResponse;
   return {
     id: cred.id,
     rawId: b64(cred.rawId),
     type: cred.type,
-    response: {
-      attestationObject: b64(r.attestationObject),
-      clientDataJSON: b64(r.clientDataJSON),
-      transports: typeof r.getTransports === 'function' ? r.getTransports() : undefined,
-    },
+    response: encode(cred.response as R),
     extensions: cred.getClientExtensionResults(),
   };
 }
 
-async function getAssertion(options: unknown): Promise<Json> {
-  if (!window.PublicKeyCredential) {
-    throw new IpcError('unsupported', 'This browser cannot use security keys (no WebAuthn).');
-  }
+function createCredential(options: unknown): Promise<Json> {
   const pk = (options as Json).publicKey as Json;
-  let cred: PublicKeyCredential;
-  try {
-    cred = (await navigator.credentials.get({
-      publicKey: {
-        ...pk,
-        challenge: fromBase64Url(pk.challenge),
-        allowCredentials: withBuffers(pk.allowCredentials),
-      } as unknown as PublicKeyCredentialRequestOptions,
-    })) as PublicKeyCredential;
-  } catch (e) {
-    throw ceremonyError(e);
-  }
-  const r = cred.response as AuthenticatorAssertionResponse;
-  return {
-    id: cred.id,
-    rawId: b64(cred.rawId),
-    type: cred.type,
-    response: {
+  const publicKey = {
+    ...pk,
+    challenge: fromBase64Url(pk.challenge),
+    user: { ...pk.user, id: fromBase64Url(pk.user.id) },
+    excludeCredentials: withBuffers(pk.excludeCredentials),
+  } as unknown as PublicKeyCredentialCreationOptions;
+  return ceremony(() => navigator.credentials.create({ publicKey }),
+    (r: AuthenticatorAttestationResponse) => ({
+      attestationObject: b64(r.attestationObject),
+      clientDataJSON: b64(r.clientDataJSON),
+      transports: typeof r.getTransports === 'function' ? r.getTransports() : undefined,
+    }));
+}
+
+function getAssertion(options: unknown): Promise<Json> {
+  const pk = (options as Json).publicKey as Json;
+  const publicKey = {
+    ...pk,
+    challenge: fromBase64Url(pk.challenge),
+    allowCredentials: withBuffers(pk.allowCredentials),
+  } as unknown as PublicKeyCredentialRequestOptions;
+  return ceremony(() => navigator.credentials.get({ publicKey }),
+    (r: AuthenticatorAssertionResponse) => ({
       authenticatorData: b64(r.authenticatorData),
       clientDataJSON: b64(r.clientDataJSON),
       signature: b64(r.signature),
       userHandle: b64(r.userHandle),
-    },
-    extensions: cred.getClientExtensionResults(),
-  };
+    }));
 }
 
 // ---- this browser ------------------------------------------------------------------------

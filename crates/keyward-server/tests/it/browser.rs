@@ -45,6 +45,11 @@ impl Harness {
         self.http.request(method, format!("{}{path}", self.base))
     }
 
+    /// A request as `browser` sends it: with its cookies.
+    fn browser_request(&self, browser: &Browser, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).header(COOKIE, browser.cookies())
+    }
+
     /// The headers Keyward's own page sends with a state-changing request.
     fn as_own_page(&self, req: RequestBuilder) -> RequestBuilder {
         req.header(ORIGIN, self.origin.origin().ascii_serialization())
@@ -130,8 +135,7 @@ async fn a_browser_session_lives_in_httponly_host_cookies_and_never_in_the_body(
     };
     assert_eq!(browser.session.len(), 43, "a 256-bit token");
     let me: AccountView = h
-        .request(Method::GET, "/api/v1/account")
-        .header(COOKIE, browser.cookies())
+        .browser_request(&browser, Method::GET, "/api/v1/account")
         .send()
         .await
         .unwrap()
@@ -145,8 +149,7 @@ async fn a_browser_session_lives_in_httponly_host_cookies_and_never_in_the_body(
         .browser_sign_in(&mut key, Some(&browser.device), |r| h.as_own_page(r))
         .await;
     let sessions: Vec<SessionView> = h
-        .request(Method::GET, "/api/v1/sessions")
-        .header(COOKIE, browser.cookies())
+        .browser_request(&browser, Method::GET, "/api/v1/sessions")
         .send()
         .await
         .unwrap()
@@ -194,9 +197,7 @@ async fn a_cookie_session_refuses_state_changes_that_do_not_come_from_its_own_pa
             (Method::POST, "/api/v1/sign-out"),
             (Method::POST, "/api/v1/step-up/begin"),
         ] {
-            let req = h
-                .request(method.clone(), path)
-                .header(COOKIE, browser.cookies());
+            let req = h.browser_request(&browser, method.clone(), path);
             let (status, error) = error_of(decorate(req).send().await.unwrap()).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{what}: {path}");
             assert_eq!(error.code, ErrorCode::Forbidden, "{what}: {path}");
@@ -206,8 +207,7 @@ async fn a_cookie_session_refuses_state_changes_that_do_not_come_from_its_own_pa
 
     // Reading needs no CSRF header (SameSite=Strict and CORS keep other sites out).
     let res = h
-        .request(Method::GET, "/api/v1/sessions")
-        .header(COOKIE, browser.cookies())
+        .browser_request(&browser, Method::GET, "/api/v1/sessions")
         .send()
         .await
         .unwrap();
@@ -215,8 +215,7 @@ async fn a_cookie_session_refuses_state_changes_that_do_not_come_from_its_own_pa
 
     // From its own page, signing out works and tells the browser to drop the cookie.
     let res = h
-        .as_own_page(h.request(Method::POST, "/api/v1/sign-out"))
-        .header(COOKIE, browser.cookies())
+        .as_own_page(h.browser_request(&browser, Method::POST, "/api/v1/sign-out"))
         .send()
         .await
         .unwrap();
@@ -224,8 +223,7 @@ async fn a_cookie_session_refuses_state_changes_that_do_not_come_from_its_own_pa
     let cleared = set_cookie(&res, SESSION_COOKIE).unwrap();
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
     let res = h
-        .request(Method::GET, "/api/v1/account")
-        .header(COOKIE, browser.cookies())
+        .browser_request(&browser, Method::GET, "/api/v1/account")
         .send()
         .await
         .unwrap();
