@@ -13,8 +13,9 @@ script=${1:-}
 (cd ui && npm run build)
 if [ -n "$script" ]; then
   cargo build --release --features custom-protocol -p keyward-desktop -p keyward-bench
-else
-  cargo build --features custom-protocol -p keyward-desktop -p keyward-cli -p keyward-fido-virt
+elif [ -z "${KEYWARD_E2E_PREBUILT:-}" ]; then
+  # (`./dev test` sets KEYWARD_E2E_PREBUILT: its `cargo test` built these, with the real assets.)
+  cargo build --features custom-protocol -p keyward-desktop -p keyward-cli -p keyward-fido-virt -p keyward-server
 fi
 export KEYWARD_E2E_SCRIPT=$script
 # The tests take screenshots, which hang in WebKitWebDriver when the app turns compositing off
