@@ -92,14 +92,23 @@ export async function openDevice(browser, { transport = 'usb' } = {}) {
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   const cdp = await context.newCDPSession(page);
   await cdp.send('WebAuthn.enable', { enableUI: false });
-  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+  const plugIn = async () => (await cdp.send('WebAuthn.addVirtualAuthenticator', {
     options: {
       protocol: 'ctap2', ctap2Version: 'ctap2_1', transport, hasResidentKey: true,
       hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true,
     },
-  });
+  })).authenticatorId;
+  let authenticatorId = await plugIn();
   return {
-    context, page, cdp, authenticatorId, problems,
+    context, page, cdp, problems,
+    get authenticatorId() {
+      return authenticatorId;
+    },
+    /** Unplugs the key and plugs in another, empty one. */
+    async swapKey() {
+      await cdp.send('WebAuthn.removeVirtualAuthenticator', { authenticatorId });
+      authenticatorId = await plugIn();
+    },
     /** The passkeys the virtual authenticator holds (with their private keys, PKCS#8). */
     async credentials() {
       return (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials;

@@ -84,6 +84,30 @@ test('sign out, then sign in again without a username (the passkey names the acc
   assert.equal(await signedInAs(page).textContent(), 'Ada Lovelace');
 });
 
+test('add a backup key in the browser, then remove it after seeing what that would do', async () => {
+  const { page } = laptop;
+  const [firstKey] = await laptop.credentials();
+  await laptop.swapKey(); // the spare key goes in
+  await page.getByTestId('nav-keys').click();
+  await page.getByTestId('backup-nickname').fill('Spare key');
+  await page.getByTestId('add-key').click();
+  await page.getByTestId('key-name').filter({ hasText: 'Spare key' }).waitFor();
+  assert.equal(await page.getByTestId('key').count(), 2);
+  assert.equal((await laptop.credentials()).length, 1, 'the spare holds its own passkey');
+
+  const spare = page.getByTestId('key').filter({ hasText: 'Spare key' });
+  await spare.getByTestId('remove-key').click();
+  const impact = page.getByTestId('impact');
+  await impact.waitFor();
+  assert.match(await impact.textContent(), /No session will end[\s\S]*At risk/);
+  await page.screenshot({ path: `${process.env.SCREENSHOTS}/web-remove-impact.png` });
+  await page.getByTestId('confirm-remove').click();
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="key"]').length === 1);
+
+  await laptop.swapKey(); // and the first key back
+  await laptop.addCredential(firstKey);
+});
+
 test('a second device signs in; the first sees it live and ends its session', async () => {
   const { page } = laptop;
   await page.getByTestId('nav-alerts').click();
