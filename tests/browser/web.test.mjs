@@ -256,6 +256,24 @@ test('a recovery key made in the browser is proven back, redeemed elsewhere, and
   await stranger.close();
 });
 
+test('an idle tab signs itself out once the server\'s idle timeout has passed', async () => {
+  const strict = await startKeywardd(['--idle-timeout', '1']);
+  const device = await openDevice(browser);
+  try {
+    await device.page.goto(strict.origin);
+    await device.page.getByTestId('tab-create').click();
+    await device.page.getByTestId('new-username').fill('idle');
+    await device.page.getByTestId('create-account').click();
+    await device.page.getByTestId('signed-in-as').waitFor();
+    // Nobody touches the page; its periodic check (every 15 s) notices without keeping the
+    // session alive, and the page returns to sign-in.
+    await device.page.getByTestId('tab-sign-in').waitFor({ timeout: 30_000 });
+  } finally {
+    await device.close();
+    await strict.stop();
+  }
+});
+
 test('no console errors and no CSP violations in either browser', () => {
   assert.deepEqual(laptop.problems.filter((p) => !p.includes('401')), []);
   // The refusals above log the failed requests (400, 401, 403); nothing else may appear.

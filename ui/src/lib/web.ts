@@ -21,6 +21,7 @@ type SignedIn = { account: AccountView; session: SessionView };
 type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 async function http<T>(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+  lastRequestAt = Date.now();
   let res: Response;
   try {
     res = await fetch(path, {
@@ -160,6 +161,16 @@ let status: AppStatus | null = null;
  * on the UI's periodic check: an idle browser tab must not keep its session alive. */
 let statusIsStale = true;
 let serverInfo: ServerInfo | null = null;
+/** When this page last asked the server anything (each authenticated request is activity). */
+let lastRequestAt = Date.now();
+/** Asked a little after the server's idle timeout, so the question cannot itself keep the
+ * session alive: the answer is then "signed out", and the page shows sign-in. */
+const IDLE_MARGIN_MS = 5_000;
+
+function idledOut(): boolean {
+  const idle = serverInfo?.session_idle_ms;
+  return !!status?.account && !!idle && Date.now() - lastRequestAt > idle + IDLE_MARGIN_MS;
+}
 
 async function info(): Promise<ServerInfo> {
   serverInfo ??= await http<ServerInfo>('GET', '/api/v1/server');
@@ -230,7 +241,7 @@ const desktopOnly = (what: string) => () =>
 const cookie = { 'X-Keyward-Session': 'cookie' };
 
 export const webApi: Api = {
-  status: () => (status && !statusIsStale ? Promise.resolve(status) : freshStatus()),
+  status: () => (status && !statusIsStale && !idledOut() ? Promise.resolve(status) : freshStatus()),
   connect: () => freshStatus(),
   createAccount: async (username, displayName) => {
     const begin = await http<RegistrationBegin>('POST', '/api/v1/registration/begin',
