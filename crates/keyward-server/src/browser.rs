@@ -154,12 +154,11 @@ fn with_cookies(mut response: Response, token: &str, device_secret: &str) -> Res
 
 /// Tells the browser to drop its session cookie (sign-out); harmless to other clients.
 pub fn clear_session_cookie(mut response: Response) -> Response {
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "__Host-keyward-session=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
-        ),
-    );
+    let expired =
+        format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0");
+    if let Ok(v) = HeaderValue::from_str(&expired) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
     response
 }
 
