@@ -2,6 +2,8 @@
 // keyward-core's recovery_key.rs (a known-answer test holds both to one vector). The key is
 // made here and never leaves the page; the server gets only the Ed25519 public key.
 
+import { toBase64Url } from './base64url';
+
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 const RANDOM_LEN = 16;
 const ENCODED_LEN = 32;
@@ -116,16 +118,4 @@ export async function sign(random: Uint8Array, purpose: Purpose, rpId: string,
   const message = concat(encoder.encode(`keyward-recovery-proof-v1\n${purpose}\n${rpId}\n`), challenge);
   const signature = await crypto.subtle.sign({ name: 'Ed25519' }, await signingKey(random), message);
   return toBase64Url(new Uint8Array(signature));
-}
-
-export function toBase64Url(bytes: Uint8Array): string {
-  let s = '';
-  for (const b of bytes) s += String.fromCharCode(b);
-  return btoa(s).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
-}
-
-export function fromBase64Url(text: string): Uint8Array<ArrayBuffer> {
-  const b64 = text.replace(/-/g, '+').replace(/_/g, '/');
-  const raw = atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4));
-  return Uint8Array.from(raw, (c) => c.charCodeAt(0));
 }

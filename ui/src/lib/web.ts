@@ -4,8 +4,8 @@
 // refuses cookie-authenticated changes without it, and checks Origin too).
 import { IpcError } from './errors';
 import type { Api } from './ipc';
-import { fromBase64Url, generateRandom, parse, publicKey, RecoveryKeyFormatError, sign, toBase64Url,
-  toDisplay, type Purpose } from './recovery';
+import { fromBase64Url, toBase64Url } from './base64url';
+import { generateRandom, parse, publicKey, RecoveryKeyFormatError, sign, toDisplay, type Purpose } from './recovery';
 import type {
   AccountView, AppStatus, AuthenticatorView, ClientInfo, EndedSessions, EventPage,
   NewRecoveryKey, Overview, Readiness, RecoveryKeyStatus, RecoveryStarted,

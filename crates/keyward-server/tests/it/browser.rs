@@ -50,6 +50,21 @@ impl Harness {
         self.request(method, path).header(COOKIE, browser.cookies())
     }
 
+    /// A read as `browser` makes it, answered with JSON.
+    async fn browser_get<R: serde::de::DeserializeOwned>(
+        &self,
+        browser: &Browser,
+        path: &str,
+    ) -> R {
+        self.browser_request(browser, Method::GET, path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// The headers Keyward's own page sends with a state-changing request.
     fn as_own_page(&self, req: RequestBuilder) -> RequestBuilder {
         req.header(ORIGIN, self.origin.origin().ascii_serialization())
@@ -134,28 +149,14 @@ async fn a_browser_session_lives_in_httponly_host_cookies_and_never_in_the_body(
         device: cookie_value(&device),
     };
     assert_eq!(browser.session.len(), 43, "a 256-bit token");
-    let me: AccountView = h
-        .browser_request(&browser, Method::GET, "/api/v1/account")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: AccountView = h.browser_get(&browser, "/api/v1/account").await;
     assert_eq!(me.username, "ada");
 
     // The next sign-in from this browser sends its device cookie and is a known device.
     let again = h
         .browser_sign_in(&mut key, Some(&browser.device), |r| h.as_own_page(r))
         .await;
-    let sessions: Vec<SessionView> = h
-        .browser_request(&browser, Method::GET, "/api/v1/sessions")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sessions: Vec<SessionView> = h.browser_get(&browser, "/api/v1/sessions").await;
     let first_device = sessions
         .iter()
         .find(|s| s.device.name == "Chromium")
