@@ -1,4 +1,6 @@
-//! The app's IPC commands by name, shared by build.rs (permissions) and lib.rs (handler).
+//! The app's IPC commands by name, for build.rs (an `allow-…` permission each). `lib.rs`
+//! keeps its own handler list (a macro needs the paths); `ui/src/lib/commands.test.ts` fails
+//! when this list, the handlers, `commands.rs`, `capabilities/main.json` or the UI disagree.
 #[allow(dead_code)]
 pub const ALL: &[&str] = &[
     "status",

@@ -1,85 +1,15 @@
 // The one door between the UI and its host. Components call `api.*` and never know how the
-// call travels: in the desktop app it is a Tauri command (the Rust backend runs the ceremony
-// with the security key); in a browser it is keywardd's HTTP API with the browser's own
-// WebAuthn (./web.ts). This is the only file that imports @tauri-apps/api.
-import { Channel, invoke } from '@tauri-apps/api/core';
+// call travels: in the desktop app it is a Tauri command (./tauri.ts); in a browser it is
+// keywardd's HTTP API with the browser's own WebAuthn (./web.ts). This file only chooses.
+import type { Api } from './api';
 import { IpcError } from './errors';
+import { tauriApi } from './tauri';
 import { webApi } from './web';
-import type {
-  AccountView, AppError, KeyInfo, KeyKind, KeyPasskeysView, KeyPrompt, AppStatus, AuthenticatorView, EndedSessions, EventPage, FeedMessage, NewRecoveryKey,
-  Overview, RecoveryKeyStatus, RecoveryStarted, RemovalImpact, SecurityEvent, SessionView,
-} from './types';
 
 export { IpcError };
-
-function toError(e: unknown): IpcError {
-  if (e && typeof e === 'object' && 'code' in e && 'message' in e) {
-    const { code, message } = e as AppError;
-    return new IpcError(String(code), String(message));
-  }
-  return new IpcError('internal', typeof e === 'string' ? e : 'Something went wrong.');
-}
-
-async function call<T>(command: string, args?: Record<string, unknown>): Promise<T> {
-  try {
-    return await invoke<T>(command, args);
-  } catch (e) {
-    throw toError(e);
-  }
-}
-
-const desktopApi = {
-  status: () => call<AppStatus>('status'),
-  connect: (server: string | null) => call<AppStatus>('connect', { server }),
-  createAccount: (username: string, displayName: string | null) =>
-    call<AccountView>('create_account', { username, displayName }),
-  signIn: (username: string | null) => call<AccountView>('sign_in', { username }),
-  signOut: () => call<void>('sign_out'),
-  overview: () => call<Overview>('overview'),
-  sessions: () => call<SessionView[]>('sessions'),
-  endSession: (id: string) => call<EndedSessions>('end_session', { id }),
-  endOtherSessions: () => call<EndedSessions>('end_other_sessions'),
-  authenticators: () => call<AuthenticatorView[]>('authenticators'),
-  addKey: (nickname: string | null) => call<AuthenticatorView>('add_key', { nickname }),
-  renameKey: (id: string, nickname: string) => call<AuthenticatorView>('rename_key', { id, nickname }),
-  removalImpact: (id: string) => call<RemovalImpact>('removal_impact', { id }),
-  removeKey: (id: string) => call<EndedSessions>('remove_key', { id }),
-  reportLost: (id: string) => call<EndedSessions>('report_lost', { id }),
-  events: (before: number | null) => call<EventPage>('events', { before }),
-  watchEvents: (onEvent: (e: SecurityEvent) => void, onOpen: (sessionId: string | null) => void, after: number | null) => {
-    const channel = new Channel<FeedMessage>();
-    channel.onmessage = (m) => {
-      if (m.type === 'events') m.events.forEach(onEvent);
-      else onOpen(m.session_id);
-    };
-    return call<void>('watch_events', { channel, after });
-  },
-  createRecoveryKey: () => call<NewRecoveryKey>('create_recovery_key'),
-  proveRecoveryKey: (typed: string, purpose: 'confirm' | 'drill') =>
-    call<RecoveryKeyStatus>('prove_recovery_key', { typed, purpose }),
-  redeemRecoveryKey: (username: string, typed: string) =>
-    call<RecoveryStarted>('redeem_recovery_key', { username, typed }),
-  cancelRecovery: () => call<AccountView>('cancel_recovery'),
-  chooseKey: (kind: KeyKind) => call<AppStatus>('choose_key', { kind }),
-  watchKeyPrompts: (onPrompt: (p: KeyPrompt) => void) => {
-    const channel = new Channel<KeyPrompt>();
-    channel.onmessage = onPrompt;
-    return call<void>('watch_key_prompts', { channel });
-  },
-  answerPin: (pin: string | null) => call<void>('answer_pin', { pin }),
-  cancelKey: () => call<void>('cancel_key'),
-  keyInfo: () => call<KeyInfo>('key_info'),
-  keySetPin: (newPin: string) => call<KeyInfo>('key_set_pin', { newPin }),
-  keyChangePin: (oldPin: string, newPin: string) => call<KeyInfo>('key_change_pin', { oldPin, newPin }),
-  keyPasskeys: () => call<KeyPasskeysView>('key_passkeys'),
-  keyDeletePasskey: (credentialId: string) => call<KeyPasskeysView>('key_delete_passkey', { credentialId }),
-  keyReset: () => call<KeyInfo>('key_reset'),
-};
-
-export type Api = typeof desktopApi;
 
 /** Where the UI runs: the desktop app (Tauri) or a browser served by keywardd. */
 export const host: 'desktop' | 'browser' =
   typeof window !== 'undefined' && '__TAURI_INTERNALS__' in window ? 'desktop' : 'browser';
 
-export const api: Api = host === 'desktop' ? desktopApi : webApi;
+export const api: Api = host === 'desktop' ? tauriApi : webApi;

@@ -3,7 +3,7 @@
 // cookie this script never sees; each state-changing call carries X-Keyward-CSRF (keywardd
 // refuses cookie-authenticated changes without it, and checks Origin too).
 import { IpcError } from './errors';
-import type { Api } from './ipc';
+import type { Api } from './api';
 import { fromBase64Url, toBase64Url } from './base64url';
 import { generateRandom, parse, publicKey, RecoveryKeyFormatError, sign, toDisplay, type Purpose } from './recovery';
 import type {

@@ -1,0 +1,45 @@
+// What every screen can ask of its host, one method per action. ./tauri.ts (the desktop app) and
+// ./web.ts (a browser served by keywardd) each implement it; ./ipc.ts picks one. Errors are
+// thrown as IpcError (./errors.ts).
+import type {
+  AccountView, AppStatus, AuthenticatorView, EndedSessions, EventPage, KeyInfo, KeyKind, KeyPasskeysView,
+  KeyPrompt, NewRecoveryKey, Overview, RecoveryKeyStatus, RecoveryStarted, RemovalImpact, SecurityEvent,
+  SessionView,
+} from './types';
+
+export interface Api {
+  status(): Promise<AppStatus>;
+  connect(server: string | null): Promise<AppStatus>;
+  createAccount(username: string, displayName: string | null): Promise<AccountView>;
+  signIn(username: string | null): Promise<AccountView>;
+  signOut(): Promise<void>;
+  overview(): Promise<Overview>;
+  sessions(): Promise<SessionView[]>;
+  endSession(id: string): Promise<EndedSessions>;
+  endOtherSessions(): Promise<EndedSessions>;
+  authenticators(): Promise<AuthenticatorView[]>;
+  addKey(nickname: string | null): Promise<AuthenticatorView>;
+  renameKey(id: string, nickname: string): Promise<AuthenticatorView>;
+  removalImpact(id: string): Promise<RemovalImpact>;
+  removeKey(id: string): Promise<EndedSessions>;
+  reportLost(id: string): Promise<EndedSessions>;
+  events(before: number | null): Promise<EventPage>;
+  /** Streams new events to `onEvent`; `onOpen` gets the session a clicked desktop alert is about. */
+  watchEvents(
+    onEvent: (e: SecurityEvent) => void, onOpen: (sessionId: string | null) => void, after: number | null,
+  ): Promise<void>;
+  createRecoveryKey(): Promise<NewRecoveryKey>;
+  proveRecoveryKey(typed: string, purpose: 'confirm' | 'drill'): Promise<RecoveryKeyStatus>;
+  redeemRecoveryKey(username: string, typed: string): Promise<RecoveryStarted>;
+  cancelRecovery(): Promise<AccountView>;
+  chooseKey(kind: KeyKind): Promise<AppStatus>;
+  watchKeyPrompts(onPrompt: (p: KeyPrompt) => void): Promise<void>;
+  answerPin(pin: string | null): Promise<void>;
+  cancelKey(): Promise<void>;
+  keyInfo(): Promise<KeyInfo>;
+  keySetPin(newPin: string): Promise<KeyInfo>;
+  keyChangePin(oldPin: string, newPin: string): Promise<KeyInfo>;
+  keyPasskeys(): Promise<KeyPasskeysView>;
+  keyDeletePasskey(credentialId: string): Promise<KeyPasskeysView>;
+  keyReset(): Promise<KeyInfo>;
+}
