@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use keyward_client::{Api, Ceremonies, EventFeed, VirtualKey};
 use keyward_core::secret::hash_secret;
-use keyward_proto::{ClientInfo, EventKind};
-use keyward_server::rate_limit::Limit;
+use keyward_core::store::Session;
+use keyward_proto::{ClientInfo, EventKind, SessionScope};
+use keyward_server::Limit;
 use keyward_server::{Config, RunningServer};
 use keyward_softkey::SoftKey;
 use url::Url;
@@ -227,56 +228,46 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "goal met" } else { "GOAL MISSED" }
 }
 
-/// Sessions written straight into keywardd's database (as many sign-ins would leave them),
-/// all for `account`'s device; returns their tokens and ids.
+/// Sessions written into keywardd's database through the store's own API, in one transaction
+/// (as many sign-ins would leave them), all for `account`'s device; returns their tokens and ids.
 fn insert_sessions(db: &Path, account: Uuid, device: Uuid, n: usize) -> (Vec<String>, Vec<Uuid>) {
-    let mut conn = rusqlite::Connection::open(db).unwrap();
-    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    let store = keyward_core::Store::open(db).unwrap();
     let now = keyward_core::Clock::now(&keyward_core::SystemClock);
-    let tx = conn.transaction().unwrap();
     let mut tokens = Vec::with_capacity(n);
     let mut ids = Vec::with_capacity(n);
-    {
-        let mut insert = tx
-            .prepare(
-                "INSERT INTO sessions (id, account_id, device_id, token_hash, scope, created_at,
-                     last_seen_at, verified_at, expires_at, opened_by, address, active_from)
-                 VALUES (?1, ?2, ?3, ?4, 'full', ?5, ?5, ?5, ?6, NULL, '127.0.0.1', ?5)",
-            )
-            .unwrap();
-        for _ in 0..n {
-            let token = keyward_core::secret::new_secret();
-            let id = Uuid::new_v4();
-            insert
-                .execute(rusqlite::params![
-                    id.as_bytes(),
-                    account.as_bytes(),
-                    device.as_bytes(),
-                    hash_secret(&token).as_slice(),
-                    now,
-                    now + 12 * 3_600_000,
-                ])
-                .unwrap();
-            tokens.push(token);
-            ids.push(id);
-        }
-    }
-    tx.commit().unwrap();
+    store
+        .write(|tx| {
+            for _ in 0..n {
+                let token = keyward_core::secret::new_secret();
+                let session = Session {
+                    id: Uuid::new_v4(),
+                    account_id: account,
+                    device_id: device,
+                    scope: SessionScope::Full,
+                    created_at: now,
+                    last_seen_at: now,
+                    verified_at: now,
+                    expires_at: now + 12 * 3_600_000,
+                    opened_by: None,
+                    address: "127.0.0.1".into(),
+                    ended_at: None,
+                    ended_reason: None,
+                    active_from: now,
+                };
+                tx.insert_session(&session, &hash_secret(&token))?;
+                tokens.push(token);
+                ids.push(session.id);
+            }
+            Ok::<_, keyward_core::CoreError>(())
+        })
+        .unwrap();
     (tokens, ids)
 }
 
 fn account_and_device(db: &Path, session: Uuid) -> (Uuid, Uuid) {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row(
-        "SELECT account_id, device_id FROM sessions WHERE id = ?1",
-        [session.as_bytes()],
-        |r| {
-            let a: Vec<u8> = r.get(0)?;
-            let d: Vec<u8> = r.get(1)?;
-            Ok((Uuid::from_slice(&a).unwrap(), Uuid::from_slice(&d).unwrap()))
-        },
-    )
-    .unwrap()
+    let store = keyward_core::Store::open(db).unwrap();
+    let s = store.read(|tx| tx.session(session)).unwrap().unwrap();
+    (s.account_id, s.device_id)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -448,7 +439,7 @@ async fn session_checks(s: &Sizes) {
     let mut direct = Lat(Vec::new());
     for token in &sample {
         let t = Instant::now();
-        state.authenticate(token).unwrap();
+        state.relying_party().authenticate(token).unwrap();
         direct.0.push(t.elapsed());
     }
     server.shutdown(Duration::from_secs(1)).await;

@@ -9,6 +9,7 @@ pub mod policy;
 pub mod readiness;
 pub mod recovery_key;
 pub mod secret;
+pub mod security_log;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};

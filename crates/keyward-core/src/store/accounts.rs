@@ -1,0 +1,227 @@
+//! Accounts, and the recovery an account may have pending (kept on the account's row).
+
+use rusqlite::{OptionalExtension, Row, params};
+use uuid::Uuid;
+
+use keyward_proto::{AccountState, Millis};
+
+use super::{Tx, bad_value, opt_uuid, uuid_of};
+use crate::error::{CoreError, Result};
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    pub created_at: Millis,
+    pub state: AccountState,
+    pub recovery: Option<PendingRecovery>,
+}
+
+/// A recovery waiting out its window: who asked, from where, and the session it will unlock.
+#[derive(Debug, Clone)]
+pub struct PendingRecovery {
+    pub started_at: Millis,
+    pub ends_at: Millis,
+    pub device_name: String,
+    pub address: String,
+    pub session_id: Uuid,
+}
+
+fn account_state_str(s: AccountState) -> &'static str {
+    match s {
+        AccountState::Active => "active",
+        AccountState::RecoveryPending => "recovery_pending",
+        AccountState::RecoveryEnrolment => "recovery_enrolment",
+    }
+}
+
+const ACCOUNT_COLS: &str = "id, username, display_name, created_at, state, recovery_started_at,
+    recovery_ends_at, recovery_device_name, recovery_address, recovery_session_id";
+
+fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
+    let state: String = r.get(4)?;
+    let state = match state.as_str() {
+        "active" => AccountState::Active,
+        "recovery_pending" => AccountState::RecoveryPending,
+        "recovery_enrolment" => AccountState::RecoveryEnrolment,
+        _ => return Err(bad_value("account state", state)),
+    };
+    let recovery = match (r.get::<_, Option<i64>>(5)?, r.get::<_, Option<i64>>(6)?) {
+        (Some(started_at), Some(ends_at)) => Some(PendingRecovery {
+            started_at,
+            ends_at,
+            device_name: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
+            address: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+            session_id: opt_uuid(r.get(9)?)?.unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    Ok(Account {
+        id: uuid_of(r.get(0)?)?,
+        username: r.get(1)?,
+        display_name: r.get(2)?,
+        created_at: r.get(3)?,
+        state,
+        recovery,
+    })
+}
+
+impl Tx<'_> {
+    /// Refuses a username already in use with [`CoreError::UsernameTaken`].
+    pub fn insert_account(&self, a: &Account) -> Result<()> {
+        let inserted = self.tx.execute(
+            "INSERT INTO accounts (id, username, display_name, created_at, state)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(username) DO NOTHING",
+            params![
+                a.id.as_bytes(),
+                a.username,
+                a.display_name,
+                a.created_at,
+                account_state_str(a.state)
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(CoreError::UsernameTaken);
+        }
+        Ok(())
+    }
+
+    pub fn account(&self, id: Uuid) -> Result<Option<Account>> {
+        Ok(self
+            .tx
+            .query_row(
+                &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"),
+                [id.as_bytes()],
+                account_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn account_by_username(&self, username: &str) -> Result<Option<Account>> {
+        Ok(self
+            .tx
+            .query_row(
+                &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE username = ?1"),
+                [username],
+                account_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn username_exists(&self, username: &str) -> Result<bool> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT 1 FROM accounts WHERE username = ?1",
+                [username],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Puts the account into `recovery_pending` with `r`'s window and requester.
+    pub fn start_recovery(&self, account_id: Uuid, r: &PendingRecovery) -> Result<()> {
+        self.tx.execute(
+            "UPDATE accounts SET state = 'recovery_pending', recovery_started_at = ?2,
+                 recovery_ends_at = ?3, recovery_device_name = ?4, recovery_address = ?5,
+                 recovery_session_id = ?6
+             WHERE id = ?1",
+            params![
+                account_id.as_bytes(),
+                r.started_at,
+                r.ends_at,
+                r.device_name,
+                r.address,
+                r.session_id.as_bytes()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Moving to `Active` also clears any pending recovery.
+    pub fn set_account_state(&self, account_id: Uuid, state: AccountState) -> Result<()> {
+        let clear = state == AccountState::Active;
+        self.tx.execute(
+            "UPDATE accounts SET state = ?2,
+                 recovery_started_at = CASE WHEN ?3 THEN NULL ELSE recovery_started_at END,
+                 recovery_ends_at = CASE WHEN ?3 THEN NULL ELSE recovery_ends_at END,
+                 recovery_device_name = CASE WHEN ?3 THEN NULL ELSE recovery_device_name END,
+                 recovery_address = CASE WHEN ?3 THEN NULL ELSE recovery_address END,
+                 recovery_session_id = CASE WHEN ?3 THEN NULL ELSE recovery_session_id END
+             WHERE id = ?1",
+            params![account_id.as_bytes(), account_state_str(state), clear],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::{Store, fixtures};
+    use super::*;
+
+    #[test]
+    fn usernames_are_unique() {
+        let store = Store::open_in_memory().unwrap();
+        let a = fixtures::account("ada");
+        let mut twin = fixtures::account("ada");
+        twin.display_name = "Another Ada".into();
+        store
+            .write(|tx| {
+                tx.insert_account(&a)?;
+                assert!(matches!(
+                    tx.insert_account(&twin),
+                    Err(CoreError::UsernameTaken)
+                ));
+                assert!(tx.username_exists("ada")?);
+                assert!(!tx.username_exists("grace")?);
+                let found = tx.account_by_username("ada")?.unwrap();
+                assert_eq!(found.id, a.id);
+                assert_eq!(found.display_name, "ada");
+                Ok::<_, CoreError>(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_pending_recovery_is_kept_and_cleared_on_return_to_active() {
+        let store = Store::open_in_memory().unwrap();
+        let a = fixtures::account("ada");
+        let pending = PendingRecovery {
+            started_at: 100,
+            ends_at: 200,
+            device_name: "phone".into(),
+            address: "203.0.113.9".into(),
+            session_id: Uuid::new_v4(),
+        };
+        store
+            .write(|tx| {
+                tx.insert_account(&a)?;
+                tx.start_recovery(a.id, &pending)?;
+                let got = tx.account(a.id)?.unwrap();
+                assert_eq!(got.state, AccountState::RecoveryPending);
+                let r = got.recovery.unwrap();
+                assert_eq!((r.started_at, r.ends_at), (100, 200));
+                assert_eq!(
+                    (r.device_name.as_str(), r.address.as_str()),
+                    ("phone", "203.0.113.9")
+                );
+                assert_eq!(r.session_id, pending.session_id);
+
+                tx.set_account_state(a.id, AccountState::RecoveryEnrolment)?;
+                let got = tx.account(a.id)?.unwrap();
+                assert_eq!(got.state, AccountState::RecoveryEnrolment);
+                assert!(got.recovery.is_some(), "only Active clears the recovery");
+
+                tx.set_account_state(a.id, AccountState::Active)?;
+                let got = tx.account(a.id)?.unwrap();
+                assert_eq!(got.state, AccountState::Active);
+                assert!(got.recovery.is_none());
+                Ok::<_, CoreError>(())
+            })
+            .unwrap();
+    }
+}

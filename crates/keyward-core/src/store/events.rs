@@ -1,0 +1,297 @@
+//! The security log's table: append-only (triggers refuse updates and deletes) and
+//! hash-chained. The chain's rules are in [`crate::security_log`]; this module only stores rows.
+
+use rusqlite::{OptionalExtension, Row, params};
+use uuid::Uuid;
+
+use keyward_proto::{EventDetail, EventKind, Millis, SecurityEvent, Urgency};
+
+use super::{Tx, opt_uuid, uuid_of};
+use crate::error::{CoreError, Result};
+use crate::security_log::{self, ChainReport, GENESIS_HASH, event_hash, hex, urgency_of};
+
+/// An event about to be appended; the store gives it its place, time and hash.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub account_id: Uuid,
+    pub kind: EventKind,
+    pub session_id: Option<Uuid>,
+    pub device_id: Option<Uuid>,
+    pub device_name: Option<String>,
+    pub address: Option<String>,
+    pub detail: EventDetail,
+}
+
+impl NewEvent {
+    pub fn new(account_id: Uuid, kind: EventKind) -> Self {
+        NewEvent {
+            account_id,
+            kind,
+            session_id: None,
+            device_id: None,
+            device_name: None,
+            address: None,
+            detail: EventDetail::default(),
+        }
+    }
+}
+
+fn urgency_str(u: Urgency) -> &'static str {
+    match u {
+        Urgency::Quiet => "quiet",
+        Urgency::Urgent => "urgent",
+    }
+}
+
+const EVENT_COLS: &str = "seq, account_id, kind, at, urgency, session_id, device_id, device_name,
+    address, detail, hash";
+
+/// An `events` row as the event and its stored (raw) hash.
+fn event_from_row(r: &Row<'_>) -> Result<(SecurityEvent, [u8; 32])> {
+    let kind: String = r.get(2)?;
+    let urgency: String = r.get(4)?;
+    let detail: String = r.get(9)?;
+    let hash = stored_hash(r.get(10)?)?;
+    let event = SecurityEvent {
+        id: r.get(0)?,
+        account_id: uuid_of(r.get(1)?)?,
+        kind: EventKind::parse(&kind)
+            .ok_or_else(|| CoreError::Corrupt(format!("unknown event kind '{kind}'")))?,
+        at: r.get(3)?,
+        urgency: if urgency == "urgent" {
+            Urgency::Urgent
+        } else {
+            Urgency::Quiet
+        },
+        session_id: opt_uuid(r.get(5)?)?,
+        device_id: opt_uuid(r.get(6)?)?,
+        device_name: r.get(7)?,
+        address: r.get(8)?,
+        detail: serde_json::from_str(&detail)?,
+        hash: hex(&hash),
+    };
+    Ok((event, hash))
+}
+
+fn stored_hash(bytes: Vec<u8>) -> Result<[u8; 32]> {
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| CoreError::Corrupt("event hash is not 32 bytes".into()))
+}
+
+impl Tx<'_> {
+    /// Appends to the hash-chained log. The event goes to live streams after the commit.
+    pub fn append_event(&mut self, e: NewEvent, now: Millis) -> Result<SecurityEvent> {
+        let head: Option<(i64, Vec<u8>)> = self
+            .tx
+            .query_row(
+                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (seq, prev) = match head {
+            Some((seq, hash)) => (seq + 1, stored_hash(hash)?),
+            None => (1, GENESIS_HASH),
+        };
+        let urgency = urgency_of(e.kind, &e.detail);
+        let mut event = SecurityEvent {
+            id: seq,
+            account_id: e.account_id,
+            kind: e.kind,
+            at: now,
+            urgency,
+            session_id: e.session_id,
+            device_id: e.device_id,
+            device_name: e.device_name,
+            address: e.address,
+            detail: e.detail,
+            hash: String::new(),
+        };
+        let hash = event_hash(&prev, &event);
+        event.hash = hex(&hash);
+        self.tx.execute(
+            "INSERT INTO events (seq, account_id, kind, at, urgency, session_id, device_id,
+                 device_name, address, detail, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                seq,
+                event.account_id.as_bytes(),
+                event.kind.as_str(),
+                event.at,
+                urgency_str(urgency),
+                event.session_id.map(|u| u.as_bytes().to_vec()),
+                event.device_id.map(|u| u.as_bytes().to_vec()),
+                event.device_name,
+                event.address,
+                serde_json::to_string(&event.detail)?,
+                hash.as_slice()
+            ],
+        )?;
+        self.appended.push(event.clone());
+        Ok(event)
+    }
+
+    /// Newest first, strictly older than `before` if given.
+    pub fn events_page(
+        &self,
+        account_id: Uuid,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<SecurityEvent>> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {EVENT_COLS}
+             FROM events WHERE account_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_and_then(
+            params![account_id.as_bytes(), before.unwrap_or(i64::MAX), limit],
+            event_from_row,
+        )?;
+        rows.map(|row| row.map(|(event, _)| event)).collect()
+    }
+
+    /// Oldest first, strictly newer than `after`: what a resuming stream missed.
+    pub fn events_after(
+        &self,
+        account_id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<SecurityEvent>> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {EVENT_COLS}
+             FROM events WHERE account_id = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3"
+        ))?;
+        let rows =
+            stmt.query_and_then(params![account_id.as_bytes(), after, limit], event_from_row)?;
+        rows.map(|row| row.map(|(event, _)| event)).collect()
+    }
+
+    /// The account's newest event id, or 0 if it has none.
+    pub fn latest_event_id(&self, account_id: Uuid) -> Result<i64> {
+        Ok(self.tx.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE account_id = ?1",
+            [account_id.as_bytes()],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Streams the whole log, in order, through [`security_log::verify_chain`].
+    pub(super) fn verify_log(&self) -> Result<ChainReport> {
+        let mut stmt = self
+            .tx
+            .prepare(&format!("SELECT {EVENT_COLS} FROM events ORDER BY seq"))?;
+        let rows = stmt.query_and_then([], event_from_row)?;
+        security_log::verify_chain(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::{Store, fixtures};
+    use super::*;
+
+    #[test]
+    fn events_form_a_verifiable_append_only_chain() {
+        let store = Store::open_in_memory().unwrap();
+        let a = fixtures::account("ada");
+        store
+            .write(|tx| {
+                tx.insert_account(&a)?;
+                for kind in [
+                    EventKind::AccountCreated,
+                    EventKind::SignIn,
+                    EventKind::SessionEnded,
+                ] {
+                    tx.append_event(NewEvent::new(a.id, kind), 10)?;
+                }
+                Ok::<_, CoreError>(())
+            })
+            .unwrap();
+        assert_eq!(
+            store.verify_chain().unwrap(),
+            ChainReport {
+                events: 3,
+                first_broken: None
+            }
+        );
+        let tamper = store.write(|tx| {
+            tx.raw()
+                .execute("UPDATE events SET at = 99 WHERE seq = 2", [])?;
+            Ok::<_, CoreError>(())
+        });
+        assert!(tamper.is_err(), "the log must refuse updates");
+        let delete = store.write(|tx| {
+            tx.raw().execute("DELETE FROM events", [])?;
+            Ok::<_, CoreError>(())
+        });
+        assert!(delete.is_err(), "the log must refuse deletes");
+    }
+
+    #[test]
+    fn a_tampered_row_is_found_by_verify_chain() {
+        let store = Store::open_in_memory().unwrap();
+        let a = fixtures::account("ada");
+        store
+            .write(|tx| {
+                for kind in [
+                    EventKind::AccountCreated,
+                    EventKind::SignIn,
+                    EventKind::SignIn,
+                ] {
+                    tx.append_event(NewEvent::new(a.id, kind), 10)?;
+                }
+                // Get past the append-only triggers, as someone with the file could.
+                tx.raw().execute_batch(
+                    "DROP TRIGGER events_no_update;
+                     UPDATE events SET address = '203.0.113.9' WHERE seq = 2;",
+                )?;
+                Ok::<_, CoreError>(())
+            })
+            .unwrap();
+        assert_eq!(
+            store.verify_chain().unwrap(),
+            ChainReport {
+                events: 2,
+                first_broken: Some(2)
+            }
+        );
+    }
+
+    #[test]
+    fn events_are_paged_per_account_in_both_directions() {
+        let store = Store::open_in_memory().unwrap();
+        let (ada, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let published = store
+            .write(|tx| {
+                let mut mine = Vec::new();
+                for i in 0..4 {
+                    mine.push(tx.append_event(NewEvent::new(ada, EventKind::SignIn), i)?);
+                    tx.append_event(NewEvent::new(bob, EventKind::SignIn), i)?;
+                }
+                Ok::<_, CoreError>(mine)
+            })
+            .unwrap();
+        let ids: Vec<i64> = published.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [1, 3, 5, 7]);
+        store
+            .read(|tx| {
+                let page = tx.events_page(ada, None, 2)?;
+                assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [7, 5]);
+                let page = tx.events_page(ada, Some(5), 10)?;
+                assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 1]);
+                let after = tx.events_after(ada, 1, 2)?;
+                assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 5]);
+                assert_eq!(tx.latest_event_id(ada)?, 7);
+                assert_eq!(tx.latest_event_id(bob)?, 8);
+                assert_eq!(tx.latest_event_id(Uuid::new_v4())?, 0);
+                // What is read back is what was published, hash included.
+                let read = &tx.events_after(ada, 0, 1)?[0];
+                assert_eq!(
+                    (read.hash.as_str(), read.urgency, read.at),
+                    (published[0].hash.as_str(), published[0].urgency, 0)
+                );
+                Ok::<_, CoreError>(())
+            })
+            .unwrap();
+    }
+}

@@ -1,0 +1,428 @@
+//! Devices (a browser or app, known by a secret it keeps) and the sessions signed in on them.
+
+use rusqlite::{OptionalExtension, Row, params};
+use uuid::Uuid;
+
+use keyward_proto::{Millis, SessionScope};
+
+use super::{Tx, bad_value, opt_uuid, uuid_of};
+use crate::error::Result;
+
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub name: String,
+    pub platform: String,
+    pub first_seen_at: Millis,
+    pub last_seen_at: Millis,
+    pub address: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub device_id: Uuid,
+    pub scope: SessionScope,
+    pub created_at: Millis,
+    pub last_seen_at: Millis,
+    pub verified_at: Millis,
+    pub expires_at: Millis,
+    pub opened_by: Option<Uuid>,
+    pub address: String,
+    pub ended_at: Option<Millis>,
+    pub ended_reason: Option<String>,
+    /// The idle clock runs from here or from the last use, whichever is later. A recovery
+    /// session becomes usable only when its window ends, so its idle clock starts then.
+    pub active_from: Millis,
+}
+
+impl Session {
+    /// When the session lapses if unused: `idle_ms` after its last use (or `active_from`),
+    /// but never past its absolute lifetime.
+    pub fn idle_expires_at(&self, idle_ms: i64) -> Millis {
+        (self.last_seen_at.max(self.active_from) + idle_ms).min(self.expires_at)
+    }
+    pub fn is_live(&self, now: Millis, idle_ms: i64) -> bool {
+        self.ended_at.is_none() && now < self.idle_expires_at(idle_ms)
+    }
+}
+
+fn scope_str(s: SessionScope) -> &'static str {
+    match s {
+        SessionScope::Full => "full",
+        SessionScope::Recovery => "recovery",
+    }
+}
+
+const DEVICE_COLS: &str = "id, account_id, name, platform, first_seen_at, last_seen_at, address";
+
+fn device_from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
+    Ok(Device {
+        id: uuid_of(r.get(0)?)?,
+        account_id: uuid_of(r.get(1)?)?,
+        name: r.get(2)?,
+        platform: r.get(3)?,
+        first_seen_at: r.get(4)?,
+        last_seen_at: r.get(5)?,
+        address: r.get(6)?,
+    })
+}
+
+const SESSION_COLS: &str = "id, account_id, device_id, scope, created_at, last_seen_at,
+    verified_at, expires_at, opened_by, address, ended_at, ended_reason, active_from";
+
+fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
+    let scope: String = r.get(3)?;
+    Ok(Session {
+        id: uuid_of(r.get(0)?)?,
+        account_id: uuid_of(r.get(1)?)?,
+        device_id: uuid_of(r.get(2)?)?,
+        scope: match scope.as_str() {
+            "full" => SessionScope::Full,
+            "recovery" => SessionScope::Recovery,
+            _ => return Err(bad_value("session scope", scope)),
+        },
+        created_at: r.get(4)?,
+        last_seen_at: r.get(5)?,
+        verified_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        opened_by: opt_uuid(r.get(8)?)?,
+        address: r.get(9)?,
+        ended_at: r.get(10)?,
+        ended_reason: r.get(11)?,
+        active_from: r.get(12)?,
+    })
+}
+
+// -- devices ----------------------------------------------------------------------------------
+
+impl Tx<'_> {
+    /// The account's device holding this secret; another account's device never matches.
+    pub fn device_by_secret(&self, account_id: Uuid, secret_hash: &[u8]) -> Result<Option<Device>> {
+        Ok(self
+            .tx
+            .query_row(
+                &format!(
+                    "SELECT {DEVICE_COLS} FROM devices WHERE secret_hash = ?1 AND account_id = ?2"
+                ),
+                params![secret_hash, account_id.as_bytes()],
+                device_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn device(&self, id: Uuid) -> Result<Option<Device>> {
+        Ok(self
+            .tx
+            .query_row(
+                &format!("SELECT {DEVICE_COLS} FROM devices WHERE id = ?1"),
+                [id.as_bytes()],
+                device_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn insert_device(&self, d: &Device, secret_hash: &[u8]) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO devices (id, account_id, secret_hash, name, platform, first_seen_at,
+                 last_seen_at, address) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                d.id.as_bytes(),
+                d.account_id.as_bytes(),
+                secret_hash,
+                d.name,
+                d.platform,
+                d.first_seen_at,
+                d.last_seen_at,
+                d.address
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A known device signed in again: new secret (rotated at every sign-in), name and address.
+    pub fn refresh_device(&self, d: &Device, secret_hash: &[u8]) -> Result<()> {
+        self.tx.execute(
+            "UPDATE devices SET secret_hash = ?2, name = ?3, platform = ?4, last_seen_at = ?5,
+                 address = ?6 WHERE id = ?1",
+            params![
+                d.id.as_bytes(),
+                secret_hash,
+                d.name,
+                d.platform,
+                d.last_seen_at,
+                d.address
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+// -- sessions ---------------------------------------------------------------------------------
+
+impl Tx<'_> {
+    /// Stores a new, open session; only the hash of its bearer token is kept.
+    pub fn insert_session(&self, s: &Session, token_hash: &[u8]) -> Result<()> {
+        // Cached: the benchmark writes a million sessions through here in one transaction.
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO sessions (id, account_id, device_id, token_hash, scope, created_at,
+                 last_seen_at, verified_at, expires_at, opened_by, address, active_from)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        stmt.execute(params![
+            s.id.as_bytes(),
+            s.account_id.as_bytes(),
+            s.device_id.as_bytes(),
+            token_hash,
+            scope_str(s.scope),
+            s.created_at,
+            s.last_seen_at,
+            s.verified_at,
+            s.expires_at,
+            s.opened_by.map(|u| u.as_bytes().to_vec()),
+            s.address,
+            s.active_from
+        ])?;
+        Ok(())
+    }
+
+    /// The session a bearer token belongs to, ended or not: callers check [`Session::is_live`].
+    pub fn session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<Session>> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE token_hash = ?1"
+        ))?;
+        Ok(stmt.query_row([token_hash], session_from_row).optional()?)
+    }
+
+    pub fn session(&self, id: Uuid) -> Result<Option<Session>> {
+        Ok(self
+            .tx
+            .query_row(
+                &format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"),
+                [id.as_bytes()],
+                session_from_row,
+            )
+            .optional()?)
+    }
+
+    /// Sessions not ended and not past their lifetimes at `now`, newest first.
+    pub fn live_sessions(
+        &self,
+        account_id: Uuid,
+        now: Millis,
+        idle_ms: i64,
+    ) -> Result<Vec<Session>> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {SESSION_COLS} FROM sessions
+             WHERE account_id = ?1 AND ended_at IS NULL AND expires_at > ?2
+               AND MAX(last_seen_at, active_from) > ?3
+             ORDER BY created_at DESC"
+        ))?;
+        let rows = stmt.query_map(
+            params![account_id.as_bytes(), now, now - idle_ms],
+            session_from_row,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records a use, restarting the idle clock.
+    pub fn touch_session(&self, id: Uuid, now: Millis) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("UPDATE sessions SET last_seen_at = ?2 WHERE id = ?1")?;
+        stmt.execute(params![id.as_bytes(), now])?;
+        Ok(())
+    }
+
+    /// A fresh user verification (step-up); counts as a use too.
+    pub fn mark_session_verified(&self, id: Uuid, now: Millis) -> Result<()> {
+        self.tx.execute(
+            "UPDATE sessions SET verified_at = ?2, last_seen_at = ?2 WHERE id = ?1",
+            params![id.as_bytes(), now],
+        )?;
+        Ok(())
+    }
+
+    pub fn upgrade_session_scope(
+        &self,
+        id: Uuid,
+        scope: SessionScope,
+        opened_by: Uuid,
+    ) -> Result<()> {
+        self.tx.execute(
+            "UPDATE sessions SET scope = ?2, opened_by = ?3 WHERE id = ?1",
+            params![id.as_bytes(), scope_str(scope), opened_by.as_bytes()],
+        )?;
+        Ok(())
+    }
+
+    /// Ends a session if it is still open; true if this call ended it.
+    pub fn end_session(&self, id: Uuid, reason: &str, now: Millis) -> Result<bool> {
+        let n = self.tx.execute(
+            "UPDATE sessions SET ended_at = ?2, ended_reason = ?3
+             WHERE id = ?1 AND ended_at IS NULL",
+            params![id.as_bytes(), now, reason],
+        )?;
+        Ok(n == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::{Store, fixtures};
+    use super::*;
+    use crate::error::CoreError;
+
+    const IDLE: i64 = 100;
+
+    fn session(d: &Device, created_at: Millis, expires_at: Millis) -> Session {
+        Session {
+            id: Uuid::new_v4(),
+            account_id: d.account_id,
+            device_id: d.id,
+            scope: SessionScope::Full,
+            created_at,
+            last_seen_at: created_at,
+            verified_at: created_at,
+            expires_at,
+            opened_by: None,
+            address: "127.0.0.1".into(),
+            ended_at: None,
+            ended_reason: None,
+            active_from: created_at,
+        }
+    }
+
+    /// An account with one device, ready for sessions.
+    fn setup(store: &Store) -> Device {
+        let a = fixtures::account("ada");
+        let d = fixtures::device(a.id);
+        store
+            .write(|tx| {
+                tx.insert_account(&a)?;
+                tx.insert_device(&d, b"device-secret")
+            })
+            .unwrap();
+        d
+    }
+
+    #[test]
+    fn a_device_is_found_by_its_secret_only_for_its_account() {
+        let store = Store::open_in_memory().unwrap();
+        let d = setup(&store);
+        store
+            .write(|tx| {
+                assert_eq!(
+                    tx.device_by_secret(d.account_id, b"device-secret")?
+                        .unwrap()
+                        .id,
+                    d.id
+                );
+                assert!(
+                    tx.device_by_secret(Uuid::new_v4(), b"device-secret")?
+                        .is_none()
+                );
+                let mut again = d.clone();
+                again.name = "new laptop".into();
+                again.last_seen_at = 50;
+                tx.refresh_device(&again, b"rotated")?;
+                assert!(
+                    tx.device_by_secret(d.account_id, b"device-secret")?
+                        .is_none()
+                );
+                let got = tx.device_by_secret(d.account_id, b"rotated")?.unwrap();
+                assert_eq!((got.name.as_str(), got.last_seen_at), ("new laptop", 50));
+                assert_eq!(got.first_seen_at, d.first_seen_at);
+                assert_eq!(tx.device(d.id)?.unwrap().name, "new laptop");
+                Ok::<_, CoreError>(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_session_is_found_by_token_and_ends_once() {
+        let store = Store::open_in_memory().unwrap();
+        let d = setup(&store);
+        let s = session(&d, 10, 1000);
+        store
+            .write(|tx| {
+                tx.insert_session(&s, b"token-hash")?;
+                let got = tx.session_by_token_hash(b"token-hash")?.unwrap();
+                assert_eq!((got.id, got.scope), (s.id, SessionScope::Full));
+                assert!(got.is_live(50, IDLE));
+                assert!(tx.end_session(s.id, "signed_out", 60)?);
+                assert!(!tx.end_session(s.id, "again", 70)?, "already ended");
+                let got = tx.session(s.id)?.unwrap();
+                assert_eq!(got.ended_at, Some(60));
+                assert_eq!(got.ended_reason.as_deref(), Some("signed_out"));
+                assert!(!got.is_live(61, IDLE));
+                Ok::<_, CoreError>(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn live_sessions_leave_out_ended_idle_and_expired_ones() {
+        let store = Store::open_in_memory().unwrap();
+        let d = setup(&store);
+        let now = 500;
+        let live = session(&d, 450, 1000);
+        let touched = session(&d, 300, 1000); // idle since 300, but touched below
+        let idle = session(&d, 350, 1000); // last use 350: idle by 450
+        let expired = session(&d, 460, 500); // lifetime over at `now`
+        let ended = session(&d, 470, 1000);
+        let mut waiting = session(&d, 200, 1000); // a recovery session whose window ends at 480
+        waiting.scope = SessionScope::Recovery;
+        waiting.active_from = 480;
+        store
+            .write(|tx| {
+                for (i, s) in [&live, &touched, &idle, &expired, &ended, &waiting]
+                    .into_iter()
+                    .enumerate()
+                {
+                    tx.insert_session(s, format!("token-{i}").as_bytes())?;
+                }
+                tx.touch_session(touched.id, 490)?;
+                tx.end_session(ended.id, "signed_out", 480)?;
+                let ids: Vec<Uuid> = tx
+                    .live_sessions(d.account_id, now, IDLE)?
+                    .iter()
+                    .map(|s| s.id)
+                    .collect();
+                assert_eq!(ids, [live.id, touched.id, waiting.id], "newest first");
+                for s in tx.live_sessions(d.account_id, now, IDLE)? {
+                    assert!(s.is_live(now, IDLE), "the SQL and is_live agree");
+                }
+                Ok::<_, CoreError>(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn idle_expiry_never_passes_the_lifetime() {
+        let store = Store::open_in_memory().unwrap();
+        let d = setup(&store);
+        let mut s = session(&d, 0, 150);
+        assert_eq!(s.idle_expires_at(IDLE), 100);
+        s.active_from = 80;
+        assert_eq!(s.idle_expires_at(IDLE), 150, "capped by expires_at");
+        store
+            .write(|tx| {
+                tx.insert_session(&s, b"t")?;
+                tx.mark_session_verified(s.id, 40)?;
+                let opener = Uuid::new_v4();
+                tx.upgrade_session_scope(s.id, SessionScope::Recovery, opener)?;
+                let got = tx.session(s.id)?.unwrap();
+                assert_eq!((got.verified_at, got.last_seen_at), (40, 40));
+                assert_eq!(
+                    (got.scope, got.opened_by),
+                    (SessionScope::Recovery, Some(opener))
+                );
+                Ok::<_, CoreError>(())
+            })
+            .unwrap();
+    }
+}
