@@ -4,8 +4,8 @@
 //! - [`EventFeed`]: the live security-event stream, reconnecting with backoff and resuming from
 //!   the last event seen, so no alert is lost while offline and none is shown twice.
 //! - [`Authenticator`] and [`Ceremonies`]: run registration and sign-in ceremonies with
-//!   whatever authenticator the user presents (the virtual key today; USB and NFC keys over
-//!   CTAP2 plug in behind the same trait).
+//!   whatever authenticator the user presents: a security key over USB or NFC (CTAP2, or the
+//!   Windows WebAuthn API) in [`security_key`], or the clearly labelled [`VirtualKey`].
 
 mod api;
 mod authenticator;

@@ -8,7 +8,7 @@ use keyward_core::Policy;
 use serde::Deserialize;
 use url::Url;
 
-use crate::rate_limit::Limits;
+use crate::relying_party::rate_limit::Limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

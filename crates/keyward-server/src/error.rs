@@ -1,8 +1,7 @@
 //! The server's one error type, and its single mapping onto the `{code, message}` wire shape.
 //! Unexpected failures become `internal` with a fixed message; the detail goes only to the log.
+//! Each error's HTTP status is given in `http/error.rs`, so the relying party needs no HTTP.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use keyward_core::CoreError;
 use keyward_proto::{ApiError, ErrorCode};
 use thiserror::Error;
@@ -95,29 +94,6 @@ impl ServerError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
-        match self.code() {
-            ErrorCode::InvalidInput | ErrorCode::MalformedBody => StatusCode::BAD_REQUEST,
-            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::Unauthenticated | ErrorCode::SessionExpired => StatusCode::UNAUTHORIZED,
-            ErrorCode::StepUpRequired | ErrorCode::Forbidden | ErrorCode::RecoveryInProgress => {
-                StatusCode::FORBIDDEN
-            }
-            ErrorCode::CeremonyExpired
-            | ErrorCode::AuthenticationFailed
-            | ErrorCode::RegistrationFailed
-            | ErrorCode::PolicyRefused
-            | ErrorCode::RecoveryFailed => StatusCode::BAD_REQUEST,
-            ErrorCode::UsernameUnavailable | ErrorCode::LastAuthenticator | ErrorCode::Conflict => {
-                StatusCode::CONFLICT
-            }
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
     pub fn to_wire(&self) -> ApiError {
         let message = match self {
             ServerError::Internal(_) => "Something went wrong on the server.".to_string(),
@@ -127,20 +103,5 @@ impl ServerError {
             code: self.code(),
             message,
         }
-    }
-}
-
-impl IntoResponse for ServerError {
-    fn into_response(self) -> Response {
-        if let ServerError::Internal(detail) = &self {
-            tracing::error!(%detail, "internal error");
-        }
-        let mut response = (self.status(), axum::Json(self.to_wire())).into_response();
-        if let ServerError::RateLimited { retry_after_secs } = self
-            && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        response
     }
 }

@@ -11,11 +11,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::browser::{self, Delivery};
+use super::AppState;
+use super::browser::{self, Delivery};
+use super::extract::{ApiJson, ApiPath, ApiQuery, ClientAddr, UserAgent};
 use crate::error::Result;
-use crate::extract::{ApiJson, ApiPath, ApiQuery, ClientAddr, UserAgent};
 use crate::relying_party::Authed;
-use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -62,7 +62,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(recovery_cancel_begin))
         .routes(routes!(recovery_cancel_finish))
         .routes(routes!(list_events))
-        .routes(routes!(crate::stream::event_stream))
+        .routes(routes!(super::stream::event_stream))
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, body = Health)))]
@@ -76,7 +76,7 @@ async fn health() -> Json<Health> {
 /// The RP ID and origins ceremonies must use, and the session lifetimes in force.
 #[utoipa::path(get, path = "/api/v1/server", tag = "service", responses((status = 200, body = ServerInfo)))]
 async fn server_info(State(s): State<AppState>) -> Json<ServerInfo> {
-    Json(s.info.clone())
+    Json(s.relying_party().info().clone())
 }
 
 // ---- registration ------------------------------------------------------------------------
@@ -175,7 +175,7 @@ async fn step_up_finish(
 #[utoipa::path(get, path = "/api/v1/account", tag = "account",
     responses((status = 200, body = AccountView), (status = 401, body = ApiError)))]
 async fn get_account(State(s): State<AppState>, authed: Authed) -> Json<AccountView> {
-    Json(s.account(&authed))
+    Json(s.relying_party().account(&authed))
 }
 
 /// How protected the account is, and the next step that matters.

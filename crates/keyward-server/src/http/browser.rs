@@ -19,8 +19,8 @@ use axum::{Json, Router};
 use keyward_proto::{RecoveryStarted, SignedIn};
 use tower_http::services::{ServeDir, ServeFile};
 
+use super::AppState;
 use crate::error::{Result, ServerError};
-use crate::state::AppState;
 
 pub const SESSION_COOKIE: &str = "__Host-keyward-session";
 pub const DEVICE_COOKIE: &str = "__Host-keyward-device";
@@ -46,7 +46,14 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 /// Refuses a request that did not come from Keyward's own page (see the module comment).
 pub fn require_own_page(headers: &HeaderMap, state: &AppState) -> Result<()> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let own_origin = origin.is_some_and(|o| state.info.origins.iter().any(|allowed| allowed == o));
+    let own_origin = origin.is_some_and(|o| {
+        state
+            .relying_party()
+            .info()
+            .origins
+            .iter()
+            .any(|allowed| allowed == o)
+    });
     let marked = headers
         .get(CSRF_HEADER)
         .is_some_and(|v| v.as_bytes() == b"1");

@@ -8,10 +8,10 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
-use crate::browser;
+use super::AppState;
+use super::browser;
 use crate::error::ServerError;
 use crate::relying_party::Authed;
-use crate::state::AppState;
 
 /// JSON body. Wrong content type → 415, bad JSON → 400, too large → 413, all as `ApiError`.
 pub struct ApiJson<T>(pub T);

@@ -17,10 +17,10 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
+use super::AppState;
+use super::extract::ApiQuery;
 use crate::error::{Result, ServerError};
-use crate::extract::ApiQuery;
 use crate::relying_party::Authed;
-use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct StreamQuery {
@@ -58,7 +58,7 @@ pub async fn event_stream(
         .transpose()?;
     let account_id = authed.account.id;
     let session_id = authed.session.id;
-    let mut live = state.events.subscribe();
+    let mut live = state.subscribe();
     let start = match header_id.or(q.after) {
         Some(id) => id,
         None => {

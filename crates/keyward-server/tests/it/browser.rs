@@ -2,7 +2,7 @@
 //! state-changing call and on sign-in itself, and the web UI served with its own strict CSP.
 
 use keyward_proto::*;
-use keyward_server::browser::{CSRF_HEADER, DELIVERY_HEADER, DEVICE_COOKIE, SESSION_COOKIE};
+use keyward_server::{CSRF_HEADER, DELIVERY_HEADER, DEVICE_COOKIE, SESSION_COOKIE};
 use reqwest::header::{COOKIE, ORIGIN, SET_COOKIE};
 use reqwest::{Method, RequestBuilder, StatusCode};
 

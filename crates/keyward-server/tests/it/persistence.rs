@@ -24,7 +24,7 @@ async fn a_restart_keeps_accounts_sessions_and_the_log() {
     h.sign_in(&mut key, None, "after restart")
         .await
         .expect("counters persisted");
-    let report = h.state().store.verify_chain().unwrap();
+    let report = h.state().relying_party().store().verify_chain().unwrap();
     assert_eq!(report.first_broken, None);
     assert!(report.events >= 3);
 }

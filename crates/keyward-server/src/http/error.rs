@@ -1,0 +1,47 @@
+//! Errors as HTTP answers: a status per code, the `{code, message}` body, and `Retry-After` on
+//! rate limits. Internal details are logged here and never sent.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyward_proto::ErrorCode;
+
+use crate::error::ServerError;
+
+/// The HTTP status for each error code.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidInput | ErrorCode::MalformedBody => StatusCode::BAD_REQUEST,
+        ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Unauthenticated | ErrorCode::SessionExpired => StatusCode::UNAUTHORIZED,
+        ErrorCode::StepUpRequired | ErrorCode::Forbidden | ErrorCode::RecoveryInProgress => {
+            StatusCode::FORBIDDEN
+        }
+        ErrorCode::CeremonyExpired
+        | ErrorCode::AuthenticationFailed
+        | ErrorCode::RegistrationFailed
+        | ErrorCode::PolicyRefused
+        | ErrorCode::RecoveryFailed => StatusCode::BAD_REQUEST,
+        ErrorCode::UsernameUnavailable | ErrorCode::LastAuthenticator | ErrorCode::Conflict => {
+            StatusCode::CONFLICT
+        }
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ServerError {
+    fn into_response(self) -> Response {
+        if let ServerError::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        let mut response = (status_of(self.code()), axum::Json(self.to_wire())).into_response();
+        if let ServerError::RateLimited { retry_after_secs } = self
+            && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}

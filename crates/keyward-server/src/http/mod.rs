@@ -1,0 +1,154 @@
+//! keywardd's HTTP surface over the relying party: the router, the handlers (`api`), request
+//! extractors, what browsers get (`browser`), the live event stream, the errors' status codes
+//! and serving on a socket. Handlers parse, make one relying-party call, and serialise.
+
+pub mod api;
+pub mod browser;
+mod error;
+pub mod extract;
+pub mod serve;
+pub mod stream;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use keyward_proto::SecurityEvent;
+use tokio::sync::broadcast;
+
+use crate::error::ServerError;
+use crate::relying_party::RelyingParty;
+
+/// Largest request body accepted. WebAuthn responses are a few KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler shares: the relying party, and the fan-out of committed events.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+struct Shared {
+    relying_party: RelyingParty,
+    /// Every committed security event, in commit order; streams filter by account.
+    events: broadcast::Sender<SecurityEvent>,
+    tls: bool,
+    /// The built web UI served at `/`, if configured.
+    web_ui: Option<PathBuf>,
+}
+
+impl AppState {
+    /// Serves `relying_party`; every event its store commits is published to open streams.
+    pub fn new(relying_party: RelyingParty, tls: bool, web_ui: Option<PathBuf>) -> AppState {
+        let (events, _) = broadcast::channel(4096);
+        let publisher = events.clone();
+        relying_party.store().set_commit_hook(move |committed| {
+            for e in committed {
+                // No subscriber is fine: the store keeps everything for replay.
+                let _ = publisher.send(e.clone());
+            }
+        });
+        AppState(Arc::new(Shared {
+            relying_party,
+            events,
+            tls,
+            web_ui,
+        }))
+    }
+
+    pub fn relying_party(&self) -> &RelyingParty {
+        &self.0.relying_party
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<SecurityEvent> {
+        self.0.events.subscribe()
+    }
+
+    /// Runs blocking store work (and the CPU-bound signature checks inside it) off the
+    /// async workers.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&RelyingParty) -> crate::error::Result<T> + Send + 'static,
+    ) -> crate::error::Result<T> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || f(state.relying_party()))
+            .await
+            .map_err(|e| ServerError::Internal(format!("worker: {e}")))?
+    }
+}
+
+/// The whole HTTP surface, with the OpenAPI document served from what was registered.
+pub fn router(state: AppState) -> Router {
+    let (routes, openapi) = api::routes().split_for_parts();
+    let openapi = Arc::new(openapi);
+    let tls = state.0.tls;
+    let not_found = || async { ServerError::NotFound("endpoint").into_response() };
+    let routes = routes.route(
+        "/api/v1/openapi.json",
+        get(move || async move { Json((*openapi).clone()) }),
+    );
+    let routes = match &state.0.web_ui {
+        Some(dir) => browser::serve_web_ui(routes.route("/api/{*rest}", any(not_found)), dir),
+        None => routes.fallback(not_found),
+    };
+    routes
+        .method_not_allowed_fallback(|| async {
+            ServerError::InvalidInput("that method is not allowed here".into()).into_response()
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(move |req, next| {
+            security_headers(req, next, tls)
+        }))
+        .with_state(state)
+}
+
+async fn security_headers(req: Request, next: Next, tls: bool) -> Response {
+    let path = req.uri().path();
+    let web_page = !(path.starts_with("/api/") || path == "/healthz");
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    if web_page {
+        // The web UI: revalidated each time (a new build shows at once), its own strict CSP,
+        // and WebAuthn allowed to this page only, never to something it embeds.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(browser::WEB_UI_CSP),
+        );
+        h.insert(
+            "cross-origin-opener-policy",
+            HeaderValue::from_static("same-origin"),
+        );
+        h.insert(
+            "permissions-policy",
+            HeaderValue::from_static(
+                "publickey-credentials-create=(self), publickey-credentials-get=(self)",
+            ),
+        );
+    } else {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if tls {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+    }
+    res
+}

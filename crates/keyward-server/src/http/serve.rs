@@ -1,0 +1,102 @@
+//! Serving the router on a socket, plain or over TLS, in the background.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_core::Clock;
+
+use super::{AppState, router};
+use crate::{Config, StartError, build_state};
+
+/// A server running in the background.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    handle: axum_server::Handle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets requests in flight finish (up to `grace`), and waits.
+    pub async fn shutdown(self, grace: Duration) {
+        self.handle.graceful_shutdown(Some(grace));
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task.await.map_err(std::io::Error::other)?
+    }
+
+    pub fn handle(&self) -> axum_server::Handle {
+        self.handle.clone()
+    }
+}
+
+/// Binds `config.listen` (port 0 picks a free port) and serves in the background.
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServer, StartError> {
+    let listener =
+        std::net::TcpListener::bind(config.listen).map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    start_on(listener, config, clock).await
+}
+
+/// Serves on a listener the caller bound already: the port is then known before the origin
+/// is chosen (tests, the desktop app's embedded server).
+pub async fn start_on(
+    listener: std::net::TcpListener,
+    config: Config,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningServer, StartError> {
+    let state = build_state(&config, clock)?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let task = match &config.tls {
+        None => {
+            // TCP_NODELAY: an alert is a small write that must leave at once, not wait for
+            // the peer's delayed ACK (Nagle), which cost ~20 ms per event on a live stream.
+            let server = axum_server::from_tcp(listener)
+                .acceptor(axum_server::accept::NoDelayAcceptor::new())
+                .handle(handle.clone());
+            tokio::spawn(async move { server.serve(app).await })
+        }
+        Some(tls) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .map_err(|e| {
+                    StartError::Tls(format!(
+                        "{} / {}: {e}",
+                        tls.cert.display(),
+                        tls.key.display()
+                    ))
+                })?;
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
+                .acceptor(axum_server::accept::NoDelayAcceptor::new());
+            let server = axum_server::from_tcp(listener)
+                .acceptor(acceptor)
+                .handle(handle.clone());
+            tokio::spawn(async move { server.serve(app).await })
+        }
+    };
+    tracing::info!(%addr, rp_id = %config.rp_id, tls = config.tls.is_some(), "keywardd listening");
+    Ok(RunningServer {
+        addr,
+        state,
+        handle,
+        task,
+    })
+}

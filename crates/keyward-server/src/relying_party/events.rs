@@ -1,0 +1,98 @@
+//! The security log as the relying party writes and reads it. Every event an account's own
+//! session causes goes through [`RelyingParty::record`] with its [`Actor`], so each names the
+//! session, device and address the same way.
+
+use keyward_core::store::{NewEvent, Session, Tx};
+use keyward_proto::{EventDetail, EventKind, EventPage, SecurityEvent};
+use uuid::Uuid;
+
+use super::RelyingParty;
+use super::sessions::Authed;
+use crate::error::Result;
+
+/// Who acted, as the log names them: a session and its device's name at the time.
+pub(super) struct Actor<'a> {
+    pub session: &'a Session,
+    pub device_name: String,
+}
+
+impl RelyingParty {
+    /// `session` as an actor, its device's name read from the store.
+    pub(super) fn actor<'a>(&self, tx: &Tx<'_>, session: &'a Session) -> Result<Actor<'a>> {
+        let device_name = tx
+            .device(session.device_id)?
+            .map(|d| d.name)
+            .unwrap_or_default();
+        Ok(Actor {
+            session,
+            device_name,
+        })
+    }
+
+    /// Appends an event to `account_id`'s log, by `actor` (none: the server's own doing).
+    pub(super) fn record(
+        &self,
+        tx: &mut Tx<'_>,
+        account_id: Uuid,
+        kind: EventKind,
+        actor: Option<&Actor<'_>>,
+        detail: EventDetail,
+    ) -> Result<SecurityEvent> {
+        let mut e = NewEvent::new(account_id, kind);
+        if let Some(actor) = actor {
+            e.session_id = Some(actor.session.id);
+            e.device_id = Some(actor.session.device_id);
+            e.device_name = Some(actor.device_name.clone());
+            e.address = Some(actor.session.address.clone());
+        }
+        e.detail = detail;
+        Ok(tx.append_event(e, self.now())?)
+    }
+
+    /// Appends an event done by the signed-in session making the request.
+    pub(super) fn record_own(
+        &self,
+        tx: &mut Tx<'_>,
+        authed: &Authed,
+        kind: EventKind,
+        detail: EventDetail,
+    ) -> Result<SecurityEvent> {
+        let actor = self.actor(tx, &authed.session)?;
+        self.record(tx, authed.account.id, kind, Some(&actor), detail)
+    }
+
+    /// The account's log, newest first, a page at a time.
+    pub fn events_page(
+        &self,
+        authed: &Authed,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<EventPage> {
+        let limit = limit.unwrap_or(50).clamp(1, 200);
+        self.store.read(|tx| {
+            let events = tx.events_page(authed.account.id, before, limit)?;
+            let next_before = (events.len() as u32 == limit)
+                .then(|| events.last().map(|e| e.id))
+                .flatten();
+            Ok(EventPage {
+                events,
+                next_before,
+            })
+        })
+    }
+
+    /// Events after `after`, oldest first (a stream catching up).
+    pub fn events_after(
+        &self,
+        account_id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<SecurityEvent>> {
+        self.store
+            .read(|tx| Ok(tx.events_after(account_id, after, limit)?))
+    }
+
+    pub fn latest_event_id(&self, account_id: Uuid) -> Result<i64> {
+        self.store.read(|tx| Ok(tx.latest_event_id(account_id)?))
+    }
+}

@@ -1,0 +1,202 @@
+//! The relying party: every ceremony and account operation, as synchronous functions over one
+//! store transaction each. It knows nothing of HTTP (`no_http_in_the_relying_party` holds it to
+//! that): the handlers in the `http` module parse a request, call one method here and serialise.
+//!
+//! One file per concern: `ceremony` (kinds and server-side state), `input` (cleaning what
+//! clients send), `views` (rows to wire types), `sessions`, `registration`, `assertion` (the
+//! verification every sign-in-like ceremony shares), `sign_in` (sign-in and step-up),
+//! `authenticators`, `recovery_key` (set, confirm, drill), `recovery_window` (redeem, settle,
+//! cancel, enrol), `events` (recording and reading the log), `rate_limit`, `decoys`, `places`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_core::store::Tx;
+use keyward_core::{Clock, Policy, Store};
+use keyward_proto::{Millis, ServerInfo};
+use webauthn_rs::prelude::AttestationCaList;
+use webauthn_rs::{Webauthn, WebauthnBuilder};
+
+use crate::config::Config;
+use crate::error::{Result, ServerError};
+
+/// The accepted value of a [`Verdict`], or return its refusal for the transaction to commit.
+macro_rules! granted {
+    ($verdict:expr) => {
+        match $verdict {
+            $crate::relying_party::Verdict::Granted(v) => v,
+            $crate::relying_party::Verdict::Refused(e) => {
+                return Ok($crate::relying_party::Verdict::Refused(e));
+            }
+        }
+    };
+}
+
+mod assertion;
+mod authenticators;
+mod ceremony;
+mod decoys;
+mod events;
+mod input;
+pub mod places;
+pub mod rate_limit;
+mod recovery_key;
+mod recovery_window;
+mod registration;
+mod sessions;
+mod sign_in;
+#[cfg(test)]
+mod tests;
+mod views;
+
+pub use sessions::Authed;
+
+use decoys::DecoyCredentials;
+use places::PlaceDb;
+use rate_limit::RateLimiter;
+
+/// The outcome of a transaction that commits whether or not the request is granted. A refusal
+/// still commits what it used up or recorded (the consumed challenge, the failure's event, a
+/// cloned-key warning); the caller gets the error after the commit. An `Err` from the
+/// transaction closure rolls everything back instead.
+pub(crate) enum Verdict<T> {
+    Granted(T),
+    Refused(ServerError),
+}
+
+/// The relying party and everything its rules consult.
+pub struct RelyingParty {
+    store: Store,
+    webauthn: Webauthn,
+    policy: Policy,
+    clock: Arc<dyn Clock>,
+    info: ServerInfo,
+    limiter: RateLimiter,
+    /// Believable credential IDs for usernames that do not exist (no account enumeration).
+    decoys: DecoyCredentials,
+    /// Attested (AAL3) mode: the vendor roots and models allowed to register.
+    attestation: Option<AttestationCaList>,
+    /// The operator's offline address → coarse place table; empty when none is configured.
+    places: PlaceDb,
+}
+
+/// Why a relying party could not be set up from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("WebAuthn setup: {0}")]
+    Webauthn(String),
+    #[error("the database: {0}")]
+    Store(#[from] keyward_core::CoreError),
+    #[error("{0}")]
+    Places(#[from] places::PlaceDbError),
+}
+
+impl RelyingParty {
+    /// The relying party `config` describes, over an opened store.
+    pub fn new(
+        config: &Config,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> std::result::Result<Self, SetupError> {
+        let first = config
+            .origins
+            .first()
+            .ok_or_else(|| SetupError::Webauthn("no origin".into()))?;
+        let mut builder = WebauthnBuilder::new(&config.rp_id, first)
+            .map_err(|e| SetupError::Webauthn(e.to_string()))?
+            .rp_name(&config.rp_name)
+            .timeout(Duration::from_millis(config.policy.ceremony_ttl_ms as u64))
+            .allow_subdomains(false)
+            .allow_any_port(false);
+        for origin in &config.origins[1..] {
+            builder = builder.append_allowed_origin(origin);
+        }
+        let webauthn = builder
+            .build()
+            .map_err(|e| SetupError::Webauthn(e.to_string()))?;
+
+        // The decoy-credential key must persist, or decoys would change across restarts and
+        // give unknown usernames away.
+        let decoy_key = store.write(|tx| {
+            if let Some(k) = tx.meta("fake_credential_hmac_key")? {
+                return Ok::<_, keyward_core::CoreError>(k);
+            }
+            let k = keyward_core::secret::random_bytes::<32>().to_vec();
+            tx.set_meta("fake_credential_hmac_key", &k)?;
+            Ok(k)
+        })?;
+        let decoy_key: [u8; 32] = decoy_key
+            .try_into()
+            .map_err(|_| SetupError::Webauthn("stored decoy key is not 32 bytes".into()))?;
+
+        let attestation = if config.attested_models.is_empty() {
+            None
+        } else {
+            let mut builder = webauthn_rs::prelude::AttestationCaListBuilder::new();
+            for m in &config.attested_models {
+                builder
+                    .insert_device_pem(
+                        m.ca_pem.as_bytes(),
+                        m.aaguid,
+                        m.name.clone(),
+                        Default::default(),
+                    )
+                    .map_err(|e| {
+                        SetupError::Webauthn(format!("attested model {}: {e:?}", m.name))
+                    })?;
+            }
+            Some(builder.build())
+        };
+
+        let places = match &config.place_db {
+            Some(path) => PlaceDb::load(path)?,
+            None => PlaceDb::default(),
+        };
+
+        Ok(RelyingParty {
+            store,
+            webauthn,
+            policy: config.policy.clone(),
+            clock,
+            info: ServerInfo {
+                rp_id: config.rp_id.clone(),
+                rp_name: config.rp_name.clone(),
+                origins: config
+                    .origins
+                    .iter()
+                    .map(|o| o.origin().ascii_serialization())
+                    .collect(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                session_idle_ms: config.policy.session_idle_ms,
+                session_absolute_ms: config.policy.session_absolute_ms,
+                recovery_window_ms: config.policy.recovery_window_ms,
+            },
+            limiter: RateLimiter::new(config.limits.clone()),
+            decoys: DecoyCredentials::new(decoy_key),
+            attestation,
+            places,
+        })
+    }
+
+    /// The RP ID and origins ceremonies must use, and the session lifetimes in force.
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    /// The durable state (for the commit hook, chain verification and benchmarks).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// A transaction that commits its [`Verdict`] either way; a refusal becomes `Err` after.
+    fn write_verdict<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<Verdict<T>>) -> Result<T> {
+        match self.store.write::<Verdict<T>, ServerError>(f)? {
+            Verdict::Granted(t) => Ok(t),
+            Verdict::Refused(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! Sessions and devices: checking a token, opening a session after a ceremony, listing and
+//! ending sessions.
+
+use keyward_core::secret::{hash_secret, new_secret};
+use keyward_core::store::{Account, Device, Session, Tx};
+use keyward_proto::{
+    AccountState, ClientInfo, EndedSessions, EventDetail, EventKind, Millis, SessionScope,
+    SessionView,
+};
+use uuid::Uuid;
+
+use super::events::Actor;
+use super::{RelyingParty, Verdict};
+use crate::error::{Result, ServerError};
+
+/// How finely a session's last activity is recorded. A check within this long of the last
+/// recorded one changes nothing, so it needs no write. The idle timeout can therefore end a
+/// session up to this much *earlier* than exact, never later.
+const ACTIVITY_GRANULARITY_MS: i64 = 30_000;
+
+/// The session a request was made with, and its account.
+#[derive(Debug, Clone)]
+pub struct Authed {
+    pub session: Session,
+    pub account: Account,
+}
+
+impl Authed {
+    pub(super) fn require_full(&self) -> Result<()> {
+        if self.session.scope != SessionScope::Full {
+            return Err(ServerError::RecoveryInProgress(
+                "a recovery session can only enrol a new key and recovery key once its window ends",
+            ));
+        }
+        Ok(())
+    }
+
+    /// May this session enrol (a new authenticator or recovery key) without step-up? Only a
+    /// recovery session whose window has ended.
+    pub(super) fn is_enrolling(&self) -> bool {
+        self.session.scope == SessionScope::Recovery
+            && self.account.state == AccountState::RecoveryEnrolment
+    }
+}
+
+/// A session to open once a ceremony has proven who is there.
+pub(super) struct SessionRequest<'a> {
+    pub account: &'a Account,
+    /// The key whose ceremony opened it (none for a recovery session).
+    pub opened_by: Option<Uuid>,
+    pub client: &'a ClientInfo,
+    /// The secret the device was given last time, if it sent one back.
+    pub device_secret: Option<&'a str>,
+    pub address: &'a str,
+    pub scope: SessionScope,
+    /// Usable from then on; its absolute lifetime counts from then too.
+    pub active_from: Millis,
+}
+
+/// A session just opened, with the secrets only its client will ever hold.
+pub(super) struct OpenedSession {
+    pub token: String,
+    /// The device's next secret: it proves the device is known at its next sign-in.
+    pub device_secret: String,
+    pub session: Session,
+    pub device: Device,
+    /// Seen before, by its secret, in the same place.
+    pub known_device: bool,
+}
+
+impl OpenedSession {
+    pub(super) fn actor(&self) -> Actor<'_> {
+        Actor {
+            session: &self.session,
+            device_name: self.device.name.clone(),
+        }
+    }
+}
+
+impl RelyingParty {
+    /// Checks a bearer token: unknown, ended or expired tokens are refused; a valid one counts
+    /// as activity. Also lets a due recovery window take effect first.
+    pub fn authenticate(&self, token: &str) -> Result<Authed> {
+        let hash = hash_secret(token);
+        let now = self.now();
+        let idle = self.policy.session_idle_ms;
+        // Most checks change nothing: a live session seen moments ago, on an account with no
+        // recovery to settle. Those are answered from a read transaction, with no commit and
+        // no fsync. Anything else (an unknown, ended or expiring session, a due recovery
+        // window, activity to record) takes the write path below.
+        let quick = self.store.read::<_, ServerError>(|tx| {
+            let Some(session) = tx.session_by_token_hash(&hash)? else {
+                return Ok(Some(Err(ServerError::Unauthenticated)));
+            };
+            if session.ended_at.is_some() {
+                return Ok(Some(Err(ServerError::Unauthenticated)));
+            }
+            if !session.is_live(now, idle)
+                || session.scope != SessionScope::Full
+                || now - session.last_seen_at >= ACTIVITY_GRANULARITY_MS
+            {
+                return Ok(None);
+            }
+            match tx.account(session.account_id)? {
+                Some(account) if account.state == AccountState::Active => {
+                    Ok(Some(Ok(Authed { session, account })))
+                }
+                _ => Ok(None),
+            }
+        })?;
+        if let Some(answer) = quick {
+            return answer;
+        }
+        self.write_verdict(|tx| {
+            let Some(session) = tx.session_by_token_hash(&hash)? else {
+                return Ok(Verdict::Refused(ServerError::Unauthenticated));
+            };
+            let account = tx
+                .account(session.account_id)?
+                .ok_or_else(|| ServerError::Internal("session without account".into()))?;
+            let account = self.settle_recovery(tx, account)?;
+            // Settling may have ended this very session.
+            let Some(session) = tx.session(session.id)? else {
+                return Ok(Verdict::Refused(ServerError::Unauthenticated));
+            };
+            if session.ended_at.is_some() {
+                return Ok(Verdict::Refused(ServerError::Unauthenticated));
+            }
+            if !session.is_live(now, idle) {
+                let reason = if now >= session.expires_at {
+                    "lifetime"
+                } else {
+                    "idle_timeout"
+                };
+                tx.end_session(session.id, reason, now)?;
+                return Ok(Verdict::Refused(ServerError::SessionExpired));
+            }
+            if session.scope == SessionScope::Recovery && now < session.active_from {
+                // Usable to watch the window, not yet to act; don't count as activity.
+                return Ok(Verdict::Granted(Authed { session, account }));
+            }
+            tx.touch_session(session.id, now)?;
+            let session = Session {
+                last_seen_at: now,
+                ..session
+            };
+            Ok(Verdict::Granted(Authed { session, account }))
+        })
+    }
+
+    /// A full session whose last user verification is recent enough for a sensitive change.
+    pub(super) fn require_fresh(&self, authed: &Authed) -> Result<()> {
+        authed.require_full()?;
+        if self.now() - authed.session.verified_at > self.policy.step_up_ms {
+            return Err(ServerError::StepUpRequired);
+        }
+        Ok(())
+    }
+
+    /// Creates the device (or recognises it by its secret) and the session.
+    pub(super) fn open_session(
+        &self,
+        tx: &mut Tx<'_>,
+        req: SessionRequest<'_>,
+    ) -> Result<OpenedSession> {
+        let now = self.now();
+        let new_device_secret = new_secret();
+        let known = match req.device_secret {
+            Some(s) => tx.device_by_secret(req.account.id, &hash_secret(s))?,
+            None => None,
+        };
+        // A known device turning up in a new place is treated as new: that is worth an alert.
+        let known_device = known
+            .as_ref()
+            .is_some_and(|d| self.places.lookup(&d.address) == self.places.lookup(req.address));
+        let device = match known {
+            Some(d) => {
+                let d = Device {
+                    name: req.client.name.clone(),
+                    platform: req.client.platform.clone(),
+                    last_seen_at: now,
+                    address: req.address.to_string(),
+                    ..d
+                };
+                tx.refresh_device(&d, &hash_secret(&new_device_secret))?;
+                d
+            }
+            None => {
+                let d = Device {
+                    id: Uuid::new_v4(),
+                    account_id: req.account.id,
+                    name: req.client.name.clone(),
+                    platform: req.client.platform.clone(),
+                    first_seen_at: now,
+                    last_seen_at: now,
+                    address: req.address.to_string(),
+                };
+                tx.insert_device(&d, &hash_secret(&new_device_secret))?;
+                d
+            }
+        };
+        let token = new_secret();
+        let session = Session {
+            id: Uuid::new_v4(),
+            account_id: req.account.id,
+            device_id: device.id,
+            scope: req.scope,
+            created_at: now,
+            last_seen_at: now,
+            verified_at: now,
+            expires_at: req.active_from + self.policy.session_absolute_ms,
+            opened_by: req.opened_by,
+            address: req.address.to_string(),
+            ended_at: None,
+            ended_reason: None,
+            active_from: req.active_from,
+        };
+        tx.insert_session(&session, &hash_secret(&token))?;
+        Ok(OpenedSession {
+            token,
+            device_secret: new_device_secret,
+            session,
+            device,
+            known_device,
+        })
+    }
+
+    /// Ends each of `sessions` still open, with a `session_ended` event each.
+    pub(super) fn end_sessions(
+        &self,
+        tx: &mut Tx<'_>,
+        account_id: Uuid,
+        sessions: &[Session],
+        reason: &str,
+        actor: Option<&Actor<'_>>,
+    ) -> Result<Vec<Uuid>> {
+        let now = self.now();
+        let mut ended = Vec::new();
+        for s in sessions {
+            if tx.end_session(s.id, reason, now)? {
+                ended.push(s.id);
+                let detail = EventDetail {
+                    ended_session_id: Some(s.id),
+                    reason: Some(reason.to_string()),
+                    ..EventDetail::default()
+                };
+                self.record(tx, account_id, EventKind::SessionEnded, actor, detail)?;
+            }
+        }
+        Ok(ended)
+    }
+
+    pub(super) fn live_sessions(&self, tx: &Tx<'_>, account_id: Uuid) -> Result<Vec<Session>> {
+        Ok(tx.live_sessions(account_id, self.now(), self.policy.session_idle_ms)?)
+    }
+
+    pub fn list_sessions(&self, authed: &Authed) -> Result<Vec<SessionView>> {
+        self.store.read(|tx| {
+            self.live_sessions(tx, authed.account.id)?
+                .iter()
+                .map(|s| self.session_view(tx, s, Some(authed.session.id)))
+                .collect()
+        })
+    }
+
+    /// Ends one session. Ending your own is signing out; ending another needs a fresh touch.
+    pub fn end_session(&self, authed: &Authed, id: Uuid) -> Result<EndedSessions> {
+        if id != authed.session.id {
+            self.require_fresh(authed)?;
+        }
+        self.store.write(|tx| {
+            let target = self
+                .live_sessions(tx, authed.account.id)?
+                .into_iter()
+                .find(|s| s.id == id)
+                .ok_or(ServerError::NotFound("session"))?;
+            let actor = self.actor(tx, &authed.session)?;
+            let reason = if id == authed.session.id {
+                "sign_out"
+            } else {
+                "user"
+            };
+            let ended =
+                self.end_sessions(tx, authed.account.id, &[target], reason, Some(&actor))?;
+            Ok(EndedSessions { ended })
+        })
+    }
+
+    pub fn end_other_sessions(&self, authed: &Authed) -> Result<EndedSessions> {
+        self.require_fresh(authed)?;
+        self.store.write(|tx| {
+            let others: Vec<Session> = self
+                .live_sessions(tx, authed.account.id)?
+                .into_iter()
+                .filter(|s| s.id != authed.session.id)
+                .collect();
+            let actor = self.actor(tx, &authed.session)?;
+            let ended = self.end_sessions(tx, authed.account.id, &others, "user", Some(&actor))?;
+            Ok(EndedSessions { ended })
+        })
+    }
+
+    /// Is this session still usable (for long-lived streams)?
+    pub fn session_alive(&self, session_id: Uuid) -> Result<bool> {
+        let now = self.now();
+        self.store.read(|tx| {
+            Ok(tx
+                .session(session_id)?
+                .is_some_and(|s| s.is_live(now, self.policy.session_idle_ms)))
+        })
+    }
+}

@@ -1,0 +1,124 @@
+//! Signing in (a new session) and stepping up (a fresh user verification on this session).
+
+use keyward_proto::{
+    AccountState, AssertionBegin, AssertionFinishRequest, EventDetail, EventKind, SessionScope,
+    SessionView, SignInBeginRequest, SignInFinishRequest, SignedIn,
+};
+
+use super::assertion::Proven;
+use super::ceremony::CeremonyKind;
+use super::input::{clean_client, normalize_username};
+use super::rate_limit::LimitKey;
+use super::sessions::{Authed, SessionRequest};
+use super::views::account_view;
+use super::{RelyingParty, Verdict};
+use crate::error::{Result, ServerError};
+
+impl RelyingParty {
+    pub fn sign_in_begin(&self, req: SignInBeginRequest, address: &str) -> Result<AssertionBegin> {
+        self.check_begin_rate(address)?;
+        let username = req
+            .username
+            .as_deref()
+            .map(normalize_username)
+            .transpose()?;
+        self.store.write_unsynced(|tx| {
+            self.assertion_begin(tx, CeremonyKind::SignIn, username.as_deref(), None)
+        })
+    }
+
+    pub fn sign_in_finish(
+        &self,
+        req: SignInFinishRequest,
+        address: &str,
+        user_agent: &str,
+    ) -> Result<SignedIn> {
+        let client = clean_client(&req.client, user_agent);
+        let now = self.now();
+        self.check_failure_rate(address, None)?;
+        let presented = self.present(req.ceremony_id, &req.credential);
+        self.write_verdict(|tx| {
+            let Proven {
+                authenticator,
+                mut account,
+            } = granted!(self.verified_owner(tx, CeremonyKind::SignIn, presented, address)?);
+            let opened = self.open_session(
+                tx,
+                SessionRequest {
+                    account: &account,
+                    opened_by: Some(authenticator.id),
+                    client: &client,
+                    device_secret: req.device_secret.as_deref(),
+                    address,
+                    scope: SessionScope::Full,
+                    active_from: now,
+                },
+            )?;
+            let actor = opened.actor();
+            let detail = EventDetail {
+                authenticator_id: Some(authenticator.id),
+                authenticator_name: Some(authenticator.nickname.clone()),
+                known_device: Some(opened.known_device),
+                place: self.places.lookup(address),
+                ..EventDetail::default()
+            };
+            self.record(tx, account.id, EventKind::SignIn, Some(&actor), detail)?;
+            if account.state == AccountState::RecoveryEnrolment {
+                // The window ended but the owner still holds a key: recovery is moot.
+                account =
+                    self.cancel_recovery(tx, account, &actor, "owner signed in with a key")?;
+            }
+            self.limiter.clear(&LimitKey::AccountFailure {
+                account: account.id,
+                address: address.to_string(),
+            });
+            let session = self.session_view(tx, &opened.session, Some(opened.session.id))?;
+            Ok(Verdict::Granted(SignedIn {
+                token: opened.token,
+                device_secret: opened.device_secret,
+                session,
+                account: account_view(&account),
+            }))
+        })
+    }
+
+    pub fn step_up_begin(&self, authed: &Authed) -> Result<AssertionBegin> {
+        authed.require_full()?;
+        self.store.write_unsynced(|tx| {
+            self.assertion_begin(
+                tx,
+                CeremonyKind::StepUp,
+                Some(&authed.account.username),
+                Some(authed.session.id),
+            )
+        })
+    }
+
+    pub fn step_up_finish(
+        &self,
+        authed: &Authed,
+        req: AssertionFinishRequest,
+        address: &str,
+    ) -> Result<SessionView> {
+        let now = self.now();
+        let presented = self.present(req.ceremony_id, &req.credential);
+        self.write_verdict(|tx| {
+            granted!(self.take_and_verify(
+                tx,
+                CeremonyKind::StepUp,
+                presented,
+                address,
+                Some(authed.session.id),
+            )?);
+            tx.mark_session_verified(authed.session.id, now)?;
+            let session = tx
+                .session(authed.session.id)?
+                .ok_or(ServerError::Unauthenticated)?;
+            Ok(Verdict::Granted(self.session_view(
+                tx,
+                &session,
+                Some(session.id),
+            )?))
+        })
+    }
+}
