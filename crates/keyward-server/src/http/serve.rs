@@ -1,13 +1,57 @@
-//! Serving the router on a socket, plain or over TLS, in the background.
+//! Starting keywardd: the store opened, the relying party and state built from the config, and
+//! the router served on a socket, plain or over TLS, in the background.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyward_core::Clock;
+use keyward_core::{Clock, Store};
 
 use super::{AppState, router};
-use crate::{Config, StartError, build_state};
+use crate::config::{self, Config};
+use crate::relying_party::{RelyingParty, SetupError};
+
+/// Why keywardd could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot open the database {path}: {source}")]
+    Database {
+        path: String,
+        source: keyward_core::CoreError,
+    },
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Opens the store and builds everything a router needs.
+pub fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
+    config.validate()?;
+    let store = Store::open(&config.db).map_err(|source| StartError::Database {
+        path: config.db.display().to_string(),
+        source,
+    })?;
+    let relying_party = RelyingParty::new(config, store, clock).map_err(|e| match e {
+        SetupError::Store(source) => StartError::Database {
+            path: config.db.display().to_string(),
+            source,
+        },
+        other => StartError::Setup(other),
+    })?;
+    Ok(AppState::new(
+        relying_party,
+        config.tls.is_some(),
+        config.web_ui.clone(),
+    ))
+}
 
 /// A server running in the background.
 pub struct RunningServer {

@@ -7,14 +7,8 @@ use keyward_proto::{EventDetail, EventKind, EventPage, SecurityEvent};
 use uuid::Uuid;
 
 use super::RelyingParty;
-use super::sessions::Authed;
+use super::sessions::{Actor, Authed};
 use crate::error::Result;
-
-/// Who acted, as the log names them: a session and its device's name at the time.
-pub(super) struct Actor<'a> {
-    pub session: &'a Session,
-    pub device_name: String,
-}
 
 impl RelyingParty {
     /// `session` as an actor, its device's name read from the store.

@@ -14,10 +14,9 @@ use uuid::Uuid;
 
 use super::assertion::Proven;
 use super::ceremony::{CeremonyKind, RecoveryProofState, ceremony_state};
-use super::events::Actor;
 use super::input::{clean_client, normalize_username};
 use super::rate_limit::{LimitKey, too_many_attempts};
-use super::sessions::{Authed, SessionRequest};
+use super::sessions::{Actor, Authed, SessionRequest};
 use super::views::{account_view, window_view};
 use super::{RelyingParty, Verdict};
 use crate::error::{Result, ServerError};

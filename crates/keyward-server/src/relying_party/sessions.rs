@@ -9,7 +9,6 @@ use keyward_proto::{
 };
 use uuid::Uuid;
 
-use super::events::Actor;
 use super::{RelyingParty, Verdict};
 use crate::error::{Result, ServerError};
 
@@ -41,6 +40,12 @@ impl Authed {
         self.session.scope == SessionScope::Recovery
             && self.account.state == AccountState::RecoveryEnrolment
     }
+}
+
+/// Who acted, as the log names them: a session and its device's name at the time.
+pub(super) struct Actor<'a> {
+    pub session: &'a Session,
+    pub device_name: String,
 }
 
 /// A session to open once a ceremony has proven who is there.
