@@ -257,9 +257,17 @@ test('a person creates an account, protects it, sees a stranger sign in and thro
         (await notifications()).find((n) => n.body.includes('(web)')));
       assert.equal(note.summary, 'New sign-in to your account');
 
-      // "Not you?" on that alert ends the browser's session; the page learns it live.
-      const [notMe] = await wd.within(row, 'not-me');
-      await wd.clickEl(notMe);
+      // "Not you?" on that alert ends the browser's session; the page learns it live. The
+      // timeline may redraw between finding the alert and clicking it (events arrive in
+      // batches), which leaves a stale element: then find it again.
+      let found = row;
+      await eventually('"Not you?" clicked on the browser sign-in', async () => {
+        const alert = found ?? (await wd.wait('event', { until: (s) => /New sign-in on .*\(web\)/.test(s) }));
+        found = undefined;
+        const [notMe] = await wd.within(alert, 'not-me');
+        await wd.clickEl(notMe);
+        return true;
+      });
       await wd.wait('ask-text', { until: (s) => s.includes('report') });
       await wd.click('ask-no');
       await device.page.getByTestId('tab-sign-in').waitFor({ timeout: 10_000 });
