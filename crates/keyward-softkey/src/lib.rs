@@ -45,6 +45,10 @@ pub struct Behaviour {
     pub backup_eligible: bool,
     /// Report this origin in clientDataJSON instead of the real one (a phishing page).
     pub origin_override: Option<String>,
+    /// Claim the ceremony ran in a frame of another site (`crossOrigin: true`).
+    pub cross_origin: bool,
+    /// The top-level site's origin of that frame (`topOrigin`), if any.
+    pub top_origin: Option<String>,
     /// Hash this RP ID into authenticator data instead of the requested one.
     pub rp_id_override: Option<String>,
     /// Flip a bit in the signature.
@@ -60,6 +64,8 @@ impl Default for Behaviour {
             user_verified: true,
             backup_eligible: false,
             origin_override: None,
+            cross_origin: false,
+            top_origin: None,
             rp_id_override: None,
             corrupt_signature: false,
             omit_user_handle: false,
@@ -157,11 +163,16 @@ impl SoftKey {
             .origin_override
             .clone()
             .unwrap_or_else(|| origin.origin().ascii_serialization());
+        let top_origin = match &self.behaviour.top_origin {
+            Some(top) => format!(r#","topOrigin":{}"#, serde_json::Value::String(top.clone())),
+            None => String::new(),
+        };
         // Built by hand so the member order is exactly WebAuthn L3 §5.8.1.1's.
         format!(
-            r#"{{"type":"{kind}","challenge":"{}","origin":{},"crossOrigin":false}}"#,
+            r#"{{"type":"{kind}","challenge":"{}","origin":{},"crossOrigin":{}{top_origin}}}"#,
             URL_SAFE_NO_PAD.encode(challenge),
-            serde_json::Value::String(origin)
+            serde_json::Value::String(origin),
+            self.behaviour.cross_origin
         )
         .into_bytes()
     }

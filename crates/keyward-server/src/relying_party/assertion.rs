@@ -13,6 +13,7 @@ use webauthn_rs::prelude::{AuthenticationResult, Passkey, WebauthnError};
 use webauthn_rs_proto::AllowCredentials;
 
 use super::ceremony::{AssertionState, CeremonyKind, ceremony_state};
+use super::client_data;
 use super::rate_limit::{LimitKey, too_many_attempts};
 use super::{RelyingParty, Verdict};
 use crate::error::{Result, ServerError};
@@ -223,6 +224,10 @@ impl RelyingParty {
         if authenticator.status == AuthenticatorStatus::Lost {
             return fail(Some(owner), Some(authenticator), "key reported lost");
         }
+        let client_data = credential.response.client_data_json.as_ref();
+        if let Some(reason) = client_data::refusal(client_data) {
+            return fail(Some(owner), Some(authenticator), reason);
+        }
         let mut passkey: Passkey = serde_json::from_str(&authenticator.credential)
             .map_err(|e| ServerError::Internal(format!("stored credential: {e}")))?;
         if matches!(state, AssertionState::Discoverable(_))
@@ -363,7 +368,7 @@ impl RelyingParty {
             credential,
             pre,
         } = presented;
-        let Some(c) = self.take_ceremony(tx, ceremony_id, kind)? else {
+        let Some(c) = self.take_ceremony(tx, ceremony_id, kind, self.now())? else {
             return Ok(Verdict::Refused(ServerError::CeremonyExpired));
         };
         if session.is_some() && c.session_id != session {

@@ -103,9 +103,10 @@ impl RelyingParty {
         if !authed.is_enrolling() {
             self.require_fresh(authed)?;
         }
+        let now = self.now();
         self.write_verdict(|tx| {
             let Some(c) =
-                self.take_ceremony(tx, req.ceremony_id, CeremonyKind::AddAuthenticator)?
+                self.take_ceremony(tx, req.ceremony_id, CeremonyKind::AddAuthenticator, now)?
             else {
                 return Ok(Verdict::Refused(ServerError::CeremonyExpired));
             };

@@ -2,7 +2,7 @@
 //! server into the store and never sent to a client.
 
 use keyward_core::store::{Ceremony, Tx};
-use keyward_proto::RecoveryPurpose;
+use keyward_proto::{Millis, RecoveryPurpose};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use webauthn_rs::prelude::{
@@ -107,13 +107,14 @@ impl RelyingParty {
     }
 
     /// Takes a ceremony of `kind` (single use: gone whatever happens next), if it is still
-    /// pending and unexpired.
+    /// pending and unexpired at `now` (the time the request is handled at).
     pub(super) fn take_ceremony(
         &self,
         tx: &Tx<'_>,
         id: Uuid,
         kind: CeremonyKind,
+        now: Millis,
     ) -> Result<Option<Ceremony>> {
-        Ok(tx.take_ceremony(id, kind.as_str(), self.now())?)
+        Ok(tx.take_ceremony(id, kind.as_str(), now)?)
     }
 }

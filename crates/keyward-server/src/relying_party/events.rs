@@ -1,6 +1,7 @@
-//! The security log as the relying party writes and reads it. Every event an account's own
-//! session causes goes through [`RelyingParty::record`] with its [`Actor`], so each names the
-//! session, device and address the same way.
+//! The security log as the relying party writes and reads it. Every event a session causes
+//! goes through [`RelyingParty::record`] with its [`Actor`], so each names the session, device
+//! and address the same way. Events with no acting session (a failed attempt, a recovery window
+//! settling) are appended directly with what is known of their source.
 
 use keyward_core::store::{NewEvent, Session, Tx};
 use keyward_proto::{EventDetail, EventKind, EventPage, SecurityEvent};

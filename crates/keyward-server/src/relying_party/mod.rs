@@ -2,7 +2,8 @@
 //! store transaction each. It knows nothing of HTTP (`no_http_in_the_relying_party` holds it to
 //! that): the handlers in the `http` module parse a request, call one method here and serialise.
 //!
-//! One file per concern: `ceremony` (kinds and server-side state), `input` (cleaning what
+//! One file per concern: `ceremony` (kinds and server-side state), `client_data` (no
+//! ceremony in a frame under another site, which webauthn-rs leaves loose), `input` (cleaning what
 //! clients send), `views` (rows to wire types), `sessions`, `registration`, `assertion` (the
 //! verification every sign-in-like ceremony shares), `sign_in` (sign-in and step-up),
 //! `authenticators`, `recovery_key` (set, confirm, drill), `recovery_window` (redeem, settle,
@@ -35,6 +36,7 @@ macro_rules! granted {
 mod assertion;
 mod authenticators;
 mod ceremony;
+mod client_data;
 mod decoys;
 mod events;
 mod input;
@@ -53,7 +55,7 @@ pub use sessions::Authed;
 
 use decoys::DecoyCredentials;
 use places::PlaceDb;
-use rate_limit::RateLimiter;
+use rate_limit::{LimitKey, RateLimiter, too_many_attempts};
 
 /// The outcome of a transaction that commits whether or not the request is granted. A refusal
 /// still commits what it used up or recorded (the consumed challenge, the failure's event, a
@@ -190,6 +192,17 @@ impl RelyingParty {
 
     fn now(&self) -> Millis {
         self.clock.now()
+    }
+
+    /// Unauthenticated ceremony starts are counted per address.
+    pub(super) fn check_begin_rate(&self, address: &str) -> Result<()> {
+        let key = LimitKey::Begin {
+            address: address.to_string(),
+        };
+        match self.limiter.hit(key, self.now()) {
+            Some(ms) => Err(too_many_attempts(ms)),
+            None => Ok(()),
+        }
     }
 
     /// A transaction that commits its [`Verdict`] either way; a refusal becomes `Err` after.

@@ -110,7 +110,8 @@ impl RelyingParty {
     ) -> Result<RecoveryKeyStatus> {
         let now = self.now();
         self.write_verdict(|tx| {
-            let Some(c) = self.take_ceremony(tx, req.challenge_id, CeremonyKind::RecoveryProof)?
+            let Some(c) =
+                self.take_ceremony(tx, req.challenge_id, CeremonyKind::RecoveryProof, now)?
             else {
                 return Ok(Verdict::Refused(ServerError::CeremonyExpired));
             };

@@ -65,7 +65,8 @@ impl RelyingParty {
             return Err(too_many_attempts(ms));
         }
         self.write_verdict(|tx| {
-            let Some(c) = self.take_ceremony(tx, req.challenge_id, CeremonyKind::RecoveryRedeem)?
+            let Some(c) =
+                self.take_ceremony(tx, req.challenge_id, CeremonyKind::RecoveryRedeem, now)?
             else {
                 return Ok(Verdict::Refused(ServerError::CeremonyExpired));
             };

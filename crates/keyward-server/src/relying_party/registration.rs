@@ -12,8 +12,8 @@ use webauthn_rs::prelude::{
 };
 
 use super::ceremony::{CeremonyKind, RegisterState, RegistrationState, ceremony_state};
+use super::client_data;
 use super::input::{clean_client, clean_nickname, clean_text, normalize_username};
-use super::rate_limit::{LimitKey, too_many_attempts};
 use super::sessions::SessionRequest;
 use super::views::account_view;
 use super::{RelyingParty, Verdict};
@@ -47,17 +47,6 @@ fn transports_of(reg: &RegisterPublicKeyCredential) -> Vec<String> {
 }
 
 impl RelyingParty {
-    /// Unauthenticated ceremony starts are counted per address.
-    pub(super) fn check_begin_rate(&self, address: &str) -> Result<()> {
-        let key = LimitKey::Begin {
-            address: address.to_string(),
-        };
-        match self.limiter.hit(key, self.now()) {
-            Some(ms) => Err(too_many_attempts(ms)),
-            None => Ok(()),
-        }
-    }
-
     /// Registration options (plain or attested, as configured), asking for a discoverable
     /// credential; `exclude` lists the account's keys so the same key is not added twice.
     pub(super) fn start_registration(
@@ -136,6 +125,13 @@ impl RelyingParty {
         account_id: Uuid,
         nickname: Option<&str>,
     ) -> Result<Authenticator> {
+        let client_data = reg.response.client_data_json.as_ref();
+        if let Some(reason) = client_data::refusal(client_data) {
+            tracing::info!(reason, "registration refused");
+            return Err(ServerError::RegistrationFailed(
+                "the authenticator's response did not verify",
+            ));
+        }
         let finished = match state {
             RegistrationState::Plain(s) => self.webauthn.finish_passkey_registration(reg, s),
             RegistrationState::Attested(s) => self
@@ -198,7 +194,8 @@ impl RelyingParty {
         let client = clean_client(&req.client, user_agent);
         let now = self.now();
         self.write_verdict(|tx| {
-            let Some(c) = self.take_ceremony(tx, req.ceremony_id, CeremonyKind::Register)? else {
+            let Some(c) = self.take_ceremony(tx, req.ceremony_id, CeremonyKind::Register, now)?
+            else {
                 return Ok(Verdict::Refused(ServerError::CeremonyExpired));
             };
             let state: RegisterState = ceremony_state(&c)?;

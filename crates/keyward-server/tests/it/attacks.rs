@@ -193,6 +193,69 @@ async fn wrong_origin_wrong_rp_id_missing_uv_missing_up_and_bad_signatures_are_r
     assert!(failed >= 6, "{failed}");
 }
 
+/// WebAuthn L3 §7.2 step 13: an assertion made in a frame under another site is refused.
+/// webauthn-rs checks `crossOrigin` only at registration; keywardd checks it at every ceremony.
+#[tokio::test]
+async fn ceremonies_in_a_frame_under_another_site_are_refused() {
+    // Four refusals from one address: the failure limits are not under test.
+    let h = Harness::start_with(|c| {
+        c.limits.failures_per_address.max = 100;
+        c.limits.failures_per_account_address.max = 100;
+    })
+    .await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let mut impostors = Vec::new();
+    let mut framed = key.clone();
+    framed.behaviour.cross_origin = true;
+    impostors.push(framed);
+    let mut under_another_top = key.clone();
+    under_another_top.behaviour.top_origin = Some("https://evil.example".into());
+    impostors.push(under_another_top);
+
+    for k in &mut impostors {
+        // Sign-in, step-up and registration all refuse it.
+        refused_with(&h, k).await;
+        let begin: AssertionBegin = h
+            .post_empty("/api/v1/step-up/begin", &me.token)
+            .await
+            .unwrap();
+        let credential = k.authenticate(&h.origin, &begin.options).unwrap();
+        let err = h
+            .post::<SessionView>(
+                "/api/v1/step-up/finish",
+                Some(&me.token),
+                &AssertionFinishRequest {
+                    ceremony_id: begin.ceremony_id,
+                    credential,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.error.code,
+            ErrorCode::AuthenticationFailed,
+            "{:?}",
+            k.behaviour
+        );
+        let mut fresh = new_key();
+        fresh.behaviour = k.behaviour.clone();
+        let err = h
+            .try_create_account(&mut fresh, "mallory")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.error.code,
+            ErrorCode::RegistrationFailed,
+            "{:?}",
+            k.behaviour
+        );
+    }
+    assert_eq!(h.table_counts()[0].1, 1, "no account was created");
+    // The owner's own key still works.
+    h.sign_in(&mut key, None, "laptop").await.unwrap();
+}
+
 #[tokio::test]
 async fn registration_without_user_verification_is_refused() {
     let h = Harness::start().await;
