@@ -172,7 +172,7 @@ pub struct Config {
 
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-pub const DEFAULT_MAX_STREAMS_PER_SESSION: usize = 4;
+pub const DEFAULT_MAX_STREAMS_PER_SESSION: usize = 8;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 
