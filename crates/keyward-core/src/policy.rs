@@ -19,6 +19,8 @@ pub struct Policy {
     pub max_pending_per_account: u32,
     /// Unauthenticated ceremonies in flight begun from one network (IPv4 address, IPv6 /64).
     pub max_pending_per_network: u32,
+    /// The same over the wider block around it (IPv4 /24, IPv6 /48).
+    pub max_pending_per_wide_network: u32,
     /// Ended or expired sessions, and devices with no session left, are deleted this long
     /// after their last use. The security log keeps their history.
     pub session_retention_ms: i64,
@@ -52,6 +54,7 @@ impl Default for Policy {
             max_pending_per_session: 8,
             max_pending_per_account: 32,
             max_pending_per_network: 64,
+            max_pending_per_wide_network: 256,
             session_retention_ms: 90 * DAY_MS,
             prune_every_ms: HOUR_MS,
             prune_batch: 500,

@@ -17,6 +17,8 @@ pub struct Ceremony {
     pub session_id: Option<Uuid>,
     /// The client network an unauthenticated ceremony was begun from (counted per network).
     pub network: Option<String>,
+    /// The wider block around `network` (IPv4 /24, IPv6 /48), counted too.
+    pub wide_network: Option<String>,
     /// The server's serialised ceremony state; opaque to this crate.
     pub state: String,
     pub created_at: Millis,
@@ -24,13 +26,13 @@ pub struct Ceremony {
 }
 
 const CEREMONY_COLS: &str =
-    "id, kind, account_id, session_id, state, created_at, expires_at, network";
+    "id, kind, account_id, session_id, state, created_at, expires_at, network, wide_network";
 
 /// How many ceremonies may be pending at once.
 ///
 /// A ceremony begun by a session counts against that session and its account, and nowhere
 /// else: a signed-in user's flood fills only their own allowance. One begun without a session
-/// counts against its network and its pool's total. `reserved_kinds` each get a pool of their
+/// counts against its network, the wider block around it, and its pool's total. `reserved_kinds` each get a pool of their
 /// own (of `total`), so a flood of other kinds cannot starve them (the recovery veto).
 #[derive(Debug, Clone, Copy)]
 pub struct CeremonyCaps<'a> {
@@ -38,6 +40,7 @@ pub struct CeremonyCaps<'a> {
     pub per_session: u32,
     pub per_account: u32,
     pub per_network: u32,
+    pub per_wide_network: u32,
     pub reserved_kinds: &'a [&'a str],
 }
 
@@ -49,6 +52,7 @@ impl CeremonyCaps<'static> {
             per_session: n,
             per_account: n,
             per_network: n,
+            per_wide_network: n,
             reserved_kinds: &[],
         }
     }
@@ -65,6 +69,7 @@ fn ceremony_from_row(r: &Row<'_>) -> rusqlite::Result<Ceremony> {
         created_at: r.get(5)?,
         expires_at: r.get(6)?,
         network: r.get(7)?,
+        wide_network: r.get(8)?,
     })
 }
 
@@ -114,18 +119,22 @@ impl Tx<'_> {
                     caps.reserved_kinds.iter().map(|k| text(k)).collect(),
                 )
             };
-            let network = c.network.as_deref().unwrap_or("");
-            let mut with_network = vec![text(network)];
-            with_network.extend(args.iter().cloned());
-            let from_network = count(
-                &format!(
-                    "SELECT COUNT(*) FROM ceremonies
-                     WHERE session_id IS NULL AND COALESCE(network, '') = ? AND {pool}"
-                ),
-                with_network,
-            )?;
-            if full(from_network, caps.per_network) {
-                return Err(CoreError::TooManyCeremonies);
+            for (column, value, cap) in [
+                ("network", &c.network, caps.per_network),
+                ("wide_network", &c.wide_network, caps.per_wide_network),
+            ] {
+                let mut with_network = vec![text(value.as_deref().unwrap_or(""))];
+                with_network.extend(args.iter().cloned());
+                let from_network = count(
+                    &format!(
+                        "SELECT COUNT(*) FROM ceremonies
+                         WHERE session_id IS NULL AND COALESCE({column}, '') = ? AND {pool}"
+                    ),
+                    with_network,
+                )?;
+                if full(from_network, cap) {
+                    return Err(CoreError::TooManyCeremonies);
+                }
             }
             let in_pool = count(
                 &format!("SELECT COUNT(*) FROM ceremonies WHERE session_id IS NULL AND {pool}"),
@@ -137,8 +146,9 @@ impl Tx<'_> {
         }
         self.tx.execute(
             "INSERT INTO ceremonies
-                 (id, kind, account_id, session_id, state, created_at, expires_at, network)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 (id, kind, account_id, session_id, state, created_at, expires_at, network,
+                  wide_network)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 c.id.as_bytes(),
                 c.kind,
@@ -148,6 +158,7 @@ impl Tx<'_> {
                 c.created_at,
                 c.expires_at,
                 c.network,
+                c.wide_network,
             ],
         )?;
         Ok(())
@@ -199,6 +210,7 @@ mod tests {
             account_id: None,
             session_id: None,
             network: None,
+            wide_network: None,
             state: "{}".into(),
             created_at,
             expires_at,
@@ -214,6 +226,7 @@ mod tests {
             account_id: None,
             session_id: None,
             network: None,
+            wide_network: None,
             state: "{}".into(),
             created_at: 0,
             expires_at: 100,
@@ -254,6 +267,7 @@ mod tests {
                         account_id: None,
                         session_id: None,
                         network: None,
+                        wide_network: None,
                         state: "{}".into(),
                         created_at: i,
                         expires_at: 1000,
@@ -316,6 +330,7 @@ mod tests {
             per_session: 2,
             per_account: 3,
             per_network: 2,
+            per_wide_network: 3,
             reserved_kinds: &["recovery_cancel"],
         };
         let (account, s1, s2, s3) = (
@@ -331,6 +346,7 @@ mod tests {
         };
         let from = |kind: &str, network: &str| Ceremony {
             network: Some(network.into()),
+            wide_network: Some(format!("wide {}", &network[..1])),
             ..ceremony(kind, 0, 1000)
         };
         store
@@ -343,7 +359,9 @@ mod tests {
                 // Session ceremonies take nothing from the unauthenticated pool.
                 assert!(insert(from("sign_in", "a")) && insert(from("sign_in", "a")));
                 assert!(!insert(from("sign_in", "a")), "per network");
-                assert!(insert(from("sign_in", "b")) && insert(from("sign_in", "b")));
+                assert!(insert(from("sign_in", "a2")));
+                assert!(!insert(from("sign_in", "a3")), "per wider network");
+                assert!(insert(from("sign_in", "b")));
                 assert!(!insert(from("sign_in", "c")), "the shared pool is full");
                 // The reserved pool is still open, with its own per-network count.
                 assert!(insert(from("recovery_cancel", "a")));

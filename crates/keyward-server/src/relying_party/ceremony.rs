@@ -105,9 +105,13 @@ impl RelyingParty {
         begun: Begun<'_>,
         state: &impl Serialize,
     ) -> Result<Ceremony> {
-        let (session_id, network) = match begun {
-            Begun::BySession(id) => (Some(id), None),
-            Begun::From(address) => (None, Some(Network::of(address).as_str().to_string())),
+        let (session_id, network, wide_network) = match begun {
+            Begun::BySession(id) => (Some(id), None, None),
+            Begun::From(address) => (
+                None,
+                Some(Network::of(address).as_str().to_string()),
+                Some(Network::wide(address).as_str().to_string()),
+            ),
         };
         let now = self.now();
         let c = Ceremony {
@@ -116,6 +120,7 @@ impl RelyingParty {
             account_id,
             session_id,
             network,
+            wide_network,
             state: serde_json::to_string(state)
                 .map_err(|e| ServerError::Internal(format!("ceremony state: {e}")))?,
             created_at: now,
@@ -127,6 +132,7 @@ impl RelyingParty {
             per_session: p.max_pending_per_session,
             per_account: p.max_pending_per_account,
             per_network: p.max_pending_per_network,
+            per_wide_network: p.max_pending_per_wide_network,
             reserved_kinds: &[RESERVED_POOL],
         };
         tx.insert_ceremony(&c, &caps)?;

@@ -92,6 +92,22 @@ impl Network {
         }
     }
 
+    /// The wider block around an address, for bounds that a party holding a whole
+    /// allocation must not multiply: an IPv4 /24, an IPv6 /48.
+    pub fn wide(address: &str) -> Network {
+        match address.parse::<IpAddr>().map(crate::net::canonical) {
+            Ok(IpAddr::V6(v6)) => {
+                let s = v6.segments();
+                Network(format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2]))
+            }
+            Ok(IpAddr::V4(v4)) => {
+                let o = v4.octets();
+                Network(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
+            }
+            Err(_) => Network(address.to_string()),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -311,6 +327,12 @@ mod tests {
         assert_eq!(Network::of("2001:db8:1:2::1").as_str(), "2001:db8:1:2::/64");
         assert_eq!(Network::of("::ffff:192.0.2.1"), Network::of("192.0.2.1"));
         assert_ne!(Network::of("192.0.2.1"), Network::of("192.0.2.2"));
+        assert_eq!(Network::wide("2001:db8:1:2::1").as_str(), "2001:db8:1::/48");
+        assert_eq!(
+            Network::wide("2001:db8:1:ff::1"),
+            Network::wide("2001:db8:1:2::1")
+        );
+        assert_eq!(Network::wide("::ffff:192.0.2.7").as_str(), "192.0.2.0/24");
     }
 
     #[test]

@@ -293,6 +293,30 @@ async fn addresses_come_from_trusted_proxies_only_and_ipv6_counts_by_64() {
     assert_429(sign_in_begin_from(&direct, "198.51.100.99", None).await);
 }
 
+/// Pending ceremonies are bounded per /64 and per /48 as well: a party holding a whole
+/// allocation cannot multiply its share by rotating through its networks.
+#[tokio::test]
+async fn pending_ceremonies_are_bounded_per_64_and_per_48() {
+    let h = Harness::start_with(|c| {
+        behind_proxy(c);
+        c.policy.max_pending_per_network = 2;
+        c.policy.max_pending_per_wide_network = 3;
+    })
+    .await;
+    for a in ["2001:db8:1:a::1", "2001:db8:1:a::2"] {
+        sign_in_begin_from(&h, a, None).await.unwrap();
+    }
+    assert_429(sign_in_begin_from(&h, "2001:db8:1:a::3", None).await);
+    sign_in_begin_from(&h, "2001:db8:1:b::1", None)
+        .await
+        .unwrap();
+    assert_429(sign_in_begin_from(&h, "2001:db8:1:c::1", None).await);
+    sign_in_begin_from(&h, "2001:db8:2:a::1", None)
+        .await
+        .unwrap();
+    sign_in_begin_from(&h, "198.51.100.1", None).await.unwrap();
+}
+
 #[tokio::test]
 async fn renames_are_limited_per_account_and_a_refusal_changes_nothing() {
     let h = Harness::start_with(|c| c.limits.renames_per_account.max = 3).await;
