@@ -9,8 +9,24 @@ pub struct Policy {
     pub session_absolute_ms: i64,
     /// A ceremony's challenge is good for this long (at most 5 minutes).
     pub ceremony_ttl_ms: i64,
-    /// Ceremonies in flight across the whole server; a bound against memory and disk DoS.
+    /// Unauthenticated ceremonies in flight across the whole server; a bound against memory
+    /// and disk DoS. The recovery veto (`recovery_cancel`) has a pool of this size of its own.
     pub max_pending_ceremonies: u32,
+    /// Ceremonies in flight begun by one session (step-up, adding a key, recovery-key proofs);
+    /// these count against their session and account only, never the shared pool.
+    pub max_pending_per_session: u32,
+    /// Ceremonies in flight begun by all of one account's sessions together.
+    pub max_pending_per_account: u32,
+    /// Unauthenticated ceremonies in flight begun from one network (IPv4 address, IPv6 /64).
+    pub max_pending_per_network: u32,
+    /// The same over the wider block around it (IPv4 /24, IPv6 /48).
+    pub max_pending_per_wide_network: u32,
+    /// Ended or expired sessions, and devices with no session left, are deleted this long
+    /// after their last use. The security log keeps their history.
+    pub session_retention_ms: i64,
+    /// How often pruning runs (lazily, on a sign-in), and how many rows one run deletes.
+    pub prune_every_ms: i64,
+    pub prune_batch: u32,
     /// Sensitive operations need a user-verified assertion no older than this.
     pub step_up_ms: i64,
     /// How long a redeemed recovery key waits before it takes effect; 0 = at once.
@@ -35,6 +51,13 @@ impl Default for Policy {
             session_absolute_ms: 12 * HOUR_MS,
             ceremony_ttl_ms: 5 * MINUTE_MS,
             max_pending_ceremonies: 10_000,
+            max_pending_per_session: 8,
+            max_pending_per_account: 32,
+            max_pending_per_network: 64,
+            max_pending_per_wide_network: 256,
+            session_retention_ms: 90 * DAY_MS,
+            prune_every_ms: HOUR_MS,
+            prune_batch: 500,
             step_up_ms: 5 * MINUTE_MS,
             recovery_window_ms: 24 * HOUR_MS,
             drill_interval_ms: 90 * DAY_MS,

@@ -2,12 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use keyward_core::Policy;
 use serde::Deserialize;
 use url::Url;
 
+use crate::net::Cidr;
 use crate::relying_party::rate_limit::Limits;
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,21 @@ pub struct Args {
     /// The built web UI (`ui/dist`): serve it to browsers at `/`, signed in by cookie.
     #[arg(long, env = "KEYWARD_WEB_UI")]
     pub web_ui: Option<PathBuf>,
+    /// A reverse proxy's address range (repeat for several): only from these is the client
+    /// address read from `Forwarded` / `X-Forwarded-For`. None by default: the TCP peer.
+    #[arg(
+        long = "trusted-proxy",
+        env = "KEYWARD_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Seconds a client may take to send a request's headers before the connection is closed
+    /// (default 10; against slowloris).
+    #[arg(long, env = "KEYWARD_HEADER_TIMEOUT")]
+    pub header_timeout: Option<u64>,
+    /// Open connections served at once; more are closed as they arrive (default 1024).
+    #[arg(long, env = "KEYWARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 /// An authenticator model admitted in attested (AAL3) mode: its vendor's attestation root and
@@ -116,6 +133,10 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     web_ui: Option<PathBuf>,
+    #[serde(default)]
+    trusted_proxies: Vec<Cidr>,
+    header_timeout: Option<u64>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,7 +160,19 @@ pub struct Config {
     pub place_db: Option<PathBuf>,
     /// A folder holding the built web UI; browsers get it at `/`.
     pub web_ui: Option<PathBuf>,
+    /// Reverse proxies whose forwarded headers name the client; empty: the TCP peer is.
+    pub trusted_proxies: Vec<Cidr>,
+    /// How long a connection may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more are closed on arrival.
+    pub max_connections: usize,
+    /// Event streams one session may hold open; one more is refused.
+    pub max_streams_per_session: usize,
 }
+
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_MAX_STREAMS_PER_SESSION: usize = 8;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 
@@ -159,6 +192,10 @@ impl Config {
             attested_models: Vec::new(),
             place_db: None,
             web_ui: None,
+            trusted_proxies: Vec::new(),
+            header_read_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_streams_per_session: DEFAULT_MAX_STREAMS_PER_SESSION,
         }
     }
 
@@ -255,6 +292,20 @@ impl Config {
             policy,
             limits: Limits::default(),
             tls,
+            trusted_proxies: if args.trusted_proxies.is_empty() {
+                file.trusted_proxies
+            } else {
+                args.trusted_proxies
+            },
+            header_read_timeout: args
+                .header_timeout
+                .or(file.header_timeout)
+                .map_or(DEFAULT_HEADER_TIMEOUT, Duration::from_secs),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_streams_per_session: DEFAULT_MAX_STREAMS_PER_SESSION,
         };
         config.validate()?;
         Ok(config)
@@ -309,6 +360,12 @@ impl Config {
         }
         if p.recovery_window_ms < 0 {
             return invalid("the recovery window cannot be negative".into());
+        }
+        if self.header_read_timeout.is_zero() {
+            return invalid("the header timeout must be positive".into());
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections must be at least 1".into());
         }
         if let Some(dir) = &self.web_ui
             && !dir.join("index.html").is_file()
@@ -371,5 +428,38 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.policy.session_idle_ms, 60_000);
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_flags_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyward.toml");
+        std::fs::write(
+            &path,
+            "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nheader_timeout = 5\n",
+        )
+        .unwrap();
+        let c = Config::from_args(Args {
+            config: Some(path.clone()),
+            ..Args::default()
+        })
+        .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(5));
+        let c = Config::from_args(Args {
+            config: Some(path.clone()),
+            trusted_proxies: vec!["192.0.2.1".parse().unwrap()],
+            ..Args::default()
+        })
+        .unwrap();
+        assert_eq!(c.trusted_proxies, vec!["192.0.2.1".parse().unwrap()]);
+        std::fs::write(&path, "trusted_proxies = [\"nonsense\"]\n").unwrap();
+        assert!(
+            Config::from_args(Args {
+                config: Some(path),
+                ..Args::default()
+            })
+            .is_err()
+        );
     }
 }

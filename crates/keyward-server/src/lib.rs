@@ -7,6 +7,7 @@
 pub mod config;
 mod error;
 mod http;
+mod net;
 mod relying_party;
 
 pub use config::{Args, Config};
@@ -14,5 +15,6 @@ pub use error::ServerError;
 pub use http::AppState;
 pub use http::browser::{CSRF_HEADER, DELIVERY_HEADER, DEVICE_COOKIE, SESSION_COOKIE};
 pub use http::serve::{RunningServer, StartError, start, start_on};
+pub use net::Cidr;
 pub use relying_party::rate_limit::{Limit, Limits};
 pub use relying_party::{Authed, RelyingParty, SetupError};

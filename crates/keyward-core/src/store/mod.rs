@@ -27,13 +27,16 @@ mod sessions;
 
 pub use self::accounts::{Account, PendingRecovery};
 pub use self::authenticators::Authenticator;
-pub use self::ceremonies::Ceremony;
+pub use self::ceremonies::{Ceremony, CeremonyCaps};
 pub use self::events::NewEvent;
 pub use self::recovery_keys::RecoveryKeyRecord;
 pub use self::sessions::{Device, Session};
 pub use crate::security_log::{ChainReport, urgency_of};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_ceremony_caps.sql"),
+];
 
 type CommitHook = Box<dyn Fn(&[SecurityEvent]) + Send + Sync>;
 

@@ -267,6 +267,34 @@ impl Tx<'_> {
         )?;
         Ok(n == 1)
     }
+
+    /// Deletes up to `batch` sessions that ended or lapsed (idle or absolute) before `before`,
+    /// then up to `batch` devices that no session refers to, last seen before `before`. The
+    /// security log keeps their history (it refers to them by ID, never by key). Returns the
+    /// numbers deleted.
+    pub fn prune_sessions(
+        &self,
+        before: Millis,
+        idle_ms: i64,
+        batch: u32,
+    ) -> Result<(usize, usize)> {
+        let sessions = self.tx.execute(
+            "DELETE FROM sessions WHERE id IN (
+                 SELECT id FROM sessions
+                 WHERE COALESCE(ended_at, MIN(MAX(last_seen_at, active_from) + ?2, expires_at)) < ?1
+                 LIMIT ?3)",
+            params![before, idle_ms, batch],
+        )?;
+        let devices = self.tx.execute(
+            "DELETE FROM devices WHERE id IN (
+                 SELECT d.id FROM devices d
+                 WHERE d.last_seen_at < ?1
+                   AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = d.id)
+                 LIMIT ?2)",
+            params![before, batch],
+        )?;
+        Ok((sessions, devices))
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use super::browser;
 use crate::error::ServerError;
+use crate::net;
 use crate::relying_party::Authed;
 
 /// JSON body. Wrong content type → 415, bad JSON → 400, too large → 413, all as `ApiError`.
@@ -69,20 +70,35 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// The peer address as text. (Behind a proxy this is the proxy; see ARCHITECTURE.md.)
+/// The client's full address as text: the TCP peer, or, when the peer is a configured trusted
+/// proxy, the client its `Forwarded` / `X-Forwarded-For` names (`net::client_address`). Limits
+/// count it by network (`rate_limit::Network`); alerts show it whole.
 #[derive(Debug, Clone)]
 pub struct ClientAddr(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = ServerError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ServerError> {
-        let addr = parts
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ServerError> {
+        let Some(peer) = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(a)| a.ip().to_string())
-            .unwrap_or_else(|| "unknown".into());
-        Ok(ClientAddr(addr))
+            .map(|ConnectInfo(a)| a.ip())
+        else {
+            return Ok(ClientAddr("unknown".into()));
+        };
+        let values = |name: header::HeaderName| -> Vec<&str> {
+            parts
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect()
+        };
+        let forwarded = values(header::FORWARDED);
+        let x_forwarded_for = values(header::HeaderName::from_static("x-forwarded-for"));
+        let ip = net::client_address(peer, state.trusted_proxies(), &forwarded, &x_forwarded_for);
+        Ok(ClientAddr(ip.to_string()))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod serve;
 pub mod stream;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,9 +20,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use keyward_proto::SecurityEvent;
+use parking_lot::Mutex;
 use tokio::sync::broadcast;
+use uuid::Uuid;
 
 use crate::error::ServerError;
+use crate::net::Cidr;
 use crate::relying_party::RelyingParty;
 
 /// Largest request body accepted. WebAuthn responses are a few KiB.
@@ -38,11 +42,53 @@ struct Shared {
     tls: bool,
     /// The built web UI served at `/`, if configured.
     web_ui: Option<PathBuf>,
+    /// Proxies whose forwarded headers name the client.
+    trusted_proxies: Vec<Cidr>,
+    /// Open event streams per session, and how many one session may hold.
+    streams: Mutex<HashMap<Uuid, usize>>,
+    max_streams_per_session: usize,
+}
+
+/// What [`AppState::new`] takes from the configuration besides the relying party.
+pub struct HttpSettings {
+    pub tls: bool,
+    pub web_ui: Option<PathBuf>,
+    pub trusted_proxies: Vec<Cidr>,
+    pub max_streams_per_session: usize,
+}
+
+impl HttpSettings {
+    pub fn of(config: &crate::Config) -> HttpSettings {
+        HttpSettings {
+            tls: config.tls.is_some(),
+            web_ui: config.web_ui.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            max_streams_per_session: config.max_streams_per_session,
+        }
+    }
+}
+
+/// One open event stream of a session; dropping it (the stream ends) frees the place.
+pub(crate) struct StreamSlot {
+    state: AppState,
+    session: Uuid,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.state.0.streams.lock();
+        if let Some(n) = streams.get_mut(&self.session) {
+            *n -= 1;
+            if *n == 0 {
+                streams.remove(&self.session);
+            }
+        }
+    }
 }
 
 impl AppState {
     /// Serves `relying_party`; every event its store commits is published to open streams.
-    pub fn new(relying_party: RelyingParty, tls: bool, web_ui: Option<PathBuf>) -> AppState {
+    pub fn new(relying_party: RelyingParty, settings: HttpSettings) -> AppState {
         let (events, _) = broadcast::channel(4096);
         let publisher = events.clone();
         relying_party.store().set_commit_hook(move |committed| {
@@ -54,9 +100,32 @@ impl AppState {
         AppState(Arc::new(Shared {
             relying_party,
             events,
-            tls,
-            web_ui,
+            tls: settings.tls,
+            web_ui: settings.web_ui,
+            trusted_proxies: settings.trusted_proxies,
+            streams: Mutex::default(),
+            max_streams_per_session: settings.max_streams_per_session,
         }))
+    }
+
+    pub(crate) fn trusted_proxies(&self) -> &[Cidr] {
+        &self.0.trusted_proxies
+    }
+
+    /// A place for one more event stream of `session`, or a refusal once it holds the most.
+    pub(crate) fn open_stream(&self, session: Uuid) -> Result<StreamSlot, ServerError> {
+        let mut streams = self.0.streams.lock();
+        let n = streams.entry(session).or_default();
+        if *n >= self.0.max_streams_per_session {
+            return Err(ServerError::Conflict(
+                "this session has too many event streams open; close one first",
+            ));
+        }
+        *n += 1;
+        Ok(StreamSlot {
+            state: self.clone(),
+            session,
+        })
     }
 
     pub fn relying_party(&self) -> &RelyingParty {

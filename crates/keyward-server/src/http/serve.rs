@@ -5,9 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use hyper_util::rt::TokioTimer;
 use keyward_core::{Clock, Store};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{AppState, router};
+use super::{AppState, HttpSettings, router};
 use crate::config::{self, Config};
 use crate::relying_party::{RelyingParty, SetupError};
 
@@ -46,11 +51,7 @@ pub fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppState, S
         },
         other => StartError::Setup(other),
     })?;
-    Ok(AppState::new(
-        relying_party,
-        config.tls.is_some(),
-        config.web_ui.clone(),
-    ))
+    Ok(AppState::new(relying_party, HttpSettings::of(config)))
 }
 
 /// A server running in the background.
@@ -108,13 +109,28 @@ pub async fn start_on(
     })?;
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
+    // TCP_NODELAY: an alert is a small write that must leave at once, not wait for the peer's
+    // delayed ACK (Nagle), which cost ~20 ms per event on a live stream. And at most
+    // `max_connections` at once: one more is closed on arrival.
+    let tcp = ConnectionLimit::new(
+        axum_server::accept::NoDelayAcceptor::new(),
+        config.max_connections,
+    );
+    // hyper applies a header-read timeout only with a timer: without one a client sending
+    // a byte at a time holds its connection for ever (slowloris).
+    let timeouts = |builder: &mut hyper_util::server::conn::auto::Builder<_>| {
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+    };
     let task = match &config.tls {
         None => {
-            // TCP_NODELAY: an alert is a small write that must leave at once, not wait for
-            // the peer's delayed ACK (Nagle), which cost ~20 ms per event on a live stream.
-            let server = axum_server::from_tcp(listener)
-                .acceptor(axum_server::accept::NoDelayAcceptor::new())
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(tcp)
                 .handle(handle.clone());
+            timeouts(server.http_builder());
             tokio::spawn(async move { server.serve(app).await })
         }
         Some(tls) => {
@@ -128,11 +144,11 @@ pub async fn start_on(
                         tls.key.display()
                     ))
                 })?;
-            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls)
-                .acceptor(axum_server::accept::NoDelayAcceptor::new());
-            let server = axum_server::from_tcp(listener)
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls).acceptor(tcp);
+            let mut server = axum_server::from_tcp(listener)
                 .acceptor(acceptor)
                 .handle(handle.clone());
+            timeouts(server.http_builder());
             tokio::spawn(async move { server.serve(app).await })
         }
     };
@@ -143,4 +159,105 @@ pub async fn start_on(
         handle,
         task,
     })
+}
+
+/// An acceptor that serves at most `max` connections at once: past that, a new connection is
+/// closed as it arrives (before TLS or HTTP cost anything), and the place frees when one ends.
+#[derive(Clone)]
+struct ConnectionLimit<A> {
+    inner: A,
+    permits: Arc<Semaphore>,
+}
+
+impl<A> ConnectionLimit<A> {
+    fn new(inner: A, max: usize) -> Self {
+        ConnectionLimit {
+            inner,
+            permits: Arc::new(Semaphore::new(max)),
+        }
+    }
+}
+
+impl<A, S> axum_server::accept::Accept<TcpStream, S> for ConnectionLimit<A>
+where
+    A: axum_server::accept::Accept<TcpStream, S> + Clone + Send + Sync + 'static,
+    A::Future: Send,
+    A::Stream: Send,
+    A::Service: Send,
+    S: Send + 'static,
+{
+    type Stream = Counted<A::Stream>;
+    type Service = A::Service;
+    type Future = BoxFuture<'static, std::io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let permit = self.permits.clone().try_acquire_owned();
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let Ok(permit) = permit else {
+                tracing::warn!("connection limit reached; closing a new connection");
+                return Err(std::io::Error::other("connection limit reached"));
+            };
+            let (stream, service) = inner.accept(stream, service).await?;
+            Ok((
+                Counted {
+                    inner: stream,
+                    _permit: permit,
+                },
+                service,
+            ))
+        })
+    }
+}
+
+/// A connection holding one of [`ConnectionLimit`]'s places until it is dropped.
+struct Counted<S> {
+    inner: S,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }

@@ -3,7 +3,8 @@
 //! Order of work matters: subscribe to live events first, then replay what the store has after
 //! the client's last ID, then forward live events newer than the last one sent. Nothing
 //! committed in between can be missed, and nothing is sent twice. A stream whose own session
-//! ends is told (`session_ended`) and closed.
+//! ends is told (`session_ended`) and closed. A session holds at most
+//! `max_streams_per_session` streams at once; one more is refused (`conflict`, 409).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -58,6 +59,8 @@ pub async fn event_stream(
         .transpose()?;
     let account_id = authed.account.id;
     let session_id = authed.session.id;
+    // Held for as long as the stream is open: one session cannot pile up streams.
+    let slot = state.open_stream(session_id)?;
     let mut live = state.subscribe();
     let start = match header_id.or(q.after) {
         Some(id) => id,
@@ -69,6 +72,7 @@ pub async fn event_stream(
     };
 
     let stream = async_stream::stream! {
+        let _slot = slot;
         let mut last = start;
         let mut replay = true;
         let mut check = tokio::time::interval(Duration::from_secs(15));

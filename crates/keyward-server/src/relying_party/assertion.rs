@@ -12,9 +12,9 @@ use uuid::Uuid;
 use webauthn_rs::prelude::{AuthenticationResult, Passkey, WebauthnError};
 use webauthn_rs_proto::AllowCredentials;
 
-use super::ceremony::{AssertionState, CeremonyKind, ceremony_state};
+use super::ceremony::{AssertionState, Begun, CeremonyKind, ceremony_state};
 use super::client_data;
-use super::rate_limit::{LimitKey, too_many_attempts};
+use super::rate_limit::{LimitKey, Network, too_many_attempts};
 use super::{RelyingParty, Verdict};
 use crate::error::{Result, ServerError};
 
@@ -52,7 +52,7 @@ impl RelyingParty {
         tx: &Tx<'_>,
         kind: CeremonyKind,
         username: Option<&str>,
-        session_id: Option<Uuid>,
+        begun: Begun<'_>,
     ) -> Result<AssertionBegin> {
         let (mut options, state, account_id) = match username {
             None => {
@@ -89,7 +89,7 @@ impl RelyingParty {
         };
         // A modal sign-in, not browser autofill: clients show their own prompt.
         options.mediation = None;
-        let c = self.new_ceremony(tx, kind, account_id, session_id, &state)?;
+        let c = self.new_ceremony(tx, kind, account_id, begun, &state)?;
         Ok(AssertionBegin {
             ceremony_id: c.id,
             options,
@@ -302,7 +302,7 @@ impl RelyingParty {
         let now = self.now();
         self.limiter.record(
             LimitKey::Failure {
-                address: address.to_string(),
+                network: Network::of(address),
             },
             now,
         );
@@ -310,7 +310,7 @@ impl RelyingParty {
             self.limiter.record(
                 LimitKey::AccountFailure {
                     account: account_id,
-                    address: address.to_string(),
+                    network: Network::of(address),
                 },
                 now,
             );
@@ -331,19 +331,19 @@ impl RelyingParty {
     /// Refuses an address (or the pair of account and address) that failed too often.
     pub(super) fn check_failure_rate(&self, address: &str, account: Option<Uuid>) -> Result<()> {
         let now = self.now();
-        let address = address.to_string();
+        let network = Network::of(address);
         let blocked = self
             .limiter
             .blocked(
                 &LimitKey::Failure {
-                    address: address.clone(),
+                    network: network.clone(),
                 },
                 now,
             )
             .or_else(|| {
                 account.and_then(|account| {
                     self.limiter
-                        .blocked(&LimitKey::AccountFailure { account, address }, now)
+                        .blocked(&LimitKey::AccountFailure { account, network }, now)
                 })
             });
         match blocked {

@@ -10,8 +10,9 @@ use keyward_proto::{
 };
 use uuid::Uuid;
 
-use super::ceremony::{CeremonyKind, RegistrationState, ceremony_state};
+use super::ceremony::{Begun, CeremonyKind, RegistrationState, ceremony_state};
 use super::input::clean_nickname;
+use super::rate_limit::{LimitKey, too_many_attempts};
 use super::sessions::Authed;
 use super::views::{account_view, authenticator_view};
 use super::{RelyingParty, Verdict};
@@ -85,7 +86,7 @@ impl RelyingParty {
                 tx,
                 CeremonyKind::AddAuthenticator,
                 Some(authed.account.id),
-                Some(authed.session.id),
+                Begun::BySession(authed.session.id),
                 &registration,
             )?;
             Ok(RegistrationBegin {
@@ -150,6 +151,14 @@ impl RelyingParty {
     ) -> Result<AuthenticatorView> {
         authed.require_full()?;
         let nickname = clean_nickname(&req.nickname)?;
+        // Each rename is a synced write and a permanent log row: counted per account. Only a
+        // full session of the account can spend it, and it blocks nothing but renaming.
+        let key = LimitKey::Rename {
+            account: authed.account.id,
+        };
+        if let Some(ms) = self.limiter.blocked(&key, self.now()) {
+            return Err(too_many_attempts(ms));
+        }
         self.store.write(|tx| {
             let a = self.owned_authenticator(tx, authed, id)?;
             tx.rename_authenticator(id, &nickname)?;
@@ -160,6 +169,7 @@ impl RelyingParty {
                 ..EventDetail::default()
             };
             self.record_own(tx, authed, EventKind::AuthenticatorRenamed, detail)?;
+            self.limiter.record(key.clone(), self.now());
             Ok(authenticator_view(&Authenticator { nickname, ..a }))
         })
     }

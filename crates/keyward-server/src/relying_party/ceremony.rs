@@ -1,7 +1,7 @@
 //! Ceremonies in flight: their kinds and their server-side state. The state is written by this
 //! server into the store and never sent to a client.
 
-use keyward_core::store::{Ceremony, Tx};
+use keyward_core::store::{Ceremony, CeremonyCaps, Tx};
 use keyward_proto::{Millis, RecoveryPurpose};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -11,6 +11,7 @@ use webauthn_rs::prelude::{
 };
 
 use super::RelyingParty;
+use super::rate_limit::Network;
 use crate::error::{Result, ServerError};
 
 /// What a ceremony is for. A ceremony can only be finished as the kind it was begun as.
@@ -39,6 +40,17 @@ impl CeremonyKind {
         }
     }
 }
+
+/// Who began a ceremony: a signed-in session, or a client at an address.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Begun<'a> {
+    BySession(Uuid),
+    From(&'a str),
+}
+
+/// The kind with a pool of pending ceremonies of its own: the recovery veto stays open while
+/// sign-ins are flooded.
+const RESERVED_POOL: &str = "recovery_cancel";
 
 /// A registration in flight: plain (any user-verifying authenticator) or attested (only the
 /// configured models, proven by their vendor's attestation).
@@ -82,27 +94,48 @@ pub(super) fn ceremony_state<T: serde::de::DeserializeOwned>(c: &Ceremony) -> Re
 }
 
 impl RelyingParty {
-    /// Stores a new ceremony; `session_id` ties it to the session that began it.
+    /// Stores a new ceremony: `Begun::BySession` ties it to the session that began it (and
+    /// counts it against that session and its account), `Begun::From` counts it against the
+    /// client's network and the shared pool (the veto, `RecoveryCancel`, has its own).
     pub(super) fn new_ceremony(
         &self,
         tx: &Tx<'_>,
         kind: CeremonyKind,
         account_id: Option<Uuid>,
-        session_id: Option<Uuid>,
+        begun: Begun<'_>,
         state: &impl Serialize,
     ) -> Result<Ceremony> {
+        let (session_id, network, wide_network) = match begun {
+            Begun::BySession(id) => (Some(id), None, None),
+            Begun::From(address) => (
+                None,
+                Some(Network::of(address).as_str().to_string()),
+                Some(Network::wide(address).as_str().to_string()),
+            ),
+        };
         let now = self.now();
         let c = Ceremony {
             id: Uuid::new_v4(),
             kind: kind.as_str().to_string(),
             account_id,
             session_id,
+            network,
+            wide_network,
             state: serde_json::to_string(state)
                 .map_err(|e| ServerError::Internal(format!("ceremony state: {e}")))?,
             created_at: now,
             expires_at: now + self.policy.ceremony_ttl_ms,
         };
-        tx.insert_ceremony(&c, self.policy.max_pending_ceremonies)?;
+        let p = &self.policy;
+        let caps = CeremonyCaps {
+            total: p.max_pending_ceremonies,
+            per_session: p.max_pending_per_session,
+            per_account: p.max_pending_per_account,
+            per_network: p.max_pending_per_network,
+            per_wide_network: p.max_pending_per_wide_network,
+            reserved_kinds: &[RESERVED_POOL],
+        };
+        tx.insert_ceremony(&c, &caps)?;
         Ok(c)
     }
 

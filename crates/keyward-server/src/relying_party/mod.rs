@@ -10,6 +10,7 @@
 //! cancel, enrol), `events` (recording and reading the log), `rate_limit`, `decoys`, `places`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use keyward_core::store::Tx;
@@ -55,7 +56,7 @@ pub use sessions::Authed;
 
 use decoys::DecoyCredentials;
 use places::PlaceDb;
-use rate_limit::{LimitKey, RateLimiter, too_many_attempts};
+use rate_limit::{LimitKey, Network, RateLimiter, too_many_attempts};
 
 /// The outcome of a transaction that commits whether or not the request is granted. A refusal
 /// still commits what it used up or recorded (the consumed challenge, the failure's event, a
@@ -80,6 +81,8 @@ pub struct RelyingParty {
     attestation: Option<AttestationCaList>,
     /// The operator's offline address → coarse place table; empty when none is configured.
     places: PlaceDb,
+    /// When sessions and devices were last pruned.
+    last_prune: AtomicI64,
 }
 
 /// Why a relying party could not be set up from its configuration.
@@ -177,6 +180,7 @@ impl RelyingParty {
             decoys: DecoyCredentials::new(decoy_key),
             attestation,
             places,
+            last_prune: AtomicI64::new(i64::MIN),
         })
     }
 
@@ -197,11 +201,38 @@ impl RelyingParty {
     /// Unauthenticated ceremony starts are counted per address.
     pub(super) fn check_begin_rate(&self, address: &str) -> Result<()> {
         let key = LimitKey::Begin {
-            address: address.to_string(),
+            network: Network::of(address),
         };
         match self.limiter.hit(key, self.now()) {
             Some(ms) => Err(too_many_attempts(ms)),
             None => Ok(()),
+        }
+    }
+
+    /// Deletes sessions that ended or lapsed, and devices left with no session, once they are
+    /// older than the retention period: at most every `prune_every_ms`, at most `prune_batch`
+    /// rows of each per run, so it never holds the writer long. A failure is logged only: it
+    /// must not fail the request that happened to trigger it.
+    pub(super) fn prune_if_due(&self) {
+        let now = self.now();
+        let last = self.last_prune.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < self.policy.prune_every_ms
+            || self
+                .last_prune
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let p = &self.policy;
+        let before = now - p.session_retention_ms;
+        match self
+            .store
+            .write(|tx| tx.prune_sessions(before, p.session_idle_ms, p.prune_batch))
+        {
+            Ok((0, 0)) => {}
+            Ok((sessions, devices)) => tracing::info!(sessions, devices, "pruned old sessions"),
+            Err(e) => tracing::warn!(error = %e, "pruning sessions failed"),
         }
     }
 

@@ -9,7 +9,7 @@ use keyward_proto::{
     RecoveryProof, RecoveryPurpose, SetRecoveryKeyRequest,
 };
 
-use super::ceremony::{CeremonyKind, RecoveryProofState, ceremony_state};
+use super::ceremony::{Begun, CeremonyKind, RecoveryProofState, ceremony_state};
 use super::sessions::Authed;
 use super::{RelyingParty, Verdict};
 use crate::error::{Result, ServerError};
@@ -90,7 +90,7 @@ impl RelyingParty {
                 tx,
                 CeremonyKind::RecoveryProof,
                 Some(authed.account.id),
-                Some(authed.session.id),
+                Begun::BySession(authed.session.id),
                 &state,
             )?;
             Ok(RecoveryChallenge {

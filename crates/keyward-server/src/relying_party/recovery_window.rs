@@ -13,9 +13,9 @@ use keyward_proto::{
 use uuid::Uuid;
 
 use super::assertion::Proven;
-use super::ceremony::{CeremonyKind, RecoveryProofState, ceremony_state};
+use super::ceremony::{Begun, CeremonyKind, RecoveryProofState, ceremony_state};
 use super::input::{clean_client, normalize_username};
-use super::rate_limit::{LimitKey, too_many_attempts};
+use super::rate_limit::{LimitKey, Network, too_many_attempts};
 use super::sessions::{Actor, Authed, SessionRequest};
 use super::views::{account_view, window_view};
 use super::{RelyingParty, Verdict};
@@ -39,8 +39,13 @@ impl RelyingParty {
                 purpose: RecoveryPurpose::Redeem,
                 challenge: random_bytes::<32>().to_vec(),
             };
-            let c =
-                self.new_ceremony(tx, CeremonyKind::RecoveryRedeem, account_id, None, &state)?;
+            let c = self.new_ceremony(
+                tx,
+                CeremonyKind::RecoveryRedeem,
+                account_id,
+                Begun::From(address),
+                &state,
+            )?;
             Ok(RecoveryChallenge {
                 challenge_id: c.id,
                 purpose: RecoveryPurpose::Redeem,
@@ -58,8 +63,10 @@ impl RelyingParty {
     ) -> Result<RecoveryStarted> {
         let client = clean_client(&req.client, user_agent);
         let now = self.now();
+        // Counted per network only: never per account (anyone who knows a username could
+        // then spend the owner's attempts), and the same for unknown names (no oracle).
         let address_key = LimitKey::RecoveryFailure {
-            address: address.to_string(),
+            network: Network::of(address),
         };
         if let Some(ms) = self.limiter.blocked(&address_key, now) {
             return Err(too_many_attempts(ms));
@@ -73,8 +80,6 @@ impl RelyingParty {
             let fail = |tx: &mut Tx<'_>, account_id: Option<Uuid>| -> Result<Verdict<_>> {
                 self.limiter.record(address_key.clone(), now);
                 if let Some(id) = account_id {
-                    self.limiter
-                        .record(LimitKey::AccountRecoveryFailure { account: id }, now);
                     let mut e = NewEvent::new(id, EventKind::SignInFailed);
                     e.address = Some(address.to_string());
                     e.device_name = Some(client.name.clone());
@@ -86,12 +91,6 @@ impl RelyingParty {
             let Some(account_id) = c.account_id else {
                 return fail(tx, None);
             };
-            let account_key = LimitKey::AccountRecoveryFailure {
-                account: account_id,
-            };
-            if let Some(ms) = self.limiter.blocked(&account_key, now) {
-                return Ok(Verdict::Refused(too_many_attempts(ms)));
-            }
             let state: RecoveryProofState = ceremony_state(&c)?;
             let Some(rk) = tx.recovery_key(account_id)? else {
                 return fail(tx, Some(account_id));
@@ -231,7 +230,12 @@ impl RelyingParty {
             .map(normalize_username)
             .transpose()?;
         self.store.write_unsynced(|tx| {
-            self.assertion_begin(tx, CeremonyKind::RecoveryCancel, username.as_deref(), None)
+            self.assertion_begin(
+                tx,
+                CeremonyKind::RecoveryCancel,
+                username.as_deref(),
+                Begun::From(address),
+            )
         })
     }
 

@@ -11,7 +11,7 @@ use webauthn_rs::prelude::{
     CreationChallengeResponse, Credential, CredentialID, Passkey, WebauthnError,
 };
 
-use super::ceremony::{CeremonyKind, RegisterState, RegistrationState, ceremony_state};
+use super::ceremony::{Begun, CeremonyKind, RegisterState, RegistrationState, ceremony_state};
 use super::client_data;
 use super::input::{clean_client, clean_nickname, clean_text, normalize_username};
 use super::sessions::SessionRequest;
@@ -109,7 +109,13 @@ impl RelyingParty {
                 display_name: display_name.clone(),
                 registration,
             };
-            let c = self.new_ceremony(tx, CeremonyKind::Register, None, None, &state)?;
+            let c = self.new_ceremony(
+                tx,
+                CeremonyKind::Register,
+                None,
+                Begun::From(address),
+                &state,
+            )?;
             Ok(RegistrationBegin {
                 ceremony_id: c.id,
                 options,

@@ -6,9 +6,9 @@ use keyward_proto::{
 };
 
 use super::assertion::Proven;
-use super::ceremony::CeremonyKind;
+use super::ceremony::{Begun, CeremonyKind};
 use super::input::{clean_client, normalize_username};
-use super::rate_limit::LimitKey;
+use super::rate_limit::{LimitKey, Network};
 use super::sessions::{Authed, SessionRequest};
 use super::views::account_view;
 use super::{RelyingParty, Verdict};
@@ -17,13 +17,19 @@ use crate::error::{Result, ServerError};
 impl RelyingParty {
     pub fn sign_in_begin(&self, req: SignInBeginRequest, address: &str) -> Result<AssertionBegin> {
         self.check_begin_rate(address)?;
+        self.prune_if_due();
         let username = req
             .username
             .as_deref()
             .map(normalize_username)
             .transpose()?;
         self.store.write_unsynced(|tx| {
-            self.assertion_begin(tx, CeremonyKind::SignIn, username.as_deref(), None)
+            self.assertion_begin(
+                tx,
+                CeremonyKind::SignIn,
+                username.as_deref(),
+                Begun::From(address),
+            )
         })
     }
 
@@ -70,7 +76,7 @@ impl RelyingParty {
             }
             self.limiter.clear(&LimitKey::AccountFailure {
                 account: account.id,
-                address: address.to_string(),
+                network: Network::of(address),
             });
             let session = self.session_view(tx, &opened.session, Some(opened.session.id))?;
             Ok(Verdict::Granted(SignedIn {
@@ -89,7 +95,7 @@ impl RelyingParty {
                 tx,
                 CeremonyKind::StepUp,
                 Some(&authed.account.username),
-                Some(authed.session.id),
+                Begun::BySession(authed.session.id),
             )
         })
     }
