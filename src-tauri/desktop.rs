@@ -105,7 +105,9 @@ impl Connection {
         let idle_too_long = self
             .session
             .as_ref()
-            .is_some_and(|s| now - s.last_used >= idle);
+            // A recovery session is exempt: the person may come back days after the window
+            // (the server bounds it by the enrolment deadline, with no idle timeout).
+            .is_some_and(|s| !s.recovery && now - s.last_used >= idle);
         if idle_too_long {
             self.session = None;
             self.locked = true;

@@ -61,9 +61,17 @@ pub struct Args {
     /// Seconds a redeemed recovery key waits before it takes effect (default 86400; 0 = at once).
     #[arg(long, env = "KEYWARD_RECOVERY_WINDOW")]
     pub recovery_window: Option<u64>,
-    /// Refuse synced passkeys: only device-bound keys may register (AAL3 mode).
+    /// After the window, seconds a recovery session has to enrol a new key and recovery key
+    /// (default 2592000: 30 days). No idle timeout applies to it until then.
+    #[arg(long, env = "KEYWARD_RECOVERY_ENROLMENT_DEADLINE")]
+    pub recovery_enrolment_deadline: Option<u64>,
+    /// Refuse synced passkeys: only device-bound keys may register or sign in (AAL3 mode).
     #[arg(long, env = "KEYWARD_REQUIRE_DEVICE_BOUND")]
     pub require_device_bound: bool,
+    /// Refuse requests whose Host is not an origin's host:port (DNS rebinding). Leave off
+    /// behind a proxy that rewrites Host to the upstream address.
+    #[arg(long, env = "KEYWARD_CHECK_HOST")]
+    pub check_host: bool,
     /// Offline CSV of `CIDR,place` lines: shows a coarse place for sessions and sign-ins.
     #[arg(long, env = "KEYWARD_PLACE_DB")]
     pub place_db: Option<PathBuf>,
@@ -110,8 +118,11 @@ struct FileConfig {
     idle_timeout: Option<u64>,
     session_lifetime: Option<u64>,
     recovery_window: Option<u64>,
+    recovery_enrolment_deadline: Option<u64>,
     #[serde(default)]
     require_device_bound: bool,
+    #[serde(default)]
+    check_host: bool,
     place_db: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -139,6 +150,12 @@ pub struct Config {
     pub place_db: Option<PathBuf>,
     /// A folder holding the built web UI; browsers get it at `/`.
     pub web_ui: Option<PathBuf>,
+    /// Refuse a request whose `Host` is not one of the origins' host:port (for a `localhost`
+    /// origin, a loopback address on its port too): a page on another site that rebinds its
+    /// name to 127.0.0.1 then reaches nothing. On for loopback servers (`Config::local`, the
+    /// desktop's embedded keywardd); opt-in elsewhere, because a reverse proxy may send the
+    /// upstream's address as Host.
+    pub check_host: bool,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
@@ -159,6 +176,7 @@ impl Config {
             attested_models: Vec::new(),
             place_db: None,
             web_ui: None,
+            check_host: true,
         }
     }
 
@@ -219,6 +237,12 @@ impl Config {
         if let Some(ms) = secs(args.recovery_window.or(file.recovery_window)) {
             policy.recovery_window_ms = ms;
         }
+        if let Some(ms) = secs(
+            args.recovery_enrolment_deadline
+                .or(file.recovery_enrolment_deadline),
+        ) {
+            policy.recovery_enrolment_ms = ms;
+        }
         policy.require_device_bound = args.require_device_bound || file.require_device_bound;
         let attested_models = file
             .attested_models
@@ -241,6 +265,7 @@ impl Config {
             attested_models,
             place_db: args.place_db.or(file.place_db),
             web_ui: args.web_ui.or(file.web_ui),
+            check_host: args.check_host || file.check_host,
             listen,
             db: args
                 .db

@@ -38,11 +38,18 @@ struct Shared {
     tls: bool,
     /// The built web UI served at `/`, if configured.
     web_ui: Option<PathBuf>,
+    /// With `check_host`: the only `Host` values answered (see `serve::allowed_hosts`).
+    allowed_hosts: Option<Vec<String>>,
 }
 
 impl AppState {
     /// Serves `relying_party`; every event its store commits is published to open streams.
-    pub fn new(relying_party: RelyingParty, tls: bool, web_ui: Option<PathBuf>) -> AppState {
+    pub fn new(
+        relying_party: RelyingParty,
+        tls: bool,
+        web_ui: Option<PathBuf>,
+        allowed_hosts: Option<Vec<String>>,
+    ) -> AppState {
         let (events, _) = broadcast::channel(4096);
         let publisher = events.clone();
         relying_party.store().set_commit_hook(move |committed| {
@@ -56,6 +63,7 @@ impl AppState {
             events,
             tls,
             web_ui,
+            allowed_hosts,
         }))
     }
 
@@ -99,10 +107,34 @@ pub fn router(state: AppState) -> Router {
             ServerError::InvalidInput("that method is not allowed here".into()).into_response()
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), check_host))
         .layer(middleware::from_fn(move |req, next| {
             security_headers(req, next, tls)
         }))
         .with_state(state)
+}
+
+/// Refuses a request for a Host that is not this server's own (DNS rebinding: a page on
+/// another site whose name now points at 127.0.0.1). Only when `check_host` is configured.
+async fn check_host(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(allowed) = &state.0.allowed_hosts {
+        // HTTP/1.1 sends Host; HTTP/2 the URI's authority.
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .map(str::to_ascii_lowercase);
+        if !host.is_some_and(|h| allowed.contains(&h)) {
+            return ServerError::Forbidden("this server does not answer for that host name")
+                .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn security_headers(req: Request, next: Next, tls: bool) -> Response {

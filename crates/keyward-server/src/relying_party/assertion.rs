@@ -32,6 +32,10 @@ struct PreVerified {
     outcome: std::result::Result<AuthenticationResult, WebauthnError>,
 }
 
+/// The failure reason of an assertion by a synced key under `require_device_bound`; the
+/// client is told `policy_refused` rather than `authentication_failed`.
+const SYNCED_KEY_REFUSED: &str = "synced key refused: this server accepts device-bound keys only";
+
 /// Where a failed assertion came from, for the log and the rate limiter.
 struct AssertionFailure {
     account_id: Option<Uuid>,
@@ -283,6 +287,13 @@ impl RelyingParty {
         if !result.user_verified() {
             return fail(Some(owner), Some(authenticator), "user not verified");
         }
+        // The device-bound policy holds at every assertion, not only at registration: a key
+        // registered before it was turned on, or one now claiming to be synced, is refused.
+        if self.policy.require_device_bound
+            && (result.backup_eligible() || authenticator.backup_eligible)
+        {
+            return fail(Some(owner), Some(authenticator), SYNCED_KEY_REFUSED);
+        }
         passkey.update_credential(&result);
         let updated = Authenticator {
             credential: serde_json::to_string(&passkey)
@@ -388,6 +399,11 @@ impl RelyingParty {
             Ok(a) => Ok(Verdict::Granted(a)),
             Err(f) => {
                 self.record_failure(tx, &f, address)?;
+                if f.reason == SYNCED_KEY_REFUSED {
+                    return Ok(Verdict::Refused(ServerError::PolicyRefused(
+                        "synced passkeys are not accepted here; use a hardware security key",
+                    )));
+                }
                 Ok(Verdict::Refused(ServerError::AuthenticationFailed))
             }
         }

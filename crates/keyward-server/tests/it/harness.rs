@@ -88,6 +88,15 @@ impl Harness {
         Self::start_at(self.dir, self.db, clock, |_| {}).await
     }
 
+    /// Stops the server and starts one with another configuration on the same database.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> Harness {
+        if let Some(s) = self.server.take() {
+            s.shutdown(Duration::from_secs(1)).await;
+        }
+        let clock = self.clock.clone();
+        Self::start_at(self.dir, self.db, clock, tweak).await
+    }
+
     pub fn state(&self) -> &keyward_server::AppState {
         &self.server.as_ref().unwrap().state
     }
