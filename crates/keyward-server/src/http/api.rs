@@ -50,6 +50,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rename_authenticator, remove_authenticator))
         .routes(routes!(removal_impact))
         .routes(routes!(report_lost))
+        .routes(routes!(current_session))
         .routes(routes!(list_sessions))
         .routes(routes!(end_session))
         .routes(routes!(end_other_sessions))
@@ -281,6 +282,15 @@ async fn report_lost(
 }
 
 // ---- sessions -----------------------------------------------------------------------------
+
+/// The session this request was made with (a recovery session may see its own, not others).
+#[utoipa::path(get, path = "/api/v1/session", tag = "sessions",
+    responses((status = 200, body = SessionView), (status = 401, body = ApiError)))]
+async fn current_session(State(s): State<AppState>, authed: Authed) -> Result<Json<SessionView>> {
+    s.blocking(move |s| s.current_session(&authed))
+        .await
+        .map(Json)
+}
 
 #[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions",
     responses((status = 200, body = Vec<SessionView>), (status = 401, body = ApiError)))]

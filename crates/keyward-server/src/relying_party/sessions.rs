@@ -277,6 +277,12 @@ impl RelyingParty {
         Ok(tx.live_sessions(account_id, self.now(), self.policy.session_idle_ms)?)
     }
 
+    /// The session itself, which any session may see (a recovery session, its own state).
+    pub fn current_session(&self, authed: &Authed) -> Result<SessionView> {
+        self.store
+            .read(|tx| self.session_view(tx, &authed.session, Some(authed.session.id)))
+    }
+
     pub fn list_sessions(&self, authed: &Authed) -> Result<Vec<SessionView>> {
         authed.require_not_recovery()?;
         self.store.read(|tx| {

@@ -492,6 +492,8 @@ async fn a_recovery_session_sees_only_its_window() {
     let t = &started.token;
     let account: AccountView = h.get("/api/v1/account", t).await.unwrap();
     assert_eq!(account.recovery.unwrap().ends_at, started.window.ends_at);
+    let own: SessionView = h.get("/api/v1/session", t).await.unwrap();
+    assert_eq!((own.scope, own.current), (SessionScope::Recovery, true));
     let refused = |path: &'static str| {
         let (h, t) = (&h, t.clone());
         async move {
