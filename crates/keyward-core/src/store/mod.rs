@@ -33,7 +33,10 @@ pub use self::recovery_keys::RecoveryKeyRecord;
 pub use self::sessions::{Device, Session};
 pub use crate::security_log::{ChainReport, urgency_of};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_event_numbers.sql"),
+];
 
 type CommitHook = Box<dyn Fn(&[SecurityEvent]) + Send + Sync>;
 

@@ -102,19 +102,22 @@ impl RelyingParty {
 
     /// Looks like a real account's options: same fields, stable credential IDs per username.
     fn decoy_options(&self, username: &str) -> Result<RequestChallengeResponse> {
-        let ids = self.decoys.for_username(username);
+        let decoys = self.decoys.for_username(username);
         let (mut options, _) = self
             .webauthn
             .start_discoverable_authentication()
             .map_err(|e| ServerError::Internal(format!("start authentication: {e}")))?;
         options.mediation = None;
         options.public_key.extensions = None;
-        options.public_key.allow_credentials = ids
+        // webauthn-rs keeps a key's reported transports only when attestation vouches for
+        // them, so a real account's options carry transports exactly in attested mode.
+        let attested = self.attestation.is_some();
+        options.public_key.allow_credentials = decoys
             .into_iter()
-            .map(|id| AllowCredentials {
+            .map(|d| AllowCredentials {
                 type_: "public-key".into(),
-                id: id.to_vec(),
-                transports: None,
+                id: d.id,
+                transports: attested.then_some(d.transports),
             })
             .collect();
         Ok(options)

@@ -740,3 +740,95 @@ async fn reporting_the_last_usable_key_lost_is_refused() {
     assert_eq!(after[0].status, AuthenticatorStatus::Active);
     h.sign_in(&mut key, None, "laptop").await.unwrap();
 }
+
+/// The decoys must also look like accounts whose keys were registered with packed attestation
+/// and reported transports: in attested mode a real key's options carry them (webauthn-rs
+/// keeps transports only when attestation vouches for them; without, neither side has any).
+#[tokio::test]
+async fn decoys_look_like_attested_keys_that_report_transports() {
+    let model = uuid::Uuid::from_u128(0x5e_c0de);
+    let (ca_pem, identity) = vendor(model);
+    let h = Harness::start_with(|c| {
+        c.attested_models = vec![keyward_server::config::AttestedModel {
+            ca_pem,
+            aaguid: model,
+            name: "Test Key".into(),
+        }];
+    })
+    .await;
+    let mut key = keyward_softkey::SoftKey::new(model);
+    key.attestation = Some(identity);
+    key.transports = vec!["nfc".into(), "usb".into()];
+    h.create_account(&mut key, "ada").await;
+    let options = |name: &'static str| {
+        let h = &h;
+        async move {
+            h.http
+                .post(format!("{}/api/v1/sign-in/begin", h.base))
+                .json(&serde_json::json!({ "username": name }))
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let (real, fake) = (options("ada").await, options("nobody").await);
+    let first = |v: &serde_json::Value| v["options"]["publicKey"]["allowCredentials"][0].clone();
+    assert_eq!(
+        first(&real)["transports"],
+        serde_json::json!(["nfc", "usb"])
+    );
+    assert!(
+        first(&fake)["transports"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "decoys report transports too: {}",
+        first(&fake)
+    );
+    assert_eq!(shape(&real), shape(&fake), "same fields, same types");
+}
+
+/// Event IDs are numbered per account: the gap between two of an attacker's own events says
+/// nothing of what happened to other accounts (here: failed sign-ins against a real name,
+/// which are logged on that account and on no decoy).
+#[tokio::test]
+async fn event_ids_do_not_reveal_other_accounts_activity() {
+    let h = Harness::start().await;
+    let mut ada_key = new_key();
+    h.create_account(&mut ada_key, "ada").await;
+    let mut eve_key = new_key();
+    let eve = h.create_account(&mut eve_key, "eve").await;
+    let before = h.events(&eve.token).await;
+    // Probing names: one real, one unknown.
+    let mut forged = ada_key.clone();
+    forged.behaviour.corrupt_signature = true;
+    for name in ["ada", "nobody"] {
+        let begin = h.sign_in_begin(Some(name)).await;
+        let mut options = begin.options.clone();
+        options.public_key.allow_credentials.clear();
+        let cred = forged.authenticate(&h.origin, &options).unwrap();
+        h.sign_in_finish(&begin, cred, "x", None).await.unwrap_err();
+    }
+    h.sign_in(&mut eve_key, Some("eve"), "eve's laptop")
+        .await
+        .unwrap();
+    let after = h.events(&eve.token).await;
+    assert_eq!(
+        after[0].id,
+        before[0].id + 1,
+        "eve's next event follows her last, whatever happened elsewhere"
+    );
+    let ids: Vec<i64> = after.iter().rev().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
+    // The stream resumes by the same numbers.
+    let page: EventPage = h
+        .get(
+            &format!("/api/v1/events?before={}", after[0].id),
+            &eve.token,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.events[0].id, after[0].id - 1);
+}
