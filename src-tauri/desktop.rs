@@ -105,7 +105,9 @@ impl Connection {
         let idle_too_long = self
             .session
             .as_ref()
-            .is_some_and(|s| now - s.last_used >= idle);
+            // A recovery session is exempt: the person may come back days after the window
+            // (the server bounds it by the enrolment deadline, with no idle timeout).
+            .is_some_and(|s| !s.recovery && now - s.last_used >= idle);
         if idle_too_long {
             self.session = None;
             self.locked = true;
@@ -529,7 +531,30 @@ impl Desktop {
         let mut keys = self.keys.lock().await;
         let r = c.add_key(&api, &mut *keys, nickname.as_deref()).await;
         drop(keys);
-        self.checked(r).await
+        let added = self.checked(r).await?;
+        self.finish_recovery().await?;
+        Ok(added)
+    }
+
+    /// A recovery session that has enrolled a new key and a new recovery key becomes a full
+    /// session with a new token, which replaces the recovery token here and in the vault.
+    async fn finish_recovery(&self) -> Result<()> {
+        let api = {
+            let conn = self.conn.lock().await;
+            match conn.session.as_ref() {
+                Some(s) if s.recovery => s.api.clone(),
+                _ => return Ok(()),
+            }
+        };
+        match api.complete_recovery().await {
+            Ok(signed) => {
+                self.adopt(signed).await?;
+                Ok(())
+            }
+            // Not both enrolled yet: the next enrolment step finishes it.
+            Err(e) if e.code() == Some(ErrorCode::RecoveryInProgress) => Ok(()),
+            Err(e) => self.checked(Err(e)).await,
+        }
     }
 
     pub async fn rename_key(&self, id: Uuid, nickname: &str) -> Result<AuthenticatorView> {
@@ -565,6 +590,7 @@ impl Desktop {
         let r = c.new_recovery_key(&api, &mut *keys).await;
         drop(keys);
         let (key, status) = self.checked(r).await?;
+        self.finish_recovery().await?;
         Ok(NewRecoveryKey {
             key: key.to_display(),
             status,
@@ -617,12 +643,7 @@ impl Desktop {
 /// The ID of the session `api`'s token belongs to (answers carry the account, not always the
 /// session).
 async fn current_session_id(api: &Api) -> Option<Uuid> {
-    api.sessions()
-        .await
-        .ok()?
-        .into_iter()
-        .find(|s| s.current)
-        .map(|s| s.id)
+    api.current_session().await.ok().map(|s| s.id)
 }
 
 /// What the live feed sends the UI: an event, or "open this session" when the user acted on a

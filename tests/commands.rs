@@ -315,3 +315,61 @@ fn the_key_choice_is_remembered_and_a_stray_pin_is_refused() {
     let status = rt.block_on(desktop.status()).unwrap();
     assert_eq!(status.key_kind, keyward_desktop::keys::KeyKind::SecurityKey);
 }
+
+/// The person recovering is told to come back when the window ends; they may come back much
+/// later. The app's idle lock leaves a recovery session alone (the server bounds it by its
+/// enrolment deadline instead), and a restart resumes it from the secret store.
+#[test]
+fn a_recovery_session_survives_the_idle_lock_and_a_restart() {
+    let clock = Arc::new(keyward_core::ManualClock::new(0));
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_a_app, a) = app(a_dir.path(), clock.clone());
+    let server = invoke(&a, "connect", json!({"server": null})).unwrap()["server"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    invoke(
+        &a,
+        "create_account",
+        json!({"username": "ada", "displayName": null}),
+    )
+    .unwrap();
+    let key = invoke(&a, "create_recovery_key", json!({})).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let vault = Arc::new(MemoryVault::default());
+    let (_b_app, b) = app_with_vault(b_dir.path(), clock.clone(), vault.clone());
+    invoke(&b, "connect", json!({"server": server})).unwrap();
+    invoke(
+        &b,
+        "redeem_recovery_key",
+        json!({"username": "ada", "typed": key}),
+    )
+    .unwrap();
+    // Far past the idle timeout: still held, not locked.
+    clock.advance_secs(3 * 24 * 3600);
+    let status = invoke(&b, "status", json!({})).unwrap();
+    assert_eq!(status["locked"], false);
+    assert_eq!(status["recovering"], true);
+    assert_eq!(status["account"]["state"], "recovery_pending");
+    // During the window it sees its window, and nothing of the account.
+    assert_eq!(
+        invoke(&b, "sessions", json!({})).unwrap_err()["code"],
+        "recovery_in_progress"
+    );
+
+    // "Restart": a new app instance, same vault: the recovery session resumes.
+    let b2_dir = tempfile::tempdir().unwrap();
+    let (_b2_app, b2) = app_with_vault(b2_dir.path(), clock.clone(), vault.clone());
+    let status = invoke(&b2, "connect", json!({"server": server})).unwrap();
+    assert_eq!(status["recovering"], true);
+    assert_eq!(status["account"]["state"], "recovery_pending");
+    assert!(status["session_id"].is_string());
+    assert!(vault.load().is_some_and(|s| s.recovery));
+
+    // A full session still locks after the idle timeout.
+    clock.advance_secs(16 * 60);
+    assert_eq!(invoke(&a, "status", json!({})).unwrap()["locked"], true);
+}

@@ -256,6 +256,74 @@ test('a recovery key made in the browser is proven back, redeemed elsewhere, and
   await stranger.close();
 });
 
+/** The recovery-key wizard on `page`: make a key, say it is saved, type it back. */
+async function makeRecoveryKey(page) {
+  await page.getByTestId('nav-recovery').click();
+  await page.getByTestId('start-wizard').click();
+  await page.getByTestId('generate').click();
+  await page.waitForFunction(() =>
+    /^[0-9A-Z]{4}(-[0-9A-Z]{4}){7}$/.test(document.querySelector('[data-testid="recovery-key"]')?.textContent?.trim() ?? ''));
+  const key = (await page.getByTestId('recovery-key').textContent()).trim();
+  await page.getByTestId('saved').click();
+  await page.getByTestId('to-confirm').click();
+  await page.getByTestId('confirm-input').fill(key);
+  await page.getByTestId('confirm-key').click();
+  await page.getByTestId('wizard-done').waitFor();
+  return key;
+}
+
+test('a recovery survives closing the browser and is finished after the window', async () => {
+  const quick = await startKeywardd(['--recovery-window', '2']);
+  const owner = await openDevice(browser);
+  let stranger = await openDevice(browser);
+  try {
+    await owner.page.goto(quick.origin);
+    await owner.page.getByTestId('tab-create').click();
+    await owner.page.getByTestId('new-username').fill('rita');
+    await owner.page.getByTestId('create-account').click();
+    await owner.page.getByTestId('signed-in-as').waitFor();
+    const recoveryKey = await makeRecoveryKey(owner.page);
+
+    await stranger.page.goto(quick.origin);
+    await stranger.page.getByTestId('tab-recover').click();
+    await stranger.page.getByTestId('recover-username').fill('rita');
+    await stranger.page.getByTestId('recover-key').fill(recoveryKey);
+    await stranger.page.getByTestId('redeem').click();
+    await stranger.page.getByTestId('recovering-banner').waitFor();
+    // While it waits it sees nothing of the account: no screens, no log.
+    assert.equal(await stranger.page.getByTestId('nav-overview').count(), 0);
+    const cookie = (await stranger.context.cookies()).find((c) => c.name === '__Host-keyward-session');
+    const days = (cookie.expires * 1000 - Date.now()) / 86_400_000;
+    assert.ok(days > 29 && days <= 30.01, `the recovery cookie lasts until the enrolment deadline (${days} days)`);
+
+    // The browser is closed: session cookies go, lasting ones stay. It comes back later.
+    const kept = (await stranger.context.cookies()).filter((c) => c.expires > 0);
+    await stranger.close();
+    await new Promise((r) => setTimeout(r, 2500));
+    stranger = await openDevice(browser);
+    await stranger.context.addCookies(kept);
+    await stranger.page.goto(quick.origin);
+    await stranger.page.getByTestId('enrol-banner').waitFor();
+    assert.equal(await stranger.page.getByTestId('nav-overview').count(), 0, 'only enrolment');
+
+    await stranger.page.getByTestId('nav-keys').click();
+    await stranger.page.getByTestId('add-key').click();
+    await stranger.page.getByText('Added').waitFor();
+    await makeRecoveryKey(stranger.page);
+    // Both enrolled: a full session now, with a new cookie.
+    await stranger.page.getByTestId('nav-overview').waitFor();
+    await stranger.page.getByTestId('enrol-banner').waitFor({ state: 'detached' });
+    const renewed = (await stranger.context.cookies()).find((c) => c.name === '__Host-keyward-session');
+    assert.notEqual(renewed.value, cookie.value);
+    assert.equal(renewed.expires, -1, 'a full session\'s cookie ends with the browser');
+    assert.deepEqual(stranger.problems.filter((p) => !/status of (401|403|409)/.test(p)), []);
+  } finally {
+    await owner.close();
+    await stranger.close();
+    await quick.stop();
+  }
+});
+
 test('an idle tab signs itself out once the server\'s idle timeout has passed', async () => {
   const strict = await startKeywardd(['--idle-timeout', '1']);
   const device = await openDevice(browser);

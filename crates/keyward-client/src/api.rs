@@ -224,6 +224,10 @@ impl Api {
     pub async fn sessions(&self) -> Result<Vec<SessionView>> {
         self.get("/api/v1/sessions").await
     }
+    /// This token's own session (a recovery session may see its own, not the others).
+    pub async fn current_session(&self) -> Result<SessionView> {
+        self.get("/api/v1/session").await
+    }
     pub async fn end_session(&self, id: Uuid) -> Result<EndedSessions> {
         self.call(
             Method::DELETE,
@@ -268,6 +272,12 @@ impl Api {
     }
     pub async fn redeem_finish(&self, req: &RedeemFinishRequest) -> Result<RecoveryStarted> {
         self.post("/api/v1/recovery/redeem/finish", req).await
+    }
+    /// A recovery session that has enrolled a new key and a new recovery key becomes a full
+    /// one: the answer carries its new token (this one is refused from then on).
+    pub async fn complete_recovery(&self) -> Result<SignedIn> {
+        self.call(Method::POST, "/api/v1/recovery/complete", None::<&()>)
+            .await
     }
     pub async fn recovery_cancel_begin(&self, username: Option<&str>) -> Result<AssertionBegin> {
         self.post(

@@ -31,6 +31,9 @@ pub struct Policy {
     pub step_up_ms: i64,
     /// How long a redeemed recovery key waits before it takes effect; 0 = at once.
     pub recovery_window_ms: i64,
+    /// After the window, how long the recovery session may take to enrol a new key and a new
+    /// recovery key. No idle timeout applies to it before then: a person may come back late.
+    pub recovery_enrolment_ms: i64,
     /// Suggest a recovery-key drill when the last verification is older than this.
     pub drill_interval_ms: i64,
     /// An authenticator unused this long is called stale.
@@ -60,6 +63,7 @@ impl Default for Policy {
             prune_batch: 500,
             step_up_ms: 5 * MINUTE_MS,
             recovery_window_ms: 24 * HOUR_MS,
+            recovery_enrolment_ms: 30 * DAY_MS,
             drill_interval_ms: 90 * DAY_MS,
             stale_after_ms: 180 * DAY_MS,
             require_device_bound: false,

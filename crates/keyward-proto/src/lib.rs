@@ -501,7 +501,8 @@ pub struct EventDetail {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
 pub struct SecurityEvent {
-    /// Position in the append-only log; use it as `Last-Event-ID`.
+    /// This account's event number (1, 2, 3, …); use it as `Last-Event-ID`. Numbered per
+    /// account, so it says nothing about other accounts' activity.
     pub id: i64,
     pub account_id: Uuid,
     pub kind: EventKind,
@@ -513,8 +514,6 @@ pub struct SecurityEvent {
     pub device_name: Option<String>,
     pub address: Option<String>,
     pub detail: EventDetail,
-    /// SHA-256 over the previous event's hash and this event: the log's hash chain.
-    pub hash: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]

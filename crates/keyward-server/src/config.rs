@@ -63,9 +63,17 @@ pub struct Args {
     /// Seconds a redeemed recovery key waits before it takes effect (default 86400; 0 = at once).
     #[arg(long, env = "KEYWARD_RECOVERY_WINDOW")]
     pub recovery_window: Option<u64>,
-    /// Refuse synced passkeys: only device-bound keys may register (AAL3 mode).
+    /// After the window, seconds a recovery session has to enrol a new key and recovery key
+    /// (default 2592000: 30 days). No idle timeout applies to it until then.
+    #[arg(long, env = "KEYWARD_RECOVERY_ENROLMENT_DEADLINE")]
+    pub recovery_enrolment_deadline: Option<u64>,
+    /// Refuse synced passkeys: only device-bound keys may register or sign in (AAL3 mode).
     #[arg(long, env = "KEYWARD_REQUIRE_DEVICE_BOUND")]
     pub require_device_bound: bool,
+    /// Refuse requests whose Host is not an origin's host:port (DNS rebinding). Leave off
+    /// behind a proxy that rewrites Host to the upstream address.
+    #[arg(long, env = "KEYWARD_CHECK_HOST")]
+    pub check_host: bool,
     /// Offline CSV of `CIDR,place` lines: shows a coarse place for sessions and sign-ins.
     #[arg(long, env = "KEYWARD_PLACE_DB")]
     pub place_db: Option<PathBuf>,
@@ -127,8 +135,11 @@ struct FileConfig {
     idle_timeout: Option<u64>,
     session_lifetime: Option<u64>,
     recovery_window: Option<u64>,
+    recovery_enrolment_deadline: Option<u64>,
     #[serde(default)]
     require_device_bound: bool,
+    #[serde(default)]
+    check_host: bool,
     place_db: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -168,6 +179,12 @@ pub struct Config {
     pub max_connections: usize,
     /// Event streams one session may hold open; one more is refused.
     pub max_streams_per_session: usize,
+    /// Refuse a request whose `Host` is not one of the origins' host:port (for a `localhost`
+    /// origin, a loopback address on its port too): a page on another site that rebinds its
+    /// name to 127.0.0.1 then reaches nothing. On for loopback servers (`Config::local`, the
+    /// desktop's embedded keywardd); opt-in elsewhere, because a reverse proxy may send the
+    /// upstream's address as Host.
+    pub check_host: bool,
 }
 
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -196,6 +213,7 @@ impl Config {
             header_read_timeout: DEFAULT_HEADER_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_streams_per_session: DEFAULT_MAX_STREAMS_PER_SESSION,
+            check_host: true,
         }
     }
 
@@ -256,6 +274,12 @@ impl Config {
         if let Some(ms) = secs(args.recovery_window.or(file.recovery_window)) {
             policy.recovery_window_ms = ms;
         }
+        if let Some(ms) = secs(
+            args.recovery_enrolment_deadline
+                .or(file.recovery_enrolment_deadline),
+        ) {
+            policy.recovery_enrolment_ms = ms;
+        }
         policy.require_device_bound = args.require_device_bound || file.require_device_bound;
         let attested_models = file
             .attested_models
@@ -278,6 +302,7 @@ impl Config {
             attested_models,
             place_db: args.place_db.or(file.place_db),
             web_ui: args.web_ui.or(file.web_ui),
+            check_host: args.check_host || file.check_host,
             listen,
             db: args
                 .db

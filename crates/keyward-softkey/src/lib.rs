@@ -55,6 +55,10 @@ pub struct Behaviour {
     pub corrupt_signature: bool,
     /// Leave the user handle out of assertions.
     pub omit_user_handle: bool,
+    /// Register with this credential ID instead of a fresh random one (a key answering with
+    /// another account's credential ID).
+    #[serde(default)]
+    pub reuse_credential_id: Option<Vec<u8>>,
 }
 
 impl Default for Behaviour {
@@ -69,6 +73,7 @@ impl Default for Behaviour {
             rp_id_override: None,
             corrupt_signature: false,
             omit_user_handle: false,
+            reuse_credential_id: None,
         }
     }
 }
@@ -220,7 +225,10 @@ impl SoftKey {
             return Err(SoftKeyError::Excluded);
         }
         let key = SigningKey::random(&mut rand::rngs::OsRng);
-        let id: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+        let id: Vec<u8> = match &self.behaviour.reuse_credential_id {
+            Some(id) => id.clone(),
+            None => (0..32).map(|_| rand::random::<u8>()).collect(),
+        };
         let point = key.verifying_key().to_encoded_point(false);
         let (x, y) = match (point.x(), point.y()) {
             (Some(x), Some(y)) => (x.to_vec(), y.to_vec()),

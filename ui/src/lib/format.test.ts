@@ -4,7 +4,7 @@ import type { SecurityEvent } from './types';
 
 const base: SecurityEvent = {
   id: 1, account_id: 'a', kind: 'sign_in', at: 0, urgency: 'urgent', session_id: 's',
-  device_id: 'd', device_name: 'Ada’s phone', address: '192.0.2.1', detail: {}, hash: 'h',
+  device_id: 'd', device_name: 'Ada’s phone', address: '192.0.2.1', detail: {},
 };
 
 suite('time', () => {

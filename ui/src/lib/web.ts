@@ -183,7 +183,8 @@ async function freshStatus(): Promise<AppStatus> {
   let current: SessionView | undefined;
   try {
     account = await http<AccountView>('GET', '/api/v1/account');
-    current = (await http<SessionView[]>('GET', '/api/v1/sessions')).find((s) => s.current);
+    // Its own session only: a recovery session may not list the account's sessions.
+    current = await http<SessionView>('GET', '/api/v1/session');
   } catch (e) {
     if (!(e instanceof IpcError) || !['unauthenticated', 'session_expired'].includes(e.code)) throw e;
     account = null;
@@ -219,6 +220,19 @@ async function withStepUp<T>(op: () => Promise<T>): Promise<T> {
     const credential = await getAssertion(begin.options);
     await http<SessionView>('POST', '/api/v1/step-up/finish', { ceremony_id: begin.ceremony_id, credential });
     return op();
+  }
+}
+
+/** A recovering browser that has enrolled a new key and a new recovery key becomes a full
+ * session, with a new session cookie (the recovery one is refused from then on). */
+async function finishRecovery(): Promise<void> {
+  if (!status?.recovering) return;
+  try {
+    await http<SignedIn>('POST', '/api/v1/recovery/complete');
+    changed(null);
+  } catch (e) {
+    // Not both enrolled yet: the next enrolment step finishes it.
+    if (!(e instanceof IpcError) || e.code !== 'recovery_in_progress') throw e;
   }
 }
 
@@ -281,8 +295,10 @@ export const webApi: Api = {
   addKey: (nickname) => withStepUp(async () => {
     const begin = await http<RegistrationBegin>('POST', '/api/v1/authenticators/begin');
     const credential = await createCredential(begin.options);
-    return http<AuthenticatorView>('POST', '/api/v1/authenticators/finish',
+    const added = await http<AuthenticatorView>('POST', '/api/v1/authenticators/finish',
       { ceremony_id: begin.ceremony_id, credential, nickname });
+    await finishRecovery();
+    return added;
   }),
   renameKey: (id, nickname) => http<AuthenticatorView>('PATCH', `/api/v1/authenticators/${id}`, { nickname }),
   removalImpact: (id) => http<RemovalImpact>('GET', `/api/v1/authenticators/${id}/removal-impact`),
@@ -306,6 +322,7 @@ export const webApi: Api = {
   createRecoveryKey: () => withStepUp(async () => {
     const random = generateRandom();
     const saved = await http<RecoveryKeyStatus>('PUT', '/api/v1/recovery-key', { public_key: await publicKey(random) });
+    await finishRecovery();
     return { key: await toDisplay(random), status: saved } satisfies NewRecoveryKey;
   }),
   proveRecoveryKey: async (typed, purpose) => {

@@ -214,17 +214,14 @@ place?: string | null, };
 
 export type SecurityEvent = { 
 /**
- * Position in the append-only log; use it as `Last-Event-ID`.
+ * This account's event number (1, 2, 3, …); use it as `Last-Event-ID`. Numbered per
+ * account, so it says nothing about other accounts' activity.
  */
 id: number, account_id: string, kind: EventKind, at: number, urgency: Urgency, 
 /**
  * The session that did it (for a sign-in, the new session).
  */
-session_id: string | null, device_id: string | null, device_name: string | null, address: string | null, detail: EventDetail, 
-/**
- * SHA-256 over the previous event's hash and this event: the log's hash chain.
- */
-hash: string, };
+session_id: string | null, device_id: string | null, device_name: string | null, address: string | null, detail: EventDetail, };
 
 export type EventPage = { events: Array<SecurityEvent>, 
 /**

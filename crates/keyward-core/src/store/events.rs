@@ -8,7 +8,7 @@ use keyward_proto::{EventDetail, EventKind, Millis, SecurityEvent, Urgency};
 
 use super::{Tx, opt_uuid, uuid_of};
 use crate::error::{CoreError, Result};
-use crate::security_log::{self, ChainReport, GENESIS_HASH, event_hash, hex, urgency_of};
+use crate::security_log::{self, ChainReport, GENESIS_HASH, event_hash, urgency_of};
 
 /// An event about to be appended; the store gives it its place, time and hash.
 #[derive(Debug, Clone)]
@@ -44,9 +44,18 @@ fn urgency_str(u: Urgency) -> &'static str {
 }
 
 const EVENT_COLS: &str = "seq, account_id, kind, at, urgency, session_id, device_id, device_name,
-    address, detail, hash";
+    address, detail, hash, account_seq";
 
-/// An `events` row as the event and its stored (raw) hash.
+/// An `events` row as the event clients see: numbered within its account (`account_seq`), so
+/// the numbers say nothing about other accounts' activity.
+fn wire_event_from_row(r: &Row<'_>) -> Result<SecurityEvent> {
+    let (mut event, _) = event_from_row(r)?;
+    event.id = r.get(11)?;
+    Ok(event)
+}
+
+/// An `events` row as the hash chain has it: `id` is the row's place in the one global log
+/// (`seq`), with its stored (raw) hash.
 fn event_from_row(r: &Row<'_>) -> Result<(SecurityEvent, [u8; 32])> {
     let kind: String = r.get(2)?;
     let urgency: String = r.get(4)?;
@@ -68,7 +77,6 @@ fn event_from_row(r: &Row<'_>) -> Result<(SecurityEvent, [u8; 32])> {
         device_name: r.get(7)?,
         address: r.get(8)?,
         detail: serde_json::from_str(&detail)?,
-        hash: hex(&hash),
     };
     Ok((event, hash))
 }
@@ -93,6 +101,11 @@ impl Tx<'_> {
             Some((seq, hash)) => (seq + 1, stored_hash(hash)?),
             None => (1, GENESIS_HASH),
         };
+        let number: i64 = self.tx.query_row(
+            "SELECT COALESCE(MAX(account_seq), 0) + 1 FROM events WHERE account_id = ?1",
+            [e.account_id.as_bytes()],
+            |r| r.get(0),
+        )?;
         let urgency = urgency_of(e.kind, &e.detail);
         let mut event = SecurityEvent {
             id: seq,
@@ -105,14 +118,13 @@ impl Tx<'_> {
             device_name: e.device_name,
             address: e.address,
             detail: e.detail,
-            hash: String::new(),
         };
+        // The chain hashes the event at its global place; clients get its account's number.
         let hash = event_hash(&prev, &event);
-        event.hash = hex(&hash);
         self.tx.execute(
             "INSERT INTO events (seq, account_id, kind, at, urgency, session_id, device_id,
-                 device_name, address, detail, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 device_name, address, detail, hash, account_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 seq,
                 event.account_id.as_bytes(),
@@ -124,9 +136,11 @@ impl Tx<'_> {
                 event.device_name,
                 event.address,
                 serde_json::to_string(&event.detail)?,
-                hash.as_slice()
+                hash.as_slice(),
+                number
             ],
         )?;
+        event.id = number;
         self.appended.push(event.clone());
         Ok(event)
     }
@@ -140,13 +154,14 @@ impl Tx<'_> {
     ) -> Result<Vec<SecurityEvent>> {
         let mut stmt = self.tx.prepare_cached(&format!(
             "SELECT {EVENT_COLS}
-             FROM events WHERE account_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+             FROM events WHERE account_id = ?1 AND account_seq < ?2
+             ORDER BY account_seq DESC LIMIT ?3"
         ))?;
         let rows = stmt.query_and_then(
             params![account_id.as_bytes(), before.unwrap_or(i64::MAX), limit],
-            event_from_row,
+            wire_event_from_row,
         )?;
-        rows.map(|row| row.map(|(event, _)| event)).collect()
+        rows.collect()
     }
 
     /// Oldest first, strictly newer than `after`: what a resuming stream missed.
@@ -158,17 +173,20 @@ impl Tx<'_> {
     ) -> Result<Vec<SecurityEvent>> {
         let mut stmt = self.tx.prepare_cached(&format!(
             "SELECT {EVENT_COLS}
-             FROM events WHERE account_id = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3"
+             FROM events WHERE account_id = ?1 AND account_seq > ?2
+             ORDER BY account_seq ASC LIMIT ?3"
         ))?;
-        let rows =
-            stmt.query_and_then(params![account_id.as_bytes(), after, limit], event_from_row)?;
-        rows.map(|row| row.map(|(event, _)| event)).collect()
+        let rows = stmt.query_and_then(
+            params![account_id.as_bytes(), after, limit],
+            wire_event_from_row,
+        )?;
+        rows.collect()
     }
 
     /// The account's newest event id, or 0 if it has none.
     pub fn latest_event_id(&self, account_id: Uuid) -> Result<i64> {
         Ok(self.tx.query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE account_id = ?1",
+            "SELECT COALESCE(MAX(account_seq), 0) FROM events WHERE account_id = ?1",
             [account_id.as_bytes()],
             |r| r.get(0),
         )?)
@@ -271,27 +289,103 @@ mod tests {
                 Ok::<_, CoreError>(mine)
             })
             .unwrap();
+        // Numbered per account: bob's events in between leave no gaps in ada's numbers.
         let ids: Vec<i64> = published.iter().map(|e| e.id).collect();
-        assert_eq!(ids, [1, 3, 5, 7]);
+        assert_eq!(ids, [1, 2, 3, 4]);
         store
             .read(|tx| {
                 let page = tx.events_page(ada, None, 2)?;
-                assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [7, 5]);
-                let page = tx.events_page(ada, Some(5), 10)?;
-                assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 1]);
+                assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [4, 3]);
+                let page = tx.events_page(ada, Some(3), 10)?;
+                assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [2, 1]);
                 let after = tx.events_after(ada, 1, 2)?;
-                assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 5]);
-                assert_eq!(tx.latest_event_id(ada)?, 7);
-                assert_eq!(tx.latest_event_id(bob)?, 8);
+                assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), [2, 3]);
+                assert_eq!(tx.latest_event_id(ada)?, 4);
+                assert_eq!(tx.latest_event_id(bob)?, 4);
                 assert_eq!(tx.latest_event_id(Uuid::new_v4())?, 0);
-                // What is read back is what was published, hash included.
+                // What is read back is what was published.
                 let read = &tx.events_after(ada, 0, 1)?[0];
-                assert_eq!(
-                    (read.hash.as_str(), read.urgency, read.at),
-                    (published[0].hash.as_str(), published[0].urgency, 0)
-                );
+                assert_eq!(read, &published[0]);
                 Ok::<_, CoreError>(())
             })
             .unwrap();
+    }
+
+    /// A version-1 database (global numbers only) gains per-account numbers on opening, in log
+    /// order, and its chain still verifies: the migration touches no hashed field.
+    #[test]
+    fn a_version_1_log_is_numbered_per_account_and_its_chain_still_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let (ada, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(include_str!("../../migrations/0001_init.sql"))
+                .unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            let mut prev = GENESIS_HASH;
+            for (seq, account) in [(1, ada), (2, bob), (3, bob), (4, ada), (5, ada)] {
+                let event = SecurityEvent {
+                    id: seq,
+                    account_id: account,
+                    kind: EventKind::SignIn,
+                    at: seq,
+                    urgency: Urgency::Quiet,
+                    session_id: None,
+                    device_id: None,
+                    device_name: None,
+                    address: None,
+                    detail: EventDetail::default(),
+                };
+                let hash = event_hash(&prev, &event);
+                conn.execute(
+                    "INSERT INTO events (seq, account_id, kind, at, urgency, detail, hash)
+                     VALUES (?1, ?2, 'sign_in', ?3, 'quiet', ?4, ?5)",
+                    params![
+                        seq,
+                        account.as_bytes(),
+                        seq,
+                        serde_json::to_string(&event.detail).unwrap(),
+                        hash.as_slice()
+                    ],
+                )
+                .unwrap();
+                prev = hash;
+            }
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.verify_chain().unwrap(),
+            ChainReport {
+                events: 5,
+                first_broken: None
+            }
+        );
+        store
+            .read(|tx| {
+                let numbers = |a| -> Result<Vec<(i64, i64)>> {
+                    Ok(tx
+                        .events_after(a, 0, 10)?
+                        .iter()
+                        .map(|e| (e.id, e.at))
+                        .collect())
+                };
+                assert_eq!(numbers(ada)?, [(1, 1), (2, 4), (3, 5)]);
+                assert_eq!(numbers(bob)?, [(1, 2), (2, 3)]);
+                Ok::<_, CoreError>(())
+            })
+            .unwrap();
+        // Still append-only, and new events continue each account's numbers.
+        let tamper = store.write(|tx| {
+            tx.raw()
+                .execute("UPDATE events SET account_seq = 9 WHERE seq = 1", [])?;
+            Ok::<_, CoreError>(())
+        });
+        assert!(tamper.is_err(), "the log must still refuse updates");
+        let next = store
+            .write(|tx| tx.append_event(NewEvent::new(bob, EventKind::SignIn), 6))
+            .unwrap();
+        assert_eq!(next.id, 3);
+        assert_eq!(store.verify_chain().unwrap().first_broken, None);
     }
 }

@@ -36,6 +36,7 @@ pub use crate::security_log::{ChainReport, urgency_of};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_ceremony_caps.sql"),
+    include_str!("../../migrations/0003_event_numbers.sql"),
 ];
 
 type CommitHook = Box<dyn Fn(&[SecurityEvent]) + Send + Sync>;

@@ -40,8 +40,13 @@ pub struct Session {
 
 impl Session {
     /// When the session lapses if unused: `idle_ms` after its last use (or `active_from`),
-    /// but never past its absolute lifetime.
+    /// but never past its absolute lifetime. A recovery session has no idle timeout, only its
+    /// lifetime (the window's end plus the enrolment deadline): it ends, or becomes a full
+    /// session, when enrolment is done.
     pub fn idle_expires_at(&self, idle_ms: i64) -> Millis {
+        if self.scope == SessionScope::Recovery {
+            return self.expires_at;
+        }
         (self.last_seen_at.max(self.active_from) + idle_ms).min(self.expires_at)
     }
     pub fn is_live(&self, now: Millis, idle_ms: i64) -> bool {
@@ -217,7 +222,7 @@ impl Tx<'_> {
         let mut stmt = self.tx.prepare_cached(&format!(
             "SELECT {SESSION_COLS} FROM sessions
              WHERE account_id = ?1 AND ended_at IS NULL AND expires_at > ?2
-               AND MAX(last_seen_at, active_from) > ?3
+               AND (scope = 'recovery' OR MAX(last_seen_at, active_from) > ?3)
              ORDER BY created_at DESC"
         ))?;
         let rows = stmt.query_map(
@@ -245,15 +250,35 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Changes a session's scope; from `now` its idle clock runs and it lives until
+    /// `expires_at`, as a session opened then would.
     pub fn upgrade_session_scope(
         &self,
         id: Uuid,
         scope: SessionScope,
         opened_by: Uuid,
+        now: Millis,
+        expires_at: Millis,
     ) -> Result<()> {
         self.tx.execute(
-            "UPDATE sessions SET scope = ?2, opened_by = ?3 WHERE id = ?1",
-            params![id.as_bytes(), scope_str(scope), opened_by.as_bytes()],
+            "UPDATE sessions SET scope = ?2, opened_by = ?3, active_from = ?4, last_seen_at = ?4,
+                 expires_at = ?5 WHERE id = ?1",
+            params![
+                id.as_bytes(),
+                scope_str(scope),
+                opened_by.as_bytes(),
+                now,
+                expires_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Gives a session a new bearer token: the old one is refused from now on.
+    pub fn rotate_session_token(&self, id: Uuid, token_hash: &[u8]) -> Result<()> {
+        self.tx.execute(
+            "UPDATE sessions SET token_hash = ?2 WHERE id = ?1",
+            params![id.as_bytes(), token_hash],
         )?;
         Ok(())
     }
@@ -442,7 +467,7 @@ mod tests {
                 tx.insert_session(&s, b"t")?;
                 tx.mark_session_verified(s.id, 40)?;
                 let opener = Uuid::new_v4();
-                tx.upgrade_session_scope(s.id, SessionScope::Recovery, opener)?;
+                tx.upgrade_session_scope(s.id, SessionScope::Recovery, opener, 40, s.expires_at)?;
                 let got = tx.session(s.id)?.unwrap();
                 assert_eq!((got.verified_at, got.last_seen_at), (40, 40));
                 assert_eq!(

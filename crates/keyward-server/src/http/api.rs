@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use super::browser::{self, Delivery};
+use super::browser::{self, Carrier, Delivery};
 use super::extract::{ApiJson, ApiPath, ApiQuery, ClientAddr, UserAgent};
 use crate::error::Result;
 use crate::relying_party::Authed;
@@ -50,6 +50,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rename_authenticator, remove_authenticator))
         .routes(routes!(removal_impact))
         .routes(routes!(report_lost))
+        .routes(routes!(current_session))
         .routes(routes!(list_sessions))
         .routes(routes!(end_session))
         .routes(routes!(end_other_sessions))
@@ -61,6 +62,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(redeem_finish))
         .routes(routes!(recovery_cancel_begin))
         .routes(routes!(recovery_cancel_finish))
+        .routes(routes!(complete_recovery))
         .routes(routes!(list_events))
         .routes(routes!(super::stream::event_stream))
 }
@@ -281,6 +283,15 @@ async fn report_lost(
 
 // ---- sessions -----------------------------------------------------------------------------
 
+/// The session this request was made with (a recovery session may see its own, not others).
+#[utoipa::path(get, path = "/api/v1/session", tag = "sessions",
+    responses((status = 200, body = SessionView), (status = 401, body = ApiError)))]
+async fn current_session(State(s): State<AppState>, authed: Authed) -> Result<Json<SessionView>> {
+    s.blocking(move |s| s.current_session(&authed))
+        .await
+        .map(Json)
+}
+
 #[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions",
     responses((status = 200, body = Vec<SessionView>), (status = 401, body = ApiError)))]
 async fn list_sessions(
@@ -353,6 +364,20 @@ async fn set_recovery_key(
         .map(Json)
 }
 
+/// Once the window has ended and a new key and a new recovery key are enrolled, the recovery
+/// session becomes a full one with a new token (a browser gets it as its cookie); the
+/// recovery token is refused from then on.
+#[utoipa::path(post, path = "/api/v1/recovery/complete", tag = "recovery",
+    responses((status = 200, body = SignedIn), (status = 409, body = ApiError), (status = 401, body = ApiError)))]
+async fn complete_recovery(
+    State(s): State<AppState>,
+    authed: Authed,
+    carrier: Carrier,
+) -> Result<Response> {
+    let signed = s.blocking(move |s| s.complete_recovery(&authed)).await?;
+    Ok(carrier.respond(signed))
+}
+
 /// A challenge to sign with the recovery key, to confirm it was saved or to drill.
 #[utoipa::path(post, path = "/api/v1/recovery-key/challenge", tag = "recovery",
     request_body = RecoveryChallengeRequest,
@@ -409,7 +434,8 @@ async fn redeem_finish(
     let started = s
         .blocking(move |s| s.redeem_finish(req, &addr, &ua))
         .await?;
-    Ok(delivery.respond(started))
+    let max_age = s.relying_party().recovery_session_left_ms(&started.window) / 1000;
+    Ok(delivery.respond_lasting(started, Some(max_age.max(0) as u64)))
 }
 
 /// Start cancelling a pending recovery with any enrolled key.

@@ -106,13 +106,61 @@ impl Delivery {
 
     /// The answer to a sign-in (or a redemption): as it is, or with its secrets moved into
     /// cookies.
-    pub fn respond<T: NewSession>(self, mut answer: T) -> Response {
+    pub fn respond<T: NewSession>(self, answer: T) -> Response {
+        self.respond_lasting(answer, None)
+    }
+
+    /// As `respond`, with a session cookie that outlives the browser for `max_age_secs`: a
+    /// recovery session, which must survive a browser restart until its enrolment deadline.
+    pub fn respond_lasting<T: NewSession>(
+        self,
+        mut answer: T,
+        max_age_secs: Option<u64>,
+    ) -> Response {
         match self {
             Delivery::Body => Json(answer).into_response(),
             Delivery::Cookie { .. } => {
                 let (token, device) = answer.take_secrets();
-                with_cookies(Json(answer).into_response(), &token, &device)
+                with_cookies(Json(answer).into_response(), &token, &device, max_age_secs)
             }
+        }
+    }
+}
+
+/// How the request's own session token came: a browser's cookie or a bearer header. A
+/// session whose token is replaced (recovery becoming a full session, step-up) gets the new
+/// one the same way, so a cookie session's token never appears in a body script could read.
+pub enum Carrier {
+    Bearer,
+    Cookie,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Carrier {
+    type Rejection = ServerError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer "));
+        Ok(if bearer {
+            Carrier::Bearer
+        } else {
+            Carrier::Cookie
+        })
+    }
+}
+
+impl Carrier {
+    /// The answer carrying a replaced token: as it is, or with its secrets in cookies.
+    pub fn respond<T: NewSession>(self, answer: T) -> Response {
+        match self {
+            Carrier::Bearer => Delivery::Body.respond(answer),
+            Carrier::Cookie => Delivery::Cookie {
+                device_secret: None,
+            }
+            .respond(answer),
         }
     }
 }
@@ -141,12 +189,20 @@ impl NewSession for RecoveryStarted {
     }
 }
 
-fn with_cookies(mut response: Response, token: &str, device_secret: &str) -> Response {
-    // Tokens and device secrets are base64url, so they need no quoting in a cookie. The
-    // session cookie has no Max-Age: it ends with the browser, and the server's idle and
-    // absolute limits end it sooner.
+fn with_cookies(
+    mut response: Response,
+    token: &str,
+    device_secret: &str,
+    session_max_age_secs: Option<u64>,
+) -> Response {
+    // Tokens and device secrets are base64url, so they need no quoting in a cookie. A full
+    // session's cookie has no Max-Age: it ends with the browser, and the server's idle and
+    // absolute limits end it sooner. A recovery session's lasts until its enrolment deadline.
+    let max_age = session_max_age_secs
+        .map(|s| format!("; Max-Age={s}"))
+        .unwrap_or_default();
     let cookies = [
-        format!("{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict"),
+        format!("{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict{max_age}"),
         format!(
             "{DEVICE_COOKIE}={device_secret}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={DEVICE_COOKIE_MAX_AGE_SECS}"
         ),

@@ -47,6 +47,8 @@ struct Shared {
     /// Open event streams per session, and how many one session may hold.
     streams: Mutex<HashMap<Uuid, usize>>,
     max_streams_per_session: usize,
+    /// With `check_host`: the only `Host` values answered (see `serve::allowed_hosts`).
+    allowed_hosts: Option<Vec<String>>,
 }
 
 /// What [`AppState::new`] takes from the configuration besides the relying party.
@@ -55,6 +57,8 @@ pub struct HttpSettings {
     pub web_ui: Option<PathBuf>,
     pub trusted_proxies: Vec<Cidr>,
     pub max_streams_per_session: usize,
+    /// With `check_host`: the only `Host` values answered (see `serve::allowed_hosts`).
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 impl HttpSettings {
@@ -64,6 +68,9 @@ impl HttpSettings {
             web_ui: config.web_ui.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             max_streams_per_session: config.max_streams_per_session,
+            allowed_hosts: config
+                .check_host
+                .then(|| super::serve::allowed_hosts(&config.origins)),
         }
     }
 }
@@ -105,6 +112,7 @@ impl AppState {
             trusted_proxies: settings.trusted_proxies,
             streams: Mutex::default(),
             max_streams_per_session: settings.max_streams_per_session,
+            allowed_hosts: settings.allowed_hosts,
         }))
     }
 
@@ -168,10 +176,34 @@ pub fn router(state: AppState) -> Router {
             ServerError::InvalidInput("that method is not allowed here".into()).into_response()
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), check_host))
         .layer(middleware::from_fn(move |req, next| {
             security_headers(req, next, tls)
         }))
         .with_state(state)
+}
+
+/// Refuses a request for a Host that is not this server's own (DNS rebinding: a page on
+/// another site whose name now points at 127.0.0.1). Only when `check_host` is configured.
+async fn check_host(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(allowed) = &state.0.allowed_hosts {
+        // HTTP/1.1 sends Host; HTTP/2 the URI's authority.
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .map(str::to_ascii_lowercase);
+        if !host.is_some_and(|h| allowed.contains(&h)) {
+            return ServerError::Forbidden("this server does not answer for that host name")
+                .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn security_headers(req: Request, next: Next, tls: bool) -> Response {

@@ -261,3 +261,44 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         self.inner.is_write_vectored()
     }
 }
+
+/// The `Host` values a request may carry when `check_host` is on: each origin's host:port as a
+/// browser sends it (no port when it is the scheme's default) and, for a `localhost` origin,
+/// the loopback addresses on that port (a native client may connect by address; no web page
+/// can make a browser send an address it is not itself served from).
+pub(crate) fn allowed_hosts(origins: &[url::Url]) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for o in origins {
+        let Some(host) = o.host_str() else { continue };
+        let with_port = |h: &str| match o.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h.to_string(),
+        };
+        hosts.push(with_port(&host.to_ascii_lowercase()));
+        if host.eq_ignore_ascii_case("localhost") {
+            hosts.push(with_port("127.0.0.1"));
+            hosts.push(with_port("[::1]"));
+        }
+    }
+    hosts
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn allowed_hosts_are_the_origins_and_loopback_for_localhost() {
+        let o = |s: &str| url::Url::parse(s).unwrap();
+        assert_eq!(
+            allowed_hosts(&[o("http://localhost:4100"), o("https://keys.example.com")]),
+            [
+                "localhost:4100",
+                "127.0.0.1:4100",
+                "[::1]:4100",
+                "keys.example.com"
+            ]
+        );
+    }
+}

@@ -57,6 +57,7 @@ pub async fn event_stream(
             ))
         })
         .transpose()?;
+    state.relying_party().may_stream(&authed)?;
     let account_id = authed.account.id;
     let session_id = authed.session.id;
     // Held for as long as the stream is open: one session cannot pile up streams.
@@ -75,8 +76,16 @@ pub async fn event_stream(
         let _slot = slot;
         let mut last = start;
         let mut replay = true;
-        let mut check = tokio::time::interval(Duration::from_secs(15));
-        check.tick().await;
+        // The session's own deadline: the stream ends then, not at some later check.
+        let time_left = |state: AppState| async move {
+            match state.blocking(move |s| s.session_time_left(session_id)).await {
+                Ok(Some(ms)) => Some(Duration::from_millis(ms.max(1) as u64)),
+                _ => None,
+            }
+        };
+        let Some(left) = time_left(state.clone()).await else { return };
+        let deadline = tokio::time::sleep(left);
+        tokio::pin!(deadline);
         loop {
             if replay {
                 // Catch up from the store, in pages.
@@ -109,12 +118,11 @@ pub async fn event_stream(
                     Err(RecvError::Lagged(_)) => replay = true,
                     Err(RecvError::Closed) => return,
                 },
-                _ = check.tick() => {
-                    // Lifetimes run out without an event; a stream must not outlive its session.
-                    match state.blocking(move |s| s.session_alive(session_id)).await {
-                        Ok(true) => {}
-                        _ => return,
-                    }
+                // Lifetimes run out without an event; a stream must not outlive its session.
+                // Use elsewhere may have moved the deadline on: then wait for the new one.
+                () = &mut deadline => {
+                    let Some(left) = time_left(state.clone()).await else { return };
+                    deadline.as_mut().reset(tokio::time::Instant::now() + left);
                 }
             }
         }

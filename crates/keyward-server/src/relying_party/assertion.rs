@@ -32,6 +32,10 @@ struct PreVerified {
     outcome: std::result::Result<AuthenticationResult, WebauthnError>,
 }
 
+/// The failure reason of an assertion by a synced key under `require_device_bound`; the
+/// client is told `policy_refused` rather than `authentication_failed`.
+const SYNCED_KEY_REFUSED: &str = "synced key refused: this server accepts device-bound keys only";
+
 /// Where a failed assertion came from, for the log and the rate limiter.
 struct AssertionFailure {
     account_id: Option<Uuid>,
@@ -98,19 +102,22 @@ impl RelyingParty {
 
     /// Looks like a real account's options: same fields, stable credential IDs per username.
     fn decoy_options(&self, username: &str) -> Result<RequestChallengeResponse> {
-        let ids = self.decoys.for_username(username);
+        let decoys = self.decoys.for_username(username);
         let (mut options, _) = self
             .webauthn
             .start_discoverable_authentication()
             .map_err(|e| ServerError::Internal(format!("start authentication: {e}")))?;
         options.mediation = None;
         options.public_key.extensions = None;
-        options.public_key.allow_credentials = ids
+        // webauthn-rs keeps a key's reported transports only when attestation vouches for
+        // them, so a real account's options carry transports exactly in attested mode.
+        let attested = self.attestation.is_some();
+        options.public_key.allow_credentials = decoys
             .into_iter()
-            .map(|id| AllowCredentials {
+            .map(|d| AllowCredentials {
                 type_: "public-key".into(),
-                id: id.to_vec(),
-                transports: None,
+                id: d.id,
+                transports: attested.then_some(d.transports),
             })
             .collect();
         Ok(options)
@@ -283,6 +290,13 @@ impl RelyingParty {
         if !result.user_verified() {
             return fail(Some(owner), Some(authenticator), "user not verified");
         }
+        // The device-bound policy holds at every assertion, not only at registration: a key
+        // registered before it was turned on, or one now claiming to be synced, is refused.
+        if self.policy.require_device_bound
+            && (result.backup_eligible() || authenticator.backup_eligible)
+        {
+            return fail(Some(owner), Some(authenticator), SYNCED_KEY_REFUSED);
+        }
         passkey.update_credential(&result);
         let updated = Authenticator {
             credential: serde_json::to_string(&passkey)
@@ -388,6 +402,11 @@ impl RelyingParty {
             Ok(a) => Ok(Verdict::Granted(a)),
             Err(f) => {
                 self.record_failure(tx, &f, address)?;
+                if f.reason == SYNCED_KEY_REFUSED {
+                    return Ok(Verdict::Refused(ServerError::PolicyRefused(
+                        "synced passkeys are not accepted here; use a hardware security key",
+                    )));
+                }
                 Ok(Verdict::Refused(ServerError::AuthenticationFailed))
             }
         }

@@ -36,7 +36,12 @@ impl RelyingParty {
         account_view(&authed.account)
     }
 
+    /// During the window a recovery session may not see this (how many keys, and which are
+    /// stale); once the window has ended, enrolment is guided by it.
     pub fn readiness(&self, authed: &Authed) -> Result<Readiness> {
+        if !authed.is_enrolling() {
+            authed.require_not_recovery()?;
+        }
         self.store.read(|tx| {
             let keys = tx.authenticators(authed.account.id)?;
             let rk = tx.recovery_key(authed.account.id)?;
@@ -50,6 +55,7 @@ impl RelyingParty {
     }
 
     pub fn list_authenticators(&self, authed: &Authed) -> Result<Vec<AuthenticatorView>> {
+        authed.require_not_recovery()?;
         self.store.read(|tx| {
             Ok(tx
                 .authenticators(authed.account.id)?
@@ -138,7 +144,6 @@ impl RelyingParty {
                 ..EventDetail::default()
             };
             self.record_own(tx, authed, EventKind::AuthenticatorAdded, detail)?;
-            self.finish_enrolment_if_complete(tx, authed)?;
             Ok(Verdict::Granted(authenticator_view(&authenticator)))
         })
     }
@@ -222,13 +227,17 @@ impl RelyingParty {
         })
     }
 
-    /// Disables a key at once and ends its sessions, in one step.
+    /// Disables a key at once and ends its sessions, in one step (never the last usable one).
     pub fn report_lost(&self, authed: &Authed, id: Uuid) -> Result<EndedSessions> {
         self.require_fresh(authed)?;
         self.store.write(|tx| {
             let target = self.owned_authenticator(tx, authed, id)?;
             if target.status == AuthenticatorStatus::Lost {
                 return Err(ServerError::Conflict("that key is already reported lost"));
+            }
+            // Like removal: never the last usable key (the account would be shut for good).
+            if let Some(e) = removal_refusal(&tx.authenticators(authed.account.id)?, &target) {
+                return Err(e);
             }
             tx.mark_authenticator_lost(id)?;
             self.retire_authenticator(

@@ -4,11 +4,33 @@
 //! webauthn-rs ships a generator, but its distribution is for sites where passkeys are optional
 //! and gives some usernames no credentials at all. Every Keyward account has at least one key, so
 //! an empty list would itself be the tell. This one always gives 1 to 3 IDs, with lengths
-//! that hardware keys and Keyward's virtual key produce, derived from an HMAC of the username
+//! that hardware keys and Keyward's virtual key produce, each with the transports a real
+//! client reports (an attested key's options carry them), derived from an HMAC of the username
 //! under a persisted secret: stable per username, unpredictable without the secret.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use webauthn_rs_proto::AuthenticatorTransport;
+
+/// A decoy credential: its ID and the transports its "client" reported at registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoy {
+    pub id: Vec<u8>,
+    pub transports: Vec<AuthenticatorTransport>,
+}
+
+/// Transports as browsers and keys report them, roughly as often as they occur: platform and
+/// phone passkeys, then USB and NFC security keys.
+fn transports_for(pick: u8) -> Vec<AuthenticatorTransport> {
+    use AuthenticatorTransport::{Hybrid, Internal, Nfc, Usb};
+    match pick % 100 {
+        0..30 => vec![Hybrid, Internal],
+        30..45 => vec![Internal],
+        45..70 => vec![Nfc, Usb],
+        70..85 => vec![Usb],
+        _ => vec![Usb, Nfc],
+    }
+}
 
 pub struct DecoyCredentials {
     key: [u8; 32],
@@ -30,7 +52,7 @@ impl DecoyCredentials {
         mac.finalize().into_bytes().into()
     }
 
-    pub fn for_username(&self, username: &str) -> Vec<Vec<u8>> {
+    pub fn for_username(&self, username: &str) -> Vec<Decoy> {
         let seed = self.prf(&[b"count", username.as_bytes()]);
         let count = match seed[0] % 100 {
             0..55 => 1,
@@ -42,7 +64,11 @@ impl DecoyCredentials {
                 let a = self.prf(&[b"id", username.as_bytes(), &[i, 0]]);
                 let b = self.prf(&[b"id", username.as_bytes(), &[i, 1]]);
                 let len = if a[0] % 10 < 7 { 64 } else { 32 };
-                a.iter().chain(b.iter()).take(len).copied().collect()
+                let t = self.prf(&[b"transports", username.as_bytes(), &[i]]);
+                Decoy {
+                    id: a.iter().chain(b.iter()).take(len).copied().collect(),
+                    transports: transports_for(t[0]),
+                }
             })
             .collect()
     }
@@ -59,7 +85,8 @@ mod tests {
             let name = format!("user{i}");
             let ids = d.for_username(&name);
             assert!((1..=3).contains(&ids.len()));
-            assert!(ids.iter().all(|id| id.len() == 32 || id.len() == 64));
+            assert!(ids.iter().all(|d| d.id.len() == 32 || d.id.len() == 64));
+            assert!(ids.iter().all(|d| !d.transports.is_empty()));
             assert_eq!(ids, d.for_username(&name));
         }
         assert_ne!(

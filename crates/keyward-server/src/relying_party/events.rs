@@ -63,6 +63,7 @@ impl RelyingParty {
         before: Option<i64>,
         limit: Option<u32>,
     ) -> Result<EventPage> {
+        authed.require_not_recovery()?;
         let limit = limit.unwrap_or(50).clamp(1, 200);
         self.store.read(|tx| {
             let events = tx.events_page(authed.account.id, before, limit)?;
@@ -74,6 +75,11 @@ impl RelyingParty {
                 next_before,
             })
         })
+    }
+
+    /// May this session open the live stream? Not a recovery session (`require_not_recovery`).
+    pub fn may_stream(&self, authed: &Authed) -> Result<()> {
+        authed.require_not_recovery()
     }
 
     /// Events after `after`, oldest first (a stream catching up).

@@ -57,7 +57,6 @@ impl RelyingParty {
                 ..EventDetail::default()
             };
             self.record_own(tx, authed, EventKind::RecoveryKeyGenerated, detail)?;
-            self.finish_enrolment_if_complete(tx, authed)?;
             let rk = tx.recovery_key(authed.account.id)?;
             Ok(readiness::recovery_key_status(
                 rk.as_ref(),

@@ -3,12 +3,12 @@
 //! only enrol a new key and a new recovery key, after which the account is active again.
 
 use keyward_core::recovery_key;
-use keyward_core::secret::{b64, random_bytes, unb64};
+use keyward_core::secret::{b64, hash_secret, new_secret, random_bytes, unb64};
 use keyward_core::store::{Account, NewEvent, PendingRecovery, Session, Tx};
 use keyward_proto::{
     AccountState, AccountView, AssertionBegin, AuthenticatorStatus, EventDetail, EventKind,
     RecoveryCancelBeginRequest, RecoveryChallenge, RecoveryPurpose, RecoveryStarted,
-    RedeemBeginRequest, RedeemFinishRequest, SessionScope, SignInFinishRequest,
+    RedeemBeginRequest, RedeemFinishRequest, SessionScope, SignInFinishRequest, SignedIn,
 };
 use uuid::Uuid;
 
@@ -157,6 +157,12 @@ impl RelyingParty {
         })
     }
 
+    /// How long from now a recovery session opened for `window` lives: until the enrolment
+    /// deadline after the window, with no idle timeout before then.
+    pub fn recovery_session_left_ms(&self, window: &keyward_proto::RecoveryWindow) -> i64 {
+        window.ends_at + self.policy.recovery_enrolment_ms - self.now()
+    }
+
     /// When a recovery window has run out: end every other session and leave the account able
     /// only to enrol. Runs lazily whenever the account is touched.
     pub(super) fn settle_recovery(&self, tx: &mut Tx<'_>, account: Account) -> Result<Account> {
@@ -286,32 +292,69 @@ impl RelyingParty {
     }
 
     /// After a completed recovery: once a new key and a new recovery key are enrolled, the
-    /// account is active again and the recovery session becomes a full one.
-    pub(super) fn finish_enrolment_if_complete(
-        &self,
-        tx: &mut Tx<'_>,
-        authed: &Authed,
-    ) -> Result<()> {
-        let Some(account) = tx.account(authed.account.id)? else {
-            return Ok(());
-        };
-        let (AccountState::RecoveryEnrolment, Some(pending)) = (account.state, &account.recovery)
-        else {
-            return Ok(());
-        };
-        let new_key = tx
-            .authenticators(account.id)?
-            .into_iter()
-            .filter(|a| {
-                a.status == AuthenticatorStatus::Active && a.created_at >= pending.started_at
-            })
-            .max_by_key(|a| a.created_at);
-        let has_recovery_key = tx.recovery_key(account.id)?.is_some();
-        if let (Some(key), true) = (new_key, has_recovery_key) {
-            tx.set_account_state(account.id, AccountState::Active)?;
-            tx.upgrade_session_scope(authed.session.id, SessionScope::Full, key.id)?;
-            tx.mark_session_verified(authed.session.id, self.now())?;
+    /// recovery session asks to become a full one. The account is active again and the
+    /// session gets a new token and device secret (the recovery token is refused from then
+    /// on), an ordinary idle timeout and a lifetime counted from now.
+    pub fn complete_recovery(&self, authed: &Authed) -> Result<SignedIn> {
+        if authed.session.scope != SessionScope::Recovery {
+            return Err(ServerError::Conflict(
+                "this session is not recovering the account",
+            ));
         }
-        Ok(())
+        self.store.write(|tx| {
+            let account = tx
+                .account(authed.account.id)?
+                .ok_or(ServerError::Unauthenticated)?;
+            let (AccountState::RecoveryEnrolment, Some(pending)) =
+                (account.state, &account.recovery)
+            else {
+                return Err(ServerError::RecoveryInProgress(
+                    "the recovery window has not ended yet",
+                ));
+            };
+            let new_key = tx
+                .authenticators(account.id)?
+                .into_iter()
+                .filter(|a| {
+                    a.status == AuthenticatorStatus::Active && a.created_at >= pending.started_at
+                })
+                .max_by_key(|a| a.created_at);
+            let has_recovery_key = tx.recovery_key(account.id)?.is_some();
+            let (Some(key), true) = (new_key, has_recovery_key) else {
+                return Err(ServerError::RecoveryInProgress(
+                    "enrol a new security key and a new recovery key first",
+                ));
+            };
+            let now = self.now();
+            tx.set_account_state(account.id, AccountState::Active)?;
+            // From now on an ordinary session: idle timeout and a lifetime from enrolment.
+            tx.upgrade_session_scope(
+                authed.session.id,
+                SessionScope::Full,
+                key.id,
+                now,
+                now + self.policy.session_absolute_ms,
+            )?;
+            tx.mark_session_verified(authed.session.id, now)?;
+            let token = new_secret();
+            tx.rotate_session_token(authed.session.id, &hash_secret(&token))?;
+            let device_secret = new_secret();
+            let device = tx
+                .device(authed.session.device_id)?
+                .ok_or_else(|| ServerError::Internal("session without device".into()))?;
+            tx.refresh_device(&device, &hash_secret(&device_secret))?;
+            let session = tx
+                .session(authed.session.id)?
+                .ok_or(ServerError::Unauthenticated)?;
+            let account = tx
+                .account(account.id)?
+                .ok_or(ServerError::Unauthenticated)?;
+            Ok(SignedIn {
+                token,
+                device_secret,
+                session: self.session_view(tx, &session, Some(session.id))?,
+                account: account_view(&account),
+            })
+        })
     }
 }

@@ -214,6 +214,16 @@ impl RelyingParty {
                 Ok(a) => a,
                 Err(e) => return Ok(Verdict::Refused(e)),
             };
+            // Checked before anything is inserted: a refusal then commits the consumed
+            // ceremony, where a failed insert would roll its deletion back with the account.
+            if tx
+                .authenticator_by_credential_id(&authenticator.credential_id)?
+                .is_some()
+            {
+                return Ok(Verdict::Refused(ServerError::RegistrationFailed(
+                    "that key is already registered",
+                )));
+            }
             let account = Account {
                 id: state.user_id,
                 username: state.username,
@@ -228,7 +238,6 @@ impl RelyingParty {
                 }
                 other => other?,
             }
-            // A key another account holds rolls back the account too.
             tx.insert_authenticator(&authenticator)?;
             let opened = self.open_session(
                 tx,

@@ -34,6 +34,18 @@ impl Authed {
         Ok(())
     }
 
+    /// A recovery session sees only its own window and account state, never the account's
+    /// sessions, devices, keys or log: a stolen recovery key must not learn what the owner
+    /// does, nor watch whether they noticed. It becomes a full session once enrolment is done.
+    pub(super) fn require_not_recovery(&self) -> Result<()> {
+        if self.session.scope == SessionScope::Recovery {
+            return Err(ServerError::RecoveryInProgress(
+                "a recovery session cannot see the account's sessions, keys or log",
+            ));
+        }
+        Ok(())
+    }
+
     /// May this session enrol (a new authenticator or recovery key) without step-up? Only a
     /// recovery session whose window has ended.
     pub(super) fn is_enrolling(&self) -> bool {
@@ -213,7 +225,13 @@ impl RelyingParty {
             created_at: now,
             last_seen_at: now,
             verified_at: now,
-            expires_at: req.active_from + self.policy.session_absolute_ms,
+            // A recovery session lives until the enrolment deadline after its window, with no
+            // idle timeout (`Session::idle_expires_at`); every other, the absolute lifetime.
+            expires_at: req.active_from
+                + match req.scope {
+                    SessionScope::Recovery => self.policy.recovery_enrolment_ms,
+                    SessionScope::Full => self.policy.session_absolute_ms,
+                },
             opened_by: req.opened_by,
             address: req.address.to_string(),
             ended_at: None,
@@ -259,7 +277,14 @@ impl RelyingParty {
         Ok(tx.live_sessions(account_id, self.now(), self.policy.session_idle_ms)?)
     }
 
+    /// The session itself, which any session may see (a recovery session, its own state).
+    pub fn current_session(&self, authed: &Authed) -> Result<SessionView> {
+        self.store
+            .read(|tx| self.session_view(tx, &authed.session, Some(authed.session.id)))
+    }
+
     pub fn list_sessions(&self, authed: &Authed) -> Result<Vec<SessionView>> {
+        authed.require_not_recovery()?;
         self.store.read(|tx| {
             self.live_sessions(tx, authed.account.id)?
                 .iter()
@@ -305,13 +330,17 @@ impl RelyingParty {
         })
     }
 
-    /// Is this session still usable (for long-lived streams)?
-    pub fn session_alive(&self, session_id: Uuid) -> Result<bool> {
+    /// How long from now this session stays usable unless used again (its idle or absolute
+    /// expiry, whichever comes first); `None` if it is no longer usable. For long-lived
+    /// streams, which must end at that moment and not at their next periodic check.
+    pub fn session_time_left(&self, session_id: Uuid) -> Result<Option<i64>> {
         let now = self.now();
+        let idle = self.policy.session_idle_ms;
         self.store.read(|tx| {
             Ok(tx
                 .session(session_id)?
-                .is_some_and(|s| s.is_live(now, self.policy.session_idle_ms)))
+                .filter(|s| s.is_live(now, idle))
+                .map(|s| s.idle_expires_at(idle) - now))
         })
     }
 }

@@ -69,8 +69,9 @@ impl RelyingParty {
                 ..EventDetail::default()
             };
             self.record(tx, account.id, EventKind::SignIn, Some(&actor), detail)?;
-            if account.state == AccountState::RecoveryEnrolment {
-                // The window ended but the owner still holds a key: recovery is moot.
+            if account.state != AccountState::Active {
+                // Whoever still holds an enrolled key is the owner, during the window as after
+                // it: the recovery is moot.
                 account =
                     self.cancel_recovery(tx, account, &actor, "owner signed in with a key")?;
             }

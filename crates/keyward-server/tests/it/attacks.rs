@@ -573,3 +573,262 @@ async fn ceremony_starts_are_bounded() {
     h.clock.advance_secs(301);
     h.sign_in_begin(None).await;
 }
+
+/// A registration refused because another account holds the credential ID still uses up its
+/// ceremony: the same challenge answered again, even honestly, is gone.
+#[tokio::test]
+async fn a_registration_refused_for_a_taken_credential_id_uses_up_its_ceremony() {
+    let h = Harness::start().await;
+    let mut ada_key = new_key();
+    h.create_account(&mut ada_key, "ada").await;
+    let taken = ada_key.credentials[0].id.clone();
+    let before = h.table_counts();
+
+    let begin: RegistrationBegin = h
+        .post(
+            "/api/v1/registration/begin",
+            None,
+            &RegistrationBeginRequest {
+                username: "eve".into(),
+                display_name: None,
+            },
+        )
+        .await
+        .unwrap();
+    let mut copycat = new_key();
+    copycat.behaviour.reuse_credential_id = Some(taken);
+    let finish = |credential| RegistrationFinishRequest {
+        ceremony_id: begin.ceremony_id,
+        credential,
+        nickname: None,
+        client: client("x"),
+        device_secret: None,
+    };
+    let cred = copycat.register(&h.origin, &begin.options).unwrap();
+    let err = h
+        .post::<SignedIn>("/api/v1/registration/finish", None, &finish(cred))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::RegistrationFailed);
+    assert_eq!(h.table_counts(), before, "nothing changed");
+
+    let cred = new_key().register(&h.origin, &begin.options).unwrap();
+    let again = h
+        .post::<SignedIn>("/api/v1/registration/finish", None, &finish(cred))
+        .await
+        .unwrap_err();
+    assert_eq!(again.error.code, ErrorCode::CeremonyExpired);
+    assert_eq!(h.table_counts(), before, "still nothing changed");
+}
+
+/// `--require-device-bound` holds at every assertion: a key registered before the policy was
+/// turned on (or one that starts claiming to be synced) cannot sign in, step up or cancel.
+#[tokio::test]
+async fn a_synced_key_is_refused_at_sign_in_under_require_device_bound() {
+    let h = Harness::start().await;
+    let mut synced = new_key();
+    synced.behaviour.backup_eligible = true;
+    let ada = h.create_account(&mut synced, "ada").await;
+    let mut bound = new_key();
+    h.add_key(&ada.token, &mut bound, "hardware").await.unwrap();
+    let h = h
+        .restart_with(|c| c.policy.require_device_bound = true)
+        .await;
+
+    let before = h.table_counts();
+    let err = h.sign_in(&mut synced, None, "laptop").await.unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::PolicyRefused);
+    let err = h
+        .sign_in(&mut synced, Some("ada"), "laptop")
+        .await
+        .unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::PolicyRefused);
+    let after = h.table_counts();
+    assert_eq!(
+        after
+            .iter()
+            .filter(|(t, _)| t != "events")
+            .collect::<Vec<_>>(),
+        before
+            .iter()
+            .filter(|(t, _)| t != "events")
+            .collect::<Vec<_>>(),
+        "no session, no device: only the refusals are logged"
+    );
+    // The device-bound key still signs in.
+    h.sign_in(&mut bound, None, "laptop").await.unwrap();
+}
+
+/// DNS rebinding: a page on another site whose name now points at 127.0.0.1 reaches the
+/// loopback keywardd with its own name as Host. Refused before anything happens.
+#[tokio::test]
+async fn a_request_for_another_host_name_is_refused() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    h.create_account(&mut key, "ada").await;
+    let before = h.table_counts();
+    let port = h.origin.port().unwrap();
+    for host in [
+        format!("rebind.example:{port}"),
+        "localhost".to_string(),
+        format!("localhost:{}", port.wrapping_add(1)),
+    ] {
+        let res = h
+            .http
+            .post(format!("{}/api/v1/sign-in/begin", h.base))
+            .header(reqwest::header::HOST, &host)
+            .json(&serde_json::json!({"username": "ada"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{host}");
+        assert_eq!(
+            res.headers()["x-frame-options"],
+            "DENY",
+            "still with its headers"
+        );
+        let e: ApiError = res.json().await.unwrap();
+        assert_eq!(e.code, ErrorCode::Forbidden);
+    }
+    assert_eq!(h.table_counts(), before, "nothing changed");
+    assert_eq!(pending_ceremonies(&h), 0, "no ceremony was begun");
+    // Its own names are answered: the origin's host:port, and the loopback address.
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let res = h
+            .http
+            .get(format!("{}/api/v1/server", h.base))
+            .header(reqwest::header::HOST, &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{host}");
+    }
+}
+
+fn pending_ceremonies(h: &Harness) -> i64 {
+    let store = keyward_core::Store::open(&h.db).unwrap();
+    store
+        .read(|tx| {
+            Ok::<_, keyward_core::CoreError>(tx.raw().query_row(
+                "SELECT COUNT(*) FROM ceremonies",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap()
+}
+
+/// Reporting a key lost is refused, like removing it, when it is the last usable one: the
+/// account would otherwise be shut for good.
+#[tokio::test]
+async fn reporting_the_last_usable_key_lost_is_refused() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let keys: Vec<AuthenticatorView> = h.get("/api/v1/authenticators", &me.token).await.unwrap();
+    let before = h.table_counts();
+    let err = h
+        .post_empty::<EndedSessions>(
+            &format!("/api/v1/authenticators/{}/report-lost", keys[0].id),
+            &me.token,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::LastAuthenticator);
+    assert_eq!(h.table_counts(), before, "nothing changed");
+    let after: Vec<AuthenticatorView> = h.get("/api/v1/authenticators", &me.token).await.unwrap();
+    assert_eq!(after[0].status, AuthenticatorStatus::Active);
+    h.sign_in(&mut key, None, "laptop").await.unwrap();
+}
+
+/// The decoys must also look like accounts whose keys were registered with packed attestation
+/// and reported transports: in attested mode a real key's options carry them (webauthn-rs
+/// keeps transports only when attestation vouches for them; without, neither side has any).
+#[tokio::test]
+async fn decoys_look_like_attested_keys_that_report_transports() {
+    let model = uuid::Uuid::from_u128(0x5e_c0de);
+    let (ca_pem, identity) = vendor(model);
+    let h = Harness::start_with(|c| {
+        c.attested_models = vec![keyward_server::config::AttestedModel {
+            ca_pem,
+            aaguid: model,
+            name: "Test Key".into(),
+        }];
+    })
+    .await;
+    let mut key = keyward_softkey::SoftKey::new(model);
+    key.attestation = Some(identity);
+    key.transports = vec!["nfc".into(), "usb".into()];
+    h.create_account(&mut key, "ada").await;
+    let options = |name: &'static str| {
+        let h = &h;
+        async move {
+            h.http
+                .post(format!("{}/api/v1/sign-in/begin", h.base))
+                .json(&serde_json::json!({ "username": name }))
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let (real, fake) = (options("ada").await, options("nobody").await);
+    let first = |v: &serde_json::Value| v["options"]["publicKey"]["allowCredentials"][0].clone();
+    assert_eq!(
+        first(&real)["transports"],
+        serde_json::json!(["nfc", "usb"])
+    );
+    assert!(
+        first(&fake)["transports"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "decoys report transports too: {}",
+        first(&fake)
+    );
+    assert_eq!(shape(&real), shape(&fake), "same fields, same types");
+}
+
+/// Event IDs are numbered per account: the gap between two of an attacker's own events says
+/// nothing of what happened to other accounts (here: failed sign-ins against a real name,
+/// which are logged on that account and on no decoy).
+#[tokio::test]
+async fn event_ids_do_not_reveal_other_accounts_activity() {
+    let h = Harness::start().await;
+    let mut ada_key = new_key();
+    h.create_account(&mut ada_key, "ada").await;
+    let mut eve_key = new_key();
+    let eve = h.create_account(&mut eve_key, "eve").await;
+    let before = h.events(&eve.token).await;
+    // Probing names: one real, one unknown.
+    let mut forged = ada_key.clone();
+    forged.behaviour.corrupt_signature = true;
+    for name in ["ada", "nobody"] {
+        let begin = h.sign_in_begin(Some(name)).await;
+        let mut options = begin.options.clone();
+        options.public_key.allow_credentials.clear();
+        let cred = forged.authenticate(&h.origin, &options).unwrap();
+        h.sign_in_finish(&begin, cred, "x", None).await.unwrap_err();
+    }
+    h.sign_in(&mut eve_key, Some("eve"), "eve's laptop")
+        .await
+        .unwrap();
+    let after = h.events(&eve.token).await;
+    assert_eq!(
+        after[0].id,
+        before[0].id + 1,
+        "eve's next event follows her last, whatever happened elsewhere"
+    );
+    let ids: Vec<i64> = after.iter().rev().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
+    // The stream resumes by the same numbers.
+    let page: EventPage = h
+        .get(
+            &format!("/api/v1/events?before={}", after[0].id),
+            &eve.token,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.events[0].id, after[0].id - 1);
+}

@@ -426,3 +426,127 @@ async fn over_tls_the_web_ui_and_the_api_send_hsts() {
         );
     }
 }
+
+/// A browser holding a recovery session keeps it across a restart: its cookie lasts until the
+/// enrolment deadline (a full session's cookie still ends with the browser). Completing the
+/// recovery replaces it with a new session cookie, and the recovery cookie is refused.
+#[tokio::test]
+async fn a_recovery_session_cookie_outlives_the_browser_until_its_deadline() {
+    let h = Harness::start_with(|c| c.policy.recovery_window_ms = 60_000).await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let rk = keyward_core::recovery_key::RecoveryKey::generate();
+    h.step_up(&me.token, &mut key).await;
+    let _: RecoveryKeyStatus = h
+        .send(
+            Method::PUT,
+            "/api/v1/recovery-key",
+            Some(&me.token),
+            Some(&SetRecoveryKeyRequest {
+                public_key: keyward_core::secret::b64(&rk.public_key()),
+            }),
+        )
+        .await
+        .unwrap();
+    let c: RecoveryChallenge = h
+        .post(
+            "/api/v1/recovery/redeem/begin",
+            None,
+            &RedeemBeginRequest {
+                username: "ada".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let sig = rk.sign(
+        RecoveryPurpose::Redeem,
+        "localhost",
+        &keyward_core::secret::unb64(&c.challenge).unwrap(),
+    );
+    let res = h
+        .as_own_page(h.request(Method::POST, "/api/v1/recovery/redeem/finish"))
+        .header(DELIVERY_HEADER, "cookie")
+        .json(&RedeemFinishRequest {
+            challenge_id: c.challenge_id,
+            signature: keyward_core::secret::b64(&sig),
+            client: client("Chromium"),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let session = set_cookie(&res, SESSION_COOKIE).unwrap().to_string();
+    let deadline_secs = (60_000 + 30 * 24 * 3600 * 1000_i64) / 1000;
+    assert!(
+        session.contains(&format!("; Max-Age={deadline_secs}")),
+        "{session}"
+    );
+    let browser = Browser {
+        session: cookie_value(&session),
+        device: cookie_value(set_cookie(&res, DEVICE_COOKIE).unwrap()),
+    };
+    // Days after the window, the browser (restarted, cookie kept) enrols and completes.
+    h.clock.advance_secs(61 + 3 * 24 * 3600);
+    let account: AccountView = h.browser_get(&browser, "/api/v1/account").await;
+    assert_eq!(account.state, AccountState::RecoveryEnrolment);
+    let mut replacement = new_key();
+    let begin: RegistrationBegin = h
+        .as_own_page(h.browser_request(&browser, Method::POST, "/api/v1/authenticators/begin"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let credential = replacement.register(&h.origin, &begin.options).unwrap();
+    let added = h
+        .as_own_page(h.browser_request(&browser, Method::POST, "/api/v1/authenticators/finish"))
+        .json(&AddAuthenticatorFinishRequest {
+            ceremony_id: begin.ceremony_id,
+            credential,
+            nickname: None,
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), StatusCode::OK);
+    let new_rk = keyward_core::recovery_key::RecoveryKey::generate();
+    let set = h
+        .as_own_page(h.browser_request(&browser, Method::PUT, "/api/v1/recovery-key"))
+        .json(&SetRecoveryKeyRequest {
+            public_key: keyward_core::secret::b64(&new_rk.public_key()),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), StatusCode::OK);
+    let done = h
+        .as_own_page(h.browser_request(&browser, Method::POST, "/api/v1/recovery/complete"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    let new_session = set_cookie(&done, SESSION_COOKIE).unwrap().to_string();
+    assert!(
+        !new_session.contains("Max-Age"),
+        "a full session's cookie ends with the browser"
+    );
+    let body: SignedIn = done.json().await.unwrap();
+    assert!(
+        body.token.is_empty() && body.device_secret.is_empty(),
+        "never in the body"
+    );
+    assert_eq!(body.account.state, AccountState::Active);
+    let old = h
+        .browser_request(&browser, Method::GET, "/api/v1/account")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
+    let renewed = Browser {
+        session: cookie_value(&new_session),
+        device: browser.device.clone(),
+    };
+    let sessions: Vec<SessionView> = h.browser_get(&renewed, "/api/v1/sessions").await;
+    assert_eq!(sessions.len(), 1);
+}

@@ -437,50 +437,6 @@ async fn a_policy_can_refuse_synced_passkeys() {
     h.create_account(&mut hardware, "ada").await;
 }
 
-/// A vendor CA and one batch attestation certificate under it, as a security-key maker has.
-fn vendor(aaguid: uuid::Uuid) -> (String, keyward_softkey::AttestationIdentity) {
-    use p256::pkcs8::EncodePrivateKey;
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    ca.distinguished_name
-        .push(DnType::CommonName, "Test Vendor Root CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let ca_issuer = rcgen::Issuer::new(ca, ca_key);
-
-    let batch = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
-    let batch_der = batch.to_pkcs8_der().unwrap();
-    let batch_key = KeyPair::try_from(batch_der.as_bytes()).unwrap();
-    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
-    leaf.is_ca = IsCa::ExplicitNoCa;
-    leaf.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    leaf.distinguished_name.push(DnType::CountryName, "SE");
-    leaf.distinguished_name
-        .push(DnType::OrganizationName, "Test Vendor AB");
-    leaf.distinguished_name
-        .push(DnType::OrganizationalUnitName, "Authenticator Attestation");
-    leaf.distinguished_name
-        .push(DnType::CommonName, "Test Key Serial 1");
-    let mut ext = vec![0x04, 0x10];
-    ext.extend_from_slice(aaguid.as_bytes());
-    leaf.custom_extensions
-        .push(rcgen::CustomExtension::from_oid_content(
-            &[1, 3, 6, 1, 4, 1, 45724, 1, 1, 4],
-            ext,
-        ));
-    let leaf_cert = leaf.signed_by(&batch_key, &ca_issuer).unwrap();
-    let identity = keyward_softkey::AttestationIdentity {
-        certificate_der: leaf_cert.der().to_vec(),
-        private_key: batch.to_bytes().to_vec(),
-    };
-    (ca_cert.pem(), identity)
-}
-
 #[tokio::test]
 async fn attested_mode_admits_only_the_configured_models() {
     let model = uuid::Uuid::from_u128(0x5e_c0de);

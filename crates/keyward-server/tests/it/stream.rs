@@ -127,3 +127,21 @@ async fn a_revoked_sessions_stream_is_told_and_closed() {
         .unwrap_err();
     assert_eq!(refused.error.code, ErrorCode::Unauthenticated);
 }
+
+/// A stream ends at its session's own idle deadline, not at some periodic check after it.
+#[tokio::test]
+async fn a_stream_ends_at_its_sessions_idle_deadline() {
+    let h = Harness::start_with(|c| c.policy.session_idle_ms = 2_000).await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let mut stream = Sse::open(&h, &me.token, None).await;
+    // The session's idle time runs out (the server's clock), with no request to notice it.
+    h.clock.advance_ms(2_000);
+    let started = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(6), async {
+        while stream.body.next().await.is_some_and(|c| c.is_ok()) {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its session");
+    assert!(started.elapsed() < Duration::from_secs(6));
+}
