@@ -70,7 +70,7 @@ impl HttpSettings {
             max_streams_per_session: config.max_streams_per_session,
             allowed_hosts: config
                 .check_host
-                .then(|| super::serve::allowed_hosts(&config.origins)),
+                .then(|| serve::allowed_hosts(&config.origins)),
         }
     }
 }

@@ -487,9 +487,12 @@ async fn connections_past_the_cap_are_closed_and_a_freed_place_is_reused() {
     let started = Instant::now();
     loop {
         let mut d = TcpStream::connect(addr).await.unwrap();
-        d.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        // The loopback server answers only its own Host (DNS-rebinding guard).
+        let request = format!(
+            "GET /healthz HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+            addr.port()
+        );
+        d.write_all(request.as_bytes()).await.unwrap();
         let mut reply = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(2), d.read_to_end(&mut reply)).await;
         if reply.starts_with(b"HTTP/1.1 200") {
