@@ -179,7 +179,7 @@ async fn an_nfc_key_is_managed_and_used_from_the_command_line_through_pcscd() {
     )
     .await
     .unwrap();
-    let server = format!("http://127.0.0.1:{port}");
+    let server = format!("http://localhost:{port}");
     let pin = [("KEYWARD_PIN", "4321")];
     let signed = keyward(&["--server", &server, "sign-up", "ada"], &pin).await;
     assert!(signed.ok, "{}", signed.stderr);
