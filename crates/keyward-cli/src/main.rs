@@ -62,7 +62,7 @@ enum Command {
     #[command(subcommand)]
     Key(KeyCommand),
     /// A WebAuthn ceremony for any relying party, from its options JSON; prints the
-    /// credential JSON to send back to it.
+    /// credential as WebAuthn L3's `PublicKeyCredential.toJSON()` writes it, to send back.
     #[command(subcommand)]
     Webauthn(WebauthnCommand),
 }
@@ -306,7 +306,9 @@ async fn run(cli: Cli) -> Result<serde_json::Value, CliError> {
                 // As a browser would: the options' RP ID must belong to the origin.
                 Site::of(&origin, &options.public_key.rp.id)?;
                 let mut key = authenticator(key_file.as_ref())?;
-                Ok(json(&key.register(&origin, &options)?))
+                let credential = key.register(&origin, &options)?;
+                keyward_client::credential_json::registration(&credential)
+                    .map_err(|e| CliError::from(AuthenticatorError::Refused(e.to_string())))
             }
             WebauthnCommand::Authenticate {
                 options,
@@ -316,7 +318,9 @@ async fn run(cli: Cli) -> Result<serde_json::Value, CliError> {
                 let options: RequestChallengeResponse = read_options(&options)?;
                 Site::of(&origin, &options.public_key.rp_id)?;
                 let mut key = authenticator(key_file.as_ref())?;
-                Ok(json(&key.authenticate(&origin, &options)?))
+                Ok(keyward_client::credential_json::assertion(
+                    &key.authenticate(&origin, &options)?,
+                ))
             }
         },
     }

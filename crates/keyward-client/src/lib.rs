@@ -10,6 +10,7 @@
 mod api;
 mod authenticator;
 mod ceremony;
+pub mod credential_json;
 mod feed;
 pub mod security_key;
 pub mod site;
