@@ -47,6 +47,9 @@ pub struct KeyPasskeysView {
 pub struct AppStatus {
     pub server: Option<String>,
     pub embedded: bool,
+    /// The origin every ceremony signs for, taken from the address chosen (never from the
+    /// server), and the RP ID the server declared, checked to belong to it.
+    pub origin: Option<String>,
     pub rp_id: Option<String>,
     pub account: Option<AccountView>,
     pub session_id: Option<Uuid>,
@@ -185,14 +188,14 @@ impl Desktop {
                 let origin = Url::parse(&format!("http://localhost:{port}"))
                     .map_err(|e| DesktopError::EmbeddedServer(e.to_string()))?;
                 let config =
-                    keyward_server::Config::local(self.data_dir.join("keyward.db"), origin);
+                    keyward_server::Config::local(self.data_dir.join("keyward.db"), origin.clone());
                 let running =
                     keyward_server::start_on(listener, config, Arc::new(keyward_core::SystemClock))
                         .await
                         .map_err(|e| DesktopError::EmbeddedServer(e.to_string()))?;
                 conn.embedded = Some(running);
-                Url::parse(&format!("http://127.0.0.1:{port}"))
-                    .map_err(|e| DesktopError::EmbeddedServer(e.to_string()))?
+                // Reached by its origin's name: the origin comes from the address.
+                origin
             }
         };
         let ceremonies = Ceremonies::connect(base, self.client.clone()).await?;
@@ -247,7 +250,8 @@ impl Desktop {
         Ok(AppStatus {
             server: conn.ceremonies.as_ref().map(|c| c.api.base().to_string()),
             embedded: conn.embedded.is_some(),
-            rp_id: conn.ceremonies.as_ref().map(|c| c.rp_id.clone()),
+            origin: conn.ceremonies.as_ref().map(|c| c.origin()),
+            rp_id: conn.ceremonies.as_ref().map(|c| c.rp_id().to_string()),
             account: conn.session.as_ref().map(|s| s.account.clone()),
             session_id: conn.session.as_ref().map(|s| s.id),
             key_label: keys.label(),
@@ -480,7 +484,7 @@ impl Desktop {
             Ok((api, _)) => Some(self.checked(api.authenticators().await).await?),
             Err(_) => None,
         };
-        let rp_id = self.ceremonies().await?.rp_id.clone();
+        let rp_id = self.ceremonies().await?.rp_id().to_string();
         let passkeys: Vec<KeyPasskeyView> = listed
             .passkeys
             .into_iter()

@@ -34,6 +34,7 @@ impl DesktopError {
             DesktopError::Client(ClientError::Unreachable { .. }) => "unreachable".into(),
             DesktopError::Client(ClientError::Protocol(_)) => "internal".into(),
             DesktopError::Client(ClientError::Authenticator(a)) => a.code().into(),
+            DesktopError::Client(ClientError::Site(_)) => "wrong_site".into(),
         }
     }
 
@@ -53,6 +54,10 @@ impl DesktopError {
             }
             // The key's own trouble, already in words a person acts on.
             DesktopError::Client(ClientError::Authenticator(a)) => sentence(&a.to_string()),
+            DesktopError::Client(ClientError::Site(e)) => format!(
+                "Keyward will not sign in to this server: {e}. A server you reach at one address \
+                 may only ask your key to sign for that site."
+            ),
             other => other.to_string(),
         }
     }

@@ -77,6 +77,19 @@ fn the_commands_a_person_uses_work_over_ipc_with_one_error_shape() {
     let status = invoke(&w, "connect", json!({"server": null})).unwrap();
     assert_eq!(status["embedded"], true);
     assert_eq!(status["rp_id"], "localhost");
+    // The origin the key signs for is the address the app talks to, without a trailing slash.
+    let server = status["server"].as_str().unwrap();
+    assert!(server.starts_with("http://localhost:"), "{server}");
+    assert_eq!(status["origin"], server.trim_end_matches('/'));
+    // A plain-http server on another computer is refused before it is asked anything.
+    let far = invoke(
+        &w,
+        "connect",
+        json!({"server": "http://keyward.example.com:9"}),
+    )
+    .unwrap_err();
+    assert_eq!(far["code"], "wrong_site", "{far}");
+    let status = invoke(&w, "connect", json!({"server": null})).unwrap();
     assert!(status["key_label"].as_str().unwrap().contains("not secure"));
 
     let bad = invoke(&w, "connect", json!({"server": "not a url"})).unwrap_err();

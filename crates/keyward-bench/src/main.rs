@@ -151,7 +151,7 @@ async fn serve(db: &Path, port: u16) -> (RunningServer, Url) {
     .unwrap();
     (
         server,
-        Url::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+        Url::parse(&format!("http://localhost:{port}")).unwrap(),
     )
 }
 
@@ -610,7 +610,7 @@ async fn durability() {
             .spawn()
             .unwrap()
     };
-    let base = Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    let base = Url::parse(&format!("http://localhost:{port}")).unwrap();
     let wait_up = || async {
         for _ in 0..200 {
             if Api::new(base.clone()).health().await.is_ok() {
@@ -815,7 +815,7 @@ fn peers() -> Vec<(String, Option<(String, f64)>)> {
 
 async fn rename_events(data_dir: &Path, username: &str, n: usize) {
     let port = std::fs::read_to_string(data_dir.join("embedded-port")).unwrap();
-    let base = Url::parse(&format!("http://127.0.0.1:{}", port.trim())).unwrap();
+    let base = Url::parse(&format!("http://localhost:{}", port.trim())).unwrap();
     let c = ceremonies(&base, "event source").await;
     let mut key = VirtualKey::open(&data_dir.join("virtual-keys.json")).unwrap();
     let me = c.sign_in(&mut key, Some(username), None).await.unwrap();

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand};
 use keyward_client::{
     Api, Authenticator, AuthenticatorError, CancelSwitch, Ceremonies, ClientError, KeyPrompter,
-    SecurityKey, UsbOrNfc, VirtualKey,
+    SecurityKey, Site, SiteError, UsbOrNfc, VirtualKey,
 };
 use keyward_proto::{ClientInfo, CreationChallengeResponse, KeyPrompt, RequestChallengeResponse};
 use url::Url;
@@ -62,7 +62,7 @@ enum Command {
     #[command(subcommand)]
     Key(KeyCommand),
     /// A WebAuthn ceremony for any relying party, from its options JSON; prints the
-    /// credential JSON to send back to it.
+    /// credential as WebAuthn L3's `PublicKeyCredential.toJSON()` writes it, to send back.
     #[command(subcommand)]
     Webauthn(WebauthnCommand),
 }
@@ -159,11 +159,18 @@ impl From<AuthenticatorError> for CliError {
     }
 }
 
+impl From<SiteError> for CliError {
+    fn from(e: SiteError) -> Self {
+        CliError::Client(e.into())
+    }
+}
+
 impl CliError {
     fn code(&self) -> serde_json::Value {
         match self {
             CliError::Input(_) => "invalid_input".into(),
             CliError::Client(ClientError::Authenticator(a)) => a.code().into(),
+            CliError::Client(ClientError::Site(_)) => "wrong_site".into(),
             CliError::Client(other) => other
                 .code()
                 .and_then(|c| serde_json::to_value(c).ok())
@@ -296,8 +303,12 @@ async fn run(cli: Cli) -> Result<serde_json::Value, CliError> {
                 key_file,
             } => {
                 let options: CreationChallengeResponse = read_options(&options)?;
+                // As a browser would: the options' RP ID must belong to the origin.
+                Site::of(&origin, &options.public_key.rp.id)?;
                 let mut key = authenticator(key_file.as_ref())?;
-                Ok(json(&key.register(&origin, &options)?))
+                let credential = key.register(&origin, &options)?;
+                keyward_client::credential_json::registration(&credential)
+                    .map_err(|e| CliError::from(AuthenticatorError::Refused(e.to_string())))
             }
             WebauthnCommand::Authenticate {
                 options,
@@ -305,8 +316,11 @@ async fn run(cli: Cli) -> Result<serde_json::Value, CliError> {
                 key_file,
             } => {
                 let options: RequestChallengeResponse = read_options(&options)?;
+                Site::of(&origin, &options.public_key.rp_id)?;
                 let mut key = authenticator(key_file.as_ref())?;
-                Ok(json(&key.authenticate(&origin, &options)?))
+                Ok(keyward_client::credential_json::assertion(
+                    &key.authenticate(&origin, &options)?,
+                ))
             }
         },
     }

@@ -130,6 +130,95 @@ async fn a_virtual_key_file_does_ceremonies_for_another_relying_party() {
     assert!(out.stderr.contains("--yes-erase-everything"));
 }
 
+/// `keyward webauthn register` and `authenticate` print WebAuthn L3's
+/// `PublicKeyCredential.toJSON()` shape, which strict relying parties require.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credential_json_is_what_webauthn_l3_to_json_writes() {
+    use keyward_core::secret::unb64;
+    let bytes = |v: &serde_json::Value| unb64(v.as_str().unwrap()).unwrap();
+    let (rp, origin) = other_site();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key.json");
+    let key_file = key_file.to_str().unwrap();
+    let (ccr, reg) = rp
+        .start_passkey_registration(Uuid::new_v4(), "grace", "Grace", None)
+        .unwrap();
+    let options = write_json(dir.path(), "create.json", &ccr);
+    let out = keyward(
+        &[
+            "webauthn",
+            "register",
+            &options,
+            "--origin",
+            origin.as_str(),
+            "--key-file",
+            key_file,
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let r = &out.stdout;
+    assert_eq!(r["type"], "public-key");
+    assert_eq!(bytes(&r["rawId"]), bytes(&r["id"]));
+    assert_eq!(r["clientExtensionResults"], serde_json::json!({}));
+    assert!(r.get("extensions").is_none(), "{r}");
+    let response = &r["response"];
+    for field in ["clientDataJSON", "attestationObject", "authenticatorData"] {
+        assert!(response[field].is_string(), "{field}: {r}");
+    }
+    assert!(response["transports"].is_array(), "{r}");
+    assert_eq!(response["publicKeyAlgorithm"], -7, "ES256: {r}");
+    // authenticatorData is exactly the authData inside the attestation object.
+    let attestation: serde_cbor_2::Value =
+        serde_cbor_2::from_slice(&bytes(&response["attestationObject"])).unwrap();
+    let serde_cbor_2::Value::Map(attestation) = attestation else {
+        panic!("attestation object is not a map")
+    };
+    assert_eq!(
+        attestation.get(&serde_cbor_2::Value::Text("authData".into())),
+        Some(&serde_cbor_2::Value::Bytes(bytes(
+            &response["authenticatorData"]
+        )))
+    );
+    // A relying party still takes it.
+    let credential: RegisterPublicKeyCredential = serde_json::from_value(r.clone()).unwrap();
+    let passkey = rp.finish_passkey_registration(&credential, &reg).unwrap();
+
+    let (rcr, auth) = rp
+        .start_passkey_authentication(std::slice::from_ref(&passkey))
+        .unwrap();
+    let options = write_json(dir.path(), "get.json", &rcr);
+    let out = keyward(
+        &[
+            "webauthn",
+            "authenticate",
+            &options,
+            "--origin",
+            origin.as_str(),
+            "--key-file",
+            key_file,
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let a = &out.stdout;
+    assert_eq!(a["type"], "public-key");
+    assert_eq!(a["clientExtensionResults"], serde_json::json!({}));
+    assert!(a.get("extensions").is_none(), "{a}");
+    for field in [
+        "clientDataJSON",
+        "authenticatorData",
+        "signature",
+        "userHandle",
+    ] {
+        assert!(a["response"][field].is_string(), "{field}: {a}");
+    }
+    let assertion: PublicKeyCredential = serde_json::from_value(a.clone()).unwrap();
+    rp.finish_passkey_authentication(&assertion, &auth).unwrap();
+}
+
 struct Nobody;
 impl KeyPrompter for Nobody {
     fn prompt(&self, _: KeyPrompt) {}
@@ -179,7 +268,7 @@ async fn an_nfc_key_is_managed_and_used_from_the_command_line_through_pcscd() {
     )
     .await
     .unwrap();
-    let server = format!("http://127.0.0.1:{port}");
+    let server = format!("http://localhost:{port}");
     let pin = [("KEYWARD_PIN", "4321")];
     let signed = keyward(&["--server", &server, "sign-up", "ada"], &pin).await;
     assert!(signed.ok, "{}", signed.stderr);

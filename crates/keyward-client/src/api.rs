@@ -16,6 +16,10 @@ pub enum ClientError {
     Protocol(String),
     #[error(transparent)]
     Authenticator(#[from] crate::authenticator::AuthenticatorError),
+    /// The server asked to sign for a site the address the person chose does not belong to
+    /// (or the address itself cannot be signed for); refused before any key is asked.
+    #[error(transparent)]
+    Site(#[from] crate::site::SiteError),
 }
 
 impl ClientError {

@@ -42,6 +42,9 @@ pub enum AuthenticatorError {
     Unavailable(String),
     #[error("cannot store the virtual key at {path}: {message}")]
     Storage { path: String, message: String },
+    /// The options name a site the origin does not belong to; the key was not asked.
+    #[error(transparent)]
+    Site(#[from] crate::site::SiteError),
 }
 
 fn wrong_pin(retries: Option<u32>) -> String {
@@ -68,6 +71,7 @@ impl AuthenticatorError {
             AuthenticatorError::KeyFull => "key_full",
             AuthenticatorError::KeyRemoved => "key_removed",
             AuthenticatorError::Unavailable(_) => "keys_unavailable",
+            AuthenticatorError::Site(_) => "wrong_site",
             AuthenticatorError::Refused(_) | AuthenticatorError::Storage { .. } => "key_error",
         }
     }

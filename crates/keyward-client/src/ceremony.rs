@@ -1,5 +1,5 @@
-//! Whole ceremonies: ask keywardd for options, let the authenticator answer for the server's
-//! origin, send the answer back.
+//! Whole ceremonies: ask keywardd for options, let the authenticator answer for the origin of
+//! the address the person chose (never one the server names), send the answer back.
 
 use keyward_core::recovery_key::RecoveryKey;
 use keyward_core::secret::{b64, unb64};
@@ -8,32 +8,64 @@ use url::Url;
 
 use crate::api::{Api, ClientError, Result};
 use crate::authenticator::Authenticator;
+use crate::site::Site;
 
-/// Runs ceremonies against one keywardd, claiming `origin` (the server's web origin) in the
-/// client data, as a browser on that origin would.
+/// Runs ceremonies against one keywardd, as a browser on the origin of `base` would: the
+/// origin is `base`'s, and the server's RP ID must belong to it ([`Site`]).
 pub struct Ceremonies {
     pub api: Api,
-    pub origin: Url,
-    pub rp_id: String,
+    site: Site,
     pub client: ClientInfo,
 }
 
 impl Ceremonies {
-    /// Asks the server at `base` which RP ID and origin its ceremonies use.
+    /// Connects to the server at `base`, the address the person chose. The origin every
+    /// ceremony claims is that address's; the RP ID the server declares is accepted only if it
+    /// is that host or a registrable suffix of it, else nothing is signed for this server.
     pub async fn connect(base: Url, client: ClientInfo) -> Result<Ceremonies> {
+        // Refused before any request: plain http to another computer, or an IP address.
+        Site::host_of(&base)?;
         let api = Api::new(base);
         let info = api.server_info().await?;
-        let origin = info
-            .origins
-            .first()
-            .and_then(|o| Url::parse(o).ok())
-            .ok_or_else(|| ClientError::Protocol("the server lists no usable origin".into()))?;
-        Ok(Ceremonies {
-            api,
-            origin,
-            rp_id: info.rp_id,
-            client,
-        })
+        let site = Site::of(api.base(), &info.rp_id)?;
+        Ok(Ceremonies { api, site, client })
+    }
+
+    /// Ceremonies over `api` for a site the caller has already validated.
+    pub fn new(api: Api, site: Site, client: ClientInfo) -> Ceremonies {
+        Ceremonies { api, site, client }
+    }
+
+    /// The site every ceremony and recovery proof here is bound to.
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    /// The origin serialised as clientDataJSON carries it (`scheme://host[:port]`).
+    pub fn origin(&self) -> String {
+        self.site.origin()
+    }
+
+    pub fn rp_id(&self) -> &str {
+        self.site.rp_id()
+    }
+
+    fn register(
+        &self,
+        key: &mut dyn Authenticator,
+        options: &CreationChallengeResponse,
+    ) -> Result<RegisterPublicKeyCredential> {
+        self.site.admit(&options.public_key.rp.id)?;
+        Ok(key.register(self.site.origin_url(), options)?)
+    }
+
+    fn authenticate(
+        &self,
+        key: &mut dyn Authenticator,
+        options: &RequestChallengeResponse,
+    ) -> Result<PublicKeyCredential> {
+        self.site.admit(&options.public_key.rp_id)?;
+        Ok(key.authenticate(self.site.origin_url(), options)?)
     }
 
     /// Runs `op`; if the server wants a fresh touch first, does the step-up with `key` and
@@ -72,7 +104,7 @@ impl Ceremonies {
                 display_name: display_name.map(str::to_string),
             })
             .await?;
-        let credential = key.register(&self.origin, &begin.options)?;
+        let credential = self.register(key, &begin.options)?;
         self.api
             .registration_finish(&RegistrationFinishRequest {
                 ceremony_id: begin.ceremony_id,
@@ -97,7 +129,7 @@ impl Ceremonies {
                 username: username.map(str::to_string),
             })
             .await?;
-        let credential = key.authenticate(&self.origin, &begin.options)?;
+        let credential = self.authenticate(key, &begin.options)?;
         self.api
             .sign_in_finish(&SignInFinishRequest {
                 ceremony_id: begin.ceremony_id,
@@ -111,7 +143,7 @@ impl Ceremonies {
     /// A fresh touch for sensitive operations in the next few minutes.
     pub async fn step_up(&self, session: &Api, key: &mut dyn Authenticator) -> Result<SessionView> {
         let begin = session.step_up_begin().await?;
-        let credential = key.authenticate(&self.origin, &begin.options)?;
+        let credential = self.authenticate(key, &begin.options)?;
         session
             .step_up_finish(&AssertionFinishRequest {
                 ceremony_id: begin.ceremony_id,
@@ -130,7 +162,7 @@ impl Ceremonies {
         let begin = self
             .with_step_up(session, key, || session.add_authenticator_begin())
             .await?;
-        let credential = key.register(&self.origin, &begin.options)?;
+        let credential = self.register(key, &begin.options)?;
         session
             .add_authenticator_finish(&AddAuthenticatorFinishRequest {
                 ceremony_id: begin.ceremony_id,
@@ -197,7 +229,7 @@ impl Ceremonies {
     /// Cancels a pending recovery with any enrolled key: one ceremony.
     pub async fn cancel_recovery(&self, key: &mut dyn Authenticator) -> Result<AccountView> {
         let begin = self.api.recovery_cancel_begin(None).await?;
-        let credential = key.authenticate(&self.origin, &begin.options)?;
+        let credential = self.authenticate(key, &begin.options)?;
         self.api
             .recovery_cancel_finish(&SignInFinishRequest {
                 ceremony_id: begin.ceremony_id,
@@ -208,11 +240,12 @@ impl Ceremonies {
             .await
     }
 
-    /// The proof for one server challenge, for the purpose the challenge was issued for.
+    /// The proof for one server challenge, for the purpose the challenge was issued for,
+    /// framed with the RP ID validated at connect (never one the server names later).
     fn sign_challenge(&self, key: &RecoveryKey, c: &RecoveryChallenge) -> Result<String> {
         let challenge = unb64(&c.challenge)
             .ok_or_else(|| ClientError::Protocol("challenge is not base64url".into()))?;
-        Ok(b64(&key.sign(c.purpose, &self.rp_id, &challenge)))
+        Ok(b64(&key.sign(c.purpose, self.site.rp_id(), &challenge)))
     }
 }
 

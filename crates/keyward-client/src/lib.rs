@@ -10,11 +10,14 @@
 mod api;
 mod authenticator;
 mod ceremony;
+pub mod credential_json;
 mod feed;
 pub mod security_key;
+pub mod site;
 
 pub use api::{Api, ClientError, Result};
 pub use authenticator::{Authenticator, AuthenticatorError, VirtualKey, write_private};
 pub use ceremony::Ceremonies;
 pub use feed::{EventFeed, FeedEnd};
 pub use security_key::{CancelSwitch, KeyPrompter, SecurityKey, UsbOrNfc, platform_security_key};
+pub use site::{Site, SiteError};

@@ -17,7 +17,7 @@ use keyward_proto::{
     RegisterPublicKeyCredential, RequestChallengeResponse,
 };
 use url::Url;
-use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::AuthenticatorBackendHashedClientData;
 use webauthn_authenticator_rs::ctap2::{CtapAuthenticator, select_one_device};
 use webauthn_authenticator_rs::error::{CtapError, WebauthnCError};
 use webauthn_authenticator_rs::transport::{Token, TokenEvent, Transport};
@@ -26,6 +26,7 @@ use webauthn_authenticator_rs::ui::UiCallback;
 use webauthn_rs_proto::{AuthenticatorTransport, ResidentKeyRequirement};
 
 use crate::authenticator::{Authenticator, AuthenticatorError};
+use crate::site::{Site, client_data};
 
 /// Shows prompts and asks for the PIN. Called from the ceremony's own thread, so `ask_pin`
 /// may block until the person answers.
@@ -232,10 +233,28 @@ where
             }),
             ..Seen::default()
         }));
-        self.with_key(
-            &|key, _| key.do_registration(origin.clone(), options.clone()),
+        // As a browser would, refuse an RP ID the origin does not own, then write the client
+        // data ourselves and hand the key only its hash: the library's own client data has the
+        // origin as a URL with a trailing slash, which an exact origin check rightly refuses.
+        let site = Site::of(origin, &options.public_key.rp.id)?;
+        let (client_data, hash) = client_data(
+            "webauthn.create",
+            &options.public_key.challenge,
+            site.origin_url(),
+        );
+        let mut credential = self.with_key(
+            &|key, _| {
+                AuthenticatorBackendHashedClientData::perform_register(
+                    key,
+                    hash.clone(),
+                    options.public_key.clone(),
+                    timeout_ms(options.public_key.timeout),
+                )
+            },
             &seen,
-        )
+        )?;
+        credential.response.client_data_json = client_data;
+        Ok(credential)
     }
 
     fn authenticate(
@@ -244,10 +263,24 @@ where
         options: &RequestChallengeResponse,
     ) -> Result<PublicKeyCredential, AuthenticatorError> {
         let seen = Arc::new(Mutex::new(Seen::default()));
+        let site = Site::of(origin, &options.public_key.rp_id)?;
+        let (client_data, hash) = client_data(
+            "webauthn.get",
+            &options.public_key.challenge,
+            site.origin_url(),
+        );
         let mut credential = self.with_key(
-            &|key, _| key.do_authentication(origin.clone(), options.clone()),
+            &|key, _| {
+                AuthenticatorBackendHashedClientData::perform_auth(
+                    key,
+                    hash.clone(),
+                    options.public_key.clone(),
+                    timeout_ms(options.public_key.timeout),
+                )
+            },
             &seen,
         )?;
+        credential.response.client_data_json = client_data;
         // webauthn-authenticator-rs 0.6 drops the user handle the key returns; a usernameless
         // sign-in needs it, so put back what the key said.
         if credential.response.user_handle.is_none() {
@@ -255,6 +288,11 @@ where
         }
         Ok(credential)
     }
+}
+
+/// The ceremony's timeout as a browser clamps it: at most a minute, a minute if unset.
+fn timeout_ms(asked: Option<u32>) -> u32 {
+    asked.map_or(60_000, |t| t.min(60_000))
 }
 
 /// Runs `job` on a fresh thread and waits, telling a multi-threaded Tokio runtime (the desktop's)

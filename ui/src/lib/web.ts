@@ -192,6 +192,7 @@ async function freshStatus(): Promise<AppStatus> {
   status = {
     server: location.origin,
     embedded: false,
+    origin: location.origin,
     rp_id: server.rp_id,
     account: current ? account : null,
     session_id: current?.id ?? null,

@@ -235,7 +235,12 @@ export type ServerInfo = { rp_id: string, rp_name: string, origins: Array<string
  */
 session_idle_ms: number, session_absolute_ms: number, recovery_window_ms: number, };
 
-export type AppStatus = { server: string | null, embedded: boolean, rp_id: string | null, account: AccountView | null, session_id: string | null, 
+export type AppStatus = { server: string | null, embedded: boolean, 
+/**
+ * The origin every ceremony signs for, taken from the address chosen (never from the
+ * server), and the RP ID the server declared, checked to belong to it.
+ */
+origin: string | null, rp_id: string | null, account: AccountView | null, session_id: string | null, 
 /**
  * The authenticator the app uses: the virtual key until hardware is chosen.
  */

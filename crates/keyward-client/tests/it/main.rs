@@ -52,15 +52,15 @@ impl Server {
     }
 
     pub(crate) fn ceremonies(&self, name: &str) -> Ceremonies {
-        Ceremonies {
-            api: Api::new(Url::parse(&format!("http://127.0.0.1:{}", self.port)).unwrap()),
-            origin: Url::parse(&format!("http://localhost:{}", self.port)).unwrap(),
-            rp_id: "localhost".into(),
-            client: ClientInfo {
+        let base = Url::parse(&format!("http://localhost:{}", self.port)).unwrap();
+        Ceremonies::new(
+            Api::new(base.clone()),
+            Site::of(&base, "localhost").unwrap(),
+            ClientInfo {
                 name: name.into(),
                 platform: "Linux".into(),
             },
-        }
+        )
     }
 }
 
@@ -220,4 +220,5 @@ async fn the_feed_survives_a_server_restart_and_misses_nothing() {
     );
 }
 mod nfc;
+mod phishing;
 mod security_key;

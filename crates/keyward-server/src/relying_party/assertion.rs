@@ -232,7 +232,7 @@ impl RelyingParty {
             return fail(Some(owner), Some(authenticator), "key reported lost");
         }
         let client_data = credential.response.client_data_json.as_ref();
-        if let Some(reason) = client_data::refusal(client_data) {
+        if let Some(reason) = client_data::refusal(client_data, &self.info.origins) {
             return fail(Some(owner), Some(authenticator), reason);
         }
         let mut passkey: Passkey = serde_json::from_str(&authenticator.credential)

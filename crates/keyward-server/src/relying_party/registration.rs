@@ -132,7 +132,7 @@ impl RelyingParty {
         nickname: Option<&str>,
     ) -> Result<Authenticator> {
         let client_data = reg.response.client_data_json.as_ref();
-        if let Some(reason) = client_data::refusal(client_data) {
+        if let Some(reason) = client_data::refusal(client_data, &self.info.origins) {
             tracing::info!(reason, "registration refused");
             return Err(ServerError::RegistrationFailed(
                 "the authenticator's response did not verify",

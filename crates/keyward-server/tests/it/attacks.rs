@@ -256,6 +256,63 @@ async fn ceremonies_in_a_frame_under_another_site_are_refused() {
     h.sign_in(&mut key, None, "laptop").await.unwrap();
 }
 
+/// Origins webauthn-rs accepts because it parses them and compares scheme, host and port, but
+/// that no browser on the configured origin writes.
+fn near_misses(origin: &url::Url) -> Vec<String> {
+    let exact = origin.origin().ascii_serialization();
+    let port = origin.port().unwrap();
+    vec![
+        format!("{exact}/"),
+        format!("{exact}/phish?x=1#y"),
+        format!("http://attacker@localhost:{port}"),
+        format!("HTTP://LOCALHOST:{port}"),
+    ]
+}
+
+#[tokio::test]
+async fn an_origin_that_is_not_exactly_a_configured_one_is_refused() {
+    let h = Harness::start_with(|c| {
+        c.limits.failures_per_address.max = 100;
+        c.limits.failures_per_account_address.max = 100;
+    })
+    .await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    for near in near_misses(&h.origin) {
+        let mut k = key.clone();
+        k.behaviour.origin_override = Some(near.clone());
+        // Sign-in, step-up and registration all refuse it.
+        refused_with(&h, &mut k).await;
+        let begin: AssertionBegin = h
+            .post_empty("/api/v1/step-up/begin", &me.token)
+            .await
+            .unwrap();
+        let credential = k.authenticate(&h.origin, &begin.options).unwrap();
+        let err = h
+            .post::<SessionView>(
+                "/api/v1/step-up/finish",
+                Some(&me.token),
+                &AssertionFinishRequest {
+                    ceremony_id: begin.ceremony_id,
+                    credential,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.error.code, ErrorCode::AuthenticationFailed, "{near}");
+        let mut fresh = new_key();
+        fresh.behaviour = k.behaviour.clone();
+        let err = h
+            .try_create_account(&mut fresh, "mallory")
+            .await
+            .unwrap_err();
+        assert_eq!(err.error.code, ErrorCode::RegistrationFailed, "{near}");
+    }
+    assert_eq!(h.table_counts()[0].1, 1, "no account was created");
+    // The exact origin still works.
+    h.sign_in(&mut key, None, "laptop").await.unwrap();
+}
+
 #[tokio::test]
 async fn registration_without_user_verification_is_refused() {
     let h = Harness::start().await;

@@ -1,8 +1,8 @@
 //! The happy paths a person walks, through the HTTP API.
 
 use keyward_proto::*;
-use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use webauthn_authenticator_rs::{AuthenticatorBackendHashedClientData, WebauthnAuthenticator};
 
 use crate::harness::*;
 
@@ -49,6 +49,22 @@ fn account_token(s: &SignedIn) -> String {
     s.token.clone()
 }
 
+/// clientDataJSON as a browser on `origin` writes it, and its hash.
+fn browser_client_data(kind: &str, challenge: &[u8], origin: &url::Url) -> (Vec<u8>, Vec<u8>) {
+    use sha2::Digest;
+    let json = format!(
+        r#"{{"type":"{kind}","challenge":"{}","origin":"{}","crossOrigin":false}}"#,
+        keyward_core::secret::b64(challenge),
+        origin.origin().ascii_serialization()
+    )
+    .into_bytes();
+    let hash = sha2::Sha256::digest(&json).to_vec();
+    (json, hash)
+}
+
+/// An authenticator we did not write (webauthn-authenticator-rs's SoftPasskey), driven the way
+/// Keyward's native clients drive security keys: the client data is the client's, the
+/// authenticator signs its hash.
 #[tokio::test]
 async fn webauthn_authenticator_rs_soft_passkey_registers_and_signs_in() {
     let h = Harness::start().await;
@@ -64,9 +80,10 @@ async fn webauthn_authenticator_rs_soft_passkey_registers_and_signs_in() {
         )
         .await
         .unwrap();
-    let credential = passkey
-        .do_registration(h.origin.clone(), begin.options)
-        .unwrap();
+    let options = begin.options.public_key;
+    let (json, hash) = browser_client_data("webauthn.create", &options.challenge, &h.origin);
+    let mut credential = passkey.perform_register(hash, options, 60_000).unwrap();
+    credential.response.client_data_json = json;
     let signed: SignedIn = h
         .post(
             "/api/v1/registration/finish",
@@ -83,9 +100,10 @@ async fn webauthn_authenticator_rs_soft_passkey_registers_and_signs_in() {
         .unwrap();
     assert_eq!(signed.account.display_name, "Grace");
     let begin = h.sign_in_begin(Some("grace")).await;
-    let credential = passkey
-        .do_authentication(h.origin.clone(), begin.options.clone())
-        .unwrap();
+    let options = begin.options.public_key.clone();
+    let (json, hash) = browser_client_data("webauthn.get", &options.challenge, &h.origin);
+    let mut credential = passkey.perform_auth(hash, options, 60_000).unwrap();
+    credential.response.client_data_json = json;
     let again = h
         .sign_in_finish(
             &begin,
@@ -96,6 +114,25 @@ async fn webauthn_authenticator_rs_soft_passkey_registers_and_signs_in() {
         .await
         .unwrap();
     assert_eq!(again.account.id, signed.account.id);
+
+    // The library's own client data writes the origin as a URL, with a trailing slash
+    // (`http://localhost:PORT/`), which no browser writes: refused, as WebAuthn asks.
+    let begin = h.sign_in_begin(Some("grace")).await;
+    let credential = passkey
+        .do_authentication(h.origin.clone(), begin.options.clone())
+        .unwrap();
+    let origin = serde_json::from_slice::<serde_json::Value>(&credential.response.client_data_json)
+        .unwrap()["origin"]
+        .clone();
+    assert_eq!(
+        origin,
+        format!("{}/", h.origin.origin().ascii_serialization())
+    );
+    let err = h
+        .sign_in_finish(&begin, credential, "laptop", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::AuthenticationFailed);
 }
 
 #[tokio::test]

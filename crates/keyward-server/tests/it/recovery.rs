@@ -210,6 +210,42 @@ async fn redeeming_opens_a_window_that_any_enrolled_key_can_cancel() {
 }
 
 #[tokio::test]
+async fn an_origin_that_is_not_exactly_the_configured_one_cannot_cancel_a_recovery() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let rk = set_up(&h, &me.token).await;
+    redeem(&h, "ada", &rk).await.unwrap();
+    let mut near = key.clone();
+    near.behaviour.origin_override = Some(format!("{}/", h.origin.origin().ascii_serialization()));
+    let begin: AssertionBegin = h
+        .post(
+            "/api/v1/recovery/cancel/begin",
+            None,
+            &RecoveryCancelBeginRequest { username: None },
+        )
+        .await
+        .unwrap();
+    let cred = near.authenticate(&h.origin, &begin.options).unwrap();
+    let err = h
+        .post::<AccountView>(
+            "/api/v1/recovery/cancel/finish",
+            None,
+            &SignInFinishRequest {
+                ceremony_id: begin.ceremony_id,
+                credential: cred,
+                client: client("phone"),
+                device_secret: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::AuthenticationFailed);
+    let account: AccountView = h.get("/api/v1/account", &me.token).await.unwrap();
+    assert_eq!(account.state, AccountState::RecoveryPending);
+}
+
+#[tokio::test]
 async fn when_the_window_ends_old_sessions_end_and_the_account_must_enrol() {
     let h = Harness::start_with(|c| c.policy.recovery_window_ms = 20 * 60 * 1000).await;
     let mut lost_key = new_key();
