@@ -7,6 +7,7 @@
 pub mod config;
 mod error;
 mod http;
+pub mod log_seal;
 mod relying_party;
 
 pub use config::{Args, Config};

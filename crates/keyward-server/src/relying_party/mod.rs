@@ -80,6 +80,8 @@ pub struct RelyingParty {
     attestation: Option<AttestationCaList>,
     /// The operator's offline address → coarse place table; empty when none is configured.
     places: PlaceDb,
+    /// The public half of the log key that signs the log's checkpoints.
+    log_public_key: ed25519_dalek::VerifyingKey,
 }
 
 /// Why a relying party could not be set up from its configuration.
@@ -91,6 +93,8 @@ pub enum SetupError {
     Store(#[from] keyward_core::CoreError),
     #[error("{0}")]
     Places(#[from] places::PlaceDbError),
+    #[error(transparent)]
+    Log(#[from] crate::log_seal::LogSealError),
 }
 
 impl RelyingParty {
@@ -116,6 +120,9 @@ impl RelyingParty {
         let webauthn = builder
             .build()
             .map_err(|e| SetupError::Webauthn(e.to_string()))?;
+
+        // Before anything else is written: the log must still extend its last signed head.
+        let log_public_key = crate::log_seal::seal(&store, &config.log_key_path())?;
 
         // The decoy-credential key must persist, or decoys would change across restarts and
         // give unknown usernames away.
@@ -177,6 +184,7 @@ impl RelyingParty {
             decoys: DecoyCredentials::new(decoy_key),
             attestation,
             places,
+            log_public_key,
         })
     }
 
