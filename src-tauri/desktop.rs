@@ -59,6 +59,9 @@ pub struct AppStatus {
     pub locked: bool,
     /// This machine holds the recovery session (it redeemed the recovery key).
     pub recovering: bool,
+    /// The server's security log does not extend the signed head this app saw before: events
+    /// may have been removed or changed. Shown prominently until the log extends it again.
+    pub log_alarm: Option<String>,
 }
 
 /// Everything the overview screen shows, in one call.
@@ -95,6 +98,10 @@ struct Connection {
     /// The server's idle timeout (ms), from /api/v1/server.
     idle_ms: Option<i64>,
     locked: bool,
+    /// Why the server's log cannot be vouched for (see `Desktop::watch_log`).
+    log_alarm: Option<String>,
+    /// A desktop notification for a newly raised log alarm, not yet shown.
+    log_notice: Option<Alert>,
 }
 
 impl Connection {
@@ -221,9 +228,73 @@ impl Desktop {
                 _ => self.vault.clear(),
             }
         }
+        let api = ceremonies.api.clone();
         conn.ceremonies = Some(Arc::new(ceremonies));
         drop(conn);
+        self.watch_log(&api).await;
         self.status().await
+    }
+
+    fn log_heads_path(&self) -> PathBuf {
+        self.data_dir.join("log-heads.json")
+    }
+
+    /// Holds the server's log to the newest signed head this app has seen of it (remembered
+    /// per server in the data folder): the same log key, a head no older, and the remembered
+    /// event still there with the remembered hash. If not, raises the alarm and keeps the old
+    /// head, so the alarm stands on every later check. A server that cannot be asked (offline,
+    /// or too old to sign its log) changes nothing.
+    pub async fn watch_log(&self, api: &Api) {
+        use keyward_client::log_watch::{SeenHead, check_head};
+        let server = api.base().to_string();
+        let path = self.log_heads_path();
+        let mut heads: std::collections::BTreeMap<String, SeenHead> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let remembered = heads.get(&server).cloned();
+        let head = match api.log_head(remembered.as_ref().map(|h| h.id)).await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::info!(error = %e, "could not read the server's log checkpoint");
+                return;
+            }
+        };
+        match check_head(remembered.as_ref(), &head) {
+            Ok(Some(newer)) if remembered.as_ref() != Some(&newer) => {
+                heads.insert(server, newer);
+                match serde_json::to_vec_pretty(&heads) {
+                    Ok(json) => {
+                        if let Err(e) = write_private(&path, &json) {
+                            tracing::warn!(error = %e, "could not remember the log's head");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not remember the log's head"),
+                }
+            }
+            Ok(_) => {}
+            Err(alarm) => {
+                let text = format!(
+                    "This server's security log does not extend what Keyward saw before: \
+                     {alarm}. Events may have been removed or changed. Tell whoever runs the server."
+                );
+                tracing::warn!(%server, %alarm, "the server's log does not extend the head seen before");
+                let mut conn = self.conn.lock().await;
+                if conn.log_alarm.as_deref() != Some(text.as_str()) {
+                    conn.log_notice = Some(Alert {
+                        title: "Keyward cannot vouch for this server's log".into(),
+                        body: text.clone(),
+                        session_id: None,
+                    });
+                }
+                conn.log_alarm = Some(text);
+            }
+        }
+    }
+
+    /// The desktop notification for a log alarm raised since the last call, once.
+    pub async fn take_log_notice(&self) -> Option<Alert> {
+        self.conn.lock().await.log_notice.take()
     }
 
     /// Which key the next ceremonies use.
@@ -253,6 +324,7 @@ impl Desktop {
             key_kind: keys.kind(),
             locked: conn.locked,
             recovering: conn.session.as_ref().is_some_and(|s| s.recovery),
+            log_alarm: conn.log_alarm.clone(),
         })
     }
 
@@ -380,6 +452,7 @@ impl Desktop {
         if let Some(s) = self.conn.lock().await.session.as_mut() {
             s.account = overview.account.clone();
         }
+        self.watch_log(&api).await;
         Ok(overview)
     }
 

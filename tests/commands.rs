@@ -315,3 +315,85 @@ fn the_key_choice_is_remembered_and_a_stray_pin_is_refused() {
     let status = rt.block_on(desktop.status()).unwrap();
     assert_eq!(status.key_kind, keyward_desktop::keys::KeyKind::SecurityKey);
 }
+
+/// keywardd on `listener` over the database `db`, on Tauri's runtime (which outlives the call).
+fn keywardd(
+    listener: std::net::TcpListener,
+    db: &std::path::Path,
+) -> keyward_server::RunningServer {
+    let port = listener.local_addr().unwrap().port();
+    let origin = url::Url::parse(&format!("http://localhost:{port}")).unwrap();
+    let config = keyward_server::Config::local(db.to_path_buf(), origin);
+    tauri::async_runtime::block_on(keyward_server::start_on(
+        listener,
+        config,
+        Arc::new(keyward_core::SystemClock),
+    ))
+    .unwrap()
+}
+
+#[test]
+fn the_app_raises_the_alarm_when_the_server_s_log_no_longer_extends_what_it_saw() {
+    let (data, served) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let db = served.path().join("keyward.db");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = keywardd(listener, &db);
+    let url = format!("http://127.0.0.1:{port}/");
+    let (_app, w) = app(data.path(), Arc::new(keyward_core::ManualClock::new(0)));
+
+    let status = invoke(&w, "connect", json!({"server": url})).unwrap();
+    assert!(status["log_alarm"].is_null());
+    invoke(
+        &w,
+        "create_account",
+        json!({"username": "ada", "displayName": null}),
+    )
+    .unwrap();
+    invoke(&w, "add_key", json!({"nickname": "Spare"})).unwrap();
+    invoke(&w, "overview", json!({})).unwrap();
+    let seen = std::fs::read_to_string(data.path().join("log-heads.json")).unwrap();
+    assert!(
+        seen.contains(&url),
+        "the signed head is remembered per server: {seen}"
+    );
+    // Looking again, with nothing changed, raises nothing.
+    let status = invoke(&w, "connect", json!({"server": url})).unwrap();
+    assert!(status["log_alarm"].is_null(), "{status}");
+
+    // The operator, with the database and the log key, cuts the log short and re-signs its
+    // new head: keywardd itself cannot tell any more, so it starts.
+    tauri::async_runtime::block_on(server.shutdown(std::time::Duration::from_secs(1)));
+    let key = keyward_server::log_seal::load_key(&keyward_server::log_seal::default_key_path(&db))
+        .unwrap()
+        .unwrap();
+    let store = keyward_core::Store::open(&db).unwrap();
+    store
+        .write(|tx| {
+            tx.raw().execute_batch(
+                "DROP TRIGGER events_no_delete; DROP TRIGGER log_checkpoints_no_delete;
+                 DELETE FROM events WHERE seq > 1; DELETE FROM log_checkpoints WHERE seq > 1;",
+            )?;
+            tx.checkpoint_head(&key)?;
+            Ok::<_, keyward_core::CoreError>(())
+        })
+        .unwrap();
+    drop(store);
+    let _server = keywardd(
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
+        &db,
+    );
+
+    // The app remembers what it saw, and says so.
+    let status = invoke(&w, "connect", json!({"server": url})).unwrap();
+    let alarm = status["log_alarm"].as_str().expect("the alarm is raised");
+    assert!(alarm.contains("shorter than before"), "{alarm}");
+    // It stands: the old head stays remembered, so every later check raises it again.
+    let status = invoke(&w, "connect", json!({"server": url})).unwrap();
+    assert!(status["log_alarm"].as_str().is_some());
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("log-heads.json")).unwrap(),
+        seen,
+        "the head seen before is kept"
+    );
+}

@@ -11,6 +11,7 @@ mod api;
 mod authenticator;
 mod ceremony;
 mod feed;
+pub mod log_watch;
 pub mod security_key;
 
 pub use api::{Api, ClientError, Result};
