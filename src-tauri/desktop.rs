@@ -150,6 +150,7 @@ impl Desktop {
         let prompts = Arc::new(PromptRelay::default());
         let keys =
             Keys::open(data_dir, prompts.clone()).map_err(|e| DesktopError::Client(e.into()))?;
+        migrate_device_secret(data_dir, vault.as_ref());
         Ok(Desktop {
             data_dir: data_dir.to_path_buf(),
             client,
@@ -361,21 +362,14 @@ impl Desktop {
         Ok(r?)
     }
 
-    fn device_secret_path(&self) -> PathBuf {
-        self.data_dir.join("device-secret")
-    }
-
     fn device_secret(&self) -> Option<String> {
-        std::fs::read_to_string(self.device_secret_path())
-            .ok()
-            .map(|s| s.trim().to_string())
+        self.vault.load_device_secret()
     }
 
     fn remember(&self, signed: &SignedIn) {
-        // Lets the server tell this machine's sign-ins from a stranger's. Not a credential.
-        let path = self.device_secret_path();
-        if let Err(e) = write_private(&path, signed.device_secret.as_bytes()) {
-            tracing::warn!(error = %e, "could not store the device secret");
+        // Lets the server tell this machine's sign-ins from a stranger's: in the secret store.
+        if !signed.device_secret.is_empty() {
+            self.vault.save_device_secret(&signed.device_secret);
         }
     }
 
@@ -687,6 +681,23 @@ impl Desktop {
     }
 }
 
+/// Earlier versions kept the device secret in a plain file of the data folder: it moves into
+/// the secret store once, and the file goes (where no secret store answers, the secret lives in
+/// memory for this run only: a plain file is what this closes).
+fn migrate_device_secret(data_dir: &Path, vault: &dyn TokenVault) {
+    let path = data_dir.join("device-secret");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let secret = text.trim();
+    if !secret.is_empty() && vault.load_device_secret().is_none() {
+        vault.save_device_secret(secret);
+    }
+    if let Err(e) = std::fs::remove_file(&path) {
+        tracing::warn!(error = %e, "could not delete the old device-secret file");
+    }
+}
+
 /// The ID of the session `api`'s token belongs to (answers carry the account, not always the
 /// session).
 async fn current_session_id(api: &Api) -> Option<Uuid> {
@@ -722,57 +733,88 @@ pub struct Alert {
     pub session_id: Option<Uuid>,
 }
 
+/// A name a client chose for itself (or for a key), as alert text: quoted, its own quotes and
+/// line breaks replaced, at most 40 characters, so it cannot pose as the server's words.
+pub fn chosen_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| match c {
+            '“' | '”' | '"' | '«' | '»' | '„' => '\'',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect();
+    let cleaned = cleaned.trim();
+    let short: String = cleaned.chars().take(40).collect();
+    let ellipsis = if cleaned.chars().count() > 40 {
+        "…"
+    } else {
+        ""
+    };
+    format!("“{short}{ellipsis}”")
+}
+
 pub fn alert_for(event: &SecurityEvent, my_session: Uuid) -> Option<Alert> {
     if event.urgency != Urgency::Urgent || event.session_id == Some(my_session) {
         return None;
     }
-    let device = event
-        .device_name
-        .clone()
-        .unwrap_or_else(|| "an unknown device".into());
+    // What the server knows, said as its own: the address, the coarse place, whether the
+    // device is new to the account. The device's name is the client's own choice and says so.
+    let address = event.address.as_deref().unwrap_or("an unknown address");
     let place = event
         .detail
         .place
         .as_ref()
-        .map(|p| format!(", {p}"))
+        .map(|p| format!(" ({p})"))
         .unwrap_or_default();
+    let device = match &event.device_name {
+        Some(name) => format!("a device that calls itself {}", chosen_name(name)),
+        None => "an unknown device".to_string(),
+    };
+    let seen = if event.detail.known_device == Some(false) {
+        "A device new to your account"
+    } else {
+        "A device"
+    };
+    let from = format!("from {address}{place}, on {device}");
     let key = event
         .detail
         .authenticator_name
-        .clone()
+        .as_deref()
+        .map(|k| format!("the key {}", chosen_name(k)))
         .unwrap_or_else(|| "a key".into());
     let (title, body) = match event.kind {
         EventKind::SignIn => (
             "New sign-in to your account".to_string(),
             format!(
-                "{device}{place} signed in with \"{key}\". Not you? Open Keyward to end that session."
+                "{seen} signed in with {key} {from}. The name is the device's own and proves nothing. Not you? Open Keyward to end that session."
             ),
         ),
         EventKind::AuthenticatorAdded => (
             "A security key was added".into(),
-            format!("\"{key}\" was added from {device}."),
+            format!("{key} was added {from}."),
         ),
         EventKind::AuthenticatorRemoved => (
             "A security key was removed".into(),
-            format!("\"{key}\" was removed from {device}."),
+            format!("{key} was removed {from}."),
         ),
         EventKind::AuthenticatorReportedLost => (
             "A security key was reported lost".into(),
-            format!("\"{key}\" was disabled from {device}."),
+            format!("{key} was disabled {from}."),
         ),
         EventKind::RecoveryKeyGenerated => (
             "A new recovery key was made".into(),
-            format!("From {device}. The old recovery key no longer works."),
+            format!("Made {from}. The old recovery key no longer works."),
         ),
         EventKind::RecoveryStarted => (
             "Someone is recovering your account".into(),
             format!(
-                "A recovery key was used on {device}{place}. If this was not you, cancel it now with your security key."
+                "A recovery key was used {from}. If this was not you, cancel it now with your security key."
             ),
         ),
         EventKind::RecoveryCancelled => (
             "Account recovery was cancelled".into(),
-            format!("Cancelled from {device}."),
+            format!("Cancelled {from}."),
         ),
         EventKind::RecoveryCompleted => (
             "Account recovery completed".into(),
@@ -781,7 +823,7 @@ pub fn alert_for(event: &SecurityEvent, my_session: Uuid) -> Option<Alert> {
         EventKind::ClonedKeyWarning => (
             "A security key may have been cloned".into(),
             format!(
-                "\"{key}\" sent an out-of-order counter. The sign-in was refused; consider reporting the key lost."
+                "{key} sent an out-of-order counter {from}. The sign-in was refused; consider reporting the key lost."
             ),
         ),
         _ => return None,
