@@ -404,4 +404,28 @@ mod tests {
         .unwrap();
         assert_eq!(c.policy.session_idle_ms, 60_000);
     }
+
+    mod fuzz {
+        use super::*;
+        proptest::proptest! {
+            /// Any text as the TOML file: settings, or a clear `ConfigError`, never a panic.
+            #[test]
+            fn any_text_as_the_config_file_is_read_or_refused(text in "\\PC{0,200}") {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("keyward.toml");
+                std::fs::write(&path, &text).unwrap();
+                let _ = Config::from_args(Args { config: Some(path), ..Args::default() });
+            }
+
+            /// TOML-shaped lines with known keys and arbitrary values.
+            #[test]
+            fn known_keys_with_arbitrary_values_are_read_or_refused(
+                key in proptest::sample::select(vec!["rp_id", "origins", "idle_timeout", "listen",
+                    "db", "session_lifetime", "recovery_window", "require_device_bound", "log_key"]),
+                value in "\\PC{0,40}",
+            ) {
+                let _ = toml::from_str::<FileConfig>(&format!("{key} = {value}"));
+            }
+        }
+    }
 }

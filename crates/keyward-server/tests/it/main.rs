@@ -8,6 +8,7 @@ mod api;
 mod attacks;
 mod browser;
 mod flows;
+mod fuzz;
 mod log;
 mod persistence;
 mod recovery;
