@@ -17,7 +17,11 @@ pub async fn status(desktop: State<'_, Desktop>) -> Result<AppStatus> {
 
 /// `server`: a keywardd URL, or none for the built-in server.
 #[tauri::command]
-pub async fn connect(desktop: State<'_, Desktop>, server: Option<String>) -> Result<AppStatus> {
+pub async fn connect<R: Runtime>(
+    app: AppHandle<R>,
+    desktop: State<'_, Desktop>,
+    server: Option<String>,
+) -> Result<AppStatus> {
     let url = match server.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         Some(s) => Some(
             Url::parse(s)
@@ -25,7 +29,21 @@ pub async fn connect(desktop: State<'_, Desktop>, server: Option<String>) -> Res
         ),
         None => None,
     };
-    desktop.connect(url).await
+    let status = desktop.connect(url).await;
+    notify_log_alarm(&app, &desktop).await;
+    status
+}
+
+/// A newly raised log alarm (`Desktop::watch_log`) as a desktop notification and in the tray.
+async fn notify_log_alarm<R: Runtime>(app: &AppHandle<R>, desktop: &Desktop) {
+    let Some(alert) = desktop.take_log_notice().await else {
+        return;
+    };
+    crate::tray::note(app, &alert.title);
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::notify::show(&alert, || crate::tray::show_main(&app))
+    });
 }
 
 #[tauri::command]
@@ -50,8 +68,13 @@ pub async fn sign_out(desktop: State<'_, Desktop>) -> Result<()> {
 }
 
 #[tauri::command]
-pub async fn overview(desktop: State<'_, Desktop>) -> Result<Overview> {
-    desktop.overview().await
+pub async fn overview<R: Runtime>(
+    app: AppHandle<R>,
+    desktop: State<'_, Desktop>,
+) -> Result<Overview> {
+    let overview = desktop.overview().await;
+    notify_log_alarm(&app, &desktop).await;
+    overview
 }
 
 #[tauri::command]

@@ -62,6 +62,9 @@ pub struct AppStatus {
     pub locked: bool,
     /// This machine holds the recovery session (it redeemed the recovery key).
     pub recovering: bool,
+    /// The server's security log does not extend the signed head this app saw before: events
+    /// may have been removed or changed. Shown prominently until the log extends it again.
+    pub log_alarm: Option<String>,
 }
 
 /// Everything the overview screen shows, in one call.
@@ -98,6 +101,10 @@ struct Connection {
     /// The server's idle timeout (ms), from /api/v1/server.
     idle_ms: Option<i64>,
     locked: bool,
+    /// Why the server's log cannot be vouched for (see `Desktop::watch_log`).
+    log_alarm: Option<String>,
+    /// A desktop notification for a newly raised log alarm, not yet shown.
+    log_notice: Option<Alert>,
 }
 
 impl Connection {
@@ -148,6 +155,7 @@ impl Desktop {
         let prompts = Arc::new(PromptRelay::default());
         let keys =
             Keys::open(data_dir, prompts.clone()).map_err(|e| DesktopError::Client(e.into()))?;
+        migrate_device_secret(data_dir, vault.as_ref());
         Ok(Desktop {
             data_dir: data_dir.to_path_buf(),
             client,
@@ -226,9 +234,73 @@ impl Desktop {
                 _ => self.vault.clear(),
             }
         }
+        let api = ceremonies.api.clone();
         conn.ceremonies = Some(Arc::new(ceremonies));
         drop(conn);
+        self.watch_log(&api).await;
         self.status().await
+    }
+
+    fn log_heads_path(&self) -> PathBuf {
+        self.data_dir.join("log-heads.json")
+    }
+
+    /// Holds the server's log to the newest signed head this app has seen of it (remembered
+    /// per server in the data folder): the same log key, a head no older, and the remembered
+    /// event still there with the remembered hash. If not, raises the alarm and keeps the old
+    /// head, so the alarm stands on every later check. A server that cannot be asked (offline,
+    /// or too old to sign its log) changes nothing.
+    pub async fn watch_log(&self, api: &Api) {
+        use keyward_client::log_watch::{SeenHead, check_head};
+        let server = api.base().to_string();
+        let path = self.log_heads_path();
+        let mut heads: std::collections::BTreeMap<String, SeenHead> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let remembered = heads.get(&server).cloned();
+        let head = match api.log_head(remembered.as_ref().map(|h| h.id)).await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::info!(error = %e, "could not read the server's log checkpoint");
+                return;
+            }
+        };
+        match check_head(remembered.as_ref(), &head) {
+            Ok(Some(newer)) if remembered.as_ref() != Some(&newer) => {
+                heads.insert(server, newer);
+                match serde_json::to_vec_pretty(&heads) {
+                    Ok(json) => {
+                        if let Err(e) = write_private(&path, &json) {
+                            tracing::warn!(error = %e, "could not remember the log's head");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not remember the log's head"),
+                }
+            }
+            Ok(_) => {}
+            Err(alarm) => {
+                let text = format!(
+                    "This server's security log does not extend what Keyward saw before: \
+                     {alarm}. Events may have been removed or changed. Tell whoever runs the server."
+                );
+                tracing::warn!(%server, %alarm, "the server's log does not extend the head seen before");
+                let mut conn = self.conn.lock().await;
+                if conn.log_alarm.as_deref() != Some(text.as_str()) {
+                    conn.log_notice = Some(Alert {
+                        title: "Keyward cannot vouch for this server's log".into(),
+                        body: text.clone(),
+                        session_id: None,
+                    });
+                }
+                conn.log_alarm = Some(text);
+            }
+        }
+    }
+
+    /// The desktop notification for a log alarm raised since the last call, once.
+    pub async fn take_log_notice(&self) -> Option<Alert> {
+        self.conn.lock().await.log_notice.take()
     }
 
     /// Which key the next ceremonies use.
@@ -259,6 +331,7 @@ impl Desktop {
             key_kind: keys.kind(),
             locked: conn.locked,
             recovering: conn.session.as_ref().is_some_and(|s| s.recovery),
+            log_alarm: conn.log_alarm.clone(),
         })
     }
 
@@ -295,21 +368,14 @@ impl Desktop {
         Ok(r?)
     }
 
-    fn device_secret_path(&self) -> PathBuf {
-        self.data_dir.join("device-secret")
-    }
-
     fn device_secret(&self) -> Option<String> {
-        std::fs::read_to_string(self.device_secret_path())
-            .ok()
-            .map(|s| s.trim().to_string())
+        self.vault.load_device_secret()
     }
 
     fn remember(&self, signed: &SignedIn) {
-        // Lets the server tell this machine's sign-ins from a stranger's. Not a credential.
-        let path = self.device_secret_path();
-        if let Err(e) = write_private(&path, signed.device_secret.as_bytes()) {
-            tracing::warn!(error = %e, "could not store the device secret");
+        // Lets the server tell this machine's sign-ins from a stranger's: in the secret store.
+        if !signed.device_secret.is_empty() {
+            self.vault.save_device_secret(&signed.device_secret);
         }
     }
 
@@ -386,6 +452,7 @@ impl Desktop {
         if let Some(s) = self.conn.lock().await.session.as_mut() {
             s.account = overview.account.clone();
         }
+        self.watch_log(&api).await;
         Ok(overview)
     }
 
@@ -644,6 +711,23 @@ impl Desktop {
     }
 }
 
+/// Earlier versions kept the device secret in a plain file of the data folder: it moves into
+/// the secret store once, and the file goes (where no secret store answers, the secret lives in
+/// memory for this run only: a plain file is what this closes).
+fn migrate_device_secret(data_dir: &Path, vault: &dyn TokenVault) {
+    let path = data_dir.join("device-secret");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let secret = text.trim();
+    if !secret.is_empty() && vault.load_device_secret().is_none() {
+        vault.save_device_secret(secret);
+    }
+    if let Err(e) = std::fs::remove_file(&path) {
+        tracing::warn!(error = %e, "could not delete the old device-secret file");
+    }
+}
+
 /// The ID of the session `api`'s token belongs to (answers carry the account, not always the
 /// session).
 async fn current_session_id(api: &Api) -> Option<Uuid> {
@@ -674,57 +758,88 @@ pub struct Alert {
     pub session_id: Option<Uuid>,
 }
 
+/// A name a client chose for itself (or for a key), as alert text: quoted, its own quotes and
+/// line breaks replaced, at most 40 characters, so it cannot pose as the server's words.
+pub fn chosen_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| match c {
+            '“' | '”' | '"' | '«' | '»' | '„' => '\'',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect();
+    let cleaned = cleaned.trim();
+    let short: String = cleaned.chars().take(40).collect();
+    let ellipsis = if cleaned.chars().count() > 40 {
+        "…"
+    } else {
+        ""
+    };
+    format!("“{short}{ellipsis}”")
+}
+
 pub fn alert_for(event: &SecurityEvent, my_session: Uuid) -> Option<Alert> {
     if event.urgency != Urgency::Urgent || event.session_id == Some(my_session) {
         return None;
     }
-    let device = event
-        .device_name
-        .clone()
-        .unwrap_or_else(|| "an unknown device".into());
+    // What the server knows, said as its own: the address, the coarse place, whether the
+    // device is new to the account. The device's name is the client's own choice and says so.
+    let address = event.address.as_deref().unwrap_or("an unknown address");
     let place = event
         .detail
         .place
         .as_ref()
-        .map(|p| format!(", {p}"))
+        .map(|p| format!(" ({p})"))
         .unwrap_or_default();
+    let device = match &event.device_name {
+        Some(name) => format!("a device that calls itself {}", chosen_name(name)),
+        None => "an unknown device".to_string(),
+    };
+    let seen = if event.detail.known_device == Some(false) {
+        "A device new to your account"
+    } else {
+        "A device"
+    };
+    let from = format!("from {address}{place}, on {device}");
     let key = event
         .detail
         .authenticator_name
-        .clone()
+        .as_deref()
+        .map(|k| format!("the key {}", chosen_name(k)))
         .unwrap_or_else(|| "a key".into());
     let (title, body) = match event.kind {
         EventKind::SignIn => (
             "New sign-in to your account".to_string(),
             format!(
-                "{device}{place} signed in with \"{key}\". Not you? Open Keyward to end that session."
+                "{seen} signed in with {key} {from}. The name is the device's own and proves nothing. Not you? Open Keyward to end that session."
             ),
         ),
         EventKind::AuthenticatorAdded => (
             "A security key was added".into(),
-            format!("\"{key}\" was added from {device}."),
+            format!("{key} was added {from}."),
         ),
         EventKind::AuthenticatorRemoved => (
             "A security key was removed".into(),
-            format!("\"{key}\" was removed from {device}."),
+            format!("{key} was removed {from}."),
         ),
         EventKind::AuthenticatorReportedLost => (
             "A security key was reported lost".into(),
-            format!("\"{key}\" was disabled from {device}."),
+            format!("{key} was disabled {from}."),
         ),
         EventKind::RecoveryKeyGenerated => (
             "A new recovery key was made".into(),
-            format!("From {device}. The old recovery key no longer works."),
+            format!("Made {from}. The old recovery key no longer works."),
         ),
         EventKind::RecoveryStarted => (
             "Someone is recovering your account".into(),
             format!(
-                "A recovery key was used on {device}{place}. If this was not you, cancel it now with your security key."
+                "A recovery key was used {from}. If this was not you, cancel it now with your security key."
             ),
         ),
         EventKind::RecoveryCancelled => (
             "Account recovery was cancelled".into(),
-            format!("Cancelled from {device}."),
+            format!("Cancelled {from}."),
         ),
         EventKind::RecoveryCompleted => (
             "Account recovery completed".into(),
@@ -733,7 +848,7 @@ pub fn alert_for(event: &SecurityEvent, my_session: Uuid) -> Option<Alert> {
         EventKind::ClonedKeyWarning => (
             "A security key may have been cloned".into(),
             format!(
-                "\"{key}\" sent an out-of-order counter. The sign-in was refused; consider reporting the key lost."
+                "{key} sent an out-of-order counter {from}. The sign-in was refused; consider reporting the key lost."
             ),
         ),
         _ => return None,

@@ -27,6 +27,12 @@ pub trait TokenVault: Send + Sync {
     fn load(&self) -> Option<SavedSession>;
     fn save(&self, session: &SavedSession);
     fn clear(&self);
+    /// The device secret: how the server tells this machine's sign-ins from a stranger's, so
+    /// it rests here too, never in a plain file (anyone who read it could sign in as "a known
+    /// device" and stay quiet).
+    fn load_device_secret(&self) -> Option<String>;
+    /// False if it could not be stored (it then lives in memory only).
+    fn save_device_secret(&self, secret: &str) -> bool;
 }
 
 impl<T: TokenVault> TokenVault for std::sync::Arc<T> {
@@ -39,11 +45,17 @@ impl<T: TokenVault> TokenVault for std::sync::Arc<T> {
     fn clear(&self) {
         (**self).clear()
     }
+    fn load_device_secret(&self) -> Option<String> {
+        (**self).load_device_secret()
+    }
+    fn save_device_secret(&self, secret: &str) -> bool {
+        (**self).save_device_secret(secret)
+    }
 }
 
 /// Keeps nothing past the process: for tests, and where no secret store exists.
 #[derive(Default)]
-pub struct MemoryVault(Mutex<Option<SavedSession>>);
+pub struct MemoryVault(Mutex<Option<SavedSession>>, Mutex<Option<String>>);
 
 impl TokenVault for MemoryVault {
     fn load(&self) -> Option<SavedSession> {
@@ -59,11 +71,23 @@ impl TokenVault for MemoryVault {
             *s = None;
         }
     }
+    fn load_device_secret(&self) -> Option<String> {
+        self.1.lock().ok()?.clone()
+    }
+    fn save_device_secret(&self, secret: &str) -> bool {
+        self.1
+            .lock()
+            .map(|mut s| *s = Some(secret.to_string()))
+            .is_ok()
+    }
 }
 
 /// The OS secret store, one entry per data folder (so test and portable installs stay apart).
 pub struct OsVault {
     entry: Option<keyring::Entry>,
+    device: Option<keyring::Entry>,
+    /// The device secret, when no secret store takes it.
+    device_in_memory: MemoryVault,
 }
 
 impl OsVault {
@@ -73,7 +97,16 @@ impl OsVault {
                 |e| tracing::info!(error = %e, "no OS secret store; the session stays in memory"),
             )
             .ok();
-        OsVault { entry }
+        let device = keyring::Entry::new(
+            "app.keyward.desktop.device",
+            &data_dir.display().to_string(),
+        )
+        .ok();
+        OsVault {
+            entry,
+            device,
+            device_in_memory: MemoryVault::default(),
+        }
     }
 }
 
@@ -94,6 +127,23 @@ impl TokenVault for OsVault {
     fn clear(&self) {
         if let Some(entry) = &self.entry {
             let _ = entry.delete_credential();
+        }
+    }
+    fn load_device_secret(&self) -> Option<String> {
+        self.device_in_memory.load_device_secret().or_else(|| {
+            let secret = self.device.as_ref()?.get_password().ok()?;
+            self.device_in_memory.save_device_secret(&secret);
+            Some(secret)
+        })
+    }
+    fn save_device_secret(&self, secret: &str) -> bool {
+        self.device_in_memory.save_device_secret(secret);
+        match &self.device {
+            Some(entry) => entry
+                .set_password(secret)
+                .map_err(|e| tracing::info!(error = %e, "could not store the device secret in the OS secret store; it stays in memory"))
+                .is_ok(),
+            None => false,
         }
     }
 }

@@ -386,3 +386,198 @@ fn a_recovery_session_survives_the_idle_lock_and_a_restart() {
     clock.advance_secs(16 * 60);
     assert_eq!(invoke(&a, "status", json!({})).unwrap()["locked"], true);
 }
+
+/// keywardd on `listener` over the database `db`, on Tauri's runtime (which outlives the call).
+fn keywardd(
+    listener: std::net::TcpListener,
+    db: &std::path::Path,
+) -> keyward_server::RunningServer {
+    let port = listener.local_addr().unwrap().port();
+    let origin = url::Url::parse(&format!("http://localhost:{port}")).unwrap();
+    let config = keyward_server::Config::local(db.to_path_buf(), origin);
+    tauri::async_runtime::block_on(keyward_server::start_on(
+        listener,
+        config,
+        Arc::new(keyward_core::SystemClock),
+    ))
+    .unwrap()
+}
+
+#[test]
+fn the_app_raises_the_alarm_when_the_server_s_log_no_longer_extends_what_it_saw() {
+    let (data, served) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let db = served.path().join("keyward.db");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = keywardd(listener, &db);
+    let url = format!("http://localhost:{port}/");
+    let (_app, w) = app(data.path(), Arc::new(keyward_core::ManualClock::new(0)));
+
+    let status = invoke(&w, "connect", json!({"server": url})).unwrap();
+    assert!(status["log_alarm"].is_null());
+    invoke(
+        &w,
+        "create_account",
+        json!({"username": "ada", "displayName": null}),
+    )
+    .unwrap();
+    invoke(&w, "add_key", json!({"nickname": "Spare"})).unwrap();
+    invoke(&w, "overview", json!({})).unwrap();
+    let seen = std::fs::read_to_string(data.path().join("log-heads.json")).unwrap();
+    assert!(
+        seen.contains(&url),
+        "the signed head is remembered per server: {seen}"
+    );
+    // Looking again, with nothing changed, raises nothing.
+    let status = invoke(&w, "connect", json!({"server": url})).unwrap();
+    assert!(status["log_alarm"].is_null(), "{status}");
+
+    // The operator, with the database and the log key, cuts the log short and re-signs its
+    // new head: keywardd itself cannot tell any more, so it starts.
+    tauri::async_runtime::block_on(server.shutdown(std::time::Duration::from_secs(1)));
+    let key = keyward_server::log_seal::load_key(&keyward_server::log_seal::default_key_path(&db))
+        .unwrap()
+        .unwrap();
+    let store = keyward_core::Store::open(&db).unwrap();
+    store
+        .write(|tx| {
+            tx.raw().execute_batch(
+                "DROP TRIGGER events_no_delete; DROP TRIGGER log_checkpoints_no_delete;
+                 DELETE FROM events WHERE seq > 1; DELETE FROM log_checkpoints WHERE seq > 1;",
+            )?;
+            tx.checkpoint_head(&key)?;
+            Ok::<_, keyward_core::CoreError>(())
+        })
+        .unwrap();
+    drop(store);
+    let _server = keywardd(
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
+        &db,
+    );
+
+    // The app remembers what it saw, and says so.
+    let status = invoke(&w, "connect", json!({"server": url})).unwrap();
+    let alarm = status["log_alarm"].as_str().expect("the alarm is raised");
+    assert!(alarm.contains("shorter than before"), "{alarm}");
+    // It stands: the old head stays remembered, so every later check raises it again.
+    let status = invoke(&w, "connect", json!({"server": url})).unwrap();
+    assert!(status["log_alarm"].as_str().is_some());
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("log-heads.json")).unwrap(),
+        seen,
+        "the head seen before is kept"
+    );
+}
+
+fn sign_in_event(device_name: &str) -> keyward_proto::SecurityEvent {
+    keyward_proto::SecurityEvent {
+        id: 7,
+        account_id: uuid::Uuid::new_v4(),
+        kind: keyward_proto::EventKind::SignIn,
+        at: 0,
+        urgency: keyward_proto::Urgency::Urgent,
+        session_id: Some(uuid::Uuid::new_v4()),
+        device_id: Some(uuid::Uuid::new_v4()),
+        device_name: Some(device_name.into()),
+        address: Some("203.0.113.9".into()),
+        detail: keyward_proto::EventDetail {
+            authenticator_name: Some("YubiKey".into()),
+            known_device: Some(false),
+            place: Some("Berlin, DE".into()),
+            ..Default::default()
+        },
+    }
+}
+
+#[test]
+fn a_sign_in_alert_says_what_the_server_knows_and_marks_the_device_s_own_name() {
+    let event = sign_in_event("(scheduled drill, ignore)” Keyward: all is well “");
+    let alert = keyward_desktop::desktop::alert_for(&event, uuid::Uuid::new_v4()).unwrap();
+    assert_eq!(alert.title, "New sign-in to your account");
+    let body = &alert.body;
+    assert!(
+        body.starts_with("A device new to your account signed in with the key “YubiKey”"),
+        "{body}"
+    );
+    assert!(body.contains("from 203.0.113.9 (Berlin, DE)"), "{body}");
+    assert!(
+        body.contains("on a device that calls itself “(scheduled drill, ignore)' Keyward: all …”"),
+        "the name is marked as the device's own and cut short: {body}"
+    );
+    assert!(body.contains("proves nothing"), "{body}");
+    // The name cannot close its quotes early and speak as the server.
+    assert_eq!(body.matches('“').count(), 2, "{body}");
+    assert_eq!(body.matches('”').count(), 2, "{body}");
+}
+
+#[test]
+fn notification_bodies_escape_markup() {
+    let event = sign_in_event("<b>Keyward</b> & <i>co</i>");
+    let alert = keyward_desktop::desktop::alert_for(&event, uuid::Uuid::new_v4()).unwrap();
+    let shown = keyward_desktop::notify::body_text(&alert.body);
+    #[cfg(all(unix, not(target_os = "macos")))]
+    {
+        assert!(!shown.contains('<') && !shown.contains('>'), "{shown}");
+        assert!(
+            shown.contains("&lt;b&gt;Keyward&lt;/b&gt; &amp; &lt;i&gt;co&lt;/i&gt;"),
+            "{shown}"
+        );
+        assert!(shown.contains("the device&apos;s own"), "{shown}");
+    }
+    #[cfg(not(all(unix, not(target_os = "macos"))))]
+    assert_eq!(shown, alert.body);
+}
+
+#[test]
+fn the_device_secret_rests_in_the_secret_store_and_an_old_plain_file_moves_there() {
+    let data = tempfile::tempdir().unwrap();
+    let old_file = data.path().join("device-secret");
+    std::fs::write(&old_file, "secret-from-an-old-version\n").unwrap();
+    let vault = Arc::new(MemoryVault::default());
+    let clock = Arc::new(keyward_core::ManualClock::new(0));
+    let (_app, w) = app_with_vault(data.path(), clock, vault.clone());
+    assert_eq!(
+        vault.load_device_secret().as_deref(),
+        Some("secret-from-an-old-version"),
+        "moved into the secret store"
+    );
+    assert!(!old_file.exists(), "and the plain file is gone");
+
+    invoke(&w, "connect", json!({"server": null})).unwrap();
+    invoke(
+        &w,
+        "create_account",
+        json!({"username": "ada", "displayName": null}),
+    )
+    .unwrap();
+    let secret = vault.load_device_secret().unwrap();
+    assert_ne!(
+        secret, "secret-from-an-old-version",
+        "the server's secret is kept"
+    );
+    assert!(!old_file.exists());
+    let in_a_file = std::fs::read_dir(data.path()).unwrap().any(|f| {
+        std::fs::read(f.unwrap().path())
+            .is_ok_and(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
+    });
+    assert!(
+        !in_a_file,
+        "the device secret is in no file of the data folder"
+    );
+
+    // Signing in again is recognised as this device, by the secret from the store.
+    invoke(&w, "sign_out", json!({})).unwrap();
+    invoke(&w, "sign_in", json!({"username": "ada"})).unwrap();
+    let page = invoke(&w, "events", json!({"before": null})).unwrap();
+    let newest_sign_in = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "sign_in")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        newest_sign_in["detail"]["known_device"], true,
+        "{newest_sign_in}"
+    );
+}

@@ -12,6 +12,7 @@ mod authenticator;
 mod ceremony;
 pub mod credential_json;
 mod feed;
+pub mod log_watch;
 pub mod security_key;
 pub mod site;
 

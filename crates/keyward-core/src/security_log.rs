@@ -2,9 +2,10 @@
 //! hashed into the chain, and how a chain is checked. Pure functions, so they are tested without
 //! SQLite and every storage engine seals and verifies the log the same way.
 
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use keyward_proto::{EventDetail, EventKind, SecurityEvent, Urgency};
+use keyward_proto::{EventDetail, EventKind, Millis, SecurityEvent, Urgency};
 
 /// The "previous hash" of the first event in the log.
 pub const GENESIS_HASH: [u8; 32] = [0u8; 32];
@@ -88,6 +89,145 @@ pub fn verify_chain<E>(
         events: count,
         first_broken: None,
     })
+}
+
+/// The server's signed statement "event `seq` of the log has hash `hash`", made when that event
+/// was the head. Unkeyed hashes alone anchor nothing (anyone with the file can recompute them);
+/// a checkpoint ties the head to the server's log key, and a client that remembers one can later
+/// tell a log that was cut short or rewritten from one that grew.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: [u8; 32],
+    /// The head event's time.
+    pub at: Millis,
+    pub signature: [u8; 64],
+}
+
+/// Domain separation: a checkpoint signature can never be mistaken for any other signature.
+const CHECKPOINT_CONTEXT: &[u8] = b"keyward log checkpoint v1\0";
+
+/// The bytes a checkpoint signs: context ‖ seq (8 bytes, big-endian) ‖ hash ‖ at (8 bytes).
+pub fn checkpoint_message(seq: i64, hash: &[u8; 32], at: Millis) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CHECKPOINT_CONTEXT.len() + 48);
+    m.extend_from_slice(CHECKPOINT_CONTEXT);
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(hash);
+    m.extend_from_slice(&at.to_be_bytes());
+    m
+}
+
+impl Checkpoint {
+    pub fn sign(key: &SigningKey, seq: i64, hash: [u8; 32], at: Millis) -> Checkpoint {
+        let signature = key.sign(&checkpoint_message(seq, &hash, at)).to_bytes();
+        Checkpoint {
+            seq,
+            hash,
+            at,
+            signature,
+        }
+    }
+
+    pub fn is_signed_by(&self, key: &VerifyingKey) -> bool {
+        key.verify_strict(
+            &checkpoint_message(self.seq, &self.hash, self.at),
+            &Signature::from_bytes(&self.signature),
+        )
+        .is_ok()
+    }
+}
+
+/// What is wrong with a log, found by [`verify_log`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogProblem {
+    #[error("event {0} does not follow from the event before it: the log was edited")]
+    Broken(i64),
+    #[error(
+        "the log ends at event {head} but event {checkpoint} was signed: events were removed from its end"
+    )]
+    Truncated { head: i64, checkpoint: i64 },
+    #[error("event {seq}'s hash is not the one its signed checkpoint holds: the log was rewritten")]
+    Rewritten { seq: i64 },
+    #[error("checkpoint {seq} is not signed by this server's log key")]
+    BadSignature { seq: i64 },
+    #[error(
+        "events after {checkpoint} (up to {head}) carry no signed checkpoint: they were not written by this server"
+    )]
+    Unsigned { checkpoint: i64, head: i64 },
+    #[error("the log holds events up to {head} but no signed checkpoint")]
+    NoCheckpoint { head: i64 },
+    #[error("the log has signed checkpoints but the log key that signed them is missing")]
+    KeyMissing,
+}
+
+/// Result of [`verify_log`]: the chain walked, and how it stands against its latest checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogReport {
+    pub events: u64,
+    /// The last event's id and stored hash.
+    pub head: Option<(i64, [u8; 32])>,
+    /// The latest checkpoint's event id.
+    pub checkpoint: Option<i64>,
+    pub problem: Option<LogProblem>,
+}
+
+/// Walks the chain (as [`verify_chain`]) and holds it to the latest signed `checkpoint`: signed
+/// by `key`, its event still in the log with the hash it signed, and nothing after it (every
+/// commit that appends events also writes a checkpoint of the new head). Truncating the tail,
+/// recomputing every hash, or appending without the key is each caught here.
+pub fn verify_log<E>(
+    log: impl IntoIterator<Item = Result<(SecurityEvent, [u8; 32]), E>>,
+    checkpoint: Option<&Checkpoint>,
+    key: Option<&VerifyingKey>,
+) -> Result<LogReport, E> {
+    let mut prev = GENESIS_HASH;
+    let mut events = 0u64;
+    let mut head = None;
+    let mut at_checkpoint = None;
+    let report = |events, head, problem| LogReport {
+        events,
+        head,
+        checkpoint: checkpoint.map(|c| c.seq),
+        problem,
+    };
+    for entry in log {
+        let (event, stored) = entry?;
+        events += 1;
+        if event_hash(&prev, &event) != stored {
+            return Ok(report(events, head, Some(LogProblem::Broken(event.id))));
+        }
+        if checkpoint.is_some_and(|c| c.seq == event.id) {
+            at_checkpoint = Some(stored);
+        }
+        head = Some((event.id, stored));
+        prev = stored;
+    }
+    let head_seq = head.map(|(seq, _)| seq);
+    let problem = match (checkpoint, key) {
+        (None, _) => head_seq.map(|head| LogProblem::NoCheckpoint { head }),
+        (Some(_), None) => Some(LogProblem::KeyMissing),
+        (Some(c), Some(key)) => {
+            if !c.is_signed_by(key) {
+                Some(LogProblem::BadSignature { seq: c.seq })
+            } else if head_seq.is_none_or(|h| h < c.seq) {
+                Some(LogProblem::Truncated {
+                    head: head_seq.unwrap_or(0),
+                    checkpoint: c.seq,
+                })
+            } else if at_checkpoint != Some(c.hash) {
+                Some(LogProblem::Rewritten { seq: c.seq })
+            } else {
+                match head_seq {
+                    Some(h) if h > c.seq => Some(LogProblem::Unsigned {
+                        checkpoint: c.seq,
+                        head: h,
+                    }),
+                    _ => None,
+                }
+            }
+        }
+    };
+    Ok(report(events, head, problem))
 }
 
 #[cfg(test)]
@@ -207,6 +347,142 @@ mod tests {
             urgency_of(EventKind::SignIn, &EventDetail::default()),
             Urgency::Urgent
         );
+    }
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    /// The checkpoint the server would have signed with `log`'s event `seq` as the head.
+    fn checkpoint_at(log: &[(SecurityEvent, [u8; 32])], seq: i64, key: &SigningKey) -> Checkpoint {
+        let (event, hash) = &log[(seq - 1) as usize];
+        Checkpoint::sign(key, seq, *hash, event.at)
+    }
+
+    fn check(
+        log: Vec<(SecurityEvent, [u8; 32])>,
+        checkpoint: Option<&Checkpoint>,
+        key: Option<&VerifyingKey>,
+    ) -> Option<LogProblem> {
+        verify_log(log.into_iter().map(Ok::<_, Infallible>), checkpoint, key)
+            .unwrap()
+            .problem
+    }
+
+    #[test]
+    fn a_log_matching_its_signed_checkpoint_passes() {
+        let k = key(1);
+        let log = chain(4);
+        let cp = checkpoint_at(&log, 4, &k);
+        let report = verify_log(
+            log.clone().into_iter().map(Ok::<_, Infallible>),
+            Some(&cp),
+            Some(&k.verifying_key()),
+        )
+        .unwrap();
+        assert_eq!(report.problem, None);
+        assert_eq!(report.head, Some((4, log[3].1)));
+        assert_eq!(report.checkpoint, Some(4));
+        assert_eq!(check(Vec::new(), None, None), None, "an empty log");
+    }
+
+    #[test]
+    fn a_truncated_tail_is_caught_by_the_checkpoint() {
+        // The chain that is left is intact: only the checkpoint shows anything is missing.
+        let k = key(1);
+        let mut log = chain(4);
+        let cp = checkpoint_at(&log, 4, &k);
+        log.truncate(2);
+        assert_eq!(verify(log.clone()).first_broken, None);
+        assert_eq!(
+            check(log, Some(&cp), Some(&k.verifying_key())),
+            Some(LogProblem::Truncated {
+                head: 2,
+                checkpoint: 4
+            })
+        );
+        assert_eq!(
+            check(Vec::new(), Some(&cp), Some(&k.verifying_key())),
+            Some(LogProblem::Truncated {
+                head: 0,
+                checkpoint: 4
+            })
+        );
+    }
+
+    #[test]
+    fn a_recomputed_chain_is_caught_by_the_checkpoint() {
+        // Someone with the file edits event 2 and re-seals every hash after it: the chain is
+        // self-consistent again, but no longer ends at the signed hash.
+        let k = key(1);
+        let log = chain(3);
+        let cp = checkpoint_at(&log, 3, &k);
+        let mut prev = GENESIS_HASH;
+        let rewritten: Vec<_> = log
+            .into_iter()
+            .map(|(mut event, _)| {
+                if event.id == 2 {
+                    event.address = Some("203.0.113.9".into());
+                }
+                let hash = event_hash(&prev, &event);
+                prev = hash;
+                (event, hash)
+            })
+            .collect();
+        assert_eq!(verify(rewritten.clone()).first_broken, None);
+        assert_eq!(
+            check(rewritten.clone(), Some(&cp), Some(&k.verifying_key())),
+            Some(LogProblem::Rewritten { seq: 3 })
+        );
+        // Re-signing the new head needs the key; another key's signature does not count.
+        let forged = checkpoint_at(&rewritten, 3, &key(2));
+        assert_eq!(
+            check(rewritten, Some(&forged), Some(&k.verifying_key())),
+            Some(LogProblem::BadSignature { seq: 3 })
+        );
+    }
+
+    #[test]
+    fn events_past_the_last_checkpoint_are_unsigned() {
+        let k = key(1);
+        let log = chain(3);
+        let cp = checkpoint_at(&log, 2, &k);
+        assert_eq!(
+            check(log.clone(), Some(&cp), Some(&k.verifying_key())),
+            Some(LogProblem::Unsigned {
+                checkpoint: 2,
+                head: 3
+            })
+        );
+        assert_eq!(
+            check(log.clone(), None, Some(&k.verifying_key())),
+            Some(LogProblem::NoCheckpoint { head: 3 })
+        );
+        assert_eq!(check(log, Some(&cp), None), Some(LogProblem::KeyMissing));
+    }
+
+    #[test]
+    fn a_checkpoint_signature_covers_every_field() {
+        let k = key(1);
+        let cp = Checkpoint::sign(&k, 7, [9; 32], 1234);
+        assert!(cp.is_signed_by(&k.verifying_key()));
+        for tampered in [
+            Checkpoint {
+                seq: 8,
+                ..cp.clone()
+            },
+            Checkpoint {
+                hash: [8; 32],
+                ..cp.clone()
+            },
+            Checkpoint {
+                at: 1235,
+                ..cp.clone()
+            },
+        ] {
+            assert!(!tampered.is_signed_by(&k.verifying_key()));
+        }
+        assert!(!cp.is_signed_by(&key(2).verifying_key()));
     }
 
     #[test]

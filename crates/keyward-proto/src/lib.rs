@@ -537,6 +537,33 @@ pub struct ServerInfo {
     pub recovery_window_ms: i64,
 }
 
+/// The server's signed statement "event `id` of the security log has hash `hash`", made when
+/// that event was the log's head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+pub struct LogCheckpoint {
+    pub id: i64,
+    /// Lower-case hex, as [`SecurityEvent::hash`].
+    pub hash: String,
+    /// The head event's time.
+    pub at: Millis,
+    /// Ed25519 over "keyward log checkpoint v1\0" ‖ id (8 bytes, big-endian) ‖ hash (32 bytes)
+    /// ‖ at (8 bytes, big-endian), base64url.
+    pub signature: String,
+}
+
+/// The security log's latest signed checkpoint, for clients that keep watch over the log: one
+/// that remembers a checkpoint asks with `?seen=ID` and checks that the log still holds that
+/// event with the hash it remembers, and that the new checkpoint is no older.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+pub struct LogHead {
+    /// The server's log key: an Ed25519 public key, base64url.
+    pub public_key: String,
+    /// None while the log is empty.
+    pub checkpoint: Option<LogCheckpoint>,
+    /// The stored hash (hex) of event `seen`, when asked; None if the log does not hold it.
+    pub seen_hash: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct Health {
     pub status: String,

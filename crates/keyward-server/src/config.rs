@@ -36,6 +36,8 @@ pub enum ConfigError {
     about = "Keyward: the passwordless account-security service (a WebAuthn relying party)"
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML file with any of the settings below (flags and environment win over it).
     #[arg(long, env = "KEYWARD_CONFIG")]
     pub config: Option<PathBuf>,
@@ -45,6 +47,9 @@ pub struct Args {
     /// SQLite database file (created if missing).
     #[arg(long, env = "KEYWARD_DB")]
     pub db: Option<PathBuf>,
+    /// The security log's signing key (made on first start, owner-only). Default: DB + ".log-key".
+    #[arg(long, env = "KEYWARD_LOG_KEY")]
+    pub log_key: Option<PathBuf>,
     /// WebAuthn relying-party ID: the domain credentials are bound to.
     #[arg(long, env = "KEYWARD_RP_ID")]
     pub rp_id: Option<String>,
@@ -113,6 +118,21 @@ pub struct AttestedModel {
     pub name: String,
 }
 
+/// What keywardd does besides serving (the default).
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Verify the security log: walk its hash chain and hold it to its latest checkpoint signed
+    /// by the log key. Exit 0 if intact, 1 if tampered with, 2 if it cannot be read.
+    VerifyLog {
+        /// The SQLite database file.
+        #[arg(long)]
+        db: PathBuf,
+        /// The log key. Default: DB + ".log-key".
+        #[arg(long)]
+        log_key: Option<PathBuf>,
+    },
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AttestedModelFile {
@@ -128,6 +148,7 @@ struct FileConfig {
     attested_models: Vec<AttestedModelFile>,
     listen: Option<SocketAddr>,
     db: Option<PathBuf>,
+    log_key: Option<PathBuf>,
     rp_id: Option<String>,
     rp_name: Option<String>,
     #[serde(default)]
@@ -160,6 +181,8 @@ pub struct Tls {
 pub struct Config {
     pub listen: SocketAddr,
     pub db: PathBuf,
+    /// The security log's signing key; None: beside the database (`<db>.log-key`).
+    pub log_key: Option<PathBuf>,
     pub rp_id: String,
     pub rp_name: String,
     pub origins: Vec<Url>,
@@ -194,12 +217,20 @@ pub const DEFAULT_MAX_STREAMS_PER_SESSION: usize = 8;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 
 impl Config {
+    /// Where the security log's signing key rests.
+    pub fn log_key_path(&self) -> PathBuf {
+        self.log_key
+            .clone()
+            .unwrap_or_else(|| crate::log_seal::default_key_path(&self.db))
+    }
+
     /// A configuration for a server on loopback, as tests and the desktop app's embedded
     /// server use. The origin must still be set to the real port once it is known.
     pub fn local(db: PathBuf, origin: Url) -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             db,
+            log_key: None,
             rp_id: "localhost".into(),
             rp_name: "Keyward".into(),
             origins: vec![origin],
@@ -304,6 +335,7 @@ impl Config {
             web_ui: args.web_ui.or(file.web_ui),
             check_host: args.check_host || file.check_host,
             listen,
+            log_key: args.log_key.or(file.log_key),
             db: args
                 .db
                 .or(file.db)
@@ -486,5 +518,29 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    mod fuzz {
+        use super::*;
+        proptest::proptest! {
+            /// Any text as the TOML file: settings, or a clear `ConfigError`, never a panic.
+            #[test]
+            fn any_text_as_the_config_file_is_read_or_refused(text in "\\PC{0,200}") {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("keyward.toml");
+                std::fs::write(&path, &text).unwrap();
+                let _ = Config::from_args(Args { config: Some(path), ..Args::default() });
+            }
+
+            /// TOML-shaped lines with known keys and arbitrary values.
+            #[test]
+            fn known_keys_with_arbitrary_values_are_read_or_refused(
+                key in proptest::sample::select(vec!["rp_id", "origins", "idle_timeout", "listen",
+                    "db", "session_lifetime", "recovery_window", "require_device_bound", "log_key"]),
+                value in "\\PC{0,40}",
+            ) {
+                let _ = toml::from_str::<FileConfig>(&format!("{key} = {value}"));
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@
 pub mod config;
 mod error;
 mod http;
+pub mod log_seal;
 mod net;
 mod relying_party;
 

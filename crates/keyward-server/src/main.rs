@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use keyward_core::SystemClock;
-use keyward_server::{Args, Config};
+use keyward_server::config::Command;
+use keyward_server::{Args, Config, log_seal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -16,7 +17,11 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let config = match Config::from_args(Args::parse()) {
+    let mut args = Args::parse();
+    if let Some(Command::VerifyLog { db, log_key }) = args.command.take() {
+        return verify_log(&db, log_key);
+    }
+    let config = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("keywardd: {e}");
@@ -42,6 +47,34 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("keywardd: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `keywardd verify-log`: 0 intact, 1 tampered with, 2 unreadable.
+fn verify_log(db: &std::path::Path, log_key: Option<std::path::PathBuf>) -> ExitCode {
+    let key_path = log_key.unwrap_or_else(|| log_seal::default_key_path(db));
+    match log_seal::verify_file(db, &key_path) {
+        Ok(report) => match report.problem {
+            None => {
+                println!(
+                    "the security log is intact: {} events, head {} signed by the log key",
+                    report.events,
+                    report.checkpoint.unwrap_or(0)
+                );
+                ExitCode::SUCCESS
+            }
+            Some(problem) => {
+                eprintln!(
+                    "keywardd: the security log in {} fails verification: {problem}",
+                    db.display()
+                );
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            eprintln!("keywardd: {e}");
+            ExitCode::from(2)
         }
     }
 }

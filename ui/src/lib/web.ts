@@ -201,6 +201,8 @@ async function freshStatus(): Promise<AppStatus> {
     key_kind: 'security_key',
     locked: false,
     recovering: current?.scope === 'recovery',
+    // The browser keeps no memory of the log's head between visits: the app watches it.
+    log_alarm: null,
   };
   statusIsStale = false;
   return status;

@@ -253,7 +253,12 @@ locked: boolean,
 /**
  * This machine holds the recovery session (it redeemed the recovery key).
  */
-recovering: boolean, };
+recovering: boolean, 
+/**
+ * The server's security log does not extend the signed head this app saw before: events
+ * may have been removed or changed. Shown prominently until the log extends it again.
+ */
+log_alarm: string | null, };
 
 export type KeyKind = "security_key" | "virtual";
 

@@ -43,7 +43,8 @@ fn urgency_str(u: Urgency) -> &'static str {
     }
 }
 
-const EVENT_COLS: &str = "seq, account_id, kind, at, urgency, session_id, device_id, device_name,
+pub(super) const EVENT_COLS: &str =
+    "seq, account_id, kind, at, urgency, session_id, device_id, device_name,
     address, detail, hash, account_seq";
 
 /// An `events` row as the event clients see: numbered within its account (`account_seq`), so
@@ -56,7 +57,7 @@ fn wire_event_from_row(r: &Row<'_>) -> Result<SecurityEvent> {
 
 /// An `events` row as the hash chain has it: `id` is the row's place in the one global log
 /// (`seq`), with its stored (raw) hash.
-fn event_from_row(r: &Row<'_>) -> Result<(SecurityEvent, [u8; 32])> {
+pub(super) fn event_from_row(r: &Row<'_>) -> Result<(SecurityEvent, [u8; 32])> {
     let kind: String = r.get(2)?;
     let urgency: String = r.get(4)?;
     let detail: String = r.get(9)?;
@@ -194,11 +195,44 @@ impl Tx<'_> {
 
     /// Streams the whole log, in order, through [`security_log::verify_chain`].
     pub(super) fn verify_log(&self) -> Result<ChainReport> {
+        self.walk_log(|rows| security_log::verify_chain(rows))
+    }
+
+    /// Hands the whole log, in order, as `(event, stored hash)` rows to `f`.
+    pub(super) fn walk_log<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Iterator<Item = Result<(SecurityEvent, [u8; 32])>>) -> Result<T>,
+    ) -> Result<T> {
         let mut stmt = self
             .tx
             .prepare(&format!("SELECT {EVENT_COLS} FROM events ORDER BY seq"))?;
-        let rows = stmt.query_and_then([], event_from_row)?;
-        security_log::verify_chain(rows)
+        let mut rows = stmt.query_and_then([], event_from_row)?;
+        f(&mut rows)
+    }
+
+    /// The log's last event: its id, stored hash and time.
+    pub(super) fn log_head(&self) -> Result<Option<(i64, [u8; 32], Millis)>> {
+        let head: Option<(i64, Vec<u8>, Millis)> = self
+            .tx
+            .query_row(
+                "SELECT seq, hash, at FROM events ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        head.map(|(seq, hash, at)| Ok((seq, stored_hash(hash)?, at)))
+            .transpose()
+    }
+
+    /// The stored hash of event `seq`, if the log holds it.
+    pub fn event_hash_at(&self, seq: i64) -> Result<Option<[u8; 32]>> {
+        let hash: Option<Vec<u8>> = self
+            .tx
+            .query_row("SELECT hash FROM events WHERE seq = ?1", [seq], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        hash.map(stored_hash).transpose()
     }
 }
 

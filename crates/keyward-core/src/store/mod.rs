@@ -10,6 +10,7 @@
 
 use std::path::Path;
 
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
@@ -21,6 +22,7 @@ use crate::error::{CoreError, Result};
 mod accounts;
 mod authenticators;
 mod ceremonies;
+mod checkpoints;
 mod events;
 mod recovery_keys;
 mod sessions;
@@ -31,12 +33,13 @@ pub use self::ceremonies::{Ceremony, CeremonyCaps};
 pub use self::events::NewEvent;
 pub use self::recovery_keys::RecoveryKeyRecord;
 pub use self::sessions::{Device, Session};
-pub use crate::security_log::{ChainReport, urgency_of};
+pub use crate::security_log::{ChainReport, Checkpoint, LogProblem, LogReport, urgency_of};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_ceremony_caps.sql"),
     include_str!("../../migrations/0003_event_numbers.sql"),
+    include_str!("../../migrations/0004_log_checkpoints.sql"),
 ];
 
 type CommitHook = Box<dyn Fn(&[SecurityEvent]) + Send + Sync>;
@@ -46,6 +49,8 @@ type CommitHook = Box<dyn Fn(&[SecurityEvent]) + Send + Sync>;
 pub struct Store {
     conn: Mutex<Connection>,
     on_commit: RwLock<Option<CommitHook>>,
+    /// The server's log key: with it, every commit that appends events also signs the new head.
+    log_key: RwLock<Option<SigningKey>>,
 }
 
 impl Store {
@@ -66,6 +71,7 @@ impl Store {
         Ok(Store {
             conn: Mutex::new(conn),
             on_commit: RwLock::new(None),
+            log_key: RwLock::new(None),
         })
     }
 
@@ -74,13 +80,20 @@ impl Store {
         *self.on_commit.write() = Some(Box::new(hook));
     }
 
+    /// From now on every commit that appends events also stores a checkpoint of the new head
+    /// signed with `key`, in the same transaction.
+    pub fn set_log_key(&self, key: SigningKey) {
+        *self.log_key.write() = Some(key);
+    }
+
     /// Runs `f` in one IMMEDIATE transaction; commits if it returns `Ok`, rolls back otherwise.
     pub fn write<T, E: From<CoreError>>(
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         let mut conn = self.conn.lock();
-        let (value, appended) = transact(&mut conn, f)?;
+        let key = self.log_key.read();
+        let (value, appended) = transact(&mut conn, key.as_ref(), f)?;
         // Published while the writer lock is still held, so live subscribers see events in
         // commit order. The hook must not block.
         if !appended.is_empty()
@@ -101,7 +114,7 @@ impl Store {
         let mut conn = self.conn.lock();
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(CoreError::from)?;
-        let outcome = transact(&mut conn, f);
+        let outcome = transact(&mut conn, None, f);
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(CoreError::from)?;
         let (value, appended) = outcome?;
@@ -129,12 +142,19 @@ impl Store {
     pub fn verify_chain(&self) -> Result<ChainReport> {
         self.read(|tx| tx.verify_log())
     }
+
+    /// Walks the log and holds it to its latest signed checkpoint (`key`: the log key's public
+    /// half, None if it is missing).
+    pub fn verify_log(&self, key: Option<&VerifyingKey>) -> Result<LogReport> {
+        self.read(|tx| tx.verify_log_against(key))
+    }
 }
 
 /// One IMMEDIATE transaction around `f`, committed if it returns `Ok`; gives back the events
 /// it appended, for the caller to publish.
 fn transact<T, E: From<CoreError>>(
     conn: &mut Connection,
+    log_key: Option<&SigningKey>,
     f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
 ) -> std::result::Result<(T, Vec<SecurityEvent>), E> {
     let tx = conn
@@ -145,6 +165,11 @@ fn transact<T, E: From<CoreError>>(
         appended: Vec::new(),
     };
     let value = f(&mut wrapped)?;
+    if let Some(key) = log_key
+        && !wrapped.appended.is_empty()
+    {
+        wrapped.checkpoint_head(key)?;
+    }
     let Tx { tx, appended } = wrapped;
     tx.commit().map_err(CoreError::from)?;
     Ok((value, appended))

@@ -64,6 +64,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(recovery_cancel_finish))
         .routes(routes!(complete_recovery))
         .routes(routes!(list_events))
+        .routes(routes!(log_head))
         .routes(routes!(super::stream::event_stream))
 }
 
@@ -487,4 +488,22 @@ async fn list_events(
     s.blocking(move |s| s.events_page(&authed, q.before, q.limit))
         .await
         .map(Json)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LogHeadQuery {
+    /// An event ID the client remembers from an earlier checkpoint: its stored hash is returned.
+    seen: Option<i64>,
+}
+
+/// The security log's latest signed checkpoint and the server's log key. Public: it reveals
+/// only the log's length and hashes, and lets any client notice a log that was cut short or
+/// rewritten since it last looked.
+#[utoipa::path(get, path = "/api/v1/log/checkpoint", tag = "events", params(LogHeadQuery),
+    responses((status = 200, body = LogHead)))]
+async fn log_head(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<LogHeadQuery>,
+) -> Result<Json<LogHead>> {
+    s.blocking(move |s| s.log_head(q.seen)).await.map(Json)
 }

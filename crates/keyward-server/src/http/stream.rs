@@ -48,15 +48,7 @@ pub async fn event_stream(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let header_id = headers
-        .get("last-event-id")
-        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()))
-        .map(|v| {
-            v.ok_or(ServerError::InvalidInput(
-                "Last-Event-ID must be an event ID".into(),
-            ))
-        })
-        .transpose()?;
+    let header_id = last_event_id(&headers)?;
     state.relying_party().may_stream(&authed)?;
     let account_id = authed.account.id;
     let session_id = authed.session.id;
@@ -130,6 +122,68 @@ pub async fn event_stream(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// `Last-Event-ID`, if sent: an event ID, or a clear `invalid_input`.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>> {
+    headers
+        .get("last-event-id")
+        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()))
+        .map(|v| {
+            v.ok_or(ServerError::InvalidInput(
+                "Last-Event-ID must be an event ID".into(),
+            ))
+        })
+        .transpose()
+}
+
 fn ends_session(e: &SecurityEvent, session_id: uuid::Uuid) -> bool {
     e.kind == EventKind::SessionEnded && e.detail.ended_session_id == Some(session_id)
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests of `Last-Event-ID`: any header value is an ID or a clear refusal.
+    #![allow(clippy::unwrap_used)]
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn with(value: HeaderValue) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("last-event-id", value);
+        h
+    }
+
+    #[test]
+    fn last_event_id_reads_ids_and_refuses_the_rest() {
+        assert_eq!(last_event_id(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(
+            last_event_id(&with(HeaderValue::from_static(" 42 "))).unwrap(),
+            Some(42)
+        );
+        for bad in ["", "x", "1.5", "99999999999999999999", "0x10"] {
+            let err = last_event_id(&with(HeaderValue::from_str(bad).unwrap())).unwrap_err();
+            assert!(matches!(err, ServerError::InvalidInput(_)), "{bad}");
+        }
+        let opaque = HeaderValue::from_bytes(&[0xff, 0xfe]).unwrap();
+        assert!(last_event_id(&with(opaque)).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_header_value_is_an_id_or_a_clear_refusal(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                match last_event_id(&with(value)) {
+                    Ok(id) => prop_assert!(id.is_some()),
+                    Err(e) => prop_assert!(matches!(e, ServerError::InvalidInput(_))),
+                }
+            }
+        }
+
+        #[test]
+        fn every_id_is_read_back(id in any::<i64>()) {
+            let value = HeaderValue::from_str(&id.to_string()).unwrap();
+            prop_assert_eq!(last_event_id(&with(value)).unwrap(), Some(id));
+        }
+    }
 }

@@ -3,8 +3,9 @@
 //! and address the same way. Events with no acting session (a failed attempt, a recovery window
 //! settling) are appended directly with what is known of their source.
 
+use keyward_core::security_log::hex;
 use keyward_core::store::{NewEvent, Session, Tx};
-use keyward_proto::{EventDetail, EventKind, EventPage, SecurityEvent};
+use keyward_proto::{EventDetail, EventKind, EventPage, LogCheckpoint, LogHead, SecurityEvent};
 use uuid::Uuid;
 
 use super::RelyingParty;
@@ -95,5 +96,27 @@ impl RelyingParty {
 
     pub fn latest_event_id(&self, account_id: Uuid) -> Result<i64> {
         self.store.read(|tx| Ok(tx.latest_event_id(account_id)?))
+    }
+
+    /// The log's latest signed checkpoint and the server's log key; with `seen`, the stored
+    /// hash of that event, so a client can check the log still holds what it saw.
+    pub fn log_head(&self, seen: Option<i64>) -> Result<LogHead> {
+        self.store.read(|tx| {
+            let checkpoint = tx.latest_checkpoint()?.map(|c| LogCheckpoint {
+                id: c.seq,
+                hash: hex(&c.hash),
+                at: c.at,
+                signature: keyward_core::secret::b64(&c.signature),
+            });
+            let seen_hash = match seen {
+                Some(id) => tx.event_hash_at(id)?.map(|h| hex(&h)),
+                None => None,
+            };
+            Ok(LogHead {
+                public_key: keyward_core::secret::b64(self.log_public_key.as_bytes()),
+                checkpoint,
+                seen_hash,
+            })
+        })
     }
 }

@@ -83,6 +83,8 @@ pub struct RelyingParty {
     places: PlaceDb,
     /// When sessions and devices were last pruned.
     last_prune: AtomicI64,
+    /// The public half of the log key that signs the log's checkpoints.
+    log_public_key: ed25519_dalek::VerifyingKey,
 }
 
 /// Why a relying party could not be set up from its configuration.
@@ -94,6 +96,8 @@ pub enum SetupError {
     Store(#[from] keyward_core::CoreError),
     #[error("{0}")]
     Places(#[from] places::PlaceDbError),
+    #[error(transparent)]
+    Log(#[from] crate::log_seal::LogSealError),
 }
 
 impl RelyingParty {
@@ -119,6 +123,9 @@ impl RelyingParty {
         let webauthn = builder
             .build()
             .map_err(|e| SetupError::Webauthn(e.to_string()))?;
+
+        // Before anything else is written: the log must still extend its last signed head.
+        let log_public_key = crate::log_seal::seal(&store, &config.log_key_path())?;
 
         // The decoy-credential key must persist, or decoys would change across restarts and
         // give unknown usernames away.
@@ -181,6 +188,7 @@ impl RelyingParty {
             attestation,
             places,
             last_prune: AtomicI64::new(i64::MIN),
+            log_public_key,
         })
     }
 

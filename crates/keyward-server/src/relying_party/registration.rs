@@ -273,3 +273,64 @@ impl RelyingParty {
         })
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests of the CBOR attestation object a client sends: whatever the bytes, the
+    //! AAGUID is read or not, never a panic.
+    #![allow(clippy::unwrap_used)]
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn credential(attestation_object: &[u8]) -> RegisterPublicKeyCredential {
+        let b64 = keyward_core::secret::b64;
+        serde_json::from_value(serde_json::json!({
+            "id": "AAAA", "rawId": "AAAA", "type": "public-key", "extensions": {},
+            "response": {
+                "attestationObject": b64(attestation_object),
+                "clientDataJSON": b64(b"{}"),
+            },
+        }))
+        .unwrap()
+    }
+
+    fn cbor_map(auth_data: Vec<u8>) -> Vec<u8> {
+        use serde_cbor_2::Value;
+        let map = [
+            (Value::Text("fmt".into()), Value::Text("none".into())),
+            (Value::Text("authData".into()), Value::Bytes(auth_data)),
+        ];
+        serde_cbor_2::to_vec(&Value::Map(map.into_iter().collect())).unwrap()
+    }
+
+    #[test]
+    fn the_aaguid_is_read_from_bytes_37_to_53_of_auth_data() {
+        let mut auth_data = vec![0u8; 53];
+        auth_data[37..53].copy_from_slice(&[0x11; 16]);
+        assert_eq!(
+            aaguid_of(&credential(&cbor_map(auth_data.clone()))),
+            Some(Uuid::from_bytes([0x11; 16]))
+        );
+        assert_eq!(
+            aaguid_of(&credential(&cbor_map(auth_data[..52].to_vec()))),
+            None
+        );
+        assert_eq!(aaguid_of(&credential(&cbor_map(vec![0; 53]))), None, "nil");
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_as_an_attestation_object_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = aaguid_of(&credential(&bytes));
+        }
+
+        #[test]
+        fn any_auth_data_in_a_well_formed_object_never_panics(auth_data in proptest::collection::vec(any::<u8>(), 0..96)) {
+            let found = aaguid_of(&credential(&cbor_map(auth_data.clone())));
+            if auth_data.len() < 53 {
+                prop_assert_eq!(found, None);
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Signed checkpoints of the security log's head (`log_checkpoints`, append-only). The store
+//! writes one in every commit that appends events, when it holds the log key
+//! ([`super::Store::set_log_key`]); what a checkpoint means is in [`crate::security_log`].
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::Tx;
+use crate::error::{CoreError, Result};
+use crate::security_log::{self, Checkpoint, LogReport};
+
+fn checkpoint_from_row(r: &Row<'_>) -> Result<Checkpoint> {
+    let hash: Vec<u8> = r.get(1)?;
+    let signature: Vec<u8> = r.get(3)?;
+    Ok(Checkpoint {
+        seq: r.get(0)?,
+        hash: hash
+            .try_into()
+            .map_err(|_| CoreError::Corrupt("checkpoint hash is not 32 bytes".into()))?,
+        at: r.get(2)?,
+        signature: signature
+            .try_into()
+            .map_err(|_| CoreError::Corrupt("checkpoint signature is not 64 bytes".into()))?,
+    })
+}
+
+impl Tx<'_> {
+    /// The newest signed checkpoint, if any.
+    pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        self.tx
+            .query_row(
+                "SELECT seq, hash, at, signature FROM log_checkpoints ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok(checkpoint_from_row(r)),
+            )
+            .optional()?
+            .transpose()
+    }
+
+    /// Signs the log's current head with `key` and stores the checkpoint (none if the log is
+    /// empty, or the head is checkpointed already).
+    pub fn checkpoint_head(&mut self, key: &SigningKey) -> Result<Option<Checkpoint>> {
+        let Some((seq, hash, at)) = self.log_head()? else {
+            return Ok(None);
+        };
+        if self.latest_checkpoint()?.is_some_and(|c| c.seq == seq) {
+            return Ok(None);
+        }
+        let checkpoint = Checkpoint::sign(key, seq, hash, at);
+        self.tx.execute(
+            "INSERT INTO log_checkpoints (seq, hash, at, signature) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                checkpoint.seq,
+                checkpoint.hash.as_slice(),
+                checkpoint.at,
+                checkpoint.signature.as_slice()
+            ],
+        )?;
+        Ok(Some(checkpoint))
+    }
+
+    /// The whole log walked and held to its latest checkpoint under `key` (see
+    /// [`security_log::verify_log`]).
+    pub(super) fn verify_log_against(&self, key: Option<&VerifyingKey>) -> Result<LogReport> {
+        let checkpoint = self.latest_checkpoint()?;
+        self.walk_log(|rows| security_log::verify_log(rows, checkpoint.as_ref(), key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use keyward_proto::EventKind;
+    use rusqlite::Connection;
+    use uuid::Uuid;
+
+    use super::super::{NewEvent, Store};
+    use super::*;
+    use crate::security_log::LogProblem;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[7; 32])
+    }
+
+    /// A database file with a signed log of `n` events, each in its own commit.
+    fn signed_log(path: &std::path::Path, n: usize) -> Store {
+        let store = Store::open(path).unwrap();
+        store.set_log_key(key());
+        let account = Uuid::new_v4();
+        for i in 0..n {
+            store
+                .write(|tx| tx.append_event(NewEvent::new(account, EventKind::SignIn), i as i64))
+                .unwrap();
+        }
+        store
+    }
+
+    fn problem(path: &std::path::Path) -> Option<LogProblem> {
+        Store::open(path)
+            .unwrap()
+            .verify_log(Some(&key().verifying_key()))
+            .unwrap()
+            .problem
+    }
+
+    #[test]
+    fn every_commit_that_appends_events_signs_the_new_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = signed_log(&dir.path().join("k.db"), 3);
+        let cp = store.read(|tx| tx.latest_checkpoint()).unwrap().unwrap();
+        assert_eq!(cp.seq, 3);
+        assert!(cp.is_signed_by(&key().verifying_key()));
+        let report = store.verify_log(Some(&key().verifying_key())).unwrap();
+        assert_eq!((report.events, report.problem), (3, None));
+        // Checkpoints are append-only like the log.
+        let edit = store.write(|tx| {
+            tx.raw().execute("DELETE FROM log_checkpoints", [])?;
+            Ok::<_, CoreError>(())
+        });
+        assert!(edit.is_err());
+    }
+
+    #[test]
+    fn truncating_the_file_s_tail_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        drop(signed_log(&path, 4));
+        // Someone with the file drops the last two events, past the triggers.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq > 2;")
+            .unwrap();
+        drop(conn);
+        assert_eq!(
+            problem(&path),
+            Some(LogProblem::Truncated {
+                head: 2,
+                checkpoint: 4
+            })
+        );
+    }
+
+    #[test]
+    fn recomputing_every_hash_in_the_file_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        drop(signed_log(&path, 3));
+        // Edit event 2 and re-seal the whole chain, as the unkeyed hash allows.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER events_no_update;
+             UPDATE events SET address = '203.0.113.9' WHERE seq = 2;",
+        )
+        .unwrap();
+        let rows: Vec<(keyward_proto::SecurityEvent, [u8; 32])> = {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {} FROM events ORDER BY seq",
+                    super::super::events::EVENT_COLS
+                ))
+                .unwrap();
+            stmt.query_and_then([], super::super::events::event_from_row)
+                .unwrap()
+                .collect::<Result<_>>()
+                .unwrap()
+        };
+        let mut prev = security_log::GENESIS_HASH;
+        for (event, _) in rows {
+            let hash = security_log::event_hash(&prev, &event);
+            conn.execute(
+                "UPDATE events SET hash = ?1 WHERE seq = ?2",
+                params![hash.as_slice(), event.id],
+            )
+            .unwrap();
+            prev = hash;
+        }
+        drop(conn);
+        let reopened = Store::open(&path).unwrap();
+        assert_eq!(reopened.verify_chain().unwrap().first_broken, None);
+        assert_eq!(problem(&path), Some(LogProblem::Rewritten { seq: 3 }));
+    }
+
+    #[test]
+    fn events_written_without_the_key_are_unsigned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        drop(signed_log(&path, 2));
+        let keyless = Store::open(&path).unwrap();
+        keyless
+            .write(|tx| tx.append_event(NewEvent::new(Uuid::new_v4(), EventKind::SignIn), 9))
+            .unwrap();
+        drop(keyless);
+        assert_eq!(
+            problem(&path),
+            Some(LogProblem::Unsigned {
+                checkpoint: 2,
+                head: 3
+            })
+        );
+    }
+}

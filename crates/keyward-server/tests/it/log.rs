@@ -1,0 +1,251 @@
+//! The security log is anchored: every commit that appends events signs the new head with the
+//! server's log key, keywardd refuses to start on a log that no longer matches its last signed
+//! checkpoint, `keywardd verify-log` says so on demand, and clients get the signed head.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use keyward_core::security_log::{Checkpoint, GENESIS_HASH, event_hash};
+use keyward_core::{ManualClock, Store};
+use keyward_proto::*;
+use keyward_server::Config;
+use url::Url;
+use uuid::Uuid;
+
+use crate::harness::*;
+
+/// A server with one account and a few events in its log, stopped; its database path and
+/// account.
+async fn a_stopped_server_with_a_log() -> (tempfile::TempDir, std::path::PathBuf, Uuid) {
+    let mut h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    h.sign_in(&mut key, None, "phone").await.unwrap();
+    h.sign_in(&mut key, None, "tablet").await.unwrap();
+    h.server
+        .take()
+        .unwrap()
+        .shutdown(Duration::from_secs(1))
+        .await;
+    let Harness { dir, db, .. } = h;
+    (dir, db, me.account.id)
+}
+
+/// Starting keywardd again on `db`: the error it refuses with, if it does.
+async fn restart_error(db: &Path) -> Option<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let origin = Url::parse(&format!("http://localhost:{port}")).unwrap();
+    let config = Config::local(db.to_path_buf(), origin);
+    match keyward_server::start_on(listener, config, Arc::new(ManualClock::new(T0))).await {
+        Ok(server) => {
+            server.shutdown(Duration::from_secs(1)).await;
+            None
+        }
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// What someone with the database file, but not the log key, can do: past the triggers.
+fn tamper(db: &Path, sql: &str) {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+}
+
+/// Edits event 2 and recomputes every hash after it, as the unkeyed chain allows.
+fn rewrite_and_reseal(db: &Path, account: Uuid) {
+    let events = Store::open(db)
+        .unwrap()
+        .read(|tx| tx.events_after(account, 0, 10_000))
+        .unwrap();
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER events_no_update; UPDATE events SET address = '203.0.113.9' WHERE seq = 2;",
+    )
+    .unwrap();
+    let mut prev = GENESIS_HASH;
+    for mut event in events {
+        if event.id == 2 {
+            event.address = Some("203.0.113.9".into());
+        }
+        let hash = event_hash(&prev, &event);
+        conn.execute(
+            "UPDATE events SET hash = ?1 WHERE seq = ?2",
+            rusqlite::params![hash.as_slice(), event.id],
+        )
+        .unwrap();
+        prev = hash;
+    }
+}
+
+fn verify_log(db: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_keywardd"))
+        .args(["verify-log", "--db"])
+        .arg(db)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap(), text)
+}
+
+#[tokio::test]
+async fn an_untouched_log_starts_and_verifies() {
+    let (_dir, db, _) = a_stopped_server_with_a_log().await;
+    assert!(
+        db.with_extension("db.log-key").is_file(),
+        "the log key rests beside the database"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(db.with_extension("db.log-key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "owner-only");
+    }
+    let (code, text) = verify_log(&db);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("intact"), "{text}");
+    assert_eq!(restart_error(&db).await, None);
+}
+
+#[tokio::test]
+async fn a_truncated_log_is_refused_at_start_up_and_by_verify_log() {
+    let (_dir, db, _) = a_stopped_server_with_a_log().await;
+    tamper(
+        &db,
+        "DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq > 2;",
+    );
+    // The chain that is left is intact: only the signed checkpoint shows the tail is gone.
+    assert_eq!(
+        Store::open(&db)
+            .unwrap()
+            .verify_chain()
+            .unwrap()
+            .first_broken,
+        None
+    );
+    let refused = restart_error(&db).await.expect("keywardd must not start");
+    assert!(refused.contains("removed from its end"), "{refused}");
+    let (code, text) = verify_log(&db);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("removed from its end"), "{text}");
+}
+
+#[tokio::test]
+async fn a_recomputed_log_is_refused_at_start_up_and_by_verify_log() {
+    let (_dir, db, account) = a_stopped_server_with_a_log().await;
+    rewrite_and_reseal(&db, account);
+    assert_eq!(
+        Store::open(&db)
+            .unwrap()
+            .verify_chain()
+            .unwrap()
+            .first_broken,
+        None,
+        "the unkeyed chain alone cannot tell"
+    );
+    let refused = restart_error(&db).await.expect("keywardd must not start");
+    assert!(refused.contains("rewritten"), "{refused}");
+    let (code, text) = verify_log(&db);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("rewritten"), "{text}");
+}
+
+#[tokio::test]
+async fn a_lost_log_key_is_not_replaced_by_a_new_one() {
+    // Deleting the key file so keywardd makes a fresh one (and signs whatever the log now
+    // holds) does not work: the old checkpoints stay, signed by a key that is gone.
+    let (_dir, db, _) = a_stopped_server_with_a_log().await;
+    std::fs::remove_file(db.with_extension("db.log-key")).unwrap();
+    let refused = restart_error(&db).await.expect("keywardd must not start");
+    assert!(
+        refused.contains("log key that signed them is missing"),
+        "{refused}"
+    );
+    assert!(!db.with_extension("db.log-key").exists());
+}
+
+#[tokio::test]
+async fn verify_log_refuses_a_missing_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, text) = verify_log(&dir.path().join("nothing.db"));
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        !dir.path().join("nothing.db").exists(),
+        "verify-log creates nothing"
+    );
+}
+
+fn unhex(s: &str) -> [u8; 32] {
+    let bytes: Vec<u8> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect();
+    bytes.try_into().unwrap()
+}
+
+#[tokio::test]
+async fn clients_get_the_signed_head_and_the_hash_of_what_they_saw() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let head: LogHead = h
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/log/checkpoint?seen=1",
+            None,
+            None::<&()>,
+        )
+        .await
+        .unwrap();
+    let public: [u8; 32] = keyward_core::secret::unb64(&head.public_key)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let public = VerifyingKey::from_bytes(&public).unwrap();
+    let wire = head.checkpoint.unwrap();
+    let events = h.events(&me.token).await;
+    let newest = events.iter().map(|e| e.id).max().unwrap();
+    assert_eq!(wire.id, newest, "the head is checkpointed at once");
+    let checkpoint = Checkpoint {
+        seq: wire.id,
+        hash: unhex(&wire.hash),
+        at: wire.at,
+        signature: keyward_core::secret::unb64(&wire.signature)
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    };
+    assert!(checkpoint.is_signed_by(&public));
+    // Clients no longer get events' chain hashes; the server's own record of event 1 is what
+    // `seen` must return.
+    let stored = h
+        .state()
+        .relying_party()
+        .store()
+        .read(|tx| tx.event_hash_at(1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        head.seen_hash.as_deref(),
+        Some(keyward_core::security_log::hex(&stored).as_str())
+    );
+    let beyond: LogHead = h
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/log/checkpoint?seen=999",
+            None,
+            None::<&()>,
+        )
+        .await
+        .unwrap();
+    assert_eq!(beyond.seen_hash, None);
+}
