@@ -251,23 +251,25 @@ test('a person creates an account, protects it, sees a stranger sign in and thro
       await device.page.getByTestId('signed-in-as').waitFor();
       await device.page.screenshot({ path: `${shots}/15-browser-signed-in.png` });
 
-      const row = await wd.wait('event', { until: (s) => /New sign-in on .*\(web\)/.test(s) });
+      await wd.wait('event', { until: (s) => /New sign-in on .*\(web\)/.test(s) });
       await wd.screenshot(`${shots}/16-desktop-sees-browser-sign-in.png`);
       const note = await eventually('a desktop notification for the browser sign-in', async () =>
         (await notifications()).find((n) => n.body.includes('(web)')));
       assert.equal(note.summary, 'New sign-in to your account');
 
-      // "Not you?" on that alert ends the browser's session; the page learns it live. The
-      // timeline may redraw between finding the alert and clicking it (events arrive in
-      // batches), which leaves a stale element: then find it again.
-      let found = row;
-      await eventually('"Not you?" clicked on the browser sign-in', async () => {
-        const alert = found ?? (await wd.wait('event', { until: (s) => /New sign-in on .*\(web\)/.test(s) }));
-        found = undefined;
-        const [notMe] = await wd.within(alert, 'not-me');
-        await wd.clickEl(notMe);
-        return true;
+      // The stand-in notification service clicks the notification, which opens that session
+      // (as in step 4); once it has, back to the alerts. Clicking before the app had moved was
+      // a race that left a stale element.
+      await eventually('the notified browser session opened', async () => {
+        for (const el of await wd.findAll('session')) {
+          if ((await wd.attr(el, 'data-focused')) === 'true' && /\(web\)/.test(await wd.text(el))) return el;
+        }
       });
+      await wd.click('nav-alerts');
+      // "Not you?" on that alert ends the browser's session; the page learns it live.
+      const alert = await wd.wait('event', { until: (s) => /New sign-in on .*\(web\)/.test(s) });
+      const [notMe] = await wd.within(alert, 'not-me');
+      await wd.clickEl(notMe);
       await wd.wait('ask-text', { until: (s) => s.includes('report') });
       await wd.click('ask-no');
       await device.page.getByTestId('tab-sign-in').waitFor({ timeout: 10_000 });
