@@ -582,6 +582,7 @@ pub fn platform_security_key(
 #[cfg(windows)]
 mod windows {
     use super::*;
+    use webauthn_authenticator_rs::WebauthnAuthenticator;
     use webauthn_authenticator_rs::win10::Win10;
 
     pub struct WindowsKey {
