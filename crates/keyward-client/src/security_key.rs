@@ -416,10 +416,48 @@ const CMD_GET_INFO: u8 = 0x04;
 const GET_PIN_RETRIES: [u8; 6] = [0x06, 0xA2, 0x01, 0x01, 0x02, 0x01];
 
 fn record_pin_retries(response: &[u8], seen: &Mutex<Seen>) {
-    if let Ok(serde_cbor_2::Value::Map(map)) = serde_cbor_2::from_slice(response)
-        && let Some(serde_cbor_2::Value::Integer(n)) = map.get(&serde_cbor_2::Value::Integer(3))
-    {
-        lock(seen).pin_retries = u32::try_from(*n).ok();
+    remember(notice(Some(CMD_CLIENT_PIN), response), seen);
+}
+
+/// What one response from the key tells us that the library does not pass on.
+#[derive(Debug, PartialEq, Eq)]
+enum Noticed {
+    Nothing,
+    /// clientPIN's pinRetries (key 3); `None` when the number there is no count of tries.
+    PinRetries(Option<u32>),
+    /// getAssertion's user (key 4) id: the user handle.
+    UserHandle(Vec<u8>),
+}
+
+/// Reads the response (CBOR, the status byte already gone) the key gave to `command`. Bytes
+/// that are not one CBOR map, or a map without the expected key and type, tell nothing.
+fn notice(command: Option<u8>, response: &[u8]) -> Noticed {
+    use serde_cbor_2::Value;
+    let Ok(Value::Map(map)) = serde_cbor_2::from_slice::<Value>(response) else {
+        return Noticed::Nothing;
+    };
+    let field = |k: i128| map.get(&Value::Integer(k));
+    match command {
+        Some(CMD_CLIENT_PIN) => match field(3) {
+            Some(Value::Integer(n)) => Noticed::PinRetries(u32::try_from(*n).ok()),
+            _ => Noticed::Nothing,
+        },
+        Some(CMD_GET_ASSERTION) => match field(4) {
+            Some(Value::Map(user)) => match user.get(&Value::Text("id".into())) {
+                Some(Value::Bytes(id)) => Noticed::UserHandle(id.clone()),
+                _ => Noticed::Nothing,
+            },
+            _ => Noticed::Nothing,
+        },
+        _ => Noticed::Nothing,
+    }
+}
+
+fn remember(noticed: Noticed, seen: &Mutex<Seen>) {
+    match noticed {
+        Noticed::Nothing => {}
+        Noticed::PinRetries(n) => lock(seen).pin_retries = n,
+        Noticed::UserHandle(id) => lock(seen).user_handle = Some(id),
     }
 }
 const CMD_GET_ASSERTION: u8 = 0x02;
@@ -480,28 +518,7 @@ impl<T: Token> Token for Observed<T> {
                 record_pin_retries(&answer, &self.seen);
             }
         }
-        if let Ok(serde_cbor_2::Value::Map(map)) =
-            serde_cbor_2::from_slice::<serde_cbor_2::Value>(&response)
-        {
-            let field = |k: i128| map.get(&serde_cbor_2::Value::Integer(k));
-            let mut seen = lock(&self.seen);
-            match cbor.first() {
-                Some(&CMD_CLIENT_PIN) => {
-                    if let Some(serde_cbor_2::Value::Integer(n)) = field(3) {
-                        seen.pin_retries = u32::try_from(*n).ok();
-                    }
-                }
-                Some(&CMD_GET_ASSERTION) => {
-                    if let Some(serde_cbor_2::Value::Map(user)) = field(4)
-                        && let Some(serde_cbor_2::Value::Bytes(id)) =
-                            user.get(&serde_cbor_2::Value::Text("id".into()))
-                    {
-                        seen.user_handle = Some(id.clone());
-                    }
-                }
-                _ => {}
-            }
-        }
+        remember(notice(cbor.first().copied(), &response), &self.seen);
         Ok(response)
     }
 
@@ -753,4 +770,171 @@ fn list_passkeys<T: Token>(
         passkeys,
         free_slots: metadata.max_possible_remaining_resident_credentials_count,
     })
+}
+
+/// Property tests (fuzzing on stable) of what the client itself reads from a security key's
+/// responses (`notice`, as `Observed` applies it to every response): arbitrary bytes, and CBOR
+/// maps with any value under the keys it reads, give the value it names or nothing, never a
+/// panic. Real responses are checked first. Cases: proptest's default, or `PROPTEST_CASES`.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod fuzz {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use serde_cbor_2::Value;
+
+    use super::*;
+
+    /// Any CBOR value, nested a few levels, with integers over CBOR's whole range.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| Value::Integer(n.into())),
+            any::<u64>().prop_map(|n| Value::Integer(n.into())),
+            (-(1i128 << 64)..0).prop_map(Value::Integer),
+            any::<f64>().prop_map(Value::Float),
+            prop::collection::vec(any::<u8>(), 0..70).prop_map(Value::Bytes),
+            "\\PC{0,12}".prop_map(Value::Text),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(inner.clone(), inner.clone(), 0..4)
+                    .prop_map(Value::Map),
+                (any::<u64>(), inner).prop_map(|(tag, v)| Value::Tag(tag, Box::new(v))),
+            ]
+        })
+    }
+
+    /// The value as the decoder gives it back: serde_cbor_2 reads a tagged item as the item.
+    fn untagged(value: Value) -> Value {
+        match value {
+            Value::Tag(_, inner) => untagged(*inner),
+            Value::Array(items) => Value::Array(items.into_iter().map(untagged).collect()),
+            Value::Map(map) => Value::Map(
+                map.into_iter()
+                    .map(|(k, v)| (untagged(k), untagged(v)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+
+    fn cbor(entries: Vec<(Value, Value)>) -> Vec<u8> {
+        serde_cbor_2::to_vec(&Value::Map(entries.into_iter().collect())).unwrap()
+    }
+
+    fn int(n: i128) -> Value {
+        Value::Integer(n)
+    }
+
+    #[test]
+    fn real_responses_are_read_and_their_near_misses_tell_nothing() {
+        // clientPIN getPinRetries of a fresh key: {3: 8}.
+        let retries = [0xA1, 0x03, 0x08];
+        assert_eq!(
+            notice(Some(CMD_CLIENT_PIN), &retries),
+            Noticed::PinRetries(Some(8))
+        );
+        // getAssertion: credential, authData, signature, user {id, name}.
+        let mut user = BTreeMap::new();
+        user.insert(
+            Value::Text("id".into()),
+            Value::Bytes(vec![0x4B, 0x57, 0x01]),
+        );
+        user.insert(Value::Text("name".into()), Value::Text("ada".into()));
+        let assertion = cbor(vec![
+            (int(1), Value::Map(BTreeMap::new())),
+            (int(2), Value::Bytes(vec![0; 37])),
+            (int(3), Value::Bytes(vec![0x30; 70])),
+            (int(4), Value::Map(user)),
+        ]);
+        assert_eq!(
+            notice(Some(CMD_GET_ASSERTION), &assertion),
+            Noticed::UserHandle(vec![0x4B, 0x57, 0x01])
+        );
+        // The same bytes as the answer to another command tell nothing.
+        assert_eq!(notice(Some(CMD_GET_ASSERTION), &retries), Noticed::Nothing);
+        assert_eq!(notice(Some(CMD_CLIENT_PIN), &assertion), Noticed::Nothing);
+        assert_eq!(notice(Some(CMD_GET_INFO), &retries), Noticed::Nothing);
+        assert_eq!(notice(None, &retries), Noticed::Nothing);
+        // A count that is no u32 leaves the count unknown.
+        for n in [-1, 1 << 32, -(1 << 64)] {
+            assert_eq!(
+                notice(Some(CMD_CLIENT_PIN), &cbor(vec![(int(3), int(n))])),
+                Noticed::PinRetries(None)
+            );
+        }
+        // Empty, truncated, or followed by more bytes: not one CBOR map.
+        for bad in [&[][..], &retries[..2], &[0xA1, 0x03, 0x08, 0x00], &[0xFF]] {
+            assert_eq!(notice(Some(CMD_CLIENT_PIN), bad), Noticed::Nothing);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_as_a_response_never_panic(
+            command in any::<Option<u8>>(), response in prop::collection::vec(any::<u8>(), 0..200)
+        ) {
+            let noticed = notice(command, &response);
+            if !matches!(command, Some(CMD_CLIENT_PIN | CMD_GET_ASSERTION)) {
+                prop_assert_eq!(noticed, Noticed::Nothing);
+            }
+        }
+
+        #[test]
+        fn any_value_as_pin_retries_is_a_count_or_unknown(
+            retries in value(), others in prop::collection::vec((value(), value()), 0..4)
+        ) {
+            let mut entries = others;
+            entries.retain(|(k, _)| untagged(k.clone()) != int(3));
+            entries.push((int(3), retries.clone()));
+            let noticed = notice(Some(CMD_CLIENT_PIN), &cbor(entries));
+            match untagged(retries) {
+                Value::Integer(n) => prop_assert_eq!(noticed, Noticed::PinRetries(u32::try_from(n).ok())),
+                _ => prop_assert_eq!(noticed, Noticed::Nothing),
+            }
+        }
+
+        #[test]
+        fn any_value_as_the_user_or_its_id_is_a_user_handle_or_nothing(
+            id in value(),
+            user_others in prop::collection::vec((value(), value()), 0..3),
+            user_is_a_map in any::<bool>(),
+            other_user in value(),
+        ) {
+            let id_key = Value::Text("id".into());
+            let mut user: BTreeMap<Value, Value> = user_others
+                .into_iter()
+                .filter(|(k, _)| untagged(k.clone()) != id_key)
+                .collect();
+            user.insert(id_key.clone(), id);
+            let user = if user_is_a_map { Value::Map(user) } else { other_user };
+            let noticed = notice(Some(CMD_GET_ASSERTION), &cbor(vec![(int(4), user.clone())]));
+            match untagged(user) {
+                Value::Map(user) => match user.get(&id_key) {
+                    Some(Value::Bytes(id)) => {
+                        prop_assert_eq!(noticed, Noticed::UserHandle(id.clone()))
+                    }
+                    _ => prop_assert_eq!(noticed, Noticed::Nothing),
+                },
+                _ => prop_assert_eq!(noticed, Noticed::Nothing),
+            }
+        }
+
+        #[test]
+        fn a_truncated_or_extended_response_tells_nothing(
+            retries in any::<u32>(), cut in any::<prop::sample::Index>(), more in prop::collection::vec(any::<u8>(), 1..8)
+        ) {
+            let whole = cbor(vec![(int(3), int(retries.into()))]);
+            let cut = cut.index(whole.len());
+            prop_assert_eq!(notice(Some(CMD_CLIENT_PIN), &whole[..cut]), Noticed::Nothing);
+            let mut longer = whole.clone();
+            longer.extend_from_slice(&more);
+            prop_assert_eq!(notice(Some(CMD_CLIENT_PIN), &longer), Noticed::Nothing);
+            prop_assert_eq!(notice(Some(CMD_CLIENT_PIN), &whole), Noticed::PinRetries(Some(retries)));
+        }
+    }
 }

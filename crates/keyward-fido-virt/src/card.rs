@@ -26,6 +26,8 @@ const INS_SELECT: u8 = 0xA4;
 const INS_GET_RESPONSE: u8 = 0xC0;
 const CLA_CHAINING: u8 = 0x10;
 const SHORT_RESPONSE: usize = 256;
+/// The most data one extended APDU to the applet can carry, so the most a chain may collect.
+const MAX_COMMAND: usize = u16::MAX as usize;
 
 /// One card in the field. `reset` is what removing it and tapping again does.
 pub struct Card {
@@ -90,11 +92,18 @@ impl Card {
                     Vec::new(),
                 )
             });
+            if data.len() + parsed.data.len() > MAX_COMMAND {
+                self.chained = None;
+                return Err(Status::WrongLength);
+            }
             data.extend_from_slice(parsed.data);
             return Ok(status_word(Status::Success).to_vec());
         }
         let (cla, ins, p1, p2, data) = match self.chained.take() {
             Some((header, mut data)) => {
+                if data.len() + parsed.data.len() > MAX_COMMAND {
+                    return Err(Status::WrongLength);
+                }
                 data.extend_from_slice(parsed.data);
                 (header[0], header[1], header[2], header[3], data)
             }
@@ -200,11 +209,14 @@ impl<'a> Apdu<'a> {
                 }
                 &body[1..1 + lc]
             }
+            // 00 and one byte: neither a short Lc (which is never 0) nor an extended length.
+            2 => return None,
             // Case 2E: 00 Le1 Le2.
             3 => &[][..],
             _ => {
                 let lc = u16::from_be_bytes([body[1], body[2]]) as usize;
-                if body.len() != 3 + lc && body.len() != 5 + lc {
+                // Case 3E (exactly Lc bytes, Lc 1 to 65,535) or 4E (plus two Le bytes).
+                if lc == 0 || (body.len() != 3 + lc && body.len() != 5 + lc) {
                     return None;
                 }
                 &body[3..3 + lc]
