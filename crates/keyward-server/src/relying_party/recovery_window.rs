@@ -274,15 +274,14 @@ impl RelyingParty {
             // The cancelling key proves itself with a short session of its own, for the record.
             let opened = self.open_session(
                 tx,
-                SessionRequest {
-                    account: &account,
-                    opened_by: Some(authenticator.id),
-                    client: &client,
-                    device_secret: req.device_secret.as_deref(),
+                SessionRequest::by_key(
+                    &account,
+                    authenticator.id,
+                    &client,
+                    req.device_secret.as_deref(),
                     address,
-                    scope: SessionScope::Full,
-                    active_from: now,
-                },
+                    now,
+                ),
             )?;
             let why = format!("cancelled with \"{}\"", authenticator.nickname);
             let account = self.cancel_recovery(tx, account, &opened.actor(), &why)?;

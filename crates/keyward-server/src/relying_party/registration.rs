@@ -4,7 +4,7 @@
 use keyward_core::store::{Account, Authenticator};
 use keyward_proto::{
     AccountState, AuthenticatorStatus, EventDetail, EventKind, RegisterPublicKeyCredential,
-    RegistrationBegin, RegistrationBeginRequest, RegistrationFinishRequest, SessionScope, SignedIn,
+    RegistrationBegin, RegistrationBeginRequest, RegistrationFinishRequest, SignedIn,
 };
 use uuid::Uuid;
 use webauthn_rs::prelude::{
@@ -241,15 +241,7 @@ impl RelyingParty {
             tx.insert_authenticator(&authenticator)?;
             let opened = self.open_session(
                 tx,
-                SessionRequest {
-                    account: &account,
-                    opened_by: Some(authenticator.id),
-                    client: &client,
-                    device_secret: None,
-                    address,
-                    scope: SessionScope::Full,
-                    active_from: now,
-                },
+                SessionRequest::by_key(&account, authenticator.id, &client, None, address, now),
             )?;
             let detail = EventDetail {
                 authenticator_id: Some(authenticator.id),

@@ -74,6 +74,28 @@ pub(super) struct SessionRequest<'a> {
     pub active_from: Millis,
 }
 
+impl<'a> SessionRequest<'a> {
+    /// A full session, usable at once, opened by `key`'s ceremony.
+    pub(super) fn by_key(
+        account: &'a Account,
+        key: Uuid,
+        client: &'a ClientInfo,
+        device_secret: Option<&'a str>,
+        address: &'a str,
+        now: Millis,
+    ) -> Self {
+        SessionRequest {
+            account,
+            opened_by: Some(key),
+            client,
+            device_secret,
+            address,
+            scope: SessionScope::Full,
+            active_from: now,
+        }
+    }
+}
+
 /// A session just opened, with the secrets only its client will ever hold.
 pub(super) struct OpenedSession {
     pub token: String,

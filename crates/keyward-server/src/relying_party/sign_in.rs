@@ -1,8 +1,8 @@
 //! Signing in (a new session) and stepping up (a fresh user verification on this session).
 
 use keyward_proto::{
-    AccountState, AssertionBegin, AssertionFinishRequest, EventDetail, EventKind, SessionScope,
-    SessionView, SignInBeginRequest, SignInFinishRequest, SignedIn,
+    AccountState, AssertionBegin, AssertionFinishRequest, EventDetail, EventKind, SessionView,
+    SignInBeginRequest, SignInFinishRequest, SignedIn,
 };
 
 use super::assertion::Proven;
@@ -50,15 +50,14 @@ impl RelyingParty {
             } = granted!(self.verified_owner(tx, CeremonyKind::SignIn, presented, address)?);
             let opened = self.open_session(
                 tx,
-                SessionRequest {
-                    account: &account,
-                    opened_by: Some(authenticator.id),
-                    client: &client,
-                    device_secret: req.device_secret.as_deref(),
+                SessionRequest::by_key(
+                    &account,
+                    authenticator.id,
+                    &client,
+                    req.device_secret.as_deref(),
                     address,
-                    scope: SessionScope::Full,
-                    active_from: now,
-                },
+                    now,
+                ),
             )?;
             let actor = opened.actor();
             let detail = EventDetail {
