@@ -6,6 +6,13 @@ pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 pub enum CoreError {
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    #[error("database error: {0}")]
+    Postgres(#[from] postgres::Error),
+    /// The database cannot be reached (PostgreSQL down, pool exhausted for too long).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the database location is not usable: {0}")]
+    BadLocation(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     #[error(
@@ -25,5 +32,13 @@ pub enum CoreError {
 impl From<serde_json::Error> for CoreError {
     fn from(e: serde_json::Error) -> Self {
         CoreError::Corrupt(format!("stored JSON: {e}"))
+    }
+}
+
+impl CoreError {
+    /// A PostgreSQL transaction lost a serialisation conflict (or a deadlock) and may succeed
+    /// if run again.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, CoreError::Postgres(e) if crate::store::sql::is_conflict(e))
     }
 }

@@ -1,10 +1,10 @@
 //! Accounts, and the recovery an account may have pending (kept on the account's row).
 
-use rusqlite::{OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use keyward_proto::{AccountState, Millis};
 
+use super::sql::{Row, args};
 use super::{Tx, bad_value, opt_uuid, uuid_of};
 use crate::error::{CoreError, Result};
 
@@ -39,7 +39,7 @@ fn account_state_str(s: AccountState) -> &'static str {
 const ACCOUNT_COLS: &str = "id, username, display_name, created_at, state, recovery_started_at,
     recovery_ends_at, recovery_device_name, recovery_address, recovery_session_id";
 
-fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
+fn account_from_row(r: &Row<'_>) -> Result<Account> {
     let state: String = r.get(4)?;
     let state = match state.as_str() {
         "active" => AccountState::Active,
@@ -47,12 +47,12 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         "recovery_enrolment" => AccountState::RecoveryEnrolment,
         _ => return Err(bad_value("account state", state)),
     };
-    let recovery = match (r.get::<_, Option<i64>>(5)?, r.get::<_, Option<i64>>(6)?) {
+    let recovery = match (r.get::<Option<i64>>(5)?, r.get::<Option<i64>>(6)?) {
         (Some(started_at), Some(ends_at)) => Some(PendingRecovery {
             started_at,
             ends_at,
-            device_name: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
-            address: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+            device_name: r.get::<Option<String>>(7)?.unwrap_or_default(),
+            address: r.get::<Option<String>>(8)?.unwrap_or_default(),
             session_id: opt_uuid(r.get(9)?)?.unwrap_or_default(),
         }),
         _ => None,
@@ -70,10 +70,10 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
 impl Tx<'_> {
     /// Refuses a username already in use with [`CoreError::UsernameTaken`].
     pub fn insert_account(&self, a: &Account) -> Result<()> {
-        let inserted = self.tx.execute(
+        let inserted = self.execute(
             "INSERT INTO accounts (id, username, display_name, created_at, state)
              VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(username) DO NOTHING",
-            params![
+            args![
                 a.id.as_bytes(),
                 a.username,
                 a.display_name,
@@ -88,47 +88,39 @@ impl Tx<'_> {
     }
 
     pub fn account(&self, id: Uuid) -> Result<Option<Account>> {
-        Ok(self
-            .tx
-            .query_row(
-                &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"),
-                [id.as_bytes()],
-                account_from_row,
-            )
-            .optional()?)
+        self.query_row(
+            &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"),
+            args![id.as_bytes()],
+            account_from_row,
+        )
     }
 
     pub fn account_by_username(&self, username: &str) -> Result<Option<Account>> {
-        Ok(self
-            .tx
-            .query_row(
-                &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE username = ?1"),
-                [username],
-                account_from_row,
-            )
-            .optional()?)
+        self.query_row(
+            &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE username = ?1"),
+            args![username],
+            account_from_row,
+        )
     }
 
     pub fn username_exists(&self, username: &str) -> Result<bool> {
         Ok(self
-            .tx
             .query_row(
                 "SELECT 1 FROM accounts WHERE username = ?1",
-                [username],
+                args![username],
                 |_| Ok(()),
-            )
-            .optional()?
+            )?
             .is_some())
     }
 
     /// Puts the account into `recovery_pending` with `r`'s window and requester.
     pub fn start_recovery(&self, account_id: Uuid, r: &PendingRecovery) -> Result<()> {
-        self.tx.execute(
+        self.execute(
             "UPDATE accounts SET state = 'recovery_pending', recovery_started_at = ?2,
                  recovery_ends_at = ?3, recovery_device_name = ?4, recovery_address = ?5,
                  recovery_session_id = ?6
              WHERE id = ?1",
-            params![
+            args![
                 account_id.as_bytes(),
                 r.started_at,
                 r.ends_at,
@@ -143,7 +135,7 @@ impl Tx<'_> {
     /// Moving to `Active` also clears any pending recovery.
     pub fn set_account_state(&self, account_id: Uuid, state: AccountState) -> Result<()> {
         let clear = state == AccountState::Active;
-        self.tx.execute(
+        self.execute(
             "UPDATE accounts SET state = ?2,
                  recovery_started_at = CASE WHEN ?3 THEN NULL ELSE recovery_started_at END,
                  recovery_ends_at = CASE WHEN ?3 THEN NULL ELSE recovery_ends_at END,
@@ -151,7 +143,7 @@ impl Tx<'_> {
                  recovery_address = CASE WHEN ?3 THEN NULL ELSE recovery_address END,
                  recovery_session_id = CASE WHEN ?3 THEN NULL ELSE recovery_session_id END
              WHERE id = ?1",
-            params![account_id.as_bytes(), account_state_str(state), clear],
+            args![account_id.as_bytes(), account_state_str(state), clear],
         )?;
         Ok(())
     }
@@ -160,12 +152,12 @@ impl Tx<'_> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::super::{Store, fixtures};
+    use super::super::fixtures;
     use super::*;
 
     #[test]
     fn usernames_are_unique() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let a = fixtures::account("ada");
         let mut twin = fixtures::account("ada");
         twin.display_name = "Another Ada".into();
@@ -188,7 +180,7 @@ mod tests {
 
     #[test]
     fn a_pending_recovery_is_kept_and_cleared_on_return_to_active() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let a = fixtures::account("ada");
         let pending = PendingRecovery {
             started_at: 100,

@@ -1,10 +1,10 @@
 //! Passkeys and security keys registered to an account.
 
-use rusqlite::{OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use keyward_proto::{AuthenticatorStatus, Millis};
 
+use super::sql::{Row, args};
 use super::{Tx, bad_value, opt_uuid, uuid_of};
 use crate::error::{CoreError, Result};
 
@@ -29,7 +29,7 @@ pub struct Authenticator {
 const AUTHENTICATOR_COLS: &str = "id, account_id, credential_id, credential, nickname, aaguid,
     transports, backup_eligible, backup_state, sign_count, created_at, last_used_at, status";
 
-fn authenticator_from_row(r: &Row<'_>) -> rusqlite::Result<Authenticator> {
+fn authenticator_from_row(r: &Row<'_>) -> Result<Authenticator> {
     let transports: String = r.get(6)?;
     let status: String = r.get(12)?;
     Ok(Authenticator {
@@ -42,7 +42,8 @@ fn authenticator_from_row(r: &Row<'_>) -> rusqlite::Result<Authenticator> {
         transports: serde_json::from_str(&transports).unwrap_or_default(),
         backup_eligible: r.get(7)?,
         backup_state: r.get(8)?,
-        sign_count: r.get(9)?,
+        sign_count: u32::try_from(r.get::<i64>(9)?)
+            .map_err(|_| CoreError::Corrupt("a signature counter out of range".into()))?,
         created_at: r.get(10)?,
         last_used_at: r.get(11)?,
         status: match status.as_str() {
@@ -57,13 +58,13 @@ impl Tx<'_> {
     /// Always stored as active. A credential id already registered (to anyone) is refused
     /// with [`CoreError::CredentialInUse`].
     pub fn insert_authenticator(&self, a: &Authenticator) -> Result<()> {
-        let inserted = self.tx.execute(
+        let inserted = self.execute(
             "INSERT INTO authenticators (id, account_id, credential_id, credential, nickname,
                  aaguid, transports, backup_eligible, backup_state, sign_count, created_at,
                  last_used_at, status)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'active')
              ON CONFLICT(credential_id) DO NOTHING",
-            params![
+            args![
                 a.id.as_bytes(),
                 a.account_id.as_bytes(),
                 a.credential_id,
@@ -73,7 +74,7 @@ impl Tx<'_> {
                 serde_json::to_string(&a.transports)?,
                 a.backup_eligible,
                 a.backup_state,
-                a.sign_count,
+                i64::from(a.sign_count),
                 a.created_at,
                 a.last_used_at
             ],
@@ -86,47 +87,41 @@ impl Tx<'_> {
 
     /// Oldest first.
     pub fn authenticators(&self, account_id: Uuid) -> Result<Vec<Authenticator>> {
-        let mut stmt = self.tx.prepare_cached(&format!(
-            "SELECT {AUTHENTICATOR_COLS} FROM authenticators WHERE account_id = ?1
-             ORDER BY created_at, id"
-        ))?;
-        let rows = stmt.query_map([account_id.as_bytes()], authenticator_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.query_rows(
+            &format!(
+                "SELECT {AUTHENTICATOR_COLS} FROM authenticators WHERE account_id = ?1
+                 ORDER BY created_at, id"
+            ),
+            args![account_id.as_bytes()],
+            authenticator_from_row,
+        )
     }
 
     pub fn authenticator(&self, id: Uuid) -> Result<Option<Authenticator>> {
-        Ok(self
-            .tx
-            .query_row(
-                &format!("SELECT {AUTHENTICATOR_COLS} FROM authenticators WHERE id = ?1"),
-                [id.as_bytes()],
-                authenticator_from_row,
-            )
-            .optional()?)
+        self.query_row(
+            &format!("SELECT {AUTHENTICATOR_COLS} FROM authenticators WHERE id = ?1"),
+            args![id.as_bytes()],
+            authenticator_from_row,
+        )
     }
 
     pub fn authenticator_by_credential_id(&self, cred_id: &[u8]) -> Result<Option<Authenticator>> {
-        Ok(self
-            .tx
-            .query_row(
-                &format!(
-                    "SELECT {AUTHENTICATOR_COLS} FROM authenticators WHERE credential_id = ?1"
-                ),
-                [cred_id],
-                authenticator_from_row,
-            )
-            .optional()?)
+        self.query_row(
+            &format!("SELECT {AUTHENTICATOR_COLS} FROM authenticators WHERE credential_id = ?1"),
+            args![cred_id],
+            authenticator_from_row,
+        )
     }
 
     /// Records a successful assertion: the new credential record, counter and backup flags.
     pub fn record_authenticator_use(&self, a: &Authenticator, now: Millis) -> Result<()> {
-        self.tx.execute(
+        self.execute(
             "UPDATE authenticators SET credential = ?2, sign_count = ?3, backup_eligible = ?4,
                  backup_state = ?5, last_used_at = ?6 WHERE id = ?1",
-            params![
+            args![
                 a.id.as_bytes(),
                 a.credential,
-                a.sign_count,
+                i64::from(a.sign_count),
                 a.backup_eligible,
                 a.backup_state,
                 now
@@ -136,24 +131,26 @@ impl Tx<'_> {
     }
 
     pub fn rename_authenticator(&self, id: Uuid, nickname: &str) -> Result<()> {
-        self.tx.execute(
+        self.execute(
             "UPDATE authenticators SET nickname = ?2 WHERE id = ?1",
-            params![id.as_bytes(), nickname],
+            args![id.as_bytes(), nickname],
         )?;
         Ok(())
     }
 
     pub fn mark_authenticator_lost(&self, id: Uuid) -> Result<()> {
-        self.tx.execute(
+        self.execute(
             "UPDATE authenticators SET status = 'lost' WHERE id = ?1",
-            [id.as_bytes()],
+            args![id.as_bytes()],
         )?;
         Ok(())
     }
 
     pub fn delete_authenticator(&self, id: Uuid) -> Result<()> {
-        self.tx
-            .execute("DELETE FROM authenticators WHERE id = ?1", [id.as_bytes()])?;
+        self.execute(
+            "DELETE FROM authenticators WHERE id = ?1",
+            args![id.as_bytes()],
+        )?;
         Ok(())
     }
 }
@@ -161,7 +158,7 @@ impl Tx<'_> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::super::{Store, fixtures};
+    use super::super::fixtures;
     use super::*;
 
     fn authenticator(account_id: Uuid, credential_id: &[u8], created_at: Millis) -> Authenticator {
@@ -184,7 +181,7 @@ mod tests {
 
     #[test]
     fn an_authenticator_round_trips_and_records_its_use() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let a = fixtures::account("ada");
         let key = authenticator(a.id, b"cred-1", 5);
         store
@@ -221,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_credential_id_is_registered_once_and_listing_is_oldest_first() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let a = fixtures::account("ada");
         let newer = authenticator(a.id, b"cred-2", 20);
         let older = authenticator(a.id, b"cred-1", 10);

@@ -1,11 +1,11 @@
 //! Server-side ceremony state: single use, expiring, bounded in number: per session, per
 //! account, per client network and in total, so that no one party can fill the table.
 
-use rusqlite::{OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use keyward_proto::Millis;
 
+use super::sql::{Param, Row, args};
 use super::{Tx, opt_uuid, uuid_of};
 use crate::error::{CoreError, Result};
 
@@ -59,7 +59,7 @@ impl CeremonyCaps<'static> {
 }
 
 /// A `ceremonies` row selected (or returned) as [`CEREMONY_COLS`].
-fn ceremony_from_row(r: &Row<'_>) -> rusqlite::Result<Ceremony> {
+fn ceremony_from_row(r: &Row<'_>) -> Result<Ceremony> {
     Ok(Ceremony {
         id: uuid_of(r.get(0)?)?,
         kind: r.get(1)?,
@@ -76,22 +76,16 @@ fn ceremony_from_row(r: &Row<'_>) -> rusqlite::Result<Ceremony> {
 impl Tx<'_> {
     /// Stores a ceremony's state, first sweeping expired ones; refuses past any of `caps`.
     pub fn insert_ceremony(&self, c: &Ceremony, caps: &CeremonyCaps<'_>) -> Result<()> {
-        self.tx.execute(
+        self.execute(
             "DELETE FROM ceremonies WHERE expires_at <= ?1",
-            [c.created_at],
+            args![c.created_at],
         )?;
-        let count = |sql: &str, args: Vec<rusqlite::types::Value>| -> Result<i64> {
-            Ok(self
-                .tx
-                .query_row(sql, rusqlite::params_from_iter(args), |r| r.get(0))?)
-        };
+        let count = |sql: &str, args: &[&dyn Param]| -> Result<i64> { self.query_value(sql, args) };
         let full = |n: i64, cap: u32| n >= i64::from(cap);
-        let blob = |u: Uuid| rusqlite::types::Value::Blob(u.as_bytes().to_vec());
-        let text = |s: &str| rusqlite::types::Value::Text(s.to_string());
         if let Some(session) = c.session_id {
             let mine = count(
                 "SELECT COUNT(*) FROM ceremonies WHERE session_id = ?1",
-                vec![blob(session)],
+                args![session.as_bytes()],
             )?;
             if full(mine, caps.per_session) {
                 return Err(CoreError::TooManyCeremonies);
@@ -100,7 +94,7 @@ impl Tx<'_> {
                 let ours = count(
                     "SELECT COUNT(*) FROM ceremonies
                      WHERE account_id = ?1 AND session_id IS NOT NULL",
-                    vec![blob(account)],
+                    args![account.as_bytes()],
                 )?;
                 if full(ours, caps.per_account) {
                     return Err(CoreError::TooManyCeremonies);
@@ -108,29 +102,32 @@ impl Tx<'_> {
             }
         } else {
             // The pool: this kind alone if it is reserved, else every kind that is not.
-            let (pool, mut args) = if caps.reserved_kinds.contains(&c.kind.as_str()) {
-                ("kind = ?".to_string(), vec![text(&c.kind)])
-            } else if caps.reserved_kinds.is_empty() {
-                ("1".to_string(), vec![])
-            } else {
-                let marks = vec!["?"; caps.reserved_kinds.len()].join(", ");
-                (
-                    format!("kind NOT IN ({marks})"),
-                    caps.reserved_kinds.iter().map(|k| text(k)).collect(),
-                )
-            };
+            let (pool, kinds): (String, Vec<&str>) =
+                if caps.reserved_kinds.contains(&c.kind.as_str()) {
+                    ("kind = ?".to_string(), vec![c.kind.as_str()])
+                } else if caps.reserved_kinds.is_empty() {
+                    ("TRUE".to_string(), vec![])
+                } else {
+                    let marks = vec!["?"; caps.reserved_kinds.len()].join(", ");
+                    (
+                        format!("kind NOT IN ({marks})"),
+                        caps.reserved_kinds.to_vec(),
+                    )
+                };
             for (column, value, cap) in [
                 ("network", &c.network, caps.per_network),
                 ("wide_network", &c.wide_network, caps.per_wide_network),
             ] {
-                let mut with_network = vec![text(value.as_deref().unwrap_or(""))];
-                with_network.extend(args.iter().cloned());
+                let value = value.as_deref().unwrap_or("");
+                let with_network: Vec<&dyn Param> = std::iter::once(&value as &dyn Param)
+                    .chain(kinds.iter().map(|k| k as &dyn Param))
+                    .collect();
                 let from_network = count(
                     &format!(
                         "SELECT COUNT(*) FROM ceremonies
                          WHERE session_id IS NULL AND COALESCE({column}, '') = ? AND {pool}"
                     ),
-                    with_network,
+                    &with_network,
                 )?;
                 if full(from_network, cap) {
                     return Err(CoreError::TooManyCeremonies);
@@ -138,18 +135,18 @@ impl Tx<'_> {
             }
             let in_pool = count(
                 &format!("SELECT COUNT(*) FROM ceremonies WHERE session_id IS NULL AND {pool}"),
-                std::mem::take(&mut args),
+                &kinds.iter().map(|k| k as &dyn Param).collect::<Vec<_>>(),
             )?;
             if full(in_pool, caps.total) {
                 return Err(CoreError::TooManyCeremonies);
             }
         }
-        self.tx.execute(
+        self.execute(
             "INSERT INTO ceremonies
                  (id, kind, account_id, session_id, state, created_at, expires_at, network,
                   wide_network)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
+            args![
                 c.id.as_bytes(),
                 c.kind,
                 c.account_id.map(|u| u.as_bytes().to_vec()),
@@ -166,41 +163,33 @@ impl Tx<'_> {
 
     /// The ceremony, left in place (see `take_ceremony` for using it).
     pub fn peek_ceremony(&self, id: Uuid) -> Result<Option<Ceremony>> {
-        Ok(self
-            .tx
-            .query_row(
-                &format!("SELECT {CEREMONY_COLS} FROM ceremonies WHERE id = ?1"),
-                [id.as_bytes()],
-                ceremony_from_row,
-            )
-            .optional()?)
+        self.query_row(
+            &format!("SELECT {CEREMONY_COLS} FROM ceremonies WHERE id = ?1"),
+            args![id.as_bytes()],
+            ceremony_from_row,
+        )
     }
 
     /// Removes and returns a ceremony of `kind` if it exists and has not expired. Whatever the
     /// outcome, the ceremony is gone afterwards: a challenge is good for one attempt.
     pub fn take_ceremony(&self, id: Uuid, kind: &str, now: Millis) -> Result<Option<Ceremony>> {
-        let row = self
-            .tx
-            .query_row(
-                &format!("DELETE FROM ceremonies WHERE id = ?1 RETURNING {CEREMONY_COLS}"),
-                [id.as_bytes()],
-                ceremony_from_row,
-            )
-            .optional()?;
+        let row = self.query_row(
+            &format!("DELETE FROM ceremonies WHERE id = ?1 RETURNING {CEREMONY_COLS}"),
+            args![id.as_bytes()],
+            ceremony_from_row,
+        )?;
         Ok(row.filter(|c| c.kind == kind && now < c.expires_at))
     }
 
     pub fn pending_ceremonies(&self) -> Result<i64> {
-        Ok(self
-            .tx
-            .query_row("SELECT COUNT(*) FROM ceremonies", [], |r| r.get(0))?)
+        self.query_value("SELECT COUNT(*) FROM ceremonies", args![])
     }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::super::Store;
+    use super::super::fixtures;
     use super::*;
 
     fn ceremony(kind: &str, created_at: Millis, expires_at: Millis) -> Ceremony {
@@ -219,7 +208,7 @@ mod tests {
 
     #[test]
     fn a_ceremony_is_taken_once_and_not_after_expiry() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let c = Ceremony {
             id: Uuid::new_v4(),
             kind: "sign_in".into(),
@@ -257,7 +246,7 @@ mod tests {
 
     #[test]
     fn pending_ceremonies_are_bounded() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let result = store.write(|tx| {
             for i in 0..4 {
                 tx.insert_ceremony(
@@ -282,7 +271,7 @@ mod tests {
 
     #[test]
     fn peek_leaves_the_ceremony_and_take_returns_it_whole() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let mut c = ceremony("step_up", 10, 100);
         c.account_id = Some(Uuid::new_v4());
         c.session_id = Some(Uuid::new_v4());
@@ -309,7 +298,7 @@ mod tests {
 
     #[test]
     fn inserting_sweeps_expired_ceremonies_first() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         store
             .write(|tx| {
                 tx.insert_ceremony(&ceremony("sign_in", 0, 50), &CeremonyCaps::uniform(2))?;
@@ -324,7 +313,7 @@ mod tests {
 
     #[test]
     fn caps_hold_per_session_per_account_per_network_and_reserve_a_pool() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let caps = CeremonyCaps {
             total: 4,
             per_session: 2,

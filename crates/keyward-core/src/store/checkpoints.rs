@@ -3,9 +3,9 @@
 //! ([`super::Store::set_log_key`]); what a checkpoint means is in [`crate::security_log`].
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use rusqlite::{OptionalExtension, Row, params};
 
 use super::Tx;
+use super::sql::{Row, args};
 use crate::error::{CoreError, Result};
 use crate::security_log::{self, Checkpoint, LogReport};
 
@@ -27,14 +27,11 @@ fn checkpoint_from_row(r: &Row<'_>) -> Result<Checkpoint> {
 impl Tx<'_> {
     /// The newest signed checkpoint, if any.
     pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>> {
-        self.tx
-            .query_row(
-                "SELECT seq, hash, at, signature FROM log_checkpoints ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok(checkpoint_from_row(r)),
-            )
-            .optional()?
-            .transpose()
+        self.query_row(
+            "SELECT seq, hash, at, signature FROM log_checkpoints ORDER BY seq DESC LIMIT 1",
+            args![],
+            checkpoint_from_row,
+        )
     }
 
     /// Signs the log's current head with `key` and stores the checkpoint (none if the log is
@@ -47,9 +44,9 @@ impl Tx<'_> {
             return Ok(None);
         }
         let checkpoint = Checkpoint::sign(key, seq, hash, at);
-        self.tx.execute(
+        self.execute(
             "INSERT INTO log_checkpoints (seq, hash, at, signature) VALUES (?1, ?2, ?3, ?4)",
-            params![
+            args![
                 checkpoint.seq,
                 checkpoint.hash.as_slice(),
                 checkpoint.at,
@@ -71,10 +68,10 @@ impl Tx<'_> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use keyward_proto::EventKind;
-    use rusqlite::Connection;
     use uuid::Uuid;
 
-    use super::super::{NewEvent, Store};
+    use super::super::events::{EVENT_COLS, event_from_row};
+    use super::super::{Location, NewEvent, Store, fixtures, testing};
     use super::*;
     use crate::security_log::LogProblem;
 
@@ -82,9 +79,16 @@ mod tests {
         SigningKey::from_bytes(&[7; 32])
     }
 
-    /// A database file with a signed log of `n` events, each in its own commit.
-    fn signed_log(path: &std::path::Path, n: usize) -> Store {
-        let store = Store::open(path).unwrap();
+    /// A database on the suite's engine, reopened by each `Store::connect`.
+    fn database() -> (tempfile::TempDir, Location) {
+        let dir = tempfile::tempdir().unwrap();
+        let location = testing::location(&dir.path().join("k.db")).unwrap();
+        (dir, location)
+    }
+
+    /// A signed log of `n` events, each in its own commit.
+    fn signed_log(location: &Location, n: usize) -> Store {
+        let store = Store::connect(location).unwrap();
         store.set_log_key(key());
         let account = Uuid::new_v4();
         for i in 0..n {
@@ -95,43 +99,44 @@ mod tests {
         store
     }
 
-    fn problem(path: &std::path::Path) -> Option<LogProblem> {
-        Store::open(path)
+    fn problem(location: &Location) -> Option<LogProblem> {
+        Store::connect(location)
             .unwrap()
             .verify_log(Some(&key().verifying_key()))
             .unwrap()
             .problem
     }
 
+    /// Runs `f` with the database open outside keywardd, as someone with access to it could.
+    fn tamper(location: &Location, f: impl FnMut(&mut Tx<'_>) -> Result<()>) {
+        Store::connect(location).unwrap().write(f).unwrap();
+    }
+
     #[test]
     fn every_commit_that_appends_events_signs_the_new_head() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = signed_log(&dir.path().join("k.db"), 3);
+        let (_dir, location) = database();
+        let store = signed_log(&location, 3);
         let cp = store.read(|tx| tx.latest_checkpoint()).unwrap().unwrap();
         assert_eq!(cp.seq, 3);
         assert!(cp.is_signed_by(&key().verifying_key()));
         let report = store.verify_log(Some(&key().verifying_key())).unwrap();
         assert_eq!((report.events, report.problem), (3, None));
         // Checkpoints are append-only like the log.
-        let edit = store.write(|tx| {
-            tx.raw().execute("DELETE FROM log_checkpoints", [])?;
-            Ok::<_, CoreError>(())
-        });
+        let edit = store.write(|tx| tx.raw_execute("DELETE FROM log_checkpoints"));
         assert!(edit.is_err());
     }
 
     #[test]
-    fn truncating_the_file_s_tail_is_caught() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.db");
-        drop(signed_log(&path, 4));
-        // Someone with the file drops the last two events, past the triggers.
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch("DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq > 2;")
-            .unwrap();
-        drop(conn);
+    fn truncating_the_log_s_tail_is_caught() {
+        let (_dir, location) = database();
+        drop(signed_log(&location, 4));
+        // Someone with the database drops the last two events, past the triggers.
+        tamper(&location, |tx| {
+            fixtures::drop_trigger(tx, "events_no_delete", "events")?;
+            tx.raw_execute("DELETE FROM events WHERE seq > 2")
+        });
         assert_eq!(
-            problem(&path),
+            problem(&location),
             Some(LogProblem::Truncated {
                 head: 2,
                 checkpoint: 4
@@ -140,57 +145,45 @@ mod tests {
     }
 
     #[test]
-    fn recomputing_every_hash_in_the_file_is_caught() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.db");
-        drop(signed_log(&path, 3));
+    fn recomputing_every_hash_in_the_log_is_caught() {
+        let (_dir, location) = database();
+        drop(signed_log(&location, 3));
         // Edit event 2 and re-seal the whole chain, as the unkeyed hash allows.
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "DROP TRIGGER events_no_update;
-             UPDATE events SET address = '203.0.113.9' WHERE seq = 2;",
-        )
-        .unwrap();
-        let rows: Vec<(keyward_proto::SecurityEvent, [u8; 32])> = {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {} FROM events ORDER BY seq",
-                    super::super::events::EVENT_COLS
-                ))
-                .unwrap();
-            stmt.query_and_then([], super::super::events::event_from_row)
-                .unwrap()
-                .collect::<Result<_>>()
-                .unwrap()
-        };
-        let mut prev = security_log::GENESIS_HASH;
-        for (event, _) in rows {
-            let hash = security_log::event_hash(&prev, &event);
-            conn.execute(
-                "UPDATE events SET hash = ?1 WHERE seq = ?2",
-                params![hash.as_slice(), event.id],
-            )
-            .unwrap();
-            prev = hash;
-        }
-        drop(conn);
-        let reopened = Store::open(&path).unwrap();
+        tamper(&location, |tx| {
+            fixtures::drop_trigger(tx, "events_no_update", "events")?;
+            tx.raw_execute("UPDATE events SET address = '203.0.113.9' WHERE seq = 2")?;
+            let rows = tx.query_rows(
+                &format!("SELECT {EVENT_COLS} FROM events ORDER BY seq"),
+                args![],
+                event_from_row,
+            )?;
+            let mut prev = security_log::GENESIS_HASH;
+            for (event, _) in rows {
+                let hash = security_log::event_hash(&prev, &event);
+                tx.execute(
+                    "UPDATE events SET hash = ?1 WHERE seq = ?2",
+                    args![hash.as_slice(), event.id],
+                )?;
+                prev = hash;
+            }
+            Ok(())
+        });
+        let reopened = Store::connect(&location).unwrap();
         assert_eq!(reopened.verify_chain().unwrap().first_broken, None);
-        assert_eq!(problem(&path), Some(LogProblem::Rewritten { seq: 3 }));
+        assert_eq!(problem(&location), Some(LogProblem::Rewritten { seq: 3 }));
     }
 
     #[test]
     fn events_written_without_the_key_are_unsigned() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.db");
-        drop(signed_log(&path, 2));
-        let keyless = Store::open(&path).unwrap();
+        let (_dir, location) = database();
+        drop(signed_log(&location, 2));
+        let keyless = Store::connect(&location).unwrap();
         keyless
             .write(|tx| tx.append_event(NewEvent::new(Uuid::new_v4(), EventKind::SignIn), 9))
             .unwrap();
         drop(keyless);
         assert_eq!(
-            problem(&path),
+            problem(&location),
             Some(LogProblem::Unsigned {
                 checkpoint: 2,
                 head: 3

@@ -1,11 +1,11 @@
 //! The security log's table: append-only (triggers refuse updates and deletes) and
 //! hash-chained. The chain's rules are in [`crate::security_log`]; this module only stores rows.
 
-use rusqlite::{OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use keyward_proto::{EventDetail, EventKind, Millis, SecurityEvent, Urgency};
 
+use super::sql::{Row, args};
 use super::{Tx, opt_uuid, uuid_of};
 use crate::error::{CoreError, Result};
 use crate::security_log::{self, ChainReport, GENESIS_HASH, event_hash, urgency_of};
@@ -90,22 +90,18 @@ fn stored_hash(bytes: Vec<u8>) -> Result<[u8; 32]> {
 impl Tx<'_> {
     /// Appends to the hash-chained log. The event goes to live streams after the commit.
     pub fn append_event(&mut self, e: NewEvent, now: Millis) -> Result<SecurityEvent> {
-        let head: Option<(i64, Vec<u8>)> = self
-            .tx
-            .query_row(
-                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+        let head: Option<(i64, Vec<u8>)> = self.query_row(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+            args![],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let (seq, prev) = match head {
             Some((seq, hash)) => (seq + 1, stored_hash(hash)?),
             None => (1, GENESIS_HASH),
         };
-        let number: i64 = self.tx.query_row(
+        let number: i64 = self.query_value(
             "SELECT COALESCE(MAX(account_seq), 0) + 1 FROM events WHERE account_id = ?1",
-            [e.account_id.as_bytes()],
-            |r| r.get(0),
+            args![e.account_id.as_bytes()],
         )?;
         let urgency = urgency_of(e.kind, &e.detail);
         let mut event = SecurityEvent {
@@ -122,11 +118,11 @@ impl Tx<'_> {
         };
         // The chain hashes the event at its global place; clients get its account's number.
         let hash = event_hash(&prev, &event);
-        self.tx.execute(
+        self.execute(
             "INSERT INTO events (seq, account_id, kind, at, urgency, session_id, device_id,
                  device_name, address, detail, hash, account_seq)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
+            args![
                 seq,
                 event.account_id.as_bytes(),
                 event.kind.as_str(),
@@ -153,16 +149,19 @@ impl Tx<'_> {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<SecurityEvent>> {
-        let mut stmt = self.tx.prepare_cached(&format!(
-            "SELECT {EVENT_COLS}
-             FROM events WHERE account_id = ?1 AND account_seq < ?2
-             ORDER BY account_seq DESC LIMIT ?3"
-        ))?;
-        let rows = stmt.query_and_then(
-            params![account_id.as_bytes(), before.unwrap_or(i64::MAX), limit],
+        self.query_rows(
+            &format!(
+                "SELECT {EVENT_COLS}
+                 FROM events WHERE account_id = ?1 AND account_seq < ?2
+                 ORDER BY account_seq DESC LIMIT ?3"
+            ),
+            args![
+                account_id.as_bytes(),
+                before.unwrap_or(i64::MAX),
+                i64::from(limit)
+            ],
             wire_event_from_row,
-        )?;
-        rows.collect()
+        )
     }
 
     /// Oldest first, strictly newer than `after`: what a resuming stream missed.
@@ -172,25 +171,23 @@ impl Tx<'_> {
         after: i64,
         limit: u32,
     ) -> Result<Vec<SecurityEvent>> {
-        let mut stmt = self.tx.prepare_cached(&format!(
-            "SELECT {EVENT_COLS}
-             FROM events WHERE account_id = ?1 AND account_seq > ?2
-             ORDER BY account_seq ASC LIMIT ?3"
-        ))?;
-        let rows = stmt.query_and_then(
-            params![account_id.as_bytes(), after, limit],
+        self.query_rows(
+            &format!(
+                "SELECT {EVENT_COLS}
+                 FROM events WHERE account_id = ?1 AND account_seq > ?2
+                 ORDER BY account_seq ASC LIMIT ?3"
+            ),
+            args![account_id.as_bytes(), after, i64::from(limit)],
             wire_event_from_row,
-        )?;
-        rows.collect()
+        )
     }
 
     /// The account's newest event id, or 0 if it has none.
     pub fn latest_event_id(&self, account_id: Uuid) -> Result<i64> {
-        Ok(self.tx.query_row(
+        self.query_value(
             "SELECT COALESCE(MAX(account_seq), 0) FROM events WHERE account_id = ?1",
-            [account_id.as_bytes()],
-            |r| r.get(0),
-        )?)
+            args![account_id.as_bytes()],
+        )
     }
 
     /// Streams the whole log, in order, through [`security_log::verify_chain`].
@@ -203,35 +200,31 @@ impl Tx<'_> {
         &self,
         f: impl FnOnce(&mut dyn Iterator<Item = Result<(SecurityEvent, [u8; 32])>>) -> Result<T>,
     ) -> Result<T> {
-        let mut stmt = self
-            .tx
-            .prepare(&format!("SELECT {EVENT_COLS} FROM events ORDER BY seq"))?;
-        let mut rows = stmt.query_and_then([], event_from_row)?;
-        f(&mut rows)
+        self.stream(
+            &format!("SELECT {EVENT_COLS} FROM events ORDER BY seq"),
+            args![],
+            &mut event_from_row,
+            f,
+        )
     }
 
     /// The log's last event: its id, stored hash and time.
     pub(super) fn log_head(&self) -> Result<Option<(i64, [u8; 32], Millis)>> {
-        let head: Option<(i64, Vec<u8>, Millis)> = self
-            .tx
-            .query_row(
-                "SELECT seq, hash, at FROM events ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
+        let head: Option<(i64, Vec<u8>, Millis)> = self.query_row(
+            "SELECT seq, hash, at FROM events ORDER BY seq DESC LIMIT 1",
+            args![],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
         head.map(|(seq, hash, at)| Ok((seq, stored_hash(hash)?, at)))
             .transpose()
     }
 
     /// The stored hash of event `seq`, if the log holds it.
     pub fn event_hash_at(&self, seq: i64) -> Result<Option<[u8; 32]>> {
-        let hash: Option<Vec<u8>> = self
-            .tx
-            .query_row("SELECT hash FROM events WHERE seq = ?1", [seq], |r| {
+        let hash: Option<Vec<u8>> =
+            self.query_row("SELECT hash FROM events WHERE seq = ?1", args![seq], |r| {
                 r.get(0)
-            })
-            .optional()?;
+            })?;
         hash.map(stored_hash).transpose()
     }
 }
@@ -244,7 +237,7 @@ mod tests {
 
     #[test]
     fn events_form_a_verifiable_append_only_chain() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let a = fixtures::account("ada");
         store
             .write(|tx| {
@@ -267,13 +260,12 @@ mod tests {
             }
         );
         let tamper = store.write(|tx| {
-            tx.raw()
-                .execute("UPDATE events SET at = 99 WHERE seq = 2", [])?;
+            tx.raw_execute("UPDATE events SET at = 99 WHERE seq = 2")?;
             Ok::<_, CoreError>(())
         });
         assert!(tamper.is_err(), "the log must refuse updates");
         let delete = store.write(|tx| {
-            tx.raw().execute("DELETE FROM events", [])?;
+            tx.raw_execute("DELETE FROM events")?;
             Ok::<_, CoreError>(())
         });
         assert!(delete.is_err(), "the log must refuse deletes");
@@ -281,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_tampered_row_is_found_by_verify_chain() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let a = fixtures::account("ada");
         store
             .write(|tx| {
@@ -293,10 +285,8 @@ mod tests {
                     tx.append_event(NewEvent::new(a.id, kind), 10)?;
                 }
                 // Get past the append-only triggers, as someone with the file could.
-                tx.raw().execute_batch(
-                    "DROP TRIGGER events_no_update;
-                     UPDATE events SET address = '203.0.113.9' WHERE seq = 2;",
-                )?;
+                fixtures::drop_trigger(tx, "events_no_update", "events")?;
+                tx.raw_execute("UPDATE events SET address = '203.0.113.9' WHERE seq = 2")?;
                 Ok::<_, CoreError>(())
             })
             .unwrap();
@@ -311,7 +301,7 @@ mod tests {
 
     #[test]
     fn events_are_paged_per_account_in_both_directions() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let (ada, bob) = (Uuid::new_v4(), Uuid::new_v4());
         let published = store
             .write(|tx| {
@@ -354,7 +344,7 @@ mod tests {
         let (ada, bob) = (Uuid::new_v4(), Uuid::new_v4());
         {
             let conn = rusqlite::Connection::open(&path).unwrap();
-            conn.execute_batch(include_str!("../../migrations/0001_init.sql"))
+            conn.execute_batch(include_str!("../../migrations/sqlite/0001_init.sql"))
                 .unwrap();
             conn.pragma_update(None, "user_version", 1).unwrap();
             let mut prev = GENESIS_HASH;
@@ -375,7 +365,7 @@ mod tests {
                 conn.execute(
                     "INSERT INTO events (seq, account_id, kind, at, urgency, detail, hash)
                      VALUES (?1, ?2, 'sign_in', ?3, 'quiet', ?4, ?5)",
-                    params![
+                    rusqlite::params![
                         seq,
                         account.as_bytes(),
                         seq,
@@ -411,8 +401,7 @@ mod tests {
             .unwrap();
         // Still append-only, and new events continue each account's numbers.
         let tamper = store.write(|tx| {
-            tx.raw()
-                .execute("UPDATE events SET account_seq = 9 WHERE seq = 1", [])?;
+            tx.raw_execute("UPDATE events SET account_seq = 9 WHERE seq = 1")?;
             Ok::<_, CoreError>(())
         });
         assert!(tamper.is_err(), "the log must still refuse updates");

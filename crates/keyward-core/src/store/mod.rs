@@ -1,18 +1,25 @@
-//! The SQLite store. WAL with `synchronous=FULL`: an acknowledged sign-in survives a power cut.
-//! Every state change runs inside one [`Store::write`] transaction, so consuming a challenge,
-//! updating a counter, creating a session and logging the event commit together or not at all.
+//! The store: SQLite (the embedded default: one file, nothing to install) or PostgreSQL (for
+//! several keywardd instances on one database). Every state change runs inside one
+//! [`Store::write`] transaction, so consuming a challenge, updating a counter, creating a
+//! session and logging the event commit together or not at all.
 //!
-//! Layout: this file opens the database and runs transactions; each table's row types
-//! (engine-neutral), SQL and row decoders live in its own module and add methods to [`Tx`].
+//! - SQLite: WAL with `synchronous=FULL` (an acknowledged sign-in survives a power cut), one
+//!   connection behind a lock, IMMEDIATE transactions: writes are serialised.
+//! - PostgreSQL: a pool of connections, SERIALIZABLE transactions: each commits as if it ran
+//!   alone, which is what SQLite's single writer gives. One that loses a conflict to a
+//!   concurrent transaction (on this instance or another) is rolled back and run again, so
+//!   the closures passed to `write` are `FnMut` and must not act outside the transaction.
+//!
+//! Layout: this file opens the database and runs transactions; [`sql`] runs one statement on
+//! either engine; [`postgres`](self::pg) holds the pool; each table's row types, SQL (written
+//! once, for both engines) and row decoders live in its own module and add methods to [`Tx`].
 //! The log's rules (urgency, hashing, chain checks) are in [`crate::security_log`], not in SQL.
-//! A second engine (PostgreSQL) would sit beside these modules behind the same `Store`/`Tx`
-//! API, reusing the row types and `security_log`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use parking_lot::{Mutex, RwLock};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior};
 use uuid::Uuid;
 
 use keyward_proto::SecurityEvent;
@@ -24,36 +31,117 @@ mod authenticators;
 mod ceremonies;
 mod checkpoints;
 mod events;
+mod pg;
 mod recovery_keys;
 mod sessions;
+pub(crate) mod sql;
+pub mod testing;
 
 pub use self::accounts::{Account, PendingRecovery};
 pub use self::authenticators::Authenticator;
 pub use self::ceremonies::{Ceremony, CeremonyCaps};
 pub use self::events::NewEvent;
+pub use self::pg::PostgresOptions;
 pub use self::recovery_keys::RecoveryKeyRecord;
 pub use self::sessions::{Device, Session};
+pub use self::sql::{Engine, Param};
 pub use crate::security_log::{ChainReport, Checkpoint, LogProblem, LogReport, urgency_of};
 
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/0001_init.sql"),
-    include_str!("../../migrations/0002_ceremony_caps.sql"),
-    include_str!("../../migrations/0003_event_numbers.sql"),
-    include_str!("../../migrations/0004_log_checkpoints.sql"),
+use self::sql::{Db, PgTx};
+
+/// The schema's versions, the same for both engines: version N of one is version N of the
+/// other, table for table and column for column (types differ only in spelling).
+const SQLITE_MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_ceremony_caps.sql"),
+    include_str!("../../migrations/sqlite/0003_event_numbers.sql"),
+    include_str!("../../migrations/sqlite/0004_log_checkpoints.sql"),
 ];
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_ceremony_caps.sql"),
+    include_str!("../../migrations/postgres/0003_event_numbers.sql"),
+    include_str!("../../migrations/postgres/0004_log_checkpoints.sql"),
+];
+
+/// Where the data lives: `--db`'s value, parsed.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(PathBuf),
+    Postgres(PostgresOptions),
+}
+
+impl Location {
+    /// `postgres://…` or `postgresql://…` is PostgreSQL; `sqlite:PATH` or a plain path is a
+    /// SQLite file.
+    pub fn parse(text: &str) -> Result<Location> {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(Location::Postgres(PostgresOptions::from_url(text)?));
+        }
+        let path = text.strip_prefix("sqlite:").unwrap_or(text);
+        if path.is_empty() {
+            return Err(CoreError::BadLocation("an empty database path".into()));
+        }
+        Ok(Location::Sqlite(PathBuf::from(path)))
+    }
+}
+
+/// Never shows a password.
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            Location::Postgres(o) => write!(f, "{o:?}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl From<PathBuf> for Location {
+    fn from(p: PathBuf) -> Self {
+        Location::Sqlite(p)
+    }
+}
+
+impl From<&Path> for Location {
+    fn from(p: &Path) -> Self {
+        Location::Sqlite(p.to_path_buf())
+    }
+}
 
 type CommitHook = Box<dyn Fn(&[SecurityEvent]) + Send + Sync>;
 
-/// One SQLite connection behind a lock: writes are serialised, which is also what gives the
-/// security log its single order.
+enum Backend {
+    /// One connection behind a lock: writes are serialised, which is also what gives the
+    /// security log its single order.
+    Sqlite(Mutex<Connection>),
+    Postgres(pg::Pool),
+}
+
 pub struct Store {
-    conn: Mutex<Connection>,
+    backend: Backend,
     on_commit: RwLock<Option<CommitHook>>,
     /// The server's log key: with it, every commit that appends events also signs the new head.
     log_key: RwLock<Option<SigningKey>>,
 }
 
 impl Store {
+    /// Opens (creating and migrating as needed) the database at `location`.
+    pub fn connect(location: &Location) -> Result<Store> {
+        match location {
+            Location::Sqlite(path) => Self::open(path),
+            Location::Postgres(options) => Ok(Self::with_backend(Backend::Postgres(
+                pg::Pool::connect(options, POSTGRES_MIGRATIONS)?,
+            ))),
+        }
+    }
+
+    /// Opens (creating and migrating as needed) a SQLite file.
     pub fn open(path: &Path) -> Result<Store> {
         Self::from_connection(Connection::open(path)?)
     }
@@ -67,12 +155,24 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrate(&mut conn)?;
-        Ok(Store {
-            conn: Mutex::new(conn),
+        conn.set_prepared_statement_cache_capacity(64);
+        migrate_sqlite(&mut conn)?;
+        Ok(Self::with_backend(Backend::Sqlite(Mutex::new(conn))))
+    }
+
+    fn with_backend(backend: Backend) -> Store {
+        Store {
+            backend,
             on_commit: RwLock::new(None),
             log_key: RwLock::new(None),
-        })
+        }
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self.backend {
+            Backend::Sqlite(_) => Engine::Sqlite,
+            Backend::Postgres(_) => Engine::Postgres,
+        }
     }
 
     /// Called with the events of each committed write, after the commit: the live stream.
@@ -86,56 +186,78 @@ impl Store {
         *self.log_key.write() = Some(key);
     }
 
-    /// Runs `f` in one IMMEDIATE transaction; commits if it returns `Ok`, rolls back otherwise.
+    /// Runs `f` in one write transaction; commits if it returns `Ok`, rolls back otherwise.
+    /// On PostgreSQL `f` may run more than once (see the module's note).
     pub fn write<T, E: From<CoreError>>(
         &self,
-        f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
+        f: impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        let mut conn = self.conn.lock();
+        self.write_with(Durability::Synced, f)
+    }
+
+    /// Like `write`, but the commit does not wait for the disk (SQLite: synchronous=NORMAL;
+    /// PostgreSQL: synchronous_commit off): it is atomic, and a later durable commit carries
+    /// it to disk. Only for rows whose loss in a power cut costs nothing but a retry: ceremony
+    /// starts.
+    pub fn write_unsynced<T, E: From<CoreError>>(
+        &self,
+        f: impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        self.write_with(Durability::Unsynced, f)
+    }
+
+    fn write_with<T, E: From<CoreError>>(
+        &self,
+        durability: Durability,
+        f: impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         let key = self.log_key.read();
-        let (value, appended) = transact(&mut conn, key.as_ref(), f)?;
-        // Published while the writer lock is still held, so live subscribers see events in
-        // commit order. The hook must not block.
+        let key = match durability {
+            Durability::Synced => key.as_ref(),
+            Durability::Unsynced => None,
+        };
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                let mut conn = conn.lock();
+                let (value, appended) = sqlite_transact(&mut conn, durability, key, f)?;
+                // Published while the writer lock is still held, so live subscribers see
+                // events in commit order. The hook must not block.
+                self.publish(&appended);
+                Ok(value)
+            }
+            Backend::Postgres(pool) => {
+                let (value, appended) = pool.transact(durability, key, f, |appended| {
+                    self.publish(appended)
+                })?;
+                debug_assert!(durability == Durability::Synced || appended == 0);
+                Ok(value)
+            }
+        }
+    }
+
+    fn publish(&self, appended: &[SecurityEvent]) {
         if !appended.is_empty()
             && let Some(hook) = self.on_commit.read().as_ref()
         {
-            hook(&appended);
+            hook(appended);
         }
-        Ok(value)
     }
 
-    /// Like `write`, but the commit does not wait for the disk (WAL, synchronous=NORMAL): it is
-    /// atomic, and the next `write` commit's fsync carries it to disk. Only for rows whose loss
-    /// in a power cut costs nothing but a retry: ceremony starts.
-    pub fn write_unsynced<T, E: From<CoreError>>(
-        &self,
-        f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
-    ) -> std::result::Result<T, E> {
-        let mut conn = self.conn.lock();
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(CoreError::from)?;
-        let outcome = transact(&mut conn, None, f);
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(CoreError::from)?;
-        let (value, appended) = outcome?;
-        debug_assert!(appended.is_empty(), "events are always written durably");
-        Ok(value)
-    }
-
-    /// Runs `f` in a read transaction, which is always rolled back.
+    /// Runs `f` in a read transaction (one consistent snapshot), which is always rolled back.
     pub fn read<T, E: From<CoreError>>(
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        let mut conn = self.conn.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)
-            .map_err(CoreError::from)?;
-        let mut wrapped = Tx {
-            tx,
-            appended: Vec::new(),
-        };
-        f(&mut wrapped)
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                let mut conn = conn.lock();
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Deferred)
+                    .map_err(CoreError::from)?;
+                f(&mut Tx::new(Db::Sqlite(tx)))
+            }
+            Backend::Postgres(pool) => pool.read(f),
+        }
     }
 
     /// Walks the security log from the start and recomputes every hash.
@@ -150,39 +272,55 @@ impl Store {
     }
 }
 
+/// Whether a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    Synced,
+    Unsynced,
+}
+
 /// One IMMEDIATE transaction around `f`, committed if it returns `Ok`; gives back the events
 /// it appended, for the caller to publish.
-fn transact<T, E: From<CoreError>>(
+fn sqlite_transact<T, E: From<CoreError>>(
+    conn: &mut Connection,
+    durability: Durability,
+    log_key: Option<&SigningKey>,
+    f: impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
+) -> std::result::Result<(T, Vec<SecurityEvent>), E> {
+    if durability == Durability::Unsynced {
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(CoreError::from)?;
+    }
+    let outcome = sqlite_commit(conn, log_key, f);
+    if durability == Durability::Unsynced {
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(CoreError::from)?;
+    }
+    outcome
+}
+
+fn sqlite_commit<T, E: From<CoreError>>(
     conn: &mut Connection,
     log_key: Option<&SigningKey>,
-    f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
+    mut f: impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
 ) -> std::result::Result<(T, Vec<SecurityEvent>), E> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(CoreError::from)?;
-    let mut wrapped = Tx {
-        tx,
-        appended: Vec::new(),
-    };
+    let mut wrapped = Tx::new(Db::Sqlite(tx));
     let value = f(&mut wrapped)?;
-    if let Some(key) = log_key
-        && !wrapped.appended.is_empty()
-    {
-        wrapped.checkpoint_head(key)?;
-    }
-    let Tx { tx, appended } = wrapped;
-    tx.commit().map_err(CoreError::from)?;
+    let appended = wrapped.finish(log_key)?;
     Ok((value, appended))
 }
 
 /// Applies the migrations the database has not seen yet; `user_version` counts those applied.
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let known = MIGRATIONS.len() as i64;
+fn migrate_sqlite(conn: &mut Connection) -> Result<()> {
+    let known = SQLITE_MIGRATIONS.len() as i64;
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if found > known {
         return Err(CoreError::SchemaTooNew { found, known });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    for (i, sql) in SQLITE_MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
@@ -191,67 +329,93 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-/// One transaction, read or write. Each table's module adds its methods here.
+/// One transaction, read or write, on either engine. Each table's module adds its methods.
 pub struct Tx<'c> {
-    tx: rusqlite::Transaction<'c>,
+    db: Db<'c>,
     /// Events appended so far, published by [`Store::write`] once the commit succeeds.
     appended: Vec<SecurityEvent>,
 }
 
-impl Tx<'_> {
+impl<'c> Tx<'c> {
+    fn new(db: Db<'c>) -> Self {
+        Tx {
+            db,
+            appended: Vec::new(),
+        }
+    }
+
+    /// Signs the new head if events were appended, then commits; the events appended.
+    fn finish(mut self, log_key: Option<&SigningKey>) -> Result<Vec<SecurityEvent>> {
+        if let Some(key) = log_key
+            && !self.appended.is_empty()
+        {
+            self.checkpoint_head(key)?;
+        }
+        match self.db {
+            Db::Sqlite(tx) => tx.commit()?,
+            Db::Postgres(pg) => {
+                let PgTx { tx, .. } = pg.into_inner();
+                tx.commit()?
+            }
+        }
+        Ok(self.appended)
+    }
+
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .tx
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
+        self.query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            sql::args![key],
+            |r| r.get(0),
+        )
     }
 
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.tx.execute(
+        self.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
+            sql::args![key, value],
         )?;
         Ok(())
-    }
-
-    /// The underlying connection, bypassing the API. Only tests use it (keyward-core's and
-    /// keyward-server's integration tests, which `cfg(test)` cannot reach): to prove the log
-    /// refuses updates, count rows and read pragmas. Not for production code.
-    pub fn raw(&self) -> &rusqlite::Connection {
-        &self.tx
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Decoding helpers shared by the table modules
 
-fn uuid_of(bytes: Vec<u8>) -> rusqlite::Result<Uuid> {
-    Uuid::from_slice(&bytes).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
-    })
+fn uuid_of(bytes: Vec<u8>) -> Result<Uuid> {
+    Uuid::from_slice(&bytes).map_err(|e| CoreError::Corrupt(format!("a stored UUID: {e}")))
 }
 
-fn opt_uuid(bytes: Option<Vec<u8>>) -> rusqlite::Result<Option<Uuid>> {
+fn opt_uuid(bytes: Option<Vec<u8>>) -> Result<Option<Uuid>> {
     bytes.map(uuid_of).transpose()
 }
 
 /// A text column held a value this build does not know.
-fn bad_value(what: &str, value: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        format!("unexpected {what} '{value}'").into(),
-    )
+fn bad_value(what: &str, value: String) -> CoreError {
+    CoreError::Corrupt(format!("unexpected {what} '{value}'"))
 }
 
 /// Rows the table modules' tests build on.
 #[cfg(test)]
 mod fixtures {
+    #![allow(clippy::unwrap_used)]
     use keyward_proto::AccountState;
     use uuid::Uuid;
 
-    use super::{Account, Device};
+    use super::{Account, Device, Store, Tx};
+
+    /// A store on the engine the suite runs on (see [`super::testing`]).
+    pub fn store() -> Store {
+        super::testing::store().unwrap()
+    }
+
+    /// Drops a trigger, as someone with the database could.
+    pub fn drop_trigger(tx: &Tx<'_>, name: &str, table: &str) -> crate::Result<()> {
+        match tx.engine() {
+            super::Engine::Sqlite => tx.raw_execute(&format!("DROP TRIGGER {name}")),
+            super::Engine::Postgres => tx.raw_execute(&format!("DROP TRIGGER {name} ON {table}")),
+        }
+    }
 
     pub fn account(name: &str) -> Account {
         Account {
@@ -284,7 +448,7 @@ mod tests {
 
     #[test]
     fn meta_values_are_set_and_replaced() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         store
             .write(|tx| {
                 assert_eq!(tx.meta("k")?, None);
@@ -298,7 +462,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_rolls_back_and_publishes_nothing() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let published = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let seen = published.clone();
         store.set_commit_hook(move |events| {
@@ -334,7 +498,7 @@ mod tests {
         let path = dir.path().join("k.db");
         drop(Store::open(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1)
+        conn.pragma_update(None, "user_version", SQLITE_MIGRATIONS.len() as i64 + 1)
             .unwrap();
         drop(conn);
         assert!(matches!(

@@ -1,10 +1,10 @@
 //! Each account's recovery key: only its public half is stored.
 
-use rusqlite::{OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use keyward_proto::Millis;
 
+use super::sql::{Row, args};
 use super::{Tx, uuid_of};
 use crate::error::Result;
 
@@ -20,7 +20,7 @@ pub struct RecoveryKeyRecord {
 const RECOVERY_KEY_COLS: &str =
     "account_id, public_key, created_at, confirmed_at, last_verified_at";
 
-fn recovery_key_from_row(r: &Row<'_>) -> rusqlite::Result<RecoveryKeyRecord> {
+fn recovery_key_from_row(r: &Row<'_>) -> Result<RecoveryKeyRecord> {
     Ok(RecoveryKeyRecord {
         account_id: uuid_of(r.get(0)?)?,
         public_key: r.get(1)?,
@@ -32,23 +32,20 @@ fn recovery_key_from_row(r: &Row<'_>) -> rusqlite::Result<RecoveryKeyRecord> {
 
 impl Tx<'_> {
     pub fn recovery_key(&self, account_id: Uuid) -> Result<Option<RecoveryKeyRecord>> {
-        Ok(self
-            .tx
-            .query_row(
-                &format!("SELECT {RECOVERY_KEY_COLS} FROM recovery_keys WHERE account_id = ?1"),
-                [account_id.as_bytes()],
-                recovery_key_from_row,
-            )
-            .optional()?)
+        self.query_row(
+            &format!("SELECT {RECOVERY_KEY_COLS} FROM recovery_keys WHERE account_id = ?1"),
+            args![account_id.as_bytes()],
+            recovery_key_from_row,
+        )
     }
 
     /// Replaces the account's recovery key; the new one starts unconfirmed.
     pub fn set_recovery_key(&self, account_id: Uuid, public_key: &[u8], now: Millis) -> Result<()> {
-        self.tx.execute(
+        self.execute(
             "INSERT INTO recovery_keys (account_id, public_key, created_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(account_id) DO UPDATE SET public_key = excluded.public_key,
                  created_at = excluded.created_at, confirmed_at = NULL, last_verified_at = NULL",
-            params![account_id.as_bytes(), public_key, now],
+            args![account_id.as_bytes(), public_key, now],
         )?;
         Ok(())
     }
@@ -61,20 +58,20 @@ impl Tx<'_> {
         confirm: bool,
         now: Millis,
     ) -> Result<()> {
-        self.tx.execute(
+        self.execute(
             "UPDATE recovery_keys SET last_verified_at = ?2,
                  confirmed_at = CASE WHEN ?3 THEN COALESCE(confirmed_at, ?2) ELSE confirmed_at END
              WHERE account_id = ?1",
-            params![account_id.as_bytes(), now, confirm],
+            args![account_id.as_bytes(), now, confirm],
         )?;
         Ok(())
     }
 
     /// A redeemed key is used up.
     pub fn delete_recovery_key(&self, account_id: Uuid) -> Result<()> {
-        self.tx.execute(
+        self.execute(
             "DELETE FROM recovery_keys WHERE account_id = ?1",
-            [account_id.as_bytes()],
+            args![account_id.as_bytes()],
         )?;
         Ok(())
     }
@@ -83,12 +80,12 @@ impl Tx<'_> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::super::{Store, fixtures};
+    use super::super::fixtures;
     use crate::error::CoreError;
 
     #[test]
     fn a_recovery_key_is_set_verified_replaced_and_deleted() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let a = fixtures::account("ada");
         store
             .write(|tx| {

@@ -1,10 +1,10 @@
 //! Devices (a browser or app, known by a secret it keeps) and the sessions signed in on them.
 
-use rusqlite::{OptionalExtension, Row, params};
 use uuid::Uuid;
 
 use keyward_proto::{Millis, SessionScope};
 
+use super::sql::{Row, args};
 use super::{Tx, bad_value, opt_uuid, uuid_of};
 use crate::error::Result;
 
@@ -63,7 +63,7 @@ fn scope_str(s: SessionScope) -> &'static str {
 
 const DEVICE_COLS: &str = "id, account_id, name, platform, first_seen_at, last_seen_at, address";
 
-fn device_from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
+fn device_from_row(r: &Row<'_>) -> Result<Device> {
     Ok(Device {
         id: uuid_of(r.get(0)?)?,
         account_id: uuid_of(r.get(1)?)?,
@@ -75,10 +75,15 @@ fn device_from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
     })
 }
 
+/// When the idle clock last restarted: the later of the last use and `active_from` (SQLite's
+/// two-argument `MAX` is PostgreSQL's `GREATEST`; `CASE` is both).
+const LAST_ACTIVE: &str =
+    "(CASE WHEN last_seen_at > active_from THEN last_seen_at ELSE active_from END)";
+
 const SESSION_COLS: &str = "id, account_id, device_id, scope, created_at, last_seen_at,
     verified_at, expires_at, opened_by, address, ended_at, ended_reason, active_from";
 
-fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
+fn session_from_row(r: &Row<'_>) -> Result<Session> {
     let scope: String = r.get(3)?;
     Ok(Session {
         id: uuid_of(r.get(0)?)?,
@@ -106,34 +111,26 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
 impl Tx<'_> {
     /// The account's device holding this secret; another account's device never matches.
     pub fn device_by_secret(&self, account_id: Uuid, secret_hash: &[u8]) -> Result<Option<Device>> {
-        Ok(self
-            .tx
-            .query_row(
-                &format!(
-                    "SELECT {DEVICE_COLS} FROM devices WHERE secret_hash = ?1 AND account_id = ?2"
-                ),
-                params![secret_hash, account_id.as_bytes()],
-                device_from_row,
-            )
-            .optional()?)
+        self.query_row(
+            &format!("SELECT {DEVICE_COLS} FROM devices WHERE secret_hash = ?1 AND account_id = ?2"),
+            args![secret_hash, account_id.as_bytes()],
+            device_from_row,
+        )
     }
 
     pub fn device(&self, id: Uuid) -> Result<Option<Device>> {
-        Ok(self
-            .tx
-            .query_row(
-                &format!("SELECT {DEVICE_COLS} FROM devices WHERE id = ?1"),
-                [id.as_bytes()],
-                device_from_row,
-            )
-            .optional()?)
+        self.query_row(
+            &format!("SELECT {DEVICE_COLS} FROM devices WHERE id = ?1"),
+            args![id.as_bytes()],
+            device_from_row,
+        )
     }
 
     pub fn insert_device(&self, d: &Device, secret_hash: &[u8]) -> Result<()> {
-        self.tx.execute(
+        self.execute(
             "INSERT INTO devices (id, account_id, secret_hash, name, platform, first_seen_at,
                  last_seen_at, address) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
+            args![
                 d.id.as_bytes(),
                 d.account_id.as_bytes(),
                 secret_hash,
@@ -149,10 +146,10 @@ impl Tx<'_> {
 
     /// A known device signed in again: new secret (rotated at every sign-in), name and address.
     pub fn refresh_device(&self, d: &Device, secret_hash: &[u8]) -> Result<()> {
-        self.tx.execute(
+        self.execute(
             "UPDATE devices SET secret_hash = ?2, name = ?3, platform = ?4, last_seen_at = ?5,
                  address = ?6 WHERE id = ?1",
-            params![
+            args![
                 d.id.as_bytes(),
                 secret_hash,
                 d.name,
@@ -170,13 +167,12 @@ impl Tx<'_> {
 impl Tx<'_> {
     /// Stores a new, open session; only the hash of its bearer token is kept.
     pub fn insert_session(&self, s: &Session, token_hash: &[u8]) -> Result<()> {
-        // Cached: the benchmark writes a million sessions through here in one transaction.
-        let mut stmt = self.tx.prepare_cached(
+        // Prepared once per connection: the benchmark writes a million sessions through here.
+        self.execute(
             "INSERT INTO sessions (id, account_id, device_id, token_hash, scope, created_at,
                  last_seen_at, verified_at, expires_at, opened_by, address, active_from)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?;
-        stmt.execute(params![
+            args![
             s.id.as_bytes(),
             s.account_id.as_bytes(),
             s.device_id.as_bytes(),
@@ -189,27 +185,26 @@ impl Tx<'_> {
             s.opened_by.map(|u| u.as_bytes().to_vec()),
             s.address,
             s.active_from
-        ])?;
+            ],
+        )?;
         Ok(())
     }
 
     /// The session a bearer token belongs to, ended or not: callers check [`Session::is_live`].
     pub fn session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<Session>> {
-        let mut stmt = self.tx.prepare_cached(&format!(
-            "SELECT {SESSION_COLS} FROM sessions WHERE token_hash = ?1"
-        ))?;
-        Ok(stmt.query_row([token_hash], session_from_row).optional()?)
+        self.query_row(
+            &format!("SELECT {SESSION_COLS} FROM sessions WHERE token_hash = ?1"),
+            args![token_hash],
+            session_from_row,
+        )
     }
 
     pub fn session(&self, id: Uuid) -> Result<Option<Session>> {
-        Ok(self
-            .tx
-            .query_row(
-                &format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"),
-                [id.as_bytes()],
-                session_from_row,
-            )
-            .optional()?)
+        self.query_row(
+            &format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"),
+            args![id.as_bytes()],
+            session_from_row,
+        )
     }
 
     /// Sessions not ended and not past their lifetimes at `now`, newest first.
@@ -219,33 +214,32 @@ impl Tx<'_> {
         now: Millis,
         idle_ms: i64,
     ) -> Result<Vec<Session>> {
-        let mut stmt = self.tx.prepare_cached(&format!(
-            "SELECT {SESSION_COLS} FROM sessions
-             WHERE account_id = ?1 AND ended_at IS NULL AND expires_at > ?2
-               AND (scope = 'recovery' OR MAX(last_seen_at, active_from) > ?3)
-             ORDER BY created_at DESC"
-        ))?;
-        let rows = stmt.query_map(
-            params![account_id.as_bytes(), now, now - idle_ms],
+        self.query_rows(
+            &format!(
+                "SELECT {SESSION_COLS} FROM sessions
+                 WHERE account_id = ?1 AND ended_at IS NULL AND expires_at > ?2
+                   AND (scope = 'recovery' OR {LAST_ACTIVE} > ?3)
+                 ORDER BY created_at DESC"
+            ),
+            args![account_id.as_bytes(), now, now - idle_ms],
             session_from_row,
-        )?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        )
     }
 
     /// Records a use, restarting the idle clock.
     pub fn touch_session(&self, id: Uuid, now: Millis) -> Result<()> {
-        let mut stmt = self
-            .tx
-            .prepare_cached("UPDATE sessions SET last_seen_at = ?2 WHERE id = ?1")?;
-        stmt.execute(params![id.as_bytes(), now])?;
+        self.execute(
+            "UPDATE sessions SET last_seen_at = ?2 WHERE id = ?1",
+            args![id.as_bytes(), now],
+        )?;
         Ok(())
     }
 
     /// A fresh user verification (step-up); counts as a use too.
     pub fn mark_session_verified(&self, id: Uuid, now: Millis) -> Result<()> {
-        self.tx.execute(
+        self.execute(
             "UPDATE sessions SET verified_at = ?2, last_seen_at = ?2 WHERE id = ?1",
-            params![id.as_bytes(), now],
+            args![id.as_bytes(), now],
         )?;
         Ok(())
     }
@@ -260,10 +254,10 @@ impl Tx<'_> {
         now: Millis,
         expires_at: Millis,
     ) -> Result<()> {
-        self.tx.execute(
+        self.execute(
             "UPDATE sessions SET scope = ?2, opened_by = ?3, active_from = ?4, last_seen_at = ?4,
                  expires_at = ?5 WHERE id = ?1",
-            params![
+            args![
                 id.as_bytes(),
                 scope_str(scope),
                 opened_by.as_bytes(),
@@ -276,19 +270,19 @@ impl Tx<'_> {
 
     /// Gives a session a new bearer token: the old one is refused from now on.
     pub fn rotate_session_token(&self, id: Uuid, token_hash: &[u8]) -> Result<()> {
-        self.tx.execute(
+        self.execute(
             "UPDATE sessions SET token_hash = ?2 WHERE id = ?1",
-            params![id.as_bytes(), token_hash],
+            args![id.as_bytes(), token_hash],
         )?;
         Ok(())
     }
 
     /// Ends a session if it is still open; true if this call ended it.
     pub fn end_session(&self, id: Uuid, reason: &str, now: Millis) -> Result<bool> {
-        let n = self.tx.execute(
+        let n = self.execute(
             "UPDATE sessions SET ended_at = ?2, ended_reason = ?3
              WHERE id = ?1 AND ended_at IS NULL",
-            params![id.as_bytes(), now, reason],
+            args![id.as_bytes(), now, reason],
         )?;
         Ok(n == 1)
     }
@@ -303,20 +297,23 @@ impl Tx<'_> {
         idle_ms: i64,
         batch: u32,
     ) -> Result<(usize, usize)> {
-        let sessions = self.tx.execute(
-            "DELETE FROM sessions WHERE id IN (
-                 SELECT id FROM sessions
-                 WHERE COALESCE(ended_at, MIN(MAX(last_seen_at, active_from) + ?2, expires_at)) < ?1
-                 LIMIT ?3)",
-            params![before, idle_ms, batch],
+        let sessions = self.execute(
+            &format!(
+                "DELETE FROM sessions WHERE id IN (
+                     SELECT id FROM sessions
+                     WHERE COALESCE(ended_at, CASE WHEN {LAST_ACTIVE} + ?2 < expires_at
+                         THEN {LAST_ACTIVE} + ?2 ELSE expires_at END) < ?1
+                     LIMIT ?3)"
+            ),
+            args![before, idle_ms, i64::from(batch)],
         )?;
-        let devices = self.tx.execute(
+        let devices = self.execute(
             "DELETE FROM devices WHERE id IN (
                  SELECT d.id FROM devices d
                  WHERE d.last_seen_at < ?1
                    AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = d.id)
                  LIMIT ?2)",
-            params![before, batch],
+            args![before, i64::from(batch)],
         )?;
         Ok((sessions, devices))
     }
@@ -364,7 +361,7 @@ mod tests {
 
     #[test]
     fn a_device_is_found_by_its_secret_only_for_its_account() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let d = setup(&store);
         store
             .write(|tx| {
@@ -397,7 +394,7 @@ mod tests {
 
     #[test]
     fn a_session_is_found_by_token_and_ends_once() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let d = setup(&store);
         let s = session(&d, 10, 1000);
         store
@@ -419,7 +416,7 @@ mod tests {
 
     #[test]
     fn live_sessions_leave_out_ended_idle_and_expired_ones() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let d = setup(&store);
         let now = 500;
         let live = session(&d, 450, 1000);
@@ -456,7 +453,7 @@ mod tests {
 
     #[test]
     fn idle_expiry_never_passes_the_lifetime() {
-        let store = Store::open_in_memory().unwrap();
+        let store = fixtures::store();
         let d = setup(&store);
         let mut s = session(&d, 0, 150);
         assert_eq!(s.idle_expires_at(IDLE), 100);

@@ -25,6 +25,19 @@ pub(super) struct Presented<'a> {
     pre: Option<PreVerified>,
 }
 
+impl<'a> Presented<'a> {
+    /// What one attempt of a transaction consumes. A PostgreSQL transaction that loses a
+    /// serialisation conflict runs again; the retry checks the signature inside the
+    /// transaction, since the pre-check has been used up.
+    pub(super) fn attempt(&mut self) -> Presented<'a> {
+        Presented {
+            ceremony_id: self.ceremony_id,
+            credential: self.credential,
+            pre: self.pre.take(),
+        }
+    }
+}
+
 /// A signature check done before the writer lock, with the inputs it was done on.
 struct PreVerified {
     ceremony_state: String,

@@ -175,7 +175,10 @@ impl RelyingParty {
             };
             self.record_own(tx, authed, EventKind::AuthenticatorRenamed, detail)?;
             self.limiter.record(key.clone(), self.now());
-            Ok(authenticator_view(&Authenticator { nickname, ..a }))
+            Ok(authenticator_view(&Authenticator {
+                nickname: nickname.clone(),
+                ..a
+            }))
         })
     }
 

@@ -245,7 +245,7 @@ impl RelyingParty {
     }
 
     /// A transaction that commits its [`Verdict`] either way; a refusal becomes `Err` after.
-    fn write_verdict<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<Verdict<T>>) -> Result<T> {
+    fn write_verdict<T>(&self, f: impl FnMut(&mut Tx<'_>) -> Result<Verdict<T>>) -> Result<T> {
         match self.store.write::<Verdict<T>, ServerError>(f)? {
             Verdict::Granted(t) => Ok(t),
             Verdict::Refused(e) => Err(e),

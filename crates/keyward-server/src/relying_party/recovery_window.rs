@@ -255,7 +255,7 @@ impl RelyingParty {
         let client = clean_client(&req.client, user_agent);
         let now = self.now();
         self.check_failure_rate(address, None)?;
-        let presented = self.present(req.ceremony_id, &req.credential);
+        let mut presented = self.present(req.ceremony_id, &req.credential);
         self.write_verdict(|tx| {
             let Proven {
                 authenticator,
@@ -263,7 +263,7 @@ impl RelyingParty {
             } = granted!(self.verified_owner(
                 tx,
                 CeremonyKind::RecoveryCancel,
-                presented,
+                presented.attempt(),
                 address
             )?);
             if account.state == AccountState::Active {

@@ -42,12 +42,12 @@ impl RelyingParty {
         let client = clean_client(&req.client, user_agent);
         let now = self.now();
         self.check_failure_rate(address, None)?;
-        let presented = self.present(req.ceremony_id, &req.credential);
+        let mut presented = self.present(req.ceremony_id, &req.credential);
         self.write_verdict(|tx| {
             let Proven {
                 authenticator,
                 mut account,
-            } = granted!(self.verified_owner(tx, CeremonyKind::SignIn, presented, address)?);
+            } = granted!(self.verified_owner(tx, CeremonyKind::SignIn, presented.attempt(), address)?);
             let opened = self.open_session(
                 tx,
                 SessionRequest::by_key(
@@ -107,12 +107,12 @@ impl RelyingParty {
         address: &str,
     ) -> Result<SessionView> {
         let now = self.now();
-        let presented = self.present(req.ceremony_id, &req.credential);
+        let mut presented = self.present(req.ceremony_id, &req.credential);
         self.write_verdict(|tx| {
             granted!(self.take_and_verify(
                 tx,
                 CeremonyKind::StepUp,
-                presented,
+                presented.attempt(),
                 address,
                 Some(authed.session.id),
             )?);
