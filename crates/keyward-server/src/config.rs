@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use keyward_core::Policy;
+use keyward_core::store::Location;
 use serde::Deserialize;
 use url::Url;
 
@@ -44,10 +45,18 @@ pub struct Args {
     /// Address to listen on. Loopback by default; put a TLS-terminating proxy or --tls-cert in front of anything else.
     #[arg(long, env = "KEYWARD_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// SQLite database file (created if missing).
+    /// The database: a SQLite file (a path or sqlite:PATH, created if missing) or PostgreSQL
+    /// (postgres://user@host/db, for several instances on one database).
     #[arg(long, env = "KEYWARD_DB")]
-    pub db: Option<PathBuf>,
-    /// The security log's signing key (made on first start, owner-only). Default: DB + ".log-key".
+    pub db: Option<String>,
+    /// A file holding the PostgreSQL password (or set KEYWARD_DB_PASSWORD); never put it in --db.
+    #[arg(long, env = "KEYWARD_DB_PASSWORD_FILE")]
+    pub db_password_file: Option<PathBuf>,
+    /// PostgreSQL connections this instance keeps (default 8).
+    #[arg(long, env = "KEYWARD_DB_POOL")]
+    pub db_pool: Option<u32>,
+    /// The security log's signing key (made on first start, owner-only). Default: DB + ".log-key"
+    /// for SQLite; required for PostgreSQL (every instance needs the same key).
     #[arg(long, env = "KEYWARD_LOG_KEY")]
     pub log_key: Option<PathBuf>,
     /// WebAuthn relying-party ID: the domain credentials are bound to.
@@ -118,15 +127,53 @@ pub struct AttestedModel {
     pub name: String,
 }
 
+/// `--db` and its credentials: a SQLite path by default; for PostgreSQL, the password from
+/// a file or `KEYWARD_DB_PASSWORD`, never from the URL's place in a process listing.
+pub fn database(
+    db: Option<String>,
+    password_file: Option<PathBuf>,
+    pool: Option<u32>,
+) -> Result<Location, ConfigError> {
+    let text = db.unwrap_or_else(|| "keyward.db".into());
+    let mut location =
+        Location::parse(&text).map_err(|e| ConfigError::Invalid(format!("--db: {e}")))?;
+    if let Location::Postgres(options) = &mut location {
+        let password = match password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|source| ConfigError::Read { path, source })?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
+            None => std::env::var("KEYWARD_DB_PASSWORD").ok(),
+        };
+        if let Some(password) = password {
+            options.set_password(&password);
+        }
+        if let Some(n) = pool {
+            if n == 0 {
+                return Err(ConfigError::Invalid("--db-pool must be at least 1".into()));
+            }
+            options.pool_size = n;
+        }
+    } else if password_file.is_some() || pool.is_some() {
+        return Err(ConfigError::Invalid(
+            "--db-password-file and --db-pool are for PostgreSQL".into(),
+        ));
+    }
+    Ok(location)
+}
+
 /// What keywardd does besides serving (the default).
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Verify the security log: walk its hash chain and hold it to its latest checkpoint signed
     /// by the log key. Exit 0 if intact, 1 if tampered with, 2 if it cannot be read.
     VerifyLog {
-        /// The SQLite database file.
+        /// The database, as for serving: a SQLite file or postgres://… (the password from
+        /// KEYWARD_DB_PASSWORD_FILE or KEYWARD_DB_PASSWORD).
         #[arg(long)]
-        db: PathBuf,
+        db: String,
         /// The log key. Default: DB + ".log-key".
         #[arg(long)]
         log_key: Option<PathBuf>,
@@ -147,7 +194,9 @@ struct FileConfig {
     #[serde(default)]
     attested_models: Vec<AttestedModelFile>,
     listen: Option<SocketAddr>,
-    db: Option<PathBuf>,
+    db: Option<String>,
+    db_password_file: Option<PathBuf>,
+    db_pool: Option<u32>,
     log_key: Option<PathBuf>,
     rp_id: Option<String>,
     rp_name: Option<String>,
@@ -180,8 +229,8 @@ pub struct Tls {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub db: PathBuf,
-    /// The security log's signing key; None: beside the database (`<db>.log-key`).
+    pub db: Location,
+    /// The security log's signing key; None: beside a SQLite database (`<db>.log-key`).
     pub log_key: Option<PathBuf>,
     pub rp_id: String,
     pub rp_name: String,
@@ -217,19 +266,26 @@ pub const DEFAULT_MAX_STREAMS_PER_SESSION: usize = 8;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 
 impl Config {
-    /// Where the security log's signing key rests.
-    pub fn log_key_path(&self) -> PathBuf {
-        self.log_key
-            .clone()
-            .unwrap_or_else(|| crate::log_seal::default_key_path(&self.db))
+    /// Where the security log's signing key rests. PostgreSQL has no file to put it beside:
+    /// `validate` requires it to be configured.
+    pub fn log_key_path(&self) -> Result<PathBuf, ConfigError> {
+        match (&self.log_key, &self.db) {
+            (Some(path), _) => Ok(path.clone()),
+            (None, Location::Sqlite(db)) => Ok(crate::log_seal::default_key_path(db)),
+            (None, Location::Postgres(_)) => Err(ConfigError::Invalid(
+                "with PostgreSQL, --log-key must name the log key's file (the same key on every \
+                 instance)"
+                    .into(),
+            )),
+        }
     }
 
     /// A configuration for a server on loopback, as tests and the desktop app's embedded
     /// server use. The origin must still be set to the real port once it is known.
-    pub fn local(db: PathBuf, origin: Url) -> Config {
+    pub fn local(db: impl Into<Location>, origin: Url) -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            db,
+            db: db.into(),
             log_key: None,
             rp_id: "localhost".into(),
             rp_name: "Keyward".into(),
@@ -336,10 +392,11 @@ impl Config {
             check_host: args.check_host || file.check_host,
             listen,
             log_key: args.log_key.or(file.log_key),
-            db: args
-                .db
-                .or(file.db)
-                .unwrap_or_else(|| PathBuf::from("keyward.db")),
+            db: database(
+                args.db.or(file.db),
+                args.db_password_file.or(file.db_password_file),
+                args.db_pool.or(file.db_pool),
+            )?,
             rp_name: args
                 .rp_name
                 .or(file.rp_name)
@@ -405,6 +462,7 @@ impl Config {
                 ));
             }
         }
+        self.log_key_path()?;
         let p = &self.policy;
         if p.session_idle_ms <= 0 || p.session_absolute_ms <= 0 {
             return invalid("session lifetimes must be positive".into());

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use keyward_core::Store;
-use keyward_core::store::{LogProblem, LogReport};
+use keyward_core::store::{Location, LogProblem, LogReport};
 
 /// Why the log could not be sealed at start-up or verified on demand.
 #[derive(Debug, thiserror::Error)]
@@ -118,13 +118,15 @@ pub fn seal(store: &Store, key_path: &Path) -> Result<VerifyingKey, LogSealError
 
 /// `keywardd verify-log`: the log of the database at `db`, verified with the key at `key_path`
 /// (never made here). Err when it cannot be read at all.
-pub fn verify_file(db: &Path, key_path: &Path) -> Result<LogReport, LogSealError> {
-    if !db.is_file() {
+pub fn verify_file(db: &Location, key_path: &Path) -> Result<LogReport, LogSealError> {
+    if let Location::Sqlite(path) = db
+        && !path.is_file()
+    {
         return Err(LogSealError::Store(keyward_core::CoreError::Corrupt(
-            format!("{} does not exist", db.display()),
+            format!("{} does not exist", path.display()),
         )));
     }
-    let store = Store::open(db)?;
+    let store = Store::connect(db)?;
     let key = load_key(key_path)?;
     Ok(store.verify_log(key.map(|k| k.verifying_key()).as_ref())?)
 }

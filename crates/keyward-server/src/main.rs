@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use keyward_core::SystemClock;
+use keyward_core::store::Location;
 use keyward_server::config::Command;
 use keyward_server::{Args, Config, log_seal};
 
@@ -52,9 +53,24 @@ async fn main() -> ExitCode {
 }
 
 /// `keywardd verify-log`: 0 intact, 1 tampered with, 2 unreadable.
-fn verify_log(db: &std::path::Path, log_key: Option<std::path::PathBuf>) -> ExitCode {
-    let key_path = log_key.unwrap_or_else(|| log_seal::default_key_path(db));
-    match log_seal::verify_file(db, &key_path) {
+fn verify_log(db: &str, log_key: Option<std::path::PathBuf>) -> ExitCode {
+    let password_file = std::env::var_os("KEYWARD_DB_PASSWORD_FILE").map(Into::into);
+    let db = match keyward_server::config::database(Some(db.into()), password_file, None) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("keywardd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let key_path = match (log_key, &db) {
+        (Some(path), _) => path,
+        (None, Location::Sqlite(path)) => log_seal::default_key_path(path),
+        (None, Location::Postgres(_)) => {
+            eprintln!("keywardd: with PostgreSQL, --log-key must name the log key's file");
+            return ExitCode::from(2);
+        }
+    };
+    match log_seal::verify_file(&db, &key_path) {
         Ok(report) => match report.problem {
             None => {
                 println!(
@@ -66,8 +82,7 @@ fn verify_log(db: &std::path::Path, log_key: Option<std::path::PathBuf>) -> Exit
             }
             Some(problem) => {
                 eprintln!(
-                    "keywardd: the security log in {} fails verification: {problem}",
-                    db.display()
+                    "keywardd: the security log in {db} fails verification: {problem}"
                 );
                 ExitCode::from(1)
             }

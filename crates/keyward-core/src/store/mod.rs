@@ -44,7 +44,7 @@ pub use self::events::NewEvent;
 pub use self::pg::PostgresOptions;
 pub use self::recovery_keys::RecoveryKeyRecord;
 pub use self::sessions::{Device, Session};
-pub use self::sql::{Engine, Param};
+pub use self::sql::{Column, Engine, Param};
 pub use crate::security_log::{ChainReport, Checkpoint, LogProblem, LogReport, urgency_of};
 
 use self::sql::{Db, PgTx};

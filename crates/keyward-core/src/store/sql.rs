@@ -233,8 +233,8 @@ impl Tx<'_> {
         }
     }
 
-    /// A test's query of one number (see [`Tx::raw_execute`]), in the shared dialect.
-    pub fn raw_count(&self, sql: &str, args: &[&dyn Param]) -> Result<i64> {
+    /// A test's query of one value (see [`Tx::raw_execute`]), in the shared dialect.
+    pub fn raw_value<T: Column>(&self, sql: &str, args: &[&dyn Param]) -> Result<T> {
         self.query_value(sql, args)
     }
 

@@ -13,19 +13,24 @@ use crate::error::Result;
 /// The variable naming the test PostgreSQL server.
 pub const POSTGRES_VARIABLE: &str = "KEYWARD_TEST_POSTGRES";
 
-/// Where a test's data lives: a fresh PostgreSQL schema if `KEYWARD_TEST_POSTGRES` is set,
-/// else the SQLite file `sqlite_path`.
-pub fn location(sqlite_path: &Path) -> Result<Location> {
+/// Where a test's data lives, as `--db` would name it: a fresh PostgreSQL schema if
+/// `KEYWARD_TEST_POSTGRES` is set, else the SQLite file `sqlite_path`.
+pub fn database_url(sqlite_path: &Path) -> Result<String> {
     match std::env::var(POSTGRES_VARIABLE) {
-        Ok(url) if !url.is_empty() => Ok(Location::Postgres(fresh_schema(&url)?)),
-        _ => Ok(Location::Sqlite(sqlite_path.to_path_buf())),
+        Ok(url) if !url.is_empty() => fresh_schema(&url),
+        _ => Ok(sqlite_path.display().to_string()),
     }
+}
+
+/// [`database_url`], parsed.
+pub fn location(sqlite_path: &Path) -> Result<Location> {
+    Location::parse(&database_url(sqlite_path)?)
 }
 
 /// A store on a fresh PostgreSQL schema if `KEYWARD_TEST_POSTGRES` is set, else in memory.
 pub fn store() -> Result<Store> {
     match std::env::var(POSTGRES_VARIABLE) {
-        Ok(url) if !url.is_empty() => Store::connect(&Location::Postgres(fresh_schema(&url)?)),
+        Ok(url) if !url.is_empty() => Store::connect(&Location::parse(&fresh_schema(&url)?)?),
         _ => Store::open_in_memory(),
     }
 }
@@ -35,13 +40,13 @@ pub fn on_postgres() -> bool {
     std::env::var(POSTGRES_VARIABLE).is_ok_and(|u| !u.is_empty())
 }
 
-/// Creates an empty schema on the server at `url` and options whose connections use it.
-pub fn fresh_schema(url: &str) -> Result<PostgresOptions> {
-    let mut options = PostgresOptions::from_url(url)?;
+/// Creates an empty schema on the server at `url`; the URL of a database whose connections
+/// use it (through the `options` parameter's `search_path`).
+pub fn fresh_schema(url: &str) -> Result<String> {
     let schema = format!("t_{}", Uuid::new_v4().simple());
-    options
+    PostgresOptions::from_url(url)?
         .connect_once()?
         .batch_execute(&format!("CREATE SCHEMA {schema}"))?;
-    options.set_server_option(&format!("-c search_path={schema}"));
-    Ok(options)
+    let join = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{join}options=-c%20search_path%3D{schema}"))
 }

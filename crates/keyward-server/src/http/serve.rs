@@ -40,13 +40,13 @@ pub enum StartError {
 /// Opens the store and builds everything a router needs.
 pub fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
     config.validate()?;
-    let store = Store::open(&config.db).map_err(|source| StartError::Database {
-        path: config.db.display().to_string(),
+    let store = Store::connect(&config.db).map_err(|source| StartError::Database {
+        path: config.db.to_string(),
         source,
     })?;
     let relying_party = RelyingParty::new(config, store, clock).map_err(|e| match e {
         SetupError::Store(source) => StartError::Database {
-            path: config.db.display().to_string(),
+            path: config.db.to_string(),
             source,
         },
         other => StartError::Setup(other),

@@ -98,6 +98,8 @@ pub enum SetupError {
     Places(#[from] places::PlaceDbError),
     #[error(transparent)]
     Log(#[from] crate::log_seal::LogSealError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl RelyingParty {
@@ -125,7 +127,7 @@ impl RelyingParty {
             .map_err(|e| SetupError::Webauthn(e.to_string()))?;
 
         // Before anything else is written: the log must still extend its last signed head.
-        let log_public_key = crate::log_seal::seal(&store, &config.log_key_path())?;
+        let log_public_key = crate::log_seal::seal(&store, &config.log_key_path()?)?;
 
         // The decoy-credential key must persist, or decoys would change across restarts and
         // give unknown usernames away.

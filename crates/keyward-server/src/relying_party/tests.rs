@@ -40,10 +40,15 @@ fn new_key() -> SoftKey {
 fn fixture_with(tweak: impl FnOnce(&mut Config)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let origin = Url::parse("http://localhost:8080").unwrap();
-    let mut config = Config::local(dir.path().join("keyward.db"), origin.clone());
+    let db = dir.path().join("keyward.db");
+    let mut config = Config::local(
+        keyward_core::store::testing::location(&db).unwrap(),
+        origin.clone(),
+    );
+    config.log_key = Some(dir.path().join("keyward.db.log-key"));
     tweak(&mut config);
     let clock = Arc::new(ManualClock::new(1_760_000_000_000));
-    let store = Store::open(&config.db).unwrap();
+    let store = Store::connect(&config.db).unwrap();
     let rp = RelyingParty::new(&config, store, clock.clone()).unwrap();
     Fixture {
         rp,

@@ -763,15 +763,8 @@ async fn a_request_for_another_host_name_is_refused() {
 }
 
 fn pending_ceremonies(h: &Harness) -> i64 {
-    let store = keyward_core::Store::open(&h.db).unwrap();
-    store
-        .read(|tx| {
-            Ok::<_, keyward_core::CoreError>(tx.raw().query_row(
-                "SELECT COUNT(*) FROM ceremonies",
-                [],
-                |r| r.get(0),
-            )?)
-        })
+    h.store()
+        .read(|tx| tx.raw_value::<i64>("SELECT COUNT(*) FROM ceremonies", &[]))
         .unwrap()
 }
 

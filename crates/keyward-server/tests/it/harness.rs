@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_core::ManualClock;
+use keyward_core::store::Location;
 use keyward_proto::*;
 use keyward_server::{Config, RunningServer};
 use keyward_softkey::SoftKey;
@@ -19,7 +20,11 @@ pub struct Harness {
     pub clock: Arc<ManualClock>,
     pub base: String,
     pub origin: Url,
+    /// The SQLite file's path on SQLite; on either engine, the log key rests beside it.
     pub db: PathBuf,
+    /// `--db` as keywardd was given it: this path, or a PostgreSQL schema of this test's own
+    /// (see `keyward_core::store::testing`).
+    pub db_url: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
 }
@@ -51,19 +56,21 @@ impl Harness {
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("keyward.db");
-        Self::start_at(dir, db, Arc::new(ManualClock::new(T0)), tweak).await
+        let db_url = keyward_core::store::testing::database_url(&db).unwrap();
+        Self::start_at(dir, db, db_url, Arc::new(ManualClock::new(T0)), tweak).await
     }
 
     async fn start_at(
         dir: tempfile::TempDir,
         db: PathBuf,
+        db_url: String,
         clock: Arc<ManualClock>,
         tweak: impl FnOnce(&mut Config),
     ) -> Harness {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let origin = Url::parse(&format!("http://localhost:{port}")).unwrap();
-        let mut config = Config::local(db.clone(), origin.clone());
+        let mut config = local_config(&db, &db_url, origin.clone());
         tweak(&mut config);
         let server = keyward_server::start_on(listener, config, clock.clone())
             .await
@@ -74,6 +81,7 @@ impl Harness {
             clock,
             origin,
             db,
+            db_url,
             http: reqwest::Client::new(),
             dir,
         }
@@ -85,7 +93,7 @@ impl Harness {
             s.shutdown(Duration::from_secs(1)).await;
         }
         let clock = self.clock.clone();
-        Self::start_at(self.dir, self.db, clock, |_| {}).await
+        Self::start_at(self.dir, self.db, self.db_url, clock, |_| {}).await
     }
 
     /// Stops the server and starts one with another configuration on the same database.
@@ -94,7 +102,7 @@ impl Harness {
             s.shutdown(Duration::from_secs(1)).await;
         }
         let clock = self.clock.clone();
-        Self::start_at(self.dir, self.db, clock, tweak).await
+        Self::start_at(self.dir, self.db, self.db_url, clock, tweak).await
     }
 
     pub fn state(&self) -> &keyward_server::AppState {
@@ -270,32 +278,76 @@ impl Harness {
 
     /// Counts rows in every table: "nothing changed" means these are equal before and after.
     pub fn table_counts(&self) -> Vec<(String, i64)> {
-        rusqlite_free_count(&self.db)
+        self.store()
+            .read(|tx| {
+                let mut out = Vec::new();
+                for t in [
+                    "accounts",
+                    "authenticators",
+                    "devices",
+                    "sessions",
+                    "recovery_keys",
+                    "events",
+                ] {
+                    out.push((
+                        t.to_string(),
+                        tx.raw_value::<i64>(&format!("SELECT COUNT(*) FROM {t}"), &[])?,
+                    ));
+                }
+                Ok::<_, keyward_core::CoreError>(out)
+            })
+            .unwrap()
+    }
+
+    /// Everything the database holds, as bytes to search: the SQLite file and its WAL, or
+    /// every PostgreSQL row as text.
+    pub fn everything_stored(&self) -> Vec<u8> {
+        if !keyward_core::store::testing::on_postgres() {
+            let mut bytes = std::fs::read(&self.db).unwrap();
+            let mut wal = self.db.as_os_str().to_owned();
+            wal.push("-wal");
+            bytes.extend(std::fs::read(PathBuf::from(wal)).unwrap_or_default());
+            return bytes;
+        }
+        self.store()
+            .read(|tx| {
+                let mut all = Vec::new();
+                for t in [
+                    "meta",
+                    "accounts",
+                    "authenticators",
+                    "devices",
+                    "sessions",
+                    "ceremonies",
+                    "recovery_keys",
+                    "events",
+                    "log_checkpoints",
+                ] {
+                    let rows: Option<String> = tx.raw_value(
+                        &format!("SELECT string_agg(r::text, ' ') FROM {t} AS r"),
+                        &[],
+                    )?;
+                    all.extend(rows.unwrap_or_default().into_bytes());
+                }
+                Ok::<_, keyward_core::CoreError>(all)
+            })
+            .unwrap()
+    }
+
+    /// The database opened a second time, as a tool or another instance would.
+    pub fn store(&self) -> keyward_core::Store {
+        keyward_core::Store::connect(&Location::parse(&self.db_url).unwrap()).unwrap()
     }
 }
 
-/// Row counts per table, read through the store's own connection type.
-fn rusqlite_free_count(db: &std::path::Path) -> Vec<(String, i64)> {
-    let store = keyward_core::Store::open(db).unwrap();
-    store
-        .read(|tx| {
-            let mut out = Vec::new();
-            for t in [
-                "accounts",
-                "authenticators",
-                "devices",
-                "sessions",
-                "recovery_keys",
-                "events",
-            ] {
-                let n: i64 = tx
-                    .raw()
-                    .query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?;
-                out.push((t.to_string(), n));
-            }
-            Ok::<_, keyward_core::CoreError>(out)
-        })
-        .unwrap()
+/// `Config::local` on `db_url`, with the log key beside `db` (PostgreSQL has no file of its
+/// own to put it beside).
+pub fn local_config(db: &std::path::Path, db_url: &str, origin: Url) -> Config {
+    let mut config = Config::local(Location::parse(db_url).unwrap(), origin);
+    let mut key = db.as_os_str().to_owned();
+    key.push(".log-key");
+    config.log_key = Some(PathBuf::from(key));
+    config
 }
 
 /// A vendor CA and one batch attestation certificate under it, as a security-key maker has.

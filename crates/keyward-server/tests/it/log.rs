@@ -9,17 +9,33 @@ use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 use keyward_core::security_log::{Checkpoint, GENESIS_HASH, event_hash};
+use keyward_core::store::{Engine, Location};
 use keyward_core::{ManualClock, Store};
 use keyward_proto::*;
-use keyward_server::Config;
 use url::Url;
 use uuid::Uuid;
 
 use crate::harness::*;
 
-/// A server with one account and a few events in its log, stopped; its database path and
+/// A stopped server's database: the path its log key rests beside, and `--db`.
+struct Stopped {
+    _dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    url: String,
+}
+
+impl Stopped {
+    fn key_path(&self) -> std::path::PathBuf {
+        self.db.with_extension("db.log-key")
+    }
+    fn store(&self) -> Store {
+        Store::connect(&Location::parse(&self.url).unwrap()).unwrap()
+    }
+}
+
+/// A server with one account and a few events in its log, stopped; its database and
 /// account.
-async fn a_stopped_server_with_a_log() -> (tempfile::TempDir, std::path::PathBuf, Uuid) {
+async fn a_stopped_server_with_a_log() -> (Stopped, Uuid) {
     let mut h = Harness::start().await;
     let mut key = new_key();
     let me = h.create_account(&mut key, "ada").await;
@@ -30,16 +46,25 @@ async fn a_stopped_server_with_a_log() -> (tempfile::TempDir, std::path::PathBuf
         .unwrap()
         .shutdown(Duration::from_secs(1))
         .await;
-    let Harness { dir, db, .. } = h;
-    (dir, db, me.account.id)
+    let Harness {
+        dir, db, db_url, ..
+    } = h;
+    (
+        Stopped {
+            _dir: dir,
+            db,
+            url: db_url,
+        },
+        me.account.id,
+    )
 }
 
 /// Starting keywardd again on `db`: the error it refuses with, if it does.
-async fn restart_error(db: &Path) -> Option<String> {
+async fn restart_error(db: &Stopped) -> Option<String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let origin = Url::parse(&format!("http://localhost:{port}")).unwrap();
-    let config = Config::local(db.to_path_buf(), origin);
+    let config = local_config(&db.db, &db.url, origin);
     match keyward_server::start_on(listener, config, Arc::new(ManualClock::new(T0))).await {
         Ok(server) => {
             server.shutdown(Duration::from_secs(1)).await;
@@ -49,44 +74,58 @@ async fn restart_error(db: &Path) -> Option<String> {
     }
 }
 
-/// What someone with the database file, but not the log key, can do: past the triggers.
-fn tamper(db: &Path, sql: &str) {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .execute_batch(sql)
-        .unwrap();
+/// What someone with the database, but not the log key, can do: past the triggers.
+fn tamper(db: &Stopped, f: impl FnMut(&mut keyward_core::store::Tx<'_>) -> keyward_core::Result<()>) {
+    db.store().write(f).unwrap();
 }
 
-/// Edits event 2 and recomputes every hash after it, as the unkeyed chain allows.
-fn rewrite_and_reseal(db: &Path, account: Uuid) {
-    let events = Store::open(db)
-        .unwrap()
-        .read(|tx| tx.events_after(account, 0, 10_000))
-        .unwrap();
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.execute_batch(
-        "DROP TRIGGER events_no_update; UPDATE events SET address = '203.0.113.9' WHERE seq = 2;",
-    )
-    .unwrap();
-    let mut prev = GENESIS_HASH;
-    for mut event in events {
-        if event.id == 2 {
-            event.address = Some("203.0.113.9".into());
-        }
-        let hash = event_hash(&prev, &event);
-        conn.execute(
-            "UPDATE events SET hash = ?1 WHERE seq = ?2",
-            rusqlite::params![hash.as_slice(), event.id],
-        )
-        .unwrap();
-        prev = hash;
+fn drop_trigger(tx: &keyward_core::store::Tx<'_>, name: &str) -> keyward_core::Result<()> {
+    match tx.engine() {
+        Engine::Sqlite => tx.raw_execute(&format!("DROP TRIGGER {name}")),
+        Engine::Postgres => tx.raw_execute(&format!("DROP TRIGGER {name} ON events")),
     }
 }
 
-fn verify_log(db: &Path) -> (i32, String) {
+/// Edits event 2 and recomputes every hash after it, as the unkeyed chain allows.
+fn rewrite_and_reseal(db: &Stopped, account: Uuid) {
+    let events = db
+        .store()
+        .read(|tx| tx.events_after(account, 0, 10_000))
+        .unwrap();
+    tamper(db, |tx| {
+        drop_trigger(tx, "events_no_update")?;
+        tx.raw_execute("UPDATE events SET address = '203.0.113.9' WHERE seq = 2")?;
+        let mut prev = GENESIS_HASH;
+        for event in &events {
+            let mut event = event.clone();
+            if event.id == 2 {
+                event.address = Some("203.0.113.9".into());
+            }
+            let hash = event_hash(&prev, &event);
+            tx.raw_execute(&format!(
+                "UPDATE events SET hash = {} WHERE seq = {}",
+                blob_literal(tx, &hash),
+                event.id
+            ))?;
+            prev = hash;
+        }
+        Ok(())
+    });
+}
+
+/// A byte string as an SQL literal in the engine's spelling.
+fn blob_literal(tx: &keyward_core::store::Tx<'_>, bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    match tx.engine() {
+        Engine::Sqlite => format!("X'{hex}'"),
+        Engine::Postgres => format!("'\\x{hex}'::bytea"),
+    }
+}
+
+fn verify_log(db: &str, key: &Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_keywardd"))
-        .args(["verify-log", "--db"])
-        .arg(db)
+        .args(["verify-log", "--db", db, "--log-key"])
+        .arg(key)
         .output()
         .unwrap();
     let text =
@@ -96,21 +135,21 @@ fn verify_log(db: &Path) -> (i32, String) {
 
 #[tokio::test]
 async fn an_untouched_log_starts_and_verifies() {
-    let (_dir, db, _) = a_stopped_server_with_a_log().await;
+    let (db, _) = a_stopped_server_with_a_log().await;
     assert!(
-        db.with_extension("db.log-key").is_file(),
+        db.key_path().is_file(),
         "the log key rests beside the database"
     );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(db.with_extension("db.log-key"))
+        let mode = std::fs::metadata(db.key_path())
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "owner-only");
     }
-    let (code, text) = verify_log(&db);
+    let (code, text) = verify_log(&db.url, &db.key_path());
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("intact"), "{text}");
     assert_eq!(restart_error(&db).await, None);
@@ -118,15 +157,14 @@ async fn an_untouched_log_starts_and_verifies() {
 
 #[tokio::test]
 async fn a_truncated_log_is_refused_at_start_up_and_by_verify_log() {
-    let (_dir, db, _) = a_stopped_server_with_a_log().await;
-    tamper(
-        &db,
-        "DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq > 2;",
-    );
+    let (db, _) = a_stopped_server_with_a_log().await;
+    tamper(&db, |tx| {
+        drop_trigger(tx, "events_no_delete")?;
+        tx.raw_execute("DELETE FROM events WHERE seq > 2")
+    });
     // The chain that is left is intact: only the signed checkpoint shows the tail is gone.
     assert_eq!(
-        Store::open(&db)
-            .unwrap()
+        db.store()
             .verify_chain()
             .unwrap()
             .first_broken,
@@ -134,18 +172,17 @@ async fn a_truncated_log_is_refused_at_start_up_and_by_verify_log() {
     );
     let refused = restart_error(&db).await.expect("keywardd must not start");
     assert!(refused.contains("removed from its end"), "{refused}");
-    let (code, text) = verify_log(&db);
+    let (code, text) = verify_log(&db.url, &db.key_path());
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("removed from its end"), "{text}");
 }
 
 #[tokio::test]
 async fn a_recomputed_log_is_refused_at_start_up_and_by_verify_log() {
-    let (_dir, db, account) = a_stopped_server_with_a_log().await;
+    let (db, account) = a_stopped_server_with_a_log().await;
     rewrite_and_reseal(&db, account);
     assert_eq!(
-        Store::open(&db)
-            .unwrap()
+        db.store()
             .verify_chain()
             .unwrap()
             .first_broken,
@@ -154,7 +191,7 @@ async fn a_recomputed_log_is_refused_at_start_up_and_by_verify_log() {
     );
     let refused = restart_error(&db).await.expect("keywardd must not start");
     assert!(refused.contains("rewritten"), "{refused}");
-    let (code, text) = verify_log(&db);
+    let (code, text) = verify_log(&db.url, &db.key_path());
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("rewritten"), "{text}");
 }
@@ -163,20 +200,23 @@ async fn a_recomputed_log_is_refused_at_start_up_and_by_verify_log() {
 async fn a_lost_log_key_is_not_replaced_by_a_new_one() {
     // Deleting the key file so keywardd makes a fresh one (and signs whatever the log now
     // holds) does not work: the old checkpoints stay, signed by a key that is gone.
-    let (_dir, db, _) = a_stopped_server_with_a_log().await;
-    std::fs::remove_file(db.with_extension("db.log-key")).unwrap();
+    let (db, _) = a_stopped_server_with_a_log().await;
+    std::fs::remove_file(db.key_path()).unwrap();
     let refused = restart_error(&db).await.expect("keywardd must not start");
     assert!(
         refused.contains("log key that signed them is missing"),
         "{refused}"
     );
-    assert!(!db.with_extension("db.log-key").exists());
+    assert!(!db.key_path().exists());
 }
 
 #[tokio::test]
 async fn verify_log_refuses_a_missing_database() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, text) = verify_log(&dir.path().join("nothing.db"));
+    let (code, text) = verify_log(
+        &dir.path().join("nothing.db").display().to_string(),
+        &dir.path().join("nothing.db.log-key"),
+    );
     assert_eq!(code, 2, "{text}");
     assert!(
         !dir.path().join("nothing.db").exists(),

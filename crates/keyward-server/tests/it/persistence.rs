@@ -35,10 +35,9 @@ fn the_database_runs_in_wal_mode_with_full_sync() {
     let store = keyward_core::Store::open(&dir.path().join("k.db")).unwrap();
     store
         .read(|tx| {
-            let mode: String = tx
-                .raw()
-                .query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
-            let sync: i64 = tx.raw().query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+            let conn = tx.sqlite().unwrap();
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
             assert_eq!(mode, "wal");
             assert_eq!(sync, 2, "FULL");
             Ok::<_, keyward_core::CoreError>(())

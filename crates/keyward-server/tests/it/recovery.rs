@@ -90,7 +90,7 @@ async fn generate_confirm_and_drill_without_using_the_key_up() {
     assert!(status.present && status.confirmed_at.is_some());
 
     // The server holds only the public key: nothing in the database equals the key's bytes.
-    let db = std::fs::read(&h.db).unwrap();
+    let db = h.everything_stored();
     let shown = rk.to_display();
     assert!(!db.windows(shown.len()).any(|w| w == shown.as_bytes()));
 
@@ -446,8 +446,7 @@ async fn a_recovery_can_be_finished_however_late_its_owner_returns() {
 
 /// The recovery session's ID, as the store records the pending recovery.
 fn recovery_session_id(h: &Harness, account: uuid::Uuid) -> uuid::Uuid {
-    let store = keyward_core::Store::open(&h.db).unwrap();
-    store
+    h.store()
         .read(|tx| Ok::<_, keyward_core::CoreError>(tx.account(account)?.unwrap().recovery))
         .unwrap()
         .unwrap()
