@@ -7,7 +7,7 @@ pub enum CoreError {
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
     #[error("database error: {0}")]
-    Postgres(#[from] postgres::Error),
+    Postgres(#[from] tokio_postgres::Error),
     /// The database cannot be reached (PostgreSQL down, pool exhausted for too long).
     #[error("the database is unavailable: {0}")]
     Unavailable(String),

@@ -81,9 +81,7 @@ fn verify_log(db: &str, log_key: Option<std::path::PathBuf>) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Some(problem) => {
-                eprintln!(
-                    "keywardd: the security log in {db} fails verification: {problem}"
-                );
+                eprintln!("keywardd: the security log in {db} fails verification: {problem}");
                 ExitCode::from(1)
             }
         },

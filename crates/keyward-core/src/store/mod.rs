@@ -68,7 +68,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
 #[derive(Clone, PartialEq, Eq)]
 pub enum Location {
     Sqlite(PathBuf),
-    Postgres(PostgresOptions),
+    Postgres(Box<PostgresOptions>),
 }
 
 impl Location {
@@ -76,7 +76,9 @@ impl Location {
     /// SQLite file.
     pub fn parse(text: &str) -> Result<Location> {
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            return Ok(Location::Postgres(PostgresOptions::from_url(text)?));
+            return Ok(Location::Postgres(Box::new(PostgresOptions::from_url(
+                text,
+            )?)));
         }
         let path = text.strip_prefix("sqlite:").unwrap_or(text);
         if path.is_empty() {
@@ -226,9 +228,8 @@ impl Store {
                 Ok(value)
             }
             Backend::Postgres(pool) => {
-                let (value, appended) = pool.transact(durability, key, f, |appended| {
-                    self.publish(appended)
-                })?;
+                let (value, appended) =
+                    pool.transact(durability, key, f, |appended| self.publish(appended))?;
                 debug_assert!(durability == Durability::Synced || appended == 0);
                 Ok(value)
             }
@@ -355,7 +356,7 @@ impl<'c> Tx<'c> {
             Db::Sqlite(tx) => tx.commit()?,
             Db::Postgres(pg) => {
                 let PgTx { tx, .. } = pg.into_inner();
-                tx.commit()?
+                futures::executor::block_on(tx.commit())?
             }
         }
         Ok(self.appended)

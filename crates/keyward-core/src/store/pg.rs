@@ -1,5 +1,8 @@
 //! PostgreSQL: a pool of connections (r2d2), each with its prepared statements, and the
-//! SERIALIZABLE transactions the store runs on them.
+//! SERIALIZABLE transactions the store runs on them. The connections are tokio-postgres's;
+//! their sockets are driven by one small runtime of the store's own ([`io_runtime`]), and
+//! the store's synchronous calls wait on their futures in place, so a store may be used (and
+//! dropped) from any thread, inside an async runtime or not.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -7,8 +10,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
+use futures::executor::block_on;
 use keyward_proto::SecurityEvent;
-use postgres::{IsolationLevel, NoTls};
+use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::sql::{Db, PgTx};
 use super::{Durability, Tx};
@@ -26,7 +30,7 @@ const MIGRATION_LOCK: i64 = 0x4b57_0001;
 /// How to reach PostgreSQL: `--db postgres://…` plus what may not sit in the URL.
 #[derive(Clone)]
 pub struct PostgresOptions {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
     /// The URL as logs may show it: without its password.
     shown: String,
     /// Connections kept open by this instance.
@@ -35,7 +39,7 @@ pub struct PostgresOptions {
 
 impl PostgresOptions {
     pub fn from_url(url: &str) -> Result<PostgresOptions> {
-        let config = postgres::Config::from_str(url)
+        let config = tokio_postgres::Config::from_str(url)
             .map_err(|e| CoreError::BadLocation(format!("a PostgreSQL URL: {e}")))?;
         let shown = redact(url);
         Ok(PostgresOptions {
@@ -65,8 +69,8 @@ impl PostgresOptions {
     }
 
     /// A single connection outside the pool (tests, tools).
-    pub fn connect_once(&self) -> Result<postgres::Client> {
-        Ok(self.config.connect(NoTls)?)
+    pub fn connect_once(&self) -> Result<tokio_postgres::Client> {
+        connect(&self.config)
     }
 }
 
@@ -113,29 +117,66 @@ fn redact(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
+/// The runtime that drives every PostgreSQL connection's socket: one thread, for I/O only.
+/// Process-wide and never dropped (a runtime may not be dropped inside another).
+fn io_runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        std::sync::OnceLock::new();
+    // Built inside `get_or_init`, which makes racing callers wait: a second runtime built and
+    // dropped by the loser of a race would panic inside an async context.
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("keyward-postgres")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| CoreError::Unavailable(format!("the PostgreSQL I/O thread: {e}")))
+}
+
+/// Opens a connection whose socket the I/O runtime drives.
+fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
+    let config = config.clone();
+    let connecting = io_runtime()?.spawn(async move {
+        let (client, connection) = config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "a PostgreSQL connection ended");
+            }
+        });
+        Ok::<_, tokio_postgres::Error>(client)
+    });
+    block_on(connecting)
+        .map_err(|e| CoreError::Unavailable(format!("the PostgreSQL I/O thread: {e}")))?
+        .map_err(CoreError::from)
+}
+
 /// A pooled connection and the statements prepared on it.
 pub(super) struct Connection {
-    client: postgres::Client,
-    statements: HashMap<String, postgres::Statement>,
+    client: tokio_postgres::Client,
+    statements: HashMap<String, tokio_postgres::Statement>,
 }
 
 struct Manager {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
 }
 
 impl r2d2::ManageConnection for Manager {
     type Connection = Connection;
-    type Error = postgres::Error;
+    type Error = CoreError;
 
-    fn connect(&self) -> std::result::Result<Connection, postgres::Error> {
+    fn connect(&self) -> Result<Connection> {
         Ok(Connection {
-            client: self.config.connect(NoTls)?,
+            client: connect(&self.config)?,
             statements: HashMap::new(),
         })
     }
 
-    fn is_valid(&self, conn: &mut Connection) -> std::result::Result<(), postgres::Error> {
-        conn.client.simple_query("").map(|_| ())
+    fn is_valid(&self, conn: &mut Connection) -> Result<()> {
+        Ok(block_on(conn.client.simple_query("")).map(|_| ())?)
     }
 
     fn has_broken(&self, conn: &mut Connection) -> bool {
@@ -174,27 +215,35 @@ impl Pool {
     /// Applies the migrations the database has not seen; `keyward_schema.version` counts them.
     fn migrate(&self, migrations: &[&str]) -> Result<()> {
         let mut conn = self.get()?;
-        let mut tx = conn.client.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS keyward_schema (version BIGINT NOT NULL);
-             INSERT INTO keyward_schema (version)
-                 SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM keyward_schema);",
-        )?;
-        let found: i64 = tx.query_one("SELECT version FROM keyward_schema", &[])?.get(0);
-        let known = migrations.len() as i64;
-        if found > known {
-            return Err(CoreError::SchemaTooNew { found, known });
-        }
-        for (i, sql) in migrations.iter().enumerate().skip(found as usize) {
-            tx.batch_execute(sql)?;
-            tx.execute(
-                "UPDATE keyward_schema SET version = $1",
-                &[&((i + 1) as i64)],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        block_on(async {
+            let tx = conn.client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS keyward_schema (version BIGINT NOT NULL);
+                 INSERT INTO keyward_schema (version)
+                     SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM keyward_schema);",
+            )
+            .await?;
+            let found: i64 = tx
+                .query_one("SELECT version FROM keyward_schema", &[])
+                .await?
+                .get(0);
+            let known = migrations.len() as i64;
+            if found > known {
+                return Err(CoreError::SchemaTooNew { found, known });
+            }
+            for (i, sql) in migrations.iter().enumerate().skip(found as usize) {
+                tx.batch_execute(sql).await?;
+                tx.execute(
+                    "UPDATE keyward_schema SET version = $1",
+                    &[&((i + 1) as i64)],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Runs `f` in SERIALIZABLE transactions until one commits, or fails for a reason other
@@ -212,11 +261,13 @@ impl Pool {
         loop {
             attempt += 1;
             let Connection { client, statements } = &mut *conn;
-            let tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::Serializable)
-                .start()
-                .map_err(CoreError::from)?;
+            let tx = block_on(
+                client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::Serializable)
+                    .start(),
+            )
+            .map_err(CoreError::from)?;
             let mut wrapped = Tx::new(Db::Postgres(RefCell::new(PgTx {
                 tx,
                 statements,
@@ -252,12 +303,14 @@ impl Pool {
     ) -> std::result::Result<T, E> {
         let mut conn = self.get()?;
         let Connection { client, statements } = &mut *conn;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(CoreError::from)?;
+        let tx = block_on(
+            client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start(),
+        )
+        .map_err(CoreError::from)?;
         f(&mut Tx::new(Db::Postgres(RefCell::new(PgTx {
             tx,
             statements,
@@ -280,15 +333,17 @@ fn backoff(attempt: u32) {
     use rand::Rng;
     let base = 1u64 << attempt.min(6);
     let jitter = rand::thread_rng().gen_range(0.5..1.5);
-    std::thread::sleep(Duration::from_micros((base as f64 * 1000.0 * jitter) as u64));
+    std::thread::sleep(Duration::from_micros(
+        (base as f64 * 1000.0 * jitter) as u64,
+    ));
 }
 
 /// r2d2 logs every failed connection attempt through `log`; the store reports failures
 /// itself, once, through its own error.
 #[derive(Debug)]
 struct QuietErrors;
-impl r2d2::HandleError<postgres::Error> for QuietErrors {
-    fn handle_error(&self, error: postgres::Error) {
+impl r2d2::HandleError<CoreError> for QuietErrors {
+    fn handle_error(&self, error: CoreError) {
         tracing::debug!(%error, "PostgreSQL connection attempt failed");
     }
 }

@@ -112,7 +112,9 @@ impl Tx<'_> {
     /// The account's device holding this secret; another account's device never matches.
     pub fn device_by_secret(&self, account_id: Uuid, secret_hash: &[u8]) -> Result<Option<Device>> {
         self.query_row(
-            &format!("SELECT {DEVICE_COLS} FROM devices WHERE secret_hash = ?1 AND account_id = ?2"),
+            &format!(
+                "SELECT {DEVICE_COLS} FROM devices WHERE secret_hash = ?1 AND account_id = ?2"
+            ),
             args![secret_hash, account_id.as_bytes()],
             device_from_row,
         )
@@ -173,18 +175,18 @@ impl Tx<'_> {
                  last_seen_at, verified_at, expires_at, opened_by, address, active_from)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             args![
-            s.id.as_bytes(),
-            s.account_id.as_bytes(),
-            s.device_id.as_bytes(),
-            token_hash,
-            scope_str(s.scope),
-            s.created_at,
-            s.last_seen_at,
-            s.verified_at,
-            s.expires_at,
-            s.opened_by.map(|u| u.as_bytes().to_vec()),
-            s.address,
-            s.active_from
+                s.id.as_bytes(),
+                s.account_id.as_bytes(),
+                s.device_id.as_bytes(),
+                token_hash,
+                scope_str(s.scope),
+                s.created_at,
+                s.last_seen_at,
+                s.verified_at,
+                s.expires_at,
+                s.opened_by.map(|u| u.as_bytes().to_vec()),
+                s.address,
+                s.active_from
             ],
         )?;
         Ok(())

@@ -2,25 +2,29 @@
 //! dialect both engines share (numbered `?N` placeholders, `ON CONFLICT`, `RETURNING`, `CASE`
 //! instead of SQLite's two-argument `MAX`), pass arguments as [`Param`]s and read columns
 //! through [`Row::get`]; this module runs it on SQLite (rusqlite) or PostgreSQL (postgres),
-//! translating the placeholders to `$N` for the latter. Column types are chosen so that one
+//! translating the placeholders to `$N` for the latter. PostgreSQL calls are tokio-postgres
+//! futures completed in place (`block_on`): the store's API is synchronous, its connections'
+//! I/O runs on a runtime of its own (see `pg.rs`), so a call works from any thread, a tokio
+//! worker included (keywardd still makes them from its blocking pool). Column types are chosen so that one
 //! Rust type reads both: `i64` for every number (`INTEGER` / `BIGINT`), `bool` for flags,
 //! `Vec<u8>` for UUIDs and hashes (`BLOB` / `BYTEA`), `String` for text.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use postgres::error::SqlState;
+use futures::executor::block_on;
+use tokio_postgres::error::SqlState;
 
 use super::Tx;
 use crate::error::{CoreError, Result};
 
 /// A value bound to a placeholder: anything both drivers can send.
 pub trait Param: rusqlite::ToSql + Sync {
-    fn pg(&self) -> &(dyn postgres::types::ToSql + Sync);
+    fn pg(&self) -> &(dyn tokio_postgres::types::ToSql + Sync);
 }
 
-impl<T: rusqlite::ToSql + postgres::types::ToSql + Sync> Param for T {
-    fn pg(&self) -> &(dyn postgres::types::ToSql + Sync) {
+impl<T: rusqlite::ToSql + tokio_postgres::types::ToSql + Sync> Param for T {
+    fn pg(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
         self
     }
 }
@@ -34,13 +38,13 @@ macro_rules! args {
 pub(crate) use args;
 
 /// A column value either driver can read.
-pub trait Column: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a> {}
-impl<T: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>> Column for T {}
+pub trait Column: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a> {}
+impl<T: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a>> Column for T {}
 
 /// One result row, from either engine.
 pub enum Row<'r> {
     Sqlite(&'r rusqlite::Row<'r>),
-    Postgres(&'r postgres::Row),
+    Postgres(&'r tokio_postgres::Row),
 }
 
 impl Row<'_> {
@@ -60,26 +64,27 @@ pub(super) enum Db<'c> {
 }
 
 pub(super) struct PgTx<'c> {
-    pub(super) tx: postgres::Transaction<'c>,
+    pub(super) tx: tokio_postgres::Transaction<'c>,
     /// Prepared statements of this connection, by their SQLite-dialect text.
-    pub(super) statements: &'c mut HashMap<String, postgres::Statement>,
+    pub(super) statements: &'c mut HashMap<String, tokio_postgres::Statement>,
     /// A statement failed with a serialisation failure or deadlock: the transaction is dead
     /// and [`super::Store::write`] runs it again, whatever the caller made of the error.
     pub(super) conflicted: bool,
 }
 
 impl PgTx<'_> {
-    fn statement(&mut self, sql: &str) -> Result<postgres::Statement> {
+    fn statement(&mut self, sql: &str) -> Result<tokio_postgres::Statement> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
-        let prepared = self.tx.prepare(&postgres_dialect(sql))?;
+        let prepared = block_on(self.tx.prepare(&postgres_dialect(sql)));
+        let prepared = self.check(prepared)?;
         self.statements.insert(sql.to_string(), prepared.clone());
         Ok(prepared)
     }
 
     /// Notes a conflict before handing the error on.
-    fn check<T>(&mut self, outcome: std::result::Result<T, postgres::Error>) -> Result<T> {
+    fn check<T>(&mut self, outcome: std::result::Result<T, tokio_postgres::Error>) -> Result<T> {
         outcome.map_err(|e| {
             if is_conflict(&e) {
                 self.conflicted = true;
@@ -90,13 +95,13 @@ impl PgTx<'_> {
 
     fn pg_args<'a>(
         args: &'a [&'a dyn Param],
-    ) -> impl ExactSizeIterator<Item = &'a (dyn postgres::types::ToSql + Sync)> {
+    ) -> impl ExactSizeIterator<Item = &'a (dyn tokio_postgres::types::ToSql + Sync)> {
         args.iter().map(|a| a.pg())
     }
 }
 
 /// PostgreSQL's "try again" errors: under SERIALIZABLE, a transaction that lost a conflict.
-pub(crate) fn is_conflict(e: &postgres::Error) -> bool {
+pub(crate) fn is_conflict(e: &tokio_postgres::Error) -> bool {
     matches!(
         e.code(),
         Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
@@ -114,7 +119,7 @@ impl Tx<'_> {
             Db::Postgres(cell) => {
                 let mut pg = cell.borrow_mut();
                 let stmt = pg.statement(sql)?;
-                let n = pg.tx.execute(&stmt, &pg_slice(args));
+                let n = block_on(pg.tx.execute(&stmt, &pg_slice(args)));
                 Ok(pg.check(n)? as usize)
             }
         }
@@ -139,7 +144,7 @@ impl Tx<'_> {
             Db::Postgres(cell) => {
                 let mut pg = cell.borrow_mut();
                 let stmt = pg.statement(sql)?;
-                let outcome = pg.tx.query_opt(&stmt, &pg_slice(args));
+                let outcome = block_on(pg.tx.query_opt(&stmt, &pg_slice(args)));
                 match pg.check(outcome)? {
                     Some(r) => read(&Row::Postgres(&r)).map(Some),
                     None => Ok(None),
@@ -188,21 +193,19 @@ impl Tx<'_> {
                 let mut pg = cell.borrow_mut();
                 let stmt = pg.statement(sql)?;
                 let PgTx { tx, conflicted, .. } = &mut *pg;
-                let mut rows = match tx.query_raw(&stmt, PgTx::pg_args(args)) {
+                let rows = match block_on(tx.query_raw(&stmt, PgTx::pg_args(args))) {
                     Ok(rows) => rows,
                     Err(e) => {
                         *conflicted |= is_conflict(&e);
                         return Err(e.into());
                     }
                 };
-                let mut iter = std::iter::from_fn(|| {
-                    match postgres::fallible_iterator::FallibleIterator::next(&mut rows) {
-                        Ok(Some(r)) => Some(read(&Row::Postgres(&r))),
-                        Ok(None) => None,
-                        Err(e) => {
-                            *conflicted |= is_conflict(&e);
-                            Some(Err(e.into()))
-                        }
+                let mut rows = futures::executor::block_on_stream(Box::pin(rows));
+                let mut iter = std::iter::from_fn(|| match rows.next()? {
+                    Ok(r) => Some(read(&Row::Postgres(&r))),
+                    Err(e) => {
+                        *conflicted |= is_conflict(&e);
+                        Some(Err(e.into()))
                     }
                 });
                 consume(&mut iter)
@@ -227,7 +230,7 @@ impl Tx<'_> {
             Db::Sqlite(tx) => Ok(tx.execute_batch(sql)?),
             Db::Postgres(cell) => {
                 let mut pg = cell.borrow_mut();
-                let outcome = pg.tx.batch_execute(sql);
+                let outcome = block_on(pg.tx.batch_execute(sql));
                 pg.check(outcome)
             }
         }
@@ -258,7 +261,7 @@ fn sqlite_args<'a>(args: &'a [&'a dyn Param]) -> Vec<&'a dyn rusqlite::ToSql> {
     args.iter().map(|a| *a as &dyn rusqlite::ToSql).collect()
 }
 
-fn pg_slice<'a>(args: &'a [&'a dyn Param]) -> Vec<&'a (dyn postgres::types::ToSql + Sync)> {
+fn pg_slice<'a>(args: &'a [&'a dyn Param]) -> Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)> {
     args.iter().map(|a| a.pg()).collect()
 }
 

@@ -44,9 +44,8 @@ pub fn on_postgres() -> bool {
 /// use it (through the `options` parameter's `search_path`).
 pub fn fresh_schema(url: &str) -> Result<String> {
     let schema = format!("t_{}", Uuid::new_v4().simple());
-    PostgresOptions::from_url(url)?
-        .connect_once()?
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))?;
+    let client = PostgresOptions::from_url(url)?.connect_once()?;
+    futures::executor::block_on(client.batch_execute(&format!("CREATE SCHEMA {schema}")))?;
     let join = if url.contains('?') { '&' } else { '?' };
     Ok(format!("{url}{join}options=-c%20search_path%3D{schema}"))
 }

@@ -47,7 +47,12 @@ impl RelyingParty {
             let Proven {
                 authenticator,
                 mut account,
-            } = granted!(self.verified_owner(tx, CeremonyKind::SignIn, presented.attempt(), address)?);
+            } = granted!(self.verified_owner(
+                tx,
+                CeremonyKind::SignIn,
+                presented.attempt(),
+                address
+            )?);
             let opened = self.open_session(
                 tx,
                 SessionRequest::by_key(

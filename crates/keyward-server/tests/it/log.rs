@@ -75,7 +75,10 @@ async fn restart_error(db: &Stopped) -> Option<String> {
 }
 
 /// What someone with the database, but not the log key, can do: past the triggers.
-fn tamper(db: &Stopped, f: impl FnMut(&mut keyward_core::store::Tx<'_>) -> keyward_core::Result<()>) {
+fn tamper(
+    db: &Stopped,
+    f: impl FnMut(&mut keyward_core::store::Tx<'_>) -> keyward_core::Result<()>,
+) {
     db.store().write(f).unwrap();
 }
 
@@ -163,13 +166,7 @@ async fn a_truncated_log_is_refused_at_start_up_and_by_verify_log() {
         tx.raw_execute("DELETE FROM events WHERE seq > 2")
     });
     // The chain that is left is intact: only the signed checkpoint shows the tail is gone.
-    assert_eq!(
-        db.store()
-            .verify_chain()
-            .unwrap()
-            .first_broken,
-        None
-    );
+    assert_eq!(db.store().verify_chain().unwrap().first_broken, None);
     let refused = restart_error(&db).await.expect("keywardd must not start");
     assert!(refused.contains("removed from its end"), "{refused}");
     let (code, text) = verify_log(&db.url, &db.key_path());
@@ -182,10 +179,7 @@ async fn a_recomputed_log_is_refused_at_start_up_and_by_verify_log() {
     let (db, account) = a_stopped_server_with_a_log().await;
     rewrite_and_reseal(&db, account);
     assert_eq!(
-        db.store()
-            .verify_chain()
-            .unwrap()
-            .first_broken,
+        db.store().verify_chain().unwrap().first_broken,
         None,
         "the unkeyed chain alone cannot tell"
     );
