@@ -87,6 +87,29 @@ impl Harness {
         }
     }
 
+    /// A second keywardd on the same database, as behind a load balancer: its own port and
+    /// process state, the same origin, clock and log key.
+    pub async fn second_instance(&self) -> Harness {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut config = local_config(&self.db, &self.db_url, self.origin.clone());
+        // Requests reach it under its own port; the origin is the first instance's.
+        config.check_host = false;
+        let server = keyward_server::start_on(listener, config, self.clock.clone())
+            .await
+            .unwrap();
+        Harness {
+            base: format!("http://127.0.0.1:{port}"),
+            server: Some(server),
+            clock: self.clock.clone(),
+            origin: self.origin.clone(),
+            db: self.db.clone(),
+            db_url: self.db_url.clone(),
+            http: reqwest::Client::new(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
     /// Stops the server and starts a new one on the same database file.
     pub async fn restart(mut self) -> Harness {
         if let Some(s) = self.server.take() {

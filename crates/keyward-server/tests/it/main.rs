@@ -9,6 +9,7 @@ mod attacks;
 mod browser;
 mod flows;
 mod fuzz;
+mod instances;
 mod limits;
 mod log;
 mod persistence;
