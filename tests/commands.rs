@@ -441,7 +441,7 @@ fn the_app_raises_the_alarm_when_the_server_s_log_no_longer_extends_what_it_saw(
     let store = keyward_core::Store::open(&db).unwrap();
     store
         .write(|tx| {
-            tx.raw().execute_batch(
+            tx.raw_execute(
                 "DROP TRIGGER events_no_delete; DROP TRIGGER log_checkpoints_no_delete;
                  DELETE FROM events WHERE seq > 1; DELETE FROM log_checkpoints WHERE seq > 1;",
             )?;
