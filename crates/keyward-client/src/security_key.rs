@@ -687,57 +687,16 @@ pub fn platform_security_key(
 ) -> Box<dyn Authenticator> {
     #[cfg(windows)]
     {
+        // Windows' own dialog has the Cancel button there; this switch does not reach it.
         let _ = cancel;
-        Box::new(windows::WindowsKey { prompter })
+        Box::new(crate::windows_key::WindowsKey::new(
+            crate::windows_key::WebAuthnDll,
+            prompter,
+        ))
     }
     #[cfg(not(windows))]
     {
         Box::new(SecurityKey::usb_or_nfc(prompter, cancel))
-    }
-}
-
-#[cfg(windows)]
-mod windows {
-    use super::*;
-    use webauthn_authenticator_rs::WebauthnAuthenticator;
-    use webauthn_authenticator_rs::win10::Win10;
-
-    pub struct WindowsKey {
-        pub prompter: Arc<dyn KeyPrompter>,
-    }
-
-    impl WindowsKey {
-        fn run<R: Send>(
-            &self,
-            op: impl FnOnce(&mut Win10) -> Result<R, WebauthnCError> + Send,
-        ) -> Result<R, AuthenticatorError> {
-            self.prompter.prompt(KeyPrompt::InsertOrTap);
-            let outcome = on_own_thread(|| op(&mut Win10::default()));
-            self.prompter.prompt(KeyPrompt::Finished);
-            outcome.map_err(|e| map_error(e, None))
-        }
-    }
-
-    impl Authenticator for WindowsKey {
-        fn label(&self) -> String {
-            "Security key (Windows)".into()
-        }
-
-        fn register(
-            &mut self,
-            origin: &Url,
-            options: &CreationChallengeResponse,
-        ) -> Result<RegisterPublicKeyCredential, AuthenticatorError> {
-            self.run(|w| w.do_registration(origin.clone(), options.clone()))
-        }
-
-        fn authenticate(
-            &mut self,
-            origin: &Url,
-            options: &RequestChallengeResponse,
-        ) -> Result<PublicKeyCredential, AuthenticatorError> {
-            self.run(|w| w.do_authentication(origin.clone(), options.clone()))
-        }
     }
 }
 
