@@ -165,9 +165,9 @@ pub fn make_credential(request: &MakeCredential) -> Result<Attestation, Failure>
     if answer.is_null() {
         return Err(Failure::Malformed("Windows answered with nothing"));
     }
-    // SAFETY: a non-null answer points to a WEBAUTHN_CREDENTIAL_ATTESTATION that Windows keeps
-    // until it is freed, just below.
-    let attestation = read_attestation(unsafe { &*answer });
+    // SAFETY: a non-null answer points to a WEBAUTHN_CREDENTIAL_ATTESTATION of the version it
+    // names, which Windows keeps until it is freed, just below.
+    let attestation = unsafe { read_attestation(answer) };
     // SAFETY: `answer` came from WebAuthNAuthenticatorMakeCredential and is freed once; what
     // was read from it is copied.
     unsafe { WebAuthNFreeCredentialAttestation(Some(answer.cast_const())) };
@@ -226,9 +226,9 @@ pub fn get_assertion(request: &GetAssertion) -> Result<Assertion, Failure> {
     if answer.is_null() {
         return Err(Failure::Malformed("Windows answered with nothing"));
     }
-    // SAFETY: a non-null answer points to a WEBAUTHN_ASSERTION that Windows keeps until it is
-    // freed, just below.
-    let assertion = read_assertion(unsafe { &*answer });
+    // SAFETY: a non-null answer points to a WEBAUTHN_ASSERTION of the version it names, which
+    // Windows keeps until it is freed, just below.
+    let assertion = unsafe { read_assertion(answer) };
     // SAFETY: `answer` came from WebAuthNAuthenticatorGetAssertion and is freed once; what was
     // read from it is copied.
     unsafe { WebAuthNFreeAssertion(answer.cast_const()) };
@@ -302,36 +302,57 @@ impl<'a> CredentialList<'a> {
     }
 }
 
-fn read_attestation(answer: &WEBAUTHN_CREDENTIAL_ATTESTATION) -> Result<Attestation, Failure> {
-    // SAFETY: Windows gives each buffer with its length, valid as long as `answer`.
-    let credential_id = unsafe { copied(answer.pbCredentialId, answer.cbCredentialId) };
-    // SAFETY: as above.
-    let attestation_object =
-        unsafe { copied(answer.pbAttestationObject, answer.cbAttestationObject) };
+/// The parts of a new credential, copied.
+///
+/// # Safety
+/// `answer` points to a valid WEBAUTHN_CREDENTIAL_ATTESTATION of the version it names. The
+/// bindings' struct is of a later version, whose fields may lie past the end of an older answer,
+/// so it is read field by field, each one of the version the answer has, never as a whole.
+unsafe fn read_attestation(
+    answer: *const WEBAUTHN_CREDENTIAL_ATTESTATION,
+) -> Result<Attestation, Failure> {
+    // SAFETY: version 1 fields, each buffer with its length, valid as long as the answer.
+    let (version, credential_id, attestation_object) = unsafe {
+        (
+            (*answer).dwVersion,
+            copied((*answer).pbCredentialId, (*answer).cbCredentialId),
+            copied((*answer).pbAttestationObject, (*answer).cbAttestationObject),
+        )
+    };
     if credential_id.is_empty() {
         return Err(Failure::Malformed("the new credential has no ID"));
     }
     if attestation_object.is_empty() {
         return Err(Failure::Malformed("the new credential has no attestation"));
     }
+    let used_transport = if version >= WEBAUTHN_CREDENTIAL_ATTESTATION_VERSION_3 {
+        // SAFETY: a version 3 field, and the answer is of version 3 or later.
+        Some(unsafe { (*answer).dwUsedTransport })
+    } else {
+        None
+    };
     Ok(Attestation {
         credential_id,
         attestation_object,
-        used_transport: (answer.dwVersion >= WEBAUTHN_CREDENTIAL_ATTESTATION_VERSION_3)
-            .then_some(answer.dwUsedTransport),
+        used_transport,
     })
 }
 
-fn read_assertion(answer: &WEBAUTHN_ASSERTION) -> Result<Assertion, Failure> {
-    // SAFETY: Windows gives each buffer with its length, valid as long as `answer`.
-    let credential_id = unsafe { copied(answer.Credential.pbId, answer.Credential.cbId) };
-    // SAFETY: as above.
-    let authenticator_data =
-        unsafe { copied(answer.pbAuthenticatorData, answer.cbAuthenticatorData) };
-    // SAFETY: as above.
-    let signature = unsafe { copied(answer.pbSignature, answer.cbSignature) };
-    // SAFETY: as above.
-    let user_id = unsafe { copied(answer.pbUserId, answer.cbUserId) };
+/// The parts of an assertion, copied.
+///
+/// # Safety
+/// `answer` points to a valid WEBAUTHN_ASSERTION of the version it names; as for
+/// [`read_attestation`], only fields of version 1 (all of them there) are read, one by one.
+unsafe fn read_assertion(answer: *const WEBAUTHN_ASSERTION) -> Result<Assertion, Failure> {
+    // SAFETY: version 1 fields, each buffer with its length, valid as long as the answer.
+    let (credential_id, authenticator_data, signature, user_id) = unsafe {
+        (
+            copied((*answer).Credential.pbId, (*answer).Credential.cbId),
+            copied((*answer).pbAuthenticatorData, (*answer).cbAuthenticatorData),
+            copied((*answer).pbSignature, (*answer).cbSignature),
+            copied((*answer).pbUserId, (*answer).cbUserId),
+        )
+    };
     if credential_id.is_empty() || authenticator_data.is_empty() || signature.is_empty() {
         return Err(Failure::Malformed(
             "the assertion lacks its credential, data or signature",
