@@ -79,9 +79,19 @@ fn authenticator_data(attestation_object: &[u8]) -> Result<Vec<u8>, MalformedAtt
     }
 }
 
-/// The COSE `alg` (label 3) of the attested credential's public key: after the RP ID hash
-/// (32), flags (1), counter (4), AAGUID (16), credential ID length (2) and the credential ID.
-fn public_key_algorithm(auth_data: &[u8]) -> Result<i64, MalformedAttestation> {
+/// The ID of the credential an attestation object attests (the library's CTAP2 code returns
+/// none of its own).
+pub(crate) fn attested_credential_id(
+    attestation_object: &[u8],
+) -> Result<Vec<u8>, MalformedAttestation> {
+    let auth_data = authenticator_data(attestation_object)?;
+    let (id, _) = attested_credential(&auth_data)?;
+    Ok(id.to_vec())
+}
+
+/// The attested credential's ID and what follows it (the public key, then any extension data):
+/// after the RP ID hash (32), flags (1), counter (4), AAGUID (16) and the ID's length (2).
+fn attested_credential(auth_data: &[u8]) -> Result<(&[u8], &[u8]), MalformedAttestation> {
     const ATTESTED: u8 = 0x40;
     let flags = *auth_data
         .get(32)
@@ -93,9 +103,18 @@ fn public_key_algorithm(auth_data: &[u8]) -> Result<i64, MalformedAttestation> {
         .get(53..55)
         .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
         .ok_or(MalformedAttestation("short authData"))?;
-    let key = auth_data
+    let id = auth_data
+        .get(55..55 + len)
+        .ok_or(MalformedAttestation("short authData"))?;
+    let rest = auth_data
         .get(55 + len..)
         .ok_or(MalformedAttestation("short authData"))?;
+    Ok((id, rest))
+}
+
+/// The COSE `alg` (label 3) of the attested credential's public key.
+fn public_key_algorithm(auth_data: &[u8]) -> Result<i64, MalformedAttestation> {
+    let (_, key) = attested_credential(auth_data)?;
     // The key is followed by extension data, if any: read one CBOR value only.
     let mut de = serde_cbor_2::Deserializer::from_slice(key);
     let Ok(Value::Map(cose)) = Value::deserialize(&mut de) else {

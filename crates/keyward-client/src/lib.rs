@@ -5,7 +5,8 @@
 //!   the last event seen, so no alert is lost while offline and none is shown twice.
 //! - [`Authenticator`] and [`Ceremonies`]: run registration and sign-in ceremonies with
 //!   whatever authenticator the user presents: a security key over USB or NFC (CTAP2, or the
-//!   Windows WebAuthn API) in [`security_key`], or the clearly labelled [`VirtualKey`].
+//!   Windows WebAuthn API, [`windows_key`]) in [`security_key`], or the clearly labelled
+//!   [`VirtualKey`].
 
 mod api;
 mod authenticator;
@@ -15,6 +16,7 @@ mod feed;
 pub mod log_watch;
 pub mod security_key;
 pub mod site;
+pub mod windows_key;
 
 pub use api::{Api, ClientError, Result};
 pub use authenticator::{Authenticator, AuthenticatorError, VirtualKey, write_private};

@@ -23,7 +23,10 @@ use webauthn_authenticator_rs::error::{CtapError, WebauthnCError};
 use webauthn_authenticator_rs::transport::{Token, TokenEvent, Transport};
 use webauthn_authenticator_rs::types::{CableRequestType, CableState, EnrollSampleStatus};
 use webauthn_authenticator_rs::ui::UiCallback;
-use webauthn_rs_proto::{AuthenticatorTransport, ResidentKeyRequirement};
+use webauthn_rs_proto::{
+    AuthenticatorAssertionResponseRaw, AuthenticatorAttestationResponseRaw, AuthenticatorTransport,
+    ResidentKeyRequirement,
+};
 
 use crate::authenticator::{Authenticator, AuthenticatorError};
 use crate::site::{Site, client_data};
@@ -222,39 +225,33 @@ where
         origin: &Url,
         options: &CreationChallengeResponse,
     ) -> Result<RegisterPublicKeyCredential, AuthenticatorError> {
-        let selection = options.public_key.authenticator_selection.as_ref();
         let seen = Arc::new(Mutex::new(Seen {
-            want_resident_key: selection.is_some_and(|s| {
-                s.require_resident_key
-                    || matches!(
-                        s.resident_key,
-                        Some(ResidentKeyRequirement::Required | ResidentKeyRequirement::Preferred)
-                    )
-            }),
+            want_resident_key: wants_resident_key(options),
             ..Seen::default()
         }));
-        // As a browser would, refuse an RP ID the origin does not own, then write the client
-        // data ourselves and hand the key only its hash: the library's own client data has the
-        // origin as a URL with a trailing slash, which an exact origin check rightly refuses.
-        let site = Site::of(origin, &options.public_key.rp.id)?;
-        let (client_data, hash) = client_data(
-            "webauthn.create",
-            &options.public_key.challenge,
-            site.origin_url(),
-        );
-        let mut credential = self.with_key(
+        let client_data = registration_client_data(origin, options)?;
+        let credential = self.with_key(
             &|key, _| {
                 AuthenticatorBackendHashedClientData::perform_register(
                     key,
-                    hash.clone(),
+                    client_data.hash.clone(),
                     options.public_key.clone(),
                     timeout_ms(options.public_key.timeout),
                 )
             },
             &seen,
         )?;
-        credential.response.client_data_json = client_data;
-        Ok(credential)
+        // The library leaves the credential ID out (and names the attestation format as the
+        // type): the ID is the one the attestation object attests.
+        let attestation_object = credential.response.attestation_object;
+        let credential_id = crate::credential_json::attested_credential_id(&attestation_object)
+            .map_err(|e| AuthenticatorError::Refused(e.to_string()))?;
+        Ok(registration_credential(
+            credential_id,
+            attestation_object,
+            client_data.json,
+            credential.response.transports,
+        ))
     }
 
     fn authenticate(
@@ -263,41 +260,144 @@ where
         options: &RequestChallengeResponse,
     ) -> Result<PublicKeyCredential, AuthenticatorError> {
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let site = Site::of(origin, &options.public_key.rp_id)?;
-        let (client_data, hash) = client_data(
-            "webauthn.get",
-            &options.public_key.challenge,
-            site.origin_url(),
-        );
-        let mut credential = self.with_key(
+        let client_data = assertion_client_data(origin, options)?;
+        let credential = self.with_key(
             &|key, _| {
                 AuthenticatorBackendHashedClientData::perform_auth(
                     key,
-                    hash.clone(),
+                    client_data.hash.clone(),
                     options.public_key.clone(),
                     timeout_ms(options.public_key.timeout),
                 )
             },
             &seen,
         )?;
-        credential.response.client_data_json = client_data;
         // webauthn-authenticator-rs 0.6 drops the user handle the key returns; a usernameless
         // sign-in needs it, so put back what the key said.
-        if credential.response.user_handle.is_none() {
-            credential.response.user_handle = lock(&seen).user_handle.take();
-        }
-        Ok(credential)
+        let user_handle = credential
+            .response
+            .user_handle
+            .or_else(|| lock(&seen).user_handle.take());
+        Ok(assertion_credential(
+            credential.raw_id,
+            credential.response.authenticator_data,
+            credential.response.signature,
+            user_handle,
+            client_data.json,
+        ))
     }
 }
 
+// -------------------------------------------------------------------------------------------
+// What both security-key paths share, the CTAP one here and Windows' WebAuthn API
+// (`windows_key.rs`): the client data they send and the credentials they answer with.
+
+/// The clientDataJSON a ceremony sends ([`client_data`], the one definition of it) and its
+/// SHA-256: the CTAP path hands the key the hash, Windows' API takes the JSON and hashes it.
+pub(crate) struct ClientData {
+    pub json: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// The client data of a registration for `origin`, refused, as a browser would refuse it, when
+/// the RP ID the options name is not the origin's to claim. The library's own client data has
+/// the origin as a URL with a trailing slash, which an exact origin check rightly refuses.
+pub(crate) fn registration_client_data(
+    origin: &Url,
+    options: &CreationChallengeResponse,
+) -> Result<ClientData, AuthenticatorError> {
+    let site = Site::of(origin, &options.public_key.rp.id)?;
+    let (json, hash) = client_data(
+        "webauthn.create",
+        &options.public_key.challenge,
+        site.origin_url(),
+    );
+    Ok(ClientData { json, hash })
+}
+
+/// The client data of an assertion for `origin`, refused as [`registration_client_data`] is.
+pub(crate) fn assertion_client_data(
+    origin: &Url,
+    options: &RequestChallengeResponse,
+) -> Result<ClientData, AuthenticatorError> {
+    let site = Site::of(origin, &options.public_key.rp_id)?;
+    let (json, hash) = client_data(
+        "webauthn.get",
+        &options.public_key.challenge,
+        site.origin_url(),
+    );
+    Ok(ClientData { json, hash })
+}
+
+/// The relying party wants a discoverable credential (so a usernameless sign-in can find it).
+pub(crate) fn wants_resident_key(options: &CreationChallengeResponse) -> bool {
+    options
+        .public_key
+        .authenticator_selection
+        .as_ref()
+        .is_some_and(|s| {
+            s.require_resident_key
+                || matches!(
+                    s.resident_key,
+                    Some(ResidentKeyRequirement::Required | ResidentKeyRequirement::Preferred)
+                )
+        })
+}
+
+/// A new credential as every security-key path reports it: the ID the key chose, type
+/// "public-key", our client data, no client extension outputs (none are asked of the key).
+pub(crate) fn registration_credential(
+    credential_id: Vec<u8>,
+    attestation_object: Vec<u8>,
+    client_data_json: Vec<u8>,
+    transports: Option<Vec<AuthenticatorTransport>>,
+) -> RegisterPublicKeyCredential {
+    RegisterPublicKeyCredential {
+        id: keyward_core::secret::b64(&credential_id),
+        raw_id: credential_id,
+        response: AuthenticatorAttestationResponseRaw {
+            attestation_object,
+            client_data_json,
+            transports,
+        },
+        type_: PUBLIC_KEY.into(),
+        extensions: Default::default(),
+    }
+}
+
+/// An assertion as every security-key path reports it.
+pub(crate) fn assertion_credential(
+    credential_id: Vec<u8>,
+    authenticator_data: Vec<u8>,
+    signature: Vec<u8>,
+    user_handle: Option<Vec<u8>>,
+    client_data_json: Vec<u8>,
+) -> PublicKeyCredential {
+    PublicKeyCredential {
+        id: keyward_core::secret::b64(&credential_id),
+        raw_id: credential_id,
+        response: AuthenticatorAssertionResponseRaw {
+            authenticator_data,
+            client_data_json,
+            signature,
+            user_handle,
+        },
+        extensions: Default::default(),
+        type_: PUBLIC_KEY.into(),
+    }
+}
+
+/// The one credential type WebAuthn defines.
+pub(crate) const PUBLIC_KEY: &str = "public-key";
+
 /// The ceremony's timeout as a browser clamps it: at most a minute, a minute if unset.
-fn timeout_ms(asked: Option<u32>) -> u32 {
+pub(crate) fn timeout_ms(asked: Option<u32>) -> u32 {
     asked.map_or(60_000, |t| t.min(60_000))
 }
 
 /// Runs `job` on a fresh thread and waits, telling a multi-threaded Tokio runtime (the desktop's)
 /// that this worker blocks, so other tasks move elsewhere.
-fn on_own_thread<R: Send>(job: impl FnOnce() -> R + Send) -> R {
+pub(crate) fn on_own_thread<R: Send>(job: impl FnOnce() -> R + Send) -> R {
     let run = || {
         std::thread::scope(|s| match s.spawn(job).join() {
             Ok(r) => r,
@@ -587,57 +687,16 @@ pub fn platform_security_key(
 ) -> Box<dyn Authenticator> {
     #[cfg(windows)]
     {
+        // Windows' own dialog has the Cancel button there; this switch does not reach it.
         let _ = cancel;
-        Box::new(windows::WindowsKey { prompter })
+        Box::new(crate::windows_key::WindowsKey::new(
+            crate::windows_key::WebAuthnDll,
+            prompter,
+        ))
     }
     #[cfg(not(windows))]
     {
         Box::new(SecurityKey::usb_or_nfc(prompter, cancel))
-    }
-}
-
-#[cfg(windows)]
-mod windows {
-    use super::*;
-    use webauthn_authenticator_rs::WebauthnAuthenticator;
-    use webauthn_authenticator_rs::win10::Win10;
-
-    pub struct WindowsKey {
-        pub prompter: Arc<dyn KeyPrompter>,
-    }
-
-    impl WindowsKey {
-        fn run<R: Send>(
-            &self,
-            op: impl FnOnce(&mut Win10) -> Result<R, WebauthnCError> + Send,
-        ) -> Result<R, AuthenticatorError> {
-            self.prompter.prompt(KeyPrompt::InsertOrTap);
-            let outcome = on_own_thread(|| op(&mut Win10::default()));
-            self.prompter.prompt(KeyPrompt::Finished);
-            outcome.map_err(|e| map_error(e, None))
-        }
-    }
-
-    impl Authenticator for WindowsKey {
-        fn label(&self) -> String {
-            "Security key (Windows)".into()
-        }
-
-        fn register(
-            &mut self,
-            origin: &Url,
-            options: &CreationChallengeResponse,
-        ) -> Result<RegisterPublicKeyCredential, AuthenticatorError> {
-            self.run(|w| w.do_registration(origin.clone(), options.clone()))
-        }
-
-        fn authenticate(
-            &mut self,
-            origin: &Url,
-            options: &RequestChallengeResponse,
-        ) -> Result<PublicKeyCredential, AuthenticatorError> {
-            self.run(|w| w.do_authentication(origin.clone(), options.clone()))
-        }
     }
 }
 

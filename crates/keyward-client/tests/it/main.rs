@@ -222,3 +222,4 @@ async fn the_feed_survives_a_server_restart_and_misses_nothing() {
 mod nfc;
 mod phishing;
 mod security_key;
+mod windows_key;

@@ -48,7 +48,10 @@ impl KeyPrompter for Person {
     }
 }
 
-fn key_for(transport: &VirtTransport, person: Arc<Person>) -> SecurityKey<VirtTransport> {
+pub(crate) fn key_for(
+    transport: &VirtTransport,
+    person: Arc<Person>,
+) -> SecurityKey<VirtTransport> {
     let transport = transport.clone();
     let mut key = SecurityKey::new(
         move || {
