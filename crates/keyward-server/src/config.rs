@@ -251,6 +251,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Event streams one session may hold open; one more is refused.
     pub max_streams_per_session: usize,
+    /// How often an event stream reads the log even if it heard of no commit (a PostgreSQL
+    /// notification can be lost while a listener reconnects).
+    pub stream_poll_every: Duration,
     /// Refuse a request whose `Host` is not one of the origins' host:port (for a `localhost`
     /// origin, a loopback address on its port too): a page on another site that rebinds its
     /// name to 127.0.0.1 then reaches nothing. On for loopback servers (`Config::local`, the
@@ -300,6 +303,7 @@ impl Config {
             header_read_timeout: DEFAULT_HEADER_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_streams_per_session: DEFAULT_MAX_STREAMS_PER_SESSION,
+            stream_poll_every: crate::http::stream::POLL_EVERY,
             check_host: true,
         }
     }
@@ -420,6 +424,7 @@ impl Config {
                 .or(file.max_connections)
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS),
             max_streams_per_session: DEFAULT_MAX_STREAMS_PER_SESSION,
+            stream_poll_every: crate::http::stream::POLL_EVERY,
         };
         config.validate()?;
         Ok(config)

@@ -41,7 +41,7 @@ pub use self::accounts::{Account, PendingRecovery};
 pub use self::authenticators::Authenticator;
 pub use self::ceremonies::{Ceremony, CeremonyCaps};
 pub use self::events::NewEvent;
-pub use self::pg::PostgresOptions;
+pub use self::pg::{PostgresOptions, RemoteCommit};
 pub use self::recovery_keys::RecoveryKeyRecord;
 pub use self::sessions::{Device, Session};
 pub use self::sql::{Column, Engine, Param};
@@ -180,6 +180,18 @@ impl Store {
     /// Called with the events of each committed write, after the commit: the live stream.
     pub fn set_commit_hook(&self, hook: impl Fn(&[SecurityEvent]) + Send + Sync + 'static) {
         *self.on_commit.write() = Some(Box::new(hook));
+    }
+
+    /// Hands `hook` what other instances on the same database commit, as it happens (a
+    /// PostgreSQL listener; see [`RemoteCommit`]). SQLite serves one instance: nothing to hear.
+    pub fn listen_for_other_instances(
+        &self,
+        hook: impl Fn(RemoteCommit) + Send + Sync + 'static,
+    ) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(pool) => pool.listen(hook),
+        }
     }
 
     /// From now on every commit that appends events also stores a checkpoint of the new head

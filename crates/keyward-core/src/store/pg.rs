@@ -14,7 +14,7 @@ use futures::executor::block_on;
 use keyward_proto::SecurityEvent;
 use tokio_postgres::{IsolationLevel, NoTls};
 
-use super::sql::{Db, PgTx};
+use super::sql::{Db, PgTx, args};
 use super::{Durability, Tx};
 use crate::error::{CoreError, Result};
 
@@ -186,6 +186,22 @@ impl r2d2::ManageConnection for Manager {
 
 pub(super) struct Pool {
     pool: r2d2::Pool<Manager>,
+    config: tokio_postgres::Config,
+    /// Names this process in its commits' notifications, so it can ignore its own.
+    instance: String,
+}
+
+/// The channel every commit that appends events notifies, with the accounts it touched.
+const EVENTS_CHANNEL: &str = "keyward_events";
+
+/// What another instance committed, as the listener heard it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteCommit {
+    /// New events for these accounts: read them from the log.
+    Accounts(Vec<uuid::Uuid>),
+    /// The listener was (re)connected: notifications may have been lost while it was not, so
+    /// every stream should catch up from the log.
+    MayHaveMissed,
 }
 
 impl Pool {
@@ -201,7 +217,11 @@ impl Pool {
                 config: options.config.clone(),
             })
             .map_err(|e| CoreError::Unavailable(format!("PostgreSQL at {options:?}: {e}")))?;
-        let pool = Pool { pool };
+        let pool = Pool {
+            pool,
+            config: options.config.clone(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+        };
         pool.migrate(migrations)?;
         Ok(pool)
     }
@@ -276,7 +296,17 @@ impl Pool {
             if durability == Durability::Unsynced {
                 wrapped.execute("SET LOCAL synchronous_commit = off", &[])?;
             }
-            let outcome = f(&mut wrapped);
+            let mut outcome = f(&mut wrapped);
+            if outcome.is_ok() && !wrapped.appended.is_empty() {
+                // NOTIFY is transactional: other instances hear of the commit when it commits,
+                // in commit order, and never of one rolled back.
+                if let Err(e) = wrapped.execute(
+                    "SELECT pg_notify(?1, ?2)",
+                    args![EVENTS_CHANNEL, self.notice_of(&wrapped.appended)],
+                ) {
+                    outcome = Err(e.into());
+                }
+            }
             let conflicted = wrapped.conflicted();
             let retry = match outcome {
                 Ok(value) => match wrapped.finish(log_key) {
@@ -294,6 +324,37 @@ impl Pool {
             debug_assert!(retry);
             backoff(attempt);
         }
+    }
+
+    /// "instance:account,account": who committed, and whose events.
+    fn notice_of(&self, appended: &[SecurityEvent]) -> String {
+        let mut accounts: Vec<String> = appended
+            .iter()
+            .map(|e| e.account_id.simple().to_string())
+            .collect();
+        accounts.sort();
+        accounts.dedup();
+        format!("{}:{}", self.instance, accounts.join(","))
+    }
+
+    /// Listens, on a connection of its own, for other instances' commits and hands each to
+    /// `hook`; reconnects for as long as the process lives, telling `hook` after each
+    /// (re)connection that something may have been missed.
+    pub(super) fn listen(&self, hook: impl Fn(RemoteCommit) + Send + Sync + 'static) -> Result<()> {
+        let config = self.config.clone();
+        let instance = self.instance.clone();
+        io_runtime()?.spawn(async move {
+            let mut wait = Duration::from_millis(100);
+            loop {
+                match listen_once(&config, &instance, &hook).await {
+                    Ok(()) => wait = Duration::from_millis(100),
+                    Err(error) => tracing::warn!(%error, "listening for other instances' commits"),
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        });
+        Ok(())
     }
 
     /// Runs `f` in a read-only REPEATABLE READ transaction: one snapshot, then rolled back.
@@ -328,6 +389,62 @@ impl Tx<'_> {
     }
 }
 
+/// One listening connection, until it breaks.
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    instance: &str,
+    hook: &(impl Fn(RemoteCommit) + Send + Sync),
+) -> std::result::Result<(), tokio_postgres::Error> {
+    use futures::StreamExt;
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (sender, mut messages) = futures::channel::mpsc::unbounded();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            if sender.unbounded_send(message).is_err() {
+                break;
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {EVENTS_CHANNEL}"))
+        .await?;
+    // Listening from here on; whatever was committed before is in the log.
+    hook(RemoteCommit::MayHaveMissed);
+    let mut outcome = Ok(());
+    while let Some(message) = messages.next().await {
+        match message {
+            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                if let Some(commit) = read_notice(n.payload(), instance) {
+                    hook(commit);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    driver.abort();
+    drop(client);
+    outcome
+}
+
+/// Another instance's notice, or None for this instance's own (its streams heard already).
+fn read_notice(payload: &str, instance: &str) -> Option<RemoteCommit> {
+    let (from, accounts) = payload.split_once(':')?;
+    if from == instance {
+        return None;
+    }
+    let accounts: Option<Vec<uuid::Uuid>> = accounts
+        .split(',')
+        .map(|a| uuid::Uuid::try_parse(a).ok())
+        .collect();
+    // A notice this build cannot read still means "something changed".
+    Some(accounts.map_or(RemoteCommit::MayHaveMissed, RemoteCommit::Accounts))
+}
+
 /// 1, 2, 4 … ms (capped at 64), times a random factor in [0.5, 1.5).
 fn backoff(attempt: u32) {
     use rand::Rng;
@@ -350,7 +467,24 @@ impl r2d2::HandleError<CoreError> for QuietErrors {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{RemoteCommit, read_notice, redact};
+
+    #[test]
+    fn notices_name_their_accounts_and_our_own_are_ignored() {
+        let a = uuid::Uuid::new_v4();
+        let b = uuid::Uuid::new_v4();
+        let payload = format!("other:{},{}", a.simple(), b.simple());
+        assert_eq!(
+            read_notice(&payload, "me"),
+            Some(RemoteCommit::Accounts(vec![a, b]))
+        );
+        assert_eq!(read_notice(&payload, "other"), None);
+        assert_eq!(
+            read_notice("other:not-a-uuid", "me"),
+            Some(RemoteCommit::MayHaveMissed)
+        );
+        assert_eq!(read_notice("garbage", "me"), None);
+    }
 
     #[test]
     fn passwords_never_show() {

@@ -19,6 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
+use keyward_core::store::RemoteCommit;
 use keyward_proto::SecurityEvent;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
@@ -38,7 +39,7 @@ pub struct AppState(Arc<Shared>);
 struct Shared {
     relying_party: RelyingParty,
     /// Every committed security event, in commit order; streams filter by account.
-    events: broadcast::Sender<SecurityEvent>,
+    events: broadcast::Sender<Published>,
     tls: bool,
     /// The built web UI served at `/`, if configured.
     web_ui: Option<PathBuf>,
@@ -47,6 +48,7 @@ struct Shared {
     /// Open event streams per session, and how many one session may hold.
     streams: Mutex<HashMap<Uuid, usize>>,
     max_streams_per_session: usize,
+    stream_poll_every: std::time::Duration,
     /// With `check_host`: the only `Host` values answered (see `serve::allowed_hosts`).
     allowed_hosts: Option<Vec<String>>,
 }
@@ -57,6 +59,7 @@ pub struct HttpSettings {
     pub web_ui: Option<PathBuf>,
     pub trusted_proxies: Vec<Cidr>,
     pub max_streams_per_session: usize,
+    pub stream_poll_every: std::time::Duration,
     /// With `check_host`: the only `Host` values answered (see `serve::allowed_hosts`).
     pub allowed_hosts: Option<Vec<String>>,
 }
@@ -68,6 +71,7 @@ impl HttpSettings {
             web_ui: config.web_ui.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             max_streams_per_session: config.max_streams_per_session,
+            stream_poll_every: config.stream_poll_every,
             allowed_hosts: config
                 .check_host
                 .then(|| serve::allowed_hosts(&config.origins)),
@@ -93,6 +97,17 @@ impl Drop for StreamSlot {
     }
 }
 
+/// What open streams hear of.
+#[derive(Debug, Clone)]
+pub(crate) enum Published {
+    /// An event this instance committed.
+    Event(SecurityEvent),
+    /// Another instance committed events for these accounts: read them from the log.
+    Elsewhere(Vec<Uuid>),
+    /// Another instance's commits may have gone unheard: every stream catches up from the log.
+    MayHaveMissed,
+}
+
 impl AppState {
     /// Serves `relying_party`; every event its store commits is published to open streams.
     pub fn new(relying_party: RelyingParty, settings: HttpSettings) -> AppState {
@@ -101,9 +116,22 @@ impl AppState {
         relying_party.store().set_commit_hook(move |committed| {
             for e in committed {
                 // No subscriber is fine: the store keeps everything for replay.
-                let _ = publisher.send(e.clone());
+                let _ = publisher.send(Published::Event(e.clone()));
             }
         });
+        let publisher = events.clone();
+        let listening = relying_party
+            .store()
+            .listen_for_other_instances(move |remote| {
+                let _ = publisher.send(match remote {
+                    RemoteCommit::Accounts(accounts) => Published::Elsewhere(accounts),
+                    RemoteCommit::MayHaveMissed => Published::MayHaveMissed,
+                });
+            });
+        if let Err(error) = listening {
+            // Streams still catch up by polling the log (`stream::POLL_EVERY`).
+            tracing::warn!(%error, "cannot listen for other instances' commits");
+        }
         AppState(Arc::new(Shared {
             relying_party,
             events,
@@ -112,6 +140,7 @@ impl AppState {
             trusted_proxies: settings.trusted_proxies,
             streams: Mutex::default(),
             max_streams_per_session: settings.max_streams_per_session,
+            stream_poll_every: settings.stream_poll_every,
             allowed_hosts: settings.allowed_hosts,
         }))
     }
@@ -140,7 +169,11 @@ impl AppState {
         &self.0.relying_party
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<SecurityEvent> {
+    fn stream_poll_every(&self) -> std::time::Duration {
+        self.0.stream_poll_every
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Published> {
         self.0.events.subscribe()
     }
 

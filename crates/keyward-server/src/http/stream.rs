@@ -5,6 +5,14 @@
 //! committed in between can be missed, and nothing is sent twice. A stream whose own session
 //! ends is told (`session_ended`) and closed. A session holds at most
 //! `max_streams_per_session` streams at once; one more is refused (`conflict`, 409).
+//!
+//! The log is the outbox: a stream sends events in their account's order by reading the log
+//! from its position. What it hears live only says when to read: an event of this instance's
+//! that is the very next one is sent as heard (no read); anything else (a gap, which several
+//! PostgreSQL connections committing close together can cause; another instance's commit,
+//! heard through PostgreSQL's LISTEN/NOTIFY; a listener that was reconnected and may have
+//! missed some) makes it read the log from where it stands. Notifications can be lost, so
+//! every stream also reads the log every `POLL_EVERY` whatever it heard.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -18,10 +26,13 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
-use super::AppState;
 use super::extract::ApiQuery;
+use super::{AppState, Published};
 use crate::error::{Result, ServerError};
 use crate::relying_party::Authed;
+
+/// How often a stream reads the log even when it heard nothing (notifications can be lost).
+pub const POLL_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct StreamQuery {
@@ -78,6 +89,8 @@ pub async fn event_stream(
         let Some(left) = time_left(state.clone()).await else { return };
         let deadline = tokio::time::sleep(left);
         tokio::pin!(deadline);
+        let mut poll = tokio::time::interval(state.stream_poll_every());
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if replay {
                 // Catch up from the store, in pages.
@@ -99,17 +112,26 @@ pub async fn event_stream(
             }
             tokio::select! {
                 received = live.recv() => match received {
-                    Ok(e) if e.account_id == account_id && e.id > last => {
+                    Ok(Published::Event(e)) if e.account_id == account_id && e.id == last + 1 => {
                         last = e.id;
                         let ends_me = ends_session(&e, session_id);
                         yield Ok(sse_event(&e));
                         if ends_me { return; }
                     }
+                    // Ours but not the next one: an earlier one is still on its way.
+                    Ok(Published::Event(e)) if e.account_id == account_id && e.id > last => {
+                        replay = true;
+                    }
+                    Ok(Published::Elsewhere(accounts)) if accounts.contains(&account_id) => {
+                        replay = true;
+                    }
+                    Ok(Published::MayHaveMissed) => replay = true,
                     Ok(_) => {}
                     // Fell behind the channel: the store has everything, replay from it.
                     Err(RecvError::Lagged(_)) => replay = true,
                     Err(RecvError::Closed) => return,
                 },
+                _ = poll.tick() => replay = true,
                 // Lifetimes run out without an event; a stream must not outlive its session.
                 // Use elsewhere may have moved the deadline on: then wait for the new one.
                 () = &mut deadline => {

@@ -90,11 +90,16 @@ impl Harness {
     /// A second keywardd on the same database, as behind a load balancer: its own port and
     /// process state, the same origin, clock and log key.
     pub async fn second_instance(&self) -> Harness {
+        self.second_instance_with(|_| {}).await
+    }
+
+    pub async fn second_instance_with(&self, tweak: impl FnOnce(&mut Config)) -> Harness {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut config = local_config(&self.db, &self.db_url, self.origin.clone());
         // Requests reach it under its own port; the origin is the first instance's.
         config.check_host = false;
+        tweak(&mut config);
         let server = keyward_server::start_on(listener, config, self.clock.clone())
             .await
             .unwrap();

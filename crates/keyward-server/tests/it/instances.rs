@@ -8,6 +8,93 @@ use std::sync::Arc;
 use keyward_proto::*;
 
 use crate::harness::*;
+use crate::stream::Sse;
+
+/// Two instances whose streams must hear each other. A stream reads the log when it hears of a
+/// commit, and every so often regardless. On PostgreSQL that "so often" is made too long to
+/// matter here, so only LISTEN/NOTIFY can deliver in time; a SQLite file shared by two
+/// processes has no notifications, so there the poll does it.
+async fn two_instances() -> (Harness, Harness) {
+    let poll = if keyward_core::store::testing::on_postgres() {
+        std::time::Duration::from_secs(600)
+    } else {
+        std::time::Duration::from_millis(100)
+    };
+    let a = Harness::start_with(|c| c.stream_poll_every = poll).await;
+    let b = a.second_instance_with(|c| c.stream_poll_every = poll).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn a_sign_in_on_one_instance_reaches_a_stream_on_the_other() {
+    let (a, b) = two_instances().await;
+    let mut key = new_key();
+    let me = a.create_account(&mut key, "ada").await;
+    let mut stream = Sse::open(&b, &me.token, None).await;
+    let other = a.sign_in(&mut key, None, "someone's PC").await.unwrap();
+    let e = stream
+        .next()
+        .await
+        .expect("the alert reaches the other instance's stream");
+    assert_eq!(e.kind, EventKind::SignIn);
+    assert_eq!(e.session_id, Some(other.session.id));
+    assert_eq!(e.urgency, Urgency::Urgent);
+}
+
+#[tokio::test]
+async fn ending_a_session_on_one_instance_tells_its_stream_on_the_other() {
+    let (a, b) = two_instances().await;
+    let mut key = new_key();
+    let me = a.create_account(&mut key, "ada").await;
+    let victim = a.sign_in(&mut key, None, "stolen laptop").await.unwrap();
+    let mut stream = Sse::open(&b, &victim.token, None).await;
+    let _: EndedSessions = a
+        .delete(
+            &format!("/api/v1/sessions/{}", victim.session.id),
+            &me.token,
+        )
+        .await
+        .unwrap();
+    let e = stream.next().await.expect("told, on the other instance");
+    assert_eq!(e.kind, EventKind::SessionEnded);
+    assert_eq!(e.detail.ended_session_id, Some(victim.session.id));
+    assert!(stream.next().await.is_none(), "closed");
+}
+
+/// Events committed close together on several connections can be heard out of order; the
+/// stream sends them in the account's order all the same, each once.
+#[tokio::test]
+async fn events_committed_together_reach_a_stream_once_each_in_order() {
+    let (a, b) = two_instances().await;
+    let mut key = new_key();
+    let me = a.create_account(&mut key, "ada").await;
+    let mut others = Vec::new();
+    for i in 0..6 {
+        others.push(
+            a.sign_in(&mut key, None, &format!("tab {i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut stream = Sse::open(&a, &me.token, None).await;
+    // Six sessions ended at once, half through each instance: six events committed together.
+    let paths: Vec<String> = others
+        .iter()
+        .map(|o| format!("/api/v1/sessions/{}", o.session.id))
+        .collect();
+    let ends = paths.iter().enumerate().map(|(i, path)| {
+        let h = if i % 2 == 0 { &a } else { &b };
+        h.delete::<EndedSessions>(path, &me.token)
+    });
+    for outcome in futures::future::join_all(ends).await {
+        outcome.unwrap();
+    }
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(stream.next().await.expect("every sign-in").id);
+    }
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+}
 
 #[tokio::test]
 async fn a_ceremony_finished_at_once_on_two_instances_opens_one_session() {

@@ -8,13 +8,13 @@ use keyward_proto::*;
 
 use crate::harness::*;
 
-struct Sse {
+pub struct Sse {
     body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buf: String,
 }
 
 impl Sse {
-    async fn open(h: &Harness, token: &str, last_event_id: Option<i64>) -> Sse {
+    pub async fn open(h: &Harness, token: &str, last_event_id: Option<i64>) -> Sse {
         let mut req = h
             .http
             .get(format!("{}/api/v1/events/stream", h.base))
@@ -32,7 +32,7 @@ impl Sse {
     }
 
     /// The next security event, or None if the stream ends or nothing comes within 5 s.
-    async fn next(&mut self) -> Option<SecurityEvent> {
+    pub async fn next(&mut self) -> Option<SecurityEvent> {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let frame: String = self.buf.drain(..end + 2).collect();
