@@ -101,7 +101,7 @@ impl Drop for StreamSlot {
 #[derive(Debug, Clone)]
 pub(crate) enum Published {
     /// An event this instance committed.
-    Event(SecurityEvent),
+    Event(Box<SecurityEvent>),
     /// Another instance committed events for these accounts: read them from the log.
     Elsewhere(Vec<Uuid>),
     /// Another instance's commits may have gone unheard: every stream catches up from the log.
@@ -116,7 +116,7 @@ impl AppState {
         relying_party.store().set_commit_hook(move |committed| {
             for e in committed {
                 // No subscriber is fine: the store keeps everything for replay.
-                let _ = publisher.send(Published::Event(e.clone()));
+                let _ = publisher.send(Published::Event(Box::new(e.clone())));
             }
         });
         let publisher = events.clone();
