@@ -147,8 +147,9 @@ pub async fn watch_events<R: Runtime>(
     channel: Channel<FeedMessage>,
     after: Option<i64>,
 ) -> Result<()> {
-    let (api, session_id) = desktop.session().await?;
-    let (mut rx, _task) = keyward_client::EventFeed::spawn(api, session_id, after);
+    // Follows the session's token: a step-up replaces it, and the feed reconnects with it.
+    let (api, session_id) = desktop.watch_session().await?;
+    let (mut rx, _task) = keyward_client::EventFeed::follow(api, session_id, after);
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             // What else arrives within a moment goes in the same message: each channel

@@ -9,7 +9,7 @@ use keyward_client::{Api, Authenticator, Ceremonies, write_private};
 use crate::keys::{KeyKind, Keys, PromptRelay};
 use keyward_proto::*;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use ts_rs::TS;
 use url::Url;
 use uuid::Uuid;
@@ -84,7 +84,9 @@ pub struct NewRecoveryKey {
 }
 
 struct Session {
-    api: Api,
+    /// The API with the session's token. A step-up replaces the token; the live feed follows
+    /// this channel, so it reconnects with the new one.
+    api: watch::Sender<Api>,
     id: Uuid,
     account: AccountView,
     /// Last time this app used the session; the server's idle clock runs from the same moment.
@@ -224,7 +226,7 @@ impl Desktop {
             match (api.account().await, current) {
                 (Ok(account), Some(id)) => {
                     conn.session = Some(Session {
-                        api,
+                        api: watch::Sender::new(api),
                         id,
                         account,
                         last_used: self.clock.now(),
@@ -344,15 +346,49 @@ impl Desktop {
             .ok_or(DesktopError::NotConnected)
     }
 
-    /// The signed-in API, or NotSignedIn.
-    pub async fn session(&self) -> Result<(Api, Uuid)> {
-        let mut conn = self.conn.lock().await;
+    /// The session, about to be used (unless the idle lock dropped it), or NotSignedIn.
+    fn in_use<'c>(&self, conn: &'c mut Connection) -> Result<&'c mut Session> {
         if conn.lock_if_idle(self.clock.now()) {
             self.vault.clear();
         }
         let s = conn.session.as_mut().ok_or(DesktopError::NotSignedIn)?;
         s.last_used = self.clock.now();
-        Ok((s.api.clone(), s.id))
+        Ok(s)
+    }
+
+    /// The signed-in API, or NotSignedIn.
+    pub async fn session(&self) -> Result<(Api, Uuid)> {
+        let mut conn = self.conn.lock().await;
+        let s = self.in_use(&mut conn)?;
+        Ok((s.api.borrow().clone(), s.id))
+    }
+
+    /// The signed-in API as it changes (a step-up replaces the token), for the live feed.
+    pub async fn watch_session(&self) -> Result<(watch::Receiver<Api>, Uuid)> {
+        let mut conn = self.conn.lock().await;
+        let s = self.in_use(&mut conn)?;
+        Ok((s.api.subscribe(), s.id))
+    }
+
+    /// After a ceremony that may have stepped up: if the server replaced session `id`'s token
+    /// (`api` no longer holds `before`'s), the new one is used from now on, by the live feed
+    /// too, and rests in the secret store in place of the old one, which the server refuses.
+    /// Whatever the operation's outcome: the step-up itself succeeded.
+    async fn renewed(&self, id: Uuid, before: &Api, api: &Api) {
+        let Some(token) = api.token().filter(|t| Some(*t) != before.token()) else {
+            return;
+        };
+        let mut conn = self.conn.lock().await;
+        // Signed out or in again meanwhile: that session is not this one.
+        let Some(s) = conn.session.as_mut().filter(|s| s.id == id) else {
+            return;
+        };
+        s.api.send_replace(api.clone());
+        self.vault.save(&SavedSession {
+            server: api.base().to_string(),
+            token: token.to_string(),
+            recovery: s.recovery,
+        });
     }
 
     /// A session the server refuses is forgotten here too, so the UI returns to sign-in.
@@ -391,7 +427,7 @@ impl Desktop {
         let mut conn = self.conn.lock().await;
         conn.locked = false;
         conn.session = Some(Session {
-            api: c.api.with_token(&signed.token),
+            api: watch::Sender::new(c.api.with_token(&signed.token)),
             id: signed.session.id,
             account: signed.account,
             last_used: self.clock.now(),
@@ -432,7 +468,8 @@ impl Desktop {
         let session = self.conn.lock().await.session.take();
         self.vault.clear();
         if let Some(s) = session {
-            let _ = s.api.sign_out().await;
+            let api = s.api.borrow().clone();
+            let _ = api.sign_out().await;
         }
         Ok(())
     }
@@ -468,10 +505,12 @@ impl Desktop {
         Fut: std::future::Future<Output = keyward_client::Result<T>>,
     {
         let c = self.ceremonies().await?;
-        let (api, _) = self.session().await?;
+        let (mut api, id) = self.session().await?;
+        let before = api.clone();
         let mut keys = self.keys.lock().await;
-        let r = c.with_step_up(&api, &mut *keys, || op(api.clone())).await;
+        let r = c.with_step_up(&mut api, &mut *keys, op).await;
         drop(keys);
+        self.renewed(id, &before, &api).await;
         self.checked(r).await
     }
 
@@ -598,10 +637,12 @@ impl Desktop {
 
     pub async fn add_key(&self, nickname: Option<String>) -> Result<AuthenticatorView> {
         let c = self.ceremonies().await?;
-        let (api, _) = self.session().await?;
+        let (mut api, id) = self.session().await?;
+        let before = api.clone();
         let mut keys = self.keys.lock().await;
-        let r = c.add_key(&api, &mut *keys, nickname.as_deref()).await;
+        let r = c.add_key(&mut api, &mut *keys, nickname.as_deref()).await;
         drop(keys);
+        self.renewed(id, &before, &api).await;
         let added = self.checked(r).await?;
         self.finish_recovery().await?;
         Ok(added)
@@ -613,7 +654,7 @@ impl Desktop {
         let api = {
             let conn = self.conn.lock().await;
             match conn.session.as_ref() {
-                Some(s) if s.recovery => s.api.clone(),
+                Some(s) if s.recovery => s.api.borrow().clone(),
                 _ => return Ok(()),
             }
         };
@@ -656,10 +697,12 @@ impl Desktop {
 
     pub async fn create_recovery_key(&self) -> Result<NewRecoveryKey> {
         let c = self.ceremonies().await?;
-        let (api, _) = self.session().await?;
+        let (mut api, id) = self.session().await?;
+        let before = api.clone();
         let mut keys = self.keys.lock().await;
-        let r = c.new_recovery_key(&api, &mut *keys).await;
+        let r = c.new_recovery_key(&mut api, &mut *keys).await;
         drop(keys);
+        self.renewed(id, &before, &api).await;
         let (key, status) = self.checked(r).await?;
         self.finish_recovery().await?;
         Ok(NewRecoveryKey {
@@ -695,7 +738,7 @@ impl Desktop {
         let api = c.api.with_token(&started.token);
         let id = current_session_id(&api).await.unwrap_or_default();
         self.conn.lock().await.session = Some(Session {
-            api,
+            api: watch::Sender::new(api),
             id,
             account: started.account.clone(),
             last_used: self.clock.now(),

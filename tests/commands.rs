@@ -392,15 +392,87 @@ fn keywardd(
     listener: std::net::TcpListener,
     db: &std::path::Path,
 ) -> keyward_server::RunningServer {
+    keywardd_on(listener, db, Arc::new(keyward_core::SystemClock))
+}
+
+/// As `keywardd`, telling time by `clock`.
+fn keywardd_on(
+    listener: std::net::TcpListener,
+    db: &std::path::Path,
+    clock: Arc<dyn keyward_core::Clock>,
+) -> keyward_server::RunningServer {
     let port = listener.local_addr().unwrap().port();
     let origin = url::Url::parse(&format!("http://localhost:{port}")).unwrap();
     let config = keyward_server::Config::local(db.to_path_buf(), origin);
-    tauri::async_runtime::block_on(keyward_server::start_on(
-        listener,
-        config,
-        Arc::new(keyward_core::SystemClock),
-    ))
-    .unwrap()
+    tauri::async_runtime::block_on(keyward_server::start_on(listener, config, clock)).unwrap()
+}
+
+/// A step-up replaces the session's token (the server refuses the old one from then on): the
+/// app carries on with the new one, keeps it in the secret store in place of the old, and its
+/// live feed reconnects with it instead of being cut off.
+#[test]
+fn a_step_up_s_new_token_is_used_kept_in_the_secret_store_and_followed_by_the_feed() {
+    use tauri::Manager;
+    let (data, served) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // One clock for keywardd and the app: moving it makes the sign-in's touch too old.
+    let clock = Arc::new(keyward_core::ManualClock::new(1_795_478_400_000));
+    let _server = keywardd_on(listener, &served.path().join("keyward.db"), clock.clone());
+    let url = format!("http://localhost:{port}/");
+    let vault = Arc::new(MemoryVault::default());
+    let (app, w) = app_with_vault(data.path(), clock.clone(), vault.clone());
+    invoke(&w, "connect", json!({"server": url})).unwrap();
+    invoke(
+        &w,
+        "create_account",
+        json!({"username": "ada", "displayName": null}),
+    )
+    .unwrap();
+    let old = vault.load().unwrap().token;
+    let desktop = app.state::<keyward_desktop::desktop::Desktop>();
+    let (followed, session_id) = tauri::async_runtime::block_on(desktop.watch_session()).unwrap();
+    let (mut events, feed) = tauri::async_runtime::block_on(async {
+        keyward_client::EventFeed::follow(followed.clone(), session_id, Some(0))
+    });
+
+    clock.advance_secs(301);
+    invoke(&w, "add_key", json!({"nickname": "Spare"})).expect("stepped up, then added");
+    let new = vault.load().unwrap().token;
+    assert_ne!(new, old, "the secret store holds the new token");
+    assert_eq!(followed.borrow().token(), Some(new.as_str()));
+    let base = url::Url::parse(&url).unwrap();
+    let refused = tauri::async_runtime::block_on(
+        keyward_client::Api::new(base.clone())
+            .with_token(&old)
+            .account(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(keyward_proto::ErrorCode::Unauthenticated)
+    );
+    let overview = invoke(&w, "overview", json!({})).expect("the app uses the new token");
+    assert_eq!(overview["sessions"][0]["id"], json!(session_id));
+    tauri::async_runtime::block_on(async {
+        loop {
+            let e = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
+                .await
+                .expect("the feed reconnected with the new token")
+                .expect("the feed goes on");
+            if e.kind == keyward_proto::EventKind::AuthenticatorAdded {
+                break;
+            }
+        }
+    });
+    assert!(!feed.is_finished());
+
+    // A restart resumes with the new token from the secret store.
+    let again = tempfile::tempdir().unwrap();
+    let (_app, w) = app_with_vault(again.path(), clock, vault);
+    let status = invoke(&w, "connect", json!({"server": url})).unwrap();
+    assert_eq!(status["account"]["username"], "ada");
+    assert_eq!(status["session_id"], json!(session_id));
 }
 
 #[test]

@@ -28,6 +28,7 @@ fn declarations() -> String {
         DeviceView::decl(&cfg),
         SessionScope::decl(&cfg),
         SessionView::decl(&cfg),
+        SteppedUp::decl(&cfg),
         EndedSessions::decl(&cfg),
         RemovalImpact::decl(&cfg),
         RecoveryKeyStatus::decl(&cfg),

@@ -174,7 +174,9 @@ impl Api {
     pub async fn step_up_begin(&self) -> Result<AssertionBegin> {
         self.post_empty("/api/v1/step-up/begin").await
     }
-    pub async fn step_up_finish(&self, req: &AssertionFinishRequest) -> Result<SessionView> {
+    /// The answer carries the session's new token: this one is refused from then on
+    /// ([`crate::Ceremonies::step_up`] adopts it).
+    pub async fn step_up_finish(&self, req: &AssertionFinishRequest) -> Result<SteppedUp> {
         self.post("/api/v1/step-up/finish", req).await
     }
 

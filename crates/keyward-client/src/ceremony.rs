@@ -68,23 +68,24 @@ impl Ceremonies {
         Ok(key.authenticate(self.site.origin_url(), options)?)
     }
 
-    /// Runs `op`; if the server wants a fresh touch first, does the step-up with `key` and
-    /// runs it once more. Servers refuse such operations before anything happens, so nothing
-    /// happens twice.
+    /// Runs `op` with `session`; if the server wants a fresh touch first, does the step-up
+    /// with `key` and runs it once more, with the session's new token. Servers refuse such
+    /// operations before anything happens, so nothing happens twice. Afterwards `session`
+    /// holds whichever token is the session's (see [`Ceremonies::step_up`]).
     pub async fn with_step_up<T, F, Fut>(
         &self,
-        session: &Api,
+        session: &mut Api,
         key: &mut dyn Authenticator,
         op: F,
     ) -> Result<T>
     where
-        F: Fn() -> Fut,
+        F: Fn(Api) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        match op().await {
+        match op(session.clone()).await {
             Err(e) if e.code() == Some(ErrorCode::StepUpRequired) => {
                 self.step_up(session, key).await?;
-                op().await
+                op(session.clone()).await
             }
             other => other,
         }
@@ -140,27 +141,44 @@ impl Ceremonies {
             .await
     }
 
-    /// A fresh touch for sensitive operations in the next few minutes.
-    pub async fn step_up(&self, session: &Api, key: &mut dyn Authenticator) -> Result<SessionView> {
+    /// A fresh touch for sensitive operations in the next few minutes. The server replaces the
+    /// session's token when it grants one, so `session` is given the new token: the old one is
+    /// refused from then on. Whoever keeps the token elsewhere (a secret store, a live feed)
+    /// takes it from `session` afterwards.
+    pub async fn step_up(
+        &self,
+        session: &mut Api,
+        key: &mut dyn Authenticator,
+    ) -> Result<SessionView> {
         let begin = session.step_up_begin().await?;
         let credential = self.authenticate(key, &begin.options)?;
-        session
+        let stepped = session
             .step_up_finish(&AssertionFinishRequest {
                 ceremony_id: begin.ceremony_id,
                 credential,
             })
-            .await
+            .await?;
+        if stepped.token.is_empty() {
+            return Err(ClientError::Protocol(
+                "the step-up's answer carries no token".into(),
+            ));
+        }
+        *session = session.with_token(stepped.token);
+        Ok(stepped.session)
     }
 
-    /// Registers another key; `key` also gives the fresh touch if the server asks for one.
+    /// Registers another key; `key` also gives the fresh touch if the server asks for one
+    /// (then `session` holds the session's new token).
     pub async fn add_key(
         &self,
-        session: &Api,
+        session: &mut Api,
         key: &mut dyn Authenticator,
         nickname: Option<&str>,
     ) -> Result<AuthenticatorView> {
         let begin = self
-            .with_step_up(session, key, || session.add_authenticator_begin())
+            .with_step_up(session, key, |api| async move {
+                api.add_authenticator_begin().await
+            })
             .await?;
         let credential = self.register(key, &begin.options)?;
         session
@@ -174,18 +192,19 @@ impl Ceremonies {
 
     /// Makes a new recovery key on this machine and registers its public half (`key` gives the
     /// fresh touch if the server asks). The caller shows the returned key to the user once and
-    /// then forgets it. A key refused for want of a touch was never stored nor shown.
+    /// then forgets it. A key refused for want of a touch was never stored nor shown. After a
+    /// step-up, `session` holds the session's new token.
     pub async fn new_recovery_key(
         &self,
-        session: &Api,
+        session: &mut Api,
         key: &mut dyn Authenticator,
     ) -> Result<(RecoveryKey, RecoveryKeyStatus)> {
-        self.with_step_up(session, key, || async {
+        self.with_step_up(session, key, |api| async move {
             let recovery = RecoveryKey::generate();
             let request = SetRecoveryKeyRequest {
                 public_key: b64(&recovery.public_key()),
             };
-            Ok((recovery, session.set_recovery_key(&request).await?))
+            Ok((recovery, api.set_recovery_key(&request).await?))
         })
         .await
     }

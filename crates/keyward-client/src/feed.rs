@@ -1,12 +1,15 @@
 //! A consumer of `/api/v1/events/stream` that survives the network: it reconnects with
 //! exponential backoff and resumes with `Last-Event-ID`, so every event arrives once, in order.
+//! It also survives a step-up: the server then replaces the session's token and ends streams
+//! opened with the old one, and a feed that follows the session's token ([`EventFeed::follow`])
+//! reconnects with the new one.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use keyward_proto::{EventKind, SecurityEvent};
 use reqwest::Method;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::api::Api;
 
@@ -25,11 +28,31 @@ pub struct EventFeed;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How long a refused token waits for its replacement before the feed gives up. The server
+/// ends the old token's stream when the step-up commits, a moment before the step-up's answer
+/// (with the new token) is back with the client, so a reconnect can be refused in between.
+const RENEWAL_GRACE: Duration = Duration::from_secs(5);
+
 impl EventFeed {
     /// Starts a background task that sends events to the returned channel, starting after
-    /// `after` (None: only new events). The task's result says why it stopped.
+    /// `after` (None: only new events), always with `api`'s token. The task's result says why
+    /// it stopped; a step-up on this session stops it (`Unauthenticated`): see [`Self::follow`].
     pub fn spawn(
         api: Api,
+        session_id: uuid::Uuid,
+        after: Option<i64>,
+    ) -> (
+        mpsc::Receiver<SecurityEvent>,
+        tokio::task::JoinHandle<FeedEnd>,
+    ) {
+        Self::follow(watch::channel(api).1, session_id, after)
+    }
+
+    /// As [`Self::spawn`], connecting each time with the latest `Api` in `api`: whoever holds
+    /// the sender puts the session's new token there after a step-up, and the feed reconnects
+    /// with it (resuming with `Last-Event-ID`) instead of stopping.
+    pub fn follow(
+        api: watch::Receiver<Api>,
         session_id: uuid::Uuid,
         after: Option<i64>,
     ) -> (
@@ -43,20 +66,26 @@ impl EventFeed {
 }
 
 async fn run(
-    api: Api,
+    mut api: watch::Receiver<Api>,
     session_id: uuid::Uuid,
     mut last: Option<i64>,
     tx: mpsc::Sender<SecurityEvent>,
 ) -> FeedEnd {
     let mut backoff = Duration::from_millis(200);
     loop {
-        let mut req = api.request(Method::GET, "/api/v1/events/stream");
+        // Marks the token as seen: a change after this is a newer one.
+        let current = api.borrow_and_update().clone();
+        let mut req = current.request(Method::GET, "/api/v1/events/stream");
         if let Some(id) = last {
             req = req.header("Last-Event-ID", id.to_string());
         }
         match req.send().await {
             Ok(res) if res.status() == reqwest::StatusCode::UNAUTHORIZED => {
-                return FeedEnd::Unauthenticated;
+                // Refused: unless a new token arrives (a step-up), the session is over.
+                match tokio::time::timeout(RENEWAL_GRACE, api.changed()).await {
+                    Ok(Ok(())) => continue,
+                    _ => return FeedEnd::Unauthenticated,
+                }
             }
             Ok(res) if res.status().is_success() => {
                 backoff = Duration::from_millis(200);

@@ -155,6 +155,15 @@ pub struct SignedIn {
     pub account: AccountView,
 }
 
+/// A step-up done. The session is the same one (same ID), but its token is replaced: the token
+/// the step-up was made with is refused from then on, and event streams opened with it end.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
+pub struct SteppedUp {
+    /// The session's new bearer token; blank for a browser, which gets it as its cookie.
+    pub token: String,
+    pub session: SessionView,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Account, authenticators, sessions
 

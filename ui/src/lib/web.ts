@@ -9,7 +9,7 @@ import { generateRandom, parse, publicKey, RecoveryKeyFormatError, sign, toDispl
 import type {
   AccountView, AppStatus, AuthenticatorView, ClientInfo, EndedSessions, EventPage,
   NewRecoveryKey, Overview, Readiness, RecoveryKeyStatus, RecoveryStarted,
-  RemovalImpact, SecurityEvent, ServerInfo, SessionView,
+  RemovalImpact, SecurityEvent, ServerInfo, SessionView, SteppedUp,
 } from './types';
 
 /** The parts of keywardd's answers the page uses (the desktop app never passes these on). */
@@ -213,7 +213,10 @@ function changed<T>(value: T): T {
   return value;
 }
 
-/** Runs `op`; if the server wants a fresh touch of the key first, does that and runs it again. */
+/** Runs `op`; if the server wants a fresh touch of the key first, does that and runs it again.
+ * The step-up replaces the session's token: the answer sets the new session cookie (the body's
+ * token is blank) and the old one is refused from then on; the live feed's EventSource, which
+ * the server ends, reconnects with the new cookie by itself. Nothing here holds a token. */
 async function withStepUp<T>(op: () => Promise<T>): Promise<T> {
   try {
     return await op();
@@ -221,7 +224,7 @@ async function withStepUp<T>(op: () => Promise<T>): Promise<T> {
     if (!(e instanceof IpcError) || e.code !== 'step_up_required') throw e;
     const begin = await http<AssertionBegin>('POST', '/api/v1/step-up/begin');
     const credential = await getAssertion(begin.options);
-    await http<SessionView>('POST', '/api/v1/step-up/finish', { ceremony_id: begin.ceremony_id, credential });
+    await http<SteppedUp>('POST', '/api/v1/step-up/finish', { ceremony_id: begin.ceremony_id, credential });
     return op();
   }
 }

@@ -137,6 +137,12 @@ opened_by: string | null, address: string,
  */
 current: boolean, };
 
+export type SteppedUp = { 
+/**
+ * The session's new bearer token; blank for a browser, which gets it as its cookie.
+ */
+token: string, session: SessionView, };
+
 export type EndedSessions = { ended: Array<string>, };
 
 export type RemovalImpact = { authenticator: AuthenticatorView, 

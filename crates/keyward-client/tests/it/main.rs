@@ -99,14 +99,14 @@ async fn a_persisted_virtual_key_walks_the_whole_account_lifecycle() {
         .sign_in(&mut key, None, Some(me.device_secret.clone()))
         .await
         .unwrap();
-    let session = c.api.with_token(&again.token);
+    let mut session = c.api.with_token(&again.token);
     let mut key = VirtualKey::open(&key_path).unwrap();
     c.sign_in(&mut key, Some("ada"), None).await.unwrap();
 
     // Adding a backup with the ring makes a second, distinct virtual key.
     let mut ring = VirtualKey::open(&key_path).unwrap();
     let added = c
-        .add_key(&session, &mut ring, Some("Backup"))
+        .add_key(&mut session, &mut ring, Some("Backup"))
         .await
         .unwrap();
     assert_eq!(added.nickname, "Backup");
@@ -114,7 +114,7 @@ async fn a_persisted_virtual_key_walks_the_whole_account_lifecycle() {
     assert_eq!(session.authenticators().await.unwrap().len(), 2);
 
     // Recovery key: made here, shown once, typed back, drilled.
-    let (rk, status) = c.new_recovery_key(&session, &mut key).await.unwrap();
+    let (rk, status) = c.new_recovery_key(&mut session, &mut key).await.unwrap();
     assert!(status.present && status.confirmed_at.is_none());
     let typed = rk.to_display().to_lowercase().replace('-', " ");
     let confirmed = c
@@ -223,3 +223,84 @@ mod nfc;
 mod phishing;
 mod security_key;
 mod windows_key;
+
+/// After a step-up the server refuses the token it was made with; `with_step_up` leaves the
+/// caller holding the session's new one, which carries the fresh touch.
+#[tokio::test]
+async fn with_step_up_leaves_the_caller_with_a_working_token() {
+    let server = Server::start().await;
+    let c = server.ceremonies("desktop");
+    let mut key = VirtualKey::ephemeral();
+    let me = c.create_account(&mut key, "ada", None, None).await.unwrap();
+    let phone = c.sign_in(&mut key, None, None).await.unwrap();
+    server.clock.advance_secs(301); // the sign-in's touch is too old for a sensitive change
+    let mut session = c.api.with_token(&me.token);
+    let before = session.clone();
+
+    let ended = c
+        .with_step_up(&mut session, &mut key, |api| async move {
+            api.end_other_sessions().await
+        })
+        .await
+        .unwrap();
+    assert_eq!(ended.ended, vec![phone.session.id]);
+    assert_ne!(session.token(), before.token(), "a new token");
+    assert_eq!(session.current_session().await.unwrap().id, me.session.id);
+    assert_eq!(
+        before.current_session().await.unwrap_err().code(),
+        Some(ErrorCode::Unauthenticated),
+        "the old token is refused"
+    );
+
+    // The fresh touch is the new token's: the next sensitive change asks no key (a stranger's
+    // key would fail if it were asked).
+    let mut stranger = VirtualKey::ephemeral();
+    let again = c
+        .with_step_up(&mut session, &mut stranger, |api| async move {
+            api.end_other_sessions().await
+        })
+        .await
+        .unwrap();
+    assert!(again.ended.is_empty());
+
+    // And a plain step-up adopts the new token the same way.
+    let held = session.clone();
+    let view = c.step_up(&mut session, &mut key).await.unwrap();
+    assert_eq!(view.id, me.session.id);
+    assert_ne!(session.token(), held.token());
+    assert_eq!(session.account().await.unwrap().username, "ada");
+    assert!(held.account().await.is_err());
+}
+
+/// The server ends a stream when a step-up replaces its token; a feed that follows the token
+/// reconnects with the new one and misses nothing, one fixed to the old token stops.
+#[tokio::test]
+async fn a_feed_that_follows_the_token_survives_a_step_up() {
+    let server = Server::start().await;
+    let c = server.ceremonies("desktop");
+    let mut key = VirtualKey::ephemeral();
+    let me = c.create_account(&mut key, "ada", None, None).await.unwrap();
+    let mut session = c.api.with_token(&me.token);
+    let (tokens, followed) = tokio::sync::watch::channel(session.clone());
+    let (mut events, task) = EventFeed::follow(followed, me.session.id, None);
+    let (_fixed_events, fixed) = EventFeed::spawn(session.clone(), me.session.id, None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    c.step_up(&mut session, &mut key).await.unwrap();
+    tokens.send(session.clone()).unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), fixed)
+            .await
+            .unwrap()
+            .unwrap(),
+        FeedEnd::Unauthenticated,
+        "the old token's stream was ended"
+    );
+    c.sign_in(&mut key, None, None).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.kind, EventKind::SignIn);
+    assert!(!task.is_finished());
+}

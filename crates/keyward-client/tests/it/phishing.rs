@@ -181,7 +181,7 @@ async fn options_relayed_for_another_site_are_refused_before_the_key_is_asked() 
             .unwrap_err(),
     );
     refused(c.cancel_recovery(&mut key).await.unwrap_err());
-    refused(c.step_up(&c.api, &mut key).await.unwrap_err());
+    refused(c.step_up(&mut c.api.clone(), &mut key).await.unwrap_err());
     assert_eq!(asked.load(Ordering::SeqCst), 0, "the key was asked");
 }
 

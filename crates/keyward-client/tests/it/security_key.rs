@@ -228,9 +228,9 @@ async fn the_hardware_errors_a_person_meets_are_named() {
         let mut key = key_for(&transport, person.clone());
         c.sign_in(&mut key, Some("ada"), None).await.unwrap()
     };
-    let session = c.api.with_token(&me.token);
+    let mut session = c.api.with_token(&me.token);
     let mut key = key_for(&transport, person);
-    let err = key_error(c.add_key(&session, &mut key, None).await.unwrap_err());
+    let err = key_error(c.add_key(&mut session, &mut key, None).await.unwrap_err());
     assert!(
         matches!(err, AuthenticatorError::AlreadyRegistered),
         "{err}"

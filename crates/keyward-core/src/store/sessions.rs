@@ -270,13 +270,15 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Gives a session a new bearer token: the old one is refused from now on.
-    pub fn rotate_session_token(&self, id: Uuid, token_hash: &[u8]) -> Result<()> {
-        self.execute(
-            "UPDATE sessions SET token_hash = ?2 WHERE id = ?1",
-            args![id.as_bytes(), token_hash],
+    /// Gives a session a new bearer token in place of `old_hash`, the one the request was
+    /// made with: the old one is refused from now on. False (nothing changed) if `old_hash` is
+    /// no longer the session's, so of two replacements raced with one token only one wins.
+    pub fn rotate_session_token(&self, id: Uuid, old_hash: &[u8], new_hash: &[u8]) -> Result<bool> {
+        let n = self.execute(
+            "UPDATE sessions SET token_hash = ?3 WHERE id = ?1 AND token_hash = ?2",
+            args![id.as_bytes(), old_hash, new_hash],
         )?;
-        Ok(())
+        Ok(n == 1)
     }
 
     /// Ends a session if it is still open; true if this call ended it.
@@ -411,6 +413,28 @@ mod tests {
                 assert_eq!(got.ended_at, Some(60));
                 assert_eq!(got.ended_reason.as_deref(), Some("signed_out"));
                 assert!(!got.is_live(61, IDLE));
+                Ok::<_, CoreError>(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_rotated_token_replaces_the_old_one_once() {
+        let store = Store::open_in_memory().unwrap();
+        let d = setup(&store);
+        let s = session(&d, 10, 1000);
+        store
+            .write(|tx| {
+                tx.insert_session(&s, b"first")?;
+                assert!(tx.rotate_session_token(s.id, b"first", b"second")?);
+                assert!(tx.session_by_token_hash(b"first")?.is_none());
+                assert_eq!(tx.session_by_token_hash(b"second")?.unwrap().id, s.id);
+                assert!(
+                    !tx.rotate_session_token(s.id, b"first", b"third")?,
+                    "the old token cannot replace the new one"
+                );
+                assert!(tx.session_by_token_hash(b"third")?.is_none());
+                assert_eq!(tx.session_by_token_hash(b"second")?.unwrap().id, s.id);
                 Ok::<_, CoreError>(())
             })
             .unwrap();

@@ -159,18 +159,25 @@ async fn step_up_begin(State(s): State<AppState>, authed: Authed) -> Result<Json
         .map(Json)
 }
 
+/// Finish a step-up. The session stays the same, but its token is replaced: the answer carries
+/// the new one (a browser gets it as its session cookie instead, blank in the body), the token
+/// the step-up was made with is refused from then on, and event streams opened with it end.
 #[utoipa::path(post, path = "/api/v1/step-up/finish", tag = "sign-in",
     request_body = AssertionFinishRequest,
-    responses((status = 200, body = SessionView), (status = 400, body = ApiError)))]
+    responses((status = 200, body = SteppedUp), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
 async fn step_up_finish(
     State(s): State<AppState>,
     authed: Authed,
+    carrier: Carrier,
     ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<AssertionFinishRequest>,
-) -> Result<Json<SessionView>> {
-    s.blocking(move |s| s.step_up_finish(&authed, req, &addr))
-        .await
-        .map(Json)
+) -> Result<Response> {
+    let session = authed.session.id;
+    let stepped = s
+        .blocking(move |s| s.step_up_finish(&authed, req, &addr))
+        .await?;
+    s.token_replaced(session);
+    Ok(carrier.respond(stepped))
 }
 
 // ---- account ------------------------------------------------------------------------------
@@ -375,7 +382,9 @@ async fn complete_recovery(
     authed: Authed,
     carrier: Carrier,
 ) -> Result<Response> {
+    let session = authed.session.id;
     let signed = s.blocking(move |s| s.complete_recovery(&authed)).await?;
+    s.token_replaced(session);
     Ok(carrier.respond(signed))
 }
 

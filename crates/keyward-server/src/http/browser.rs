@@ -16,7 +16,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use keyward_proto::{RecoveryStarted, SignedIn};
+use keyward_proto::{RecoveryStarted, SignedIn, SteppedUp};
 use tower_http::services::{ServeDir, ServeFile};
 
 use super::AppState;
@@ -121,7 +121,12 @@ impl Delivery {
             Delivery::Body => Json(answer).into_response(),
             Delivery::Cookie { .. } => {
                 let (token, device) = answer.take_secrets();
-                with_cookies(Json(answer).into_response(), &token, &device, max_age_secs)
+                with_cookies(
+                    Json(answer).into_response(),
+                    &token,
+                    device.as_deref(),
+                    max_age_secs,
+                )
             }
         }
     }
@@ -165,34 +170,42 @@ impl Carrier {
     }
 }
 
-/// An answer that opens a session: it carries the session token and the device secret.
+/// An answer that opens a session or replaces its token: it carries the session token and,
+/// unless the device keeps the secret it has, a new device secret.
 pub trait NewSession: serde::Serialize {
-    /// Takes both out, leaving them empty.
-    fn take_secrets(&mut self) -> (String, String);
+    /// Takes them out, leaving them empty.
+    fn take_secrets(&mut self) -> (String, Option<String>);
 }
 
 impl NewSession for SignedIn {
-    fn take_secrets(&mut self) -> (String, String) {
+    fn take_secrets(&mut self) -> (String, Option<String>) {
         (
             std::mem::take(&mut self.token),
-            std::mem::take(&mut self.device_secret),
+            Some(std::mem::take(&mut self.device_secret)),
         )
     }
 }
 
 impl NewSession for RecoveryStarted {
-    fn take_secrets(&mut self) -> (String, String) {
+    fn take_secrets(&mut self) -> (String, Option<String>) {
         (
             std::mem::take(&mut self.token),
-            std::mem::take(&mut self.device_secret),
+            Some(std::mem::take(&mut self.device_secret)),
         )
+    }
+}
+
+/// A step-up replaces the session token only; the device cookie is left as it is.
+impl NewSession for SteppedUp {
+    fn take_secrets(&mut self) -> (String, Option<String>) {
+        (std::mem::take(&mut self.token), None)
     }
 }
 
 fn with_cookies(
     mut response: Response,
     token: &str,
-    device_secret: &str,
+    device_secret: Option<&str>,
     session_max_age_secs: Option<u64>,
 ) -> Response {
     // Tokens and device secrets are base64url, so they need no quoting in a cookie. A full
@@ -201,13 +214,14 @@ fn with_cookies(
     let max_age = session_max_age_secs
         .map(|s| format!("; Max-Age={s}"))
         .unwrap_or_default();
-    let cookies = [
-        format!("{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict{max_age}"),
+    let session =
+        format!("{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict{max_age}");
+    let device = device_secret.map(|d| {
         format!(
-            "{DEVICE_COOKIE}={device_secret}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={DEVICE_COOKIE_MAX_AGE_SECS}"
-        ),
-    ];
-    for c in cookies {
+            "{DEVICE_COOKIE}={d}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={DEVICE_COOKIE_MAX_AGE_SECS}"
+        )
+    });
+    for c in std::iter::once(session).chain(device) {
         if let Ok(v) = HeaderValue::from_str(&c) {
             response.headers_mut().append(header::SET_COOKIE, v);
         }

@@ -40,6 +40,9 @@ struct Shared {
     relying_party: RelyingParty,
     /// Every committed security event, in commit order; streams filter by account.
     events: broadcast::Sender<Published>,
+    /// Sessions whose token was just replaced (step-up): their streams check they may go on.
+    /// (On other instances, such a stream finds out at its next poll of the log.)
+    tokens_replaced: broadcast::Sender<Uuid>,
     tls: bool,
     /// The built web UI served at `/`, if configured.
     web_ui: Option<PathBuf>,
@@ -135,6 +138,7 @@ impl AppState {
         AppState(Arc::new(Shared {
             relying_party,
             events,
+            tokens_replaced: broadcast::channel(256).0,
             tls: settings.tls,
             web_ui: settings.web_ui,
             trusted_proxies: settings.trusted_proxies,
@@ -175,6 +179,17 @@ impl AppState {
 
     fn subscribe(&self) -> broadcast::Receiver<Published> {
         self.0.events.subscribe()
+    }
+
+    /// Tells open streams that `session`'s token was replaced (after the commit): those opened
+    /// with the old token end, as any request with it is now refused.
+    pub(crate) fn token_replaced(&self, session: Uuid) {
+        // No stream open is fine.
+        let _ = self.0.tokens_replaced.send(session);
+    }
+
+    fn subscribe_tokens_replaced(&self) -> broadcast::Receiver<Uuid> {
+        self.0.tokens_replaced.subscribe()
     }
 
     /// Runs blocking store work (and the CPU-bound signature checks inside it) off the

@@ -3,8 +3,9 @@
 //! Order of work matters: subscribe to live events first, then replay what the store has after
 //! the client's last ID, then forward live events newer than the last one sent. Nothing
 //! committed in between can be missed, and nothing is sent twice. A stream whose own session
-//! ends is told (`session_ended`) and closed. A session holds at most
-//! `max_streams_per_session` streams at once; one more is refused (`conflict`, 409).
+//! ends is told (`session_ended`) and closed; one whose token a step-up replaced is closed (the
+//! client reconnects with the new token and resumes with `Last-Event-ID`). A session holds at
+//! most `max_streams_per_session` streams at once; one more is refused (`conflict`, 409).
 //!
 //! The log is the outbox: a stream sends events in their account's order by reading the log
 //! from its position. What it hears live only says when to read: an event of this instance's
@@ -66,6 +67,8 @@ pub async fn event_stream(
     // Held for as long as the stream is open: one session cannot pile up streams.
     let slot = state.open_stream(session_id)?;
     let mut live = state.subscribe();
+    // Before the first check of the token below, so a replacement in between is not missed.
+    let mut replaced = state.subscribe_tokens_replaced();
     let start = match header_id.or(q.after) {
         Some(id) => id,
         None => {
@@ -79,14 +82,15 @@ pub async fn event_stream(
         let _slot = slot;
         let mut last = start;
         let mut replay = true;
-        // The session's own deadline: the stream ends then, not at some later check.
-        let time_left = |state: AppState| async move {
-            match state.blocking(move |s| s.session_time_left(session_id)).await {
+        // The session's own deadline: the stream ends then, not at some later check. None
+        // once the session is over or this stream's token was replaced.
+        let time_left = |state: AppState, authed: Authed| async move {
+            match state.blocking(move |s| s.session_time_left(&authed)).await {
                 Ok(Some(ms)) => Some(Duration::from_millis(ms.max(1) as u64)),
                 _ => None,
             }
         };
-        let Some(left) = time_left(state.clone()).await else { return };
+        let Some(left) = time_left(state.clone(), authed.clone()).await else { return };
         let deadline = tokio::time::sleep(left);
         tokio::pin!(deadline);
         let mut poll = tokio::time::interval(state.stream_poll_every());
@@ -131,13 +135,26 @@ pub async fn event_stream(
                     Err(RecvError::Lagged(_)) => replay = true,
                     Err(RecvError::Closed) => return,
                 },
-                _ = poll.tick() => replay = true,
+                // The poll also notices a token replaced on another instance.
+                _ = poll.tick() => {
+                    if time_left(state.clone(), authed.clone()).await.is_none() { return }
+                    replay = true;
+                }
                 // Lifetimes run out without an event; a stream must not outlive its session.
                 // Use elsewhere may have moved the deadline on: then wait for the new one.
                 () = &mut deadline => {
-                    let Some(left) = time_left(state.clone()).await else { return };
+                    let Some(left) = time_left(state.clone(), authed.clone()).await else { return };
                     deadline.as_mut().reset(tokio::time::Instant::now() + left);
                 }
+                // A step-up replaced some session's token: if this stream's, it ends now. A
+                // lagged receiver may have missed ours, so it checks too.
+                changed = replaced.recv() => match changed {
+                    Ok(id) if id != session_id => {}
+                    Err(RecvError::Closed) => return,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                        if time_left(state.clone(), authed.clone()).await.is_none() { return }
+                    }
+                },
             }
         }
     };

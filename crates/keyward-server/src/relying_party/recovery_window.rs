@@ -336,7 +336,14 @@ impl RelyingParty {
             )?;
             tx.mark_session_verified(authed.session.id, now)?;
             let token = new_secret();
-            tx.rotate_session_token(authed.session.id, &hash_secret(&token))?;
+            if !tx.rotate_session_token(
+                authed.session.id,
+                &authed.token_hash,
+                &hash_secret(&token),
+            )? {
+                // Another request with the same token got there first (rolled back).
+                return Err(ServerError::Unauthenticated);
+            }
             let device_secret = new_secret();
             let device = tx
                 .device(authed.session.device_id)?

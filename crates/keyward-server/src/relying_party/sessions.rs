@@ -22,6 +22,9 @@ const ACTIVITY_GRANULARITY_MS: i64 = 30_000;
 pub struct Authed {
     pub session: Session,
     pub account: Account,
+    /// The hash of the token the request was made with: a step-up replaces it only if it is
+    /// still the session's, and a stream ends once it no longer is.
+    pub token_hash: [u8; 32],
 }
 
 impl Authed {
@@ -141,9 +144,11 @@ impl RelyingParty {
                 return Ok(None);
             }
             match tx.account(session.account_id)? {
-                Some(account) if account.state == AccountState::Active => {
-                    Ok(Some(Ok(Authed { session, account })))
-                }
+                Some(account) if account.state == AccountState::Active => Ok(Some(Ok(Authed {
+                    session,
+                    account,
+                    token_hash: hash,
+                }))),
                 _ => Ok(None),
             }
         })?;
@@ -176,14 +181,22 @@ impl RelyingParty {
             }
             if session.scope == SessionScope::Recovery && now < session.active_from {
                 // Usable to watch the window, not yet to act; don't count as activity.
-                return Ok(Verdict::Granted(Authed { session, account }));
+                return Ok(Verdict::Granted(Authed {
+                    session,
+                    account,
+                    token_hash: hash,
+                }));
             }
             tx.touch_session(session.id, now)?;
             let session = Session {
                 last_seen_at: now,
                 ..session
             };
-            Ok(Verdict::Granted(Authed { session, account }))
+            Ok(Verdict::Granted(Authed {
+                session,
+                account,
+                token_hash: hash,
+            }))
         })
     }
 
@@ -352,16 +365,17 @@ impl RelyingParty {
         })
     }
 
-    /// How long from now this session stays usable unless used again (its idle or absolute
-    /// expiry, whichever comes first); `None` if it is no longer usable. For long-lived
-    /// streams, which must end at that moment and not at their next periodic check.
-    pub fn session_time_left(&self, session_id: Uuid) -> Result<Option<i64>> {
+    /// How long from now this request's session stays usable unless used again (its idle or
+    /// absolute expiry, whichever comes first); `None` if it is no longer usable: ended,
+    /// expired, or its token replaced by a step-up. For long-lived streams, which must end at
+    /// that moment and not at their next periodic check, and must not outlive their token.
+    pub fn session_time_left(&self, authed: &Authed) -> Result<Option<i64>> {
         let now = self.now();
         let idle = self.policy.session_idle_ms;
         self.store.read(|tx| {
             Ok(tx
-                .session(session_id)?
-                .filter(|s| s.is_live(now, idle))
+                .session_by_token_hash(&authed.token_hash)?
+                .filter(|s| s.id == authed.session.id && s.is_live(now, idle))
                 .map(|s| s.idle_expires_at(idle) - now))
         })
     }

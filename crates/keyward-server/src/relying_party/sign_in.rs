@@ -1,8 +1,9 @@
 //! Signing in (a new session) and stepping up (a fresh user verification on this session).
 
+use keyward_core::secret::{hash_secret, new_secret};
 use keyward_proto::{
-    AccountState, AssertionBegin, AssertionFinishRequest, EventDetail, EventKind, SessionView,
-    SignInBeginRequest, SignInFinishRequest, SignedIn,
+    AccountState, AssertionBegin, AssertionFinishRequest, EventDetail, EventKind,
+    SignInBeginRequest, SignInFinishRequest, SignedIn, SteppedUp,
 };
 
 use super::assertion::Proven;
@@ -105,12 +106,16 @@ impl RelyingParty {
         })
     }
 
+    /// A fresh user verification on this session, which also replaces its token (ASVS 5.0:
+    /// a new token whenever privileges change): the same session, a new random token whose
+    /// hash replaces the old one in the step-up's own transaction. The old token is refused
+    /// from then on, so one that leaked before the step-up never carries its privileges.
     pub fn step_up_finish(
         &self,
         authed: &Authed,
         req: AssertionFinishRequest,
         address: &str,
-    ) -> Result<SessionView> {
+    ) -> Result<SteppedUp> {
         let now = self.now();
         let mut presented = self.present(req.ceremony_id, &req.credential);
         self.write_verdict(|tx| {
@@ -121,15 +126,24 @@ impl RelyingParty {
                 address,
                 Some(authed.session.id),
             )?);
+            let token = new_secret();
+            if !tx.rotate_session_token(
+                authed.session.id,
+                &authed.token_hash,
+                &hash_secret(&token),
+            )? {
+                // A step-up raced with the same token replaced it first: this one was made
+                // with a token already refused. The ceremony is used up either way.
+                return Ok(Verdict::Refused(ServerError::Unauthenticated));
+            }
             tx.mark_session_verified(authed.session.id, now)?;
             let session = tx
                 .session(authed.session.id)?
                 .ok_or(ServerError::Unauthenticated)?;
-            Ok(Verdict::Granted(self.session_view(
-                tx,
-                &session,
-                Some(session.id),
-            )?))
+            Ok(Verdict::Granted(SteppedUp {
+                token,
+                session: self.session_view(tx, &session, Some(session.id))?,
+            }))
         })
     }
 }

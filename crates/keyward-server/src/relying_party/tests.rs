@@ -291,6 +291,38 @@ fn a_key_sign_in_during_enrolment_cancels_the_recovery() {
 
 /// The relying party holds the rules; HTTP is the `http` module's business. Like the
 /// no-password test of the API, this keeps a boundary that review alone would let slip.
+/// Two step-ups made with one token (both authenticated before either finished): the first
+/// replaces the token, the second was made with a token already refused and is refused too,
+/// so the token the first one handed out stays the session's.
+#[test]
+fn of_two_step_ups_raced_with_one_token_only_the_first_replaces_it() {
+    let f = fixture();
+    let mut key = new_key();
+    let me = f.create_account(&mut key, "ada");
+    let authed = f.authed(&me.token);
+    let mut finish = |authed: &Authed| {
+        let begin = f.rp.step_up_begin(authed).unwrap();
+        let credential = key.authenticate(&f.origin, &begin.options).unwrap();
+        f.rp.step_up_finish(
+            authed,
+            AssertionFinishRequest {
+                ceremony_id: begin.ceremony_id,
+                credential,
+            },
+            ADDRESS,
+        )
+    };
+    let first = finish(&authed).unwrap();
+    assert_eq!(first.session.id, me.session.id);
+    let second = finish(&authed).unwrap_err();
+    assert!(matches!(second, ServerError::Unauthenticated), "{second:?}");
+    assert!(matches!(
+        f.rp.authenticate(&me.token).unwrap_err(),
+        ServerError::Unauthenticated
+    ));
+    assert_eq!(f.authed(&first.token).session.id, me.session.id);
+}
+
 #[test]
 fn no_http_in_the_relying_party() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/relying_party");

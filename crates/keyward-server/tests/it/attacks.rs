@@ -222,7 +222,7 @@ async fn ceremonies_in_a_frame_under_another_site_are_refused() {
             .unwrap();
         let credential = k.authenticate(&h.origin, &begin.options).unwrap();
         let err = h
-            .post::<SessionView>(
+            .post::<SteppedUp>(
                 "/api/v1/step-up/finish",
                 Some(&me.token),
                 &AssertionFinishRequest {
@@ -289,7 +289,7 @@ async fn an_origin_that_is_not_exactly_a_configured_one_is_refused() {
             .unwrap();
         let credential = k.authenticate(&h.origin, &begin.options).unwrap();
         let err = h
-            .post::<SessionView>(
+            .post::<SteppedUp>(
                 "/api/v1/step-up/finish",
                 Some(&me.token),
                 &AssertionFinishRequest {
@@ -435,6 +435,193 @@ async fn ended_expired_and_made_up_tokens_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(no_header.status, StatusCode::UNAUTHORIZED);
+}
+
+/// ASVS 5.0: a session's token is replaced when its privileges change. A token that leaked
+/// before a step-up (a log, a proxy, a stolen backup of the app's store) must not carry the
+/// fresh touch: after the step-up it is refused everywhere and changes nothing, while the
+/// session itself (its ID, its place in the session list, the log) is the same. A browser gets
+/// the new token as its cookie, never in the body, and its old cookie is refused.
+#[tokio::test]
+async fn step_up_replaces_the_token() {
+    use crate::browser::{Browser, cookie_value, error_of, set_cookie};
+    use keyward_core::Clock as _;
+    use keyward_server::{DEVICE_COOKIE, SESSION_COOKIE};
+    use reqwest::Method;
+
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    h.clock.advance_secs(301); // past the step-up window: sensitive changes need a touch
+    let sessions_before: Vec<SessionView> = h.get("/api/v1/sessions", &me.token).await.unwrap();
+    let events_before = h.events(&me.token).await;
+
+    // Bearer: the answer carries the new token, for the same session.
+    let begin: AssertionBegin = h
+        .post_empty("/api/v1/step-up/begin", &me.token)
+        .await
+        .unwrap();
+    let credential = key.authenticate(&h.origin, &begin.options).unwrap();
+    let stepped: SteppedUp = h
+        .post(
+            "/api/v1/step-up/finish",
+            Some(&me.token),
+            &AssertionFinishRequest {
+                ceremony_id: begin.ceremony_id,
+                credential,
+            },
+        )
+        .await
+        .unwrap();
+    let new = stepped.token.clone();
+    assert_eq!(new.len(), me.token.len(), "as long as any session token");
+    assert_ne!(new, me.token);
+    assert_eq!(stepped.session.id, me.session.id, "the same session");
+    assert_eq!(stepped.session.verified_at, h.clock.now());
+
+    // The old token: 401 with the usual shape on every endpoint, and nothing changes.
+    let counts = h.table_counts();
+    let old = h
+        .get::<SessionView>("/api/v1/session", &me.token)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (old.status, old.error.code),
+        (StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated)
+    );
+    let mut backup = new_key();
+    let tries = [
+        h.post_empty::<AssertionBegin>("/api/v1/step-up/begin", &me.token)
+            .await
+            .map(drop),
+        h.add_key(&me.token, &mut backup, "sneaked in")
+            .await
+            .map(drop),
+        h.post_empty::<EndedSessions>("/api/v1/sessions/end-others", &me.token)
+            .await
+            .map(drop),
+        h.post_empty::<EndedSessions>("/api/v1/sign-out", &me.token)
+            .await
+            .map(drop),
+    ];
+    for refused in tries {
+        let refused = refused.unwrap_err();
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(refused.error.code, ErrorCode::Unauthenticated);
+    }
+    assert_eq!(h.table_counts(), counts, "the old token changed nothing");
+
+    // The new token: the same session, listed as before, the same log, and the fresh touch.
+    let current: SessionView = h.get("/api/v1/session", &new).await.unwrap();
+    assert_eq!(current.id, me.session.id);
+    let sessions_after: Vec<SessionView> = h.get("/api/v1/sessions", &new).await.unwrap();
+    let ids = |v: &[SessionView]| v.iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(&sessions_after), ids(&sessions_before));
+    let events_after = h.events(&new).await;
+    assert_eq!(
+        events_after
+            .iter()
+            .map(|e| (e.id, e.kind))
+            .collect::<Vec<_>>(),
+        events_before
+            .iter()
+            .map(|e| (e.id, e.kind))
+            .collect::<Vec<_>>(),
+        "a step-up is not an event, and the sign-out tried with the old token did not happen"
+    );
+    h.add_key(&new, &mut backup, "backup").await.unwrap();
+
+    // A browser: the new token comes as its session cookie, never in the body; the device
+    // cookie is left alone; the old cookie is refused.
+    let browser = h.signed_in_browser(&mut key).await;
+    let mine: SessionView = h
+        .browser_request(&browser, Method::GET, "/api/v1/session")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    h.clock.advance_secs(301);
+    let begin: AssertionBegin = h
+        .as_own_page(h.browser_request(&browser, Method::POST, "/api/v1/step-up/begin"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let credential = key.authenticate(&h.origin, &begin.options).unwrap();
+    let res = h
+        .as_own_page(h.browser_request(&browser, Method::POST, "/api/v1/step-up/finish"))
+        .json(&AssertionFinishRequest {
+            ceremony_id: begin.ceremony_id,
+            credential,
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let cookie = set_cookie(&res, SESSION_COOKIE).unwrap().to_string();
+    for attribute in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.split("; ").any(|a| a == attribute), "{cookie}");
+    }
+    assert!(
+        !cookie.contains("Max-Age"),
+        "a full session's cookie ends with the browser"
+    );
+    assert!(
+        set_cookie(&res, DEVICE_COOKIE).is_none(),
+        "the device keeps its secret"
+    );
+    let renewed = Browser {
+        session: cookie_value(&cookie),
+        device: browser.device.clone(),
+    };
+    assert_ne!(renewed.session, browser.session);
+    let body: SteppedUp = res.json().await.unwrap();
+    assert!(body.token.is_empty(), "never in the body");
+    assert_eq!(body.session.id, mine.id);
+    let old_cookie = h
+        .browser_request(&browser, Method::GET, "/api/v1/session")
+        .send()
+        .await
+        .unwrap();
+    let (status, error) = error_of(old_cookie).await;
+    assert_eq!(
+        (status, error.code),
+        (StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated)
+    );
+    let renamed = h
+        .as_own_page(h.browser_request(
+            &browser,
+            Method::PATCH,
+            &format!(
+                "/api/v1/authenticators/{}",
+                stepped.session.opened_by.unwrap()
+            ),
+        ))
+        .json(&RenameAuthenticatorRequest {
+            nickname: "renamed by the old cookie".into(),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), StatusCode::UNAUTHORIZED);
+    let current: SessionView = h
+        .browser_request(&renewed, Method::GET, "/api/v1/session")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current.id, mine.id, "the same session");
+    let keys: Vec<AuthenticatorView> = h.get("/api/v1/authenticators", &new).await.unwrap();
+    assert!(
+        keys.iter()
+            .all(|k| k.nickname != "renamed by the old cookie")
+    );
 }
 
 #[tokio::test]

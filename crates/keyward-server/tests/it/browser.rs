@@ -9,13 +9,13 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use crate::harness::*;
 
 /// What a browser holds after a cookie sign-in.
-struct Browser {
-    session: String,
-    device: String,
+pub(crate) struct Browser {
+    pub(crate) session: String,
+    pub(crate) device: String,
 }
 
 impl Browser {
-    fn cookies(&self) -> String {
+    pub(crate) fn cookies(&self) -> String {
         format!(
             "{SESSION_COOKIE}={}; {DEVICE_COOKIE}={}",
             self.session, self.device
@@ -23,7 +23,7 @@ impl Browser {
     }
 }
 
-fn set_cookie<'a>(res: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+pub(crate) fn set_cookie<'a>(res: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     res.headers()
         .get_all(SET_COOKIE)
         .iter()
@@ -31,7 +31,7 @@ fn set_cookie<'a>(res: &'a reqwest::Response, name: &str) -> Option<&'a str> {
         .find(|v| v.starts_with(&format!("{name}=")))
 }
 
-fn cookie_value(set_cookie: &str) -> String {
+pub(crate) fn cookie_value(set_cookie: &str) -> String {
     set_cookie
         .split(';')
         .next()
@@ -41,12 +41,17 @@ fn cookie_value(set_cookie: &str) -> String {
 }
 
 impl Harness {
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.request(method, format!("{}{path}", self.base))
     }
 
     /// A request as `browser` sends it: with its cookies.
-    fn browser_request(&self, browser: &Browser, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn browser_request(
+        &self,
+        browser: &Browser,
+        method: Method,
+        path: &str,
+    ) -> RequestBuilder {
         self.request(method, path).header(COOKIE, browser.cookies())
     }
 
@@ -66,7 +71,7 @@ impl Harness {
     }
 
     /// The headers Keyward's own page sends with a state-changing request.
-    fn as_own_page(&self, req: RequestBuilder) -> RequestBuilder {
+    pub(crate) fn as_own_page(&self, req: RequestBuilder) -> RequestBuilder {
         req.header(ORIGIN, self.origin.origin().ascii_serialization())
             .header(CSRF_HEADER, "1")
     }
@@ -94,7 +99,7 @@ impl Harness {
         decorate(req).send().await.unwrap()
     }
 
-    async fn signed_in_browser(&self, key: &mut keyward_softkey::SoftKey) -> Browser {
+    pub(crate) async fn signed_in_browser(&self, key: &mut keyward_softkey::SoftKey) -> Browser {
         let res = self
             .browser_sign_in(key, None, |r| self.as_own_page(r))
             .await;
@@ -113,7 +118,7 @@ impl Harness {
     }
 }
 
-async fn error_of(res: reqwest::Response) -> (StatusCode, ApiError) {
+pub(crate) async fn error_of(res: reqwest::Response) -> (StatusCode, ApiError) {
     let status = res.status();
     (status, res.json().await.unwrap())
 }
@@ -436,12 +441,12 @@ async fn a_recovery_session_cookie_outlives_the_browser_until_its_deadline() {
     let mut key = new_key();
     let me = h.create_account(&mut key, "ada").await;
     let rk = keyward_core::recovery_key::RecoveryKey::generate();
-    h.step_up(&me.token, &mut key).await;
+    let token = h.step_up(&me.token, &mut key).await;
     let _: RecoveryKeyStatus = h
         .send(
             Method::PUT,
             "/api/v1/recovery-key",
-            Some(&me.token),
+            Some(&token),
             Some(&SetRecoveryKeyRequest {
                 public_key: keyward_core::secret::b64(&rk.public_key()),
             }),

@@ -186,16 +186,16 @@ async fn adding_renaming_and_removing_keys_with_step_up() {
         .await
         .unwrap_err();
     assert_eq!(refused.error.code, ErrorCode::StepUpRequired);
-    h.step_up(&me.token, &mut key).await;
+    let token = h.step_up(&me.token, &mut key).await;
     let added = h
-        .add_key(&me.token, &mut backup, "Backup in the safe")
+        .add_key(&token, &mut backup, "Backup in the safe")
         .await
         .unwrap();
     assert_eq!(added.nickname, "Backup in the safe");
 
     // Registered keys are excluded from further registrations.
     let begin: RegistrationBegin = h
-        .post_empty("/api/v1/authenticators/begin", &me.token)
+        .post_empty("/api/v1/authenticators/begin", &token)
         .await
         .unwrap();
     assert_eq!(
@@ -216,7 +216,7 @@ async fn adding_renaming_and_removing_keys_with_step_up() {
         .send(
             reqwest::Method::PATCH,
             &format!("/api/v1/authenticators/{}", added.id),
-            Some(&me.token),
+            Some(&token),
             Some(&RenameAuthenticatorRequest {
                 nickname: "  Safe key  ".into(),
             }),
@@ -233,7 +233,7 @@ async fn adding_renaming_and_removing_keys_with_step_up() {
     let impact: RemovalImpact = h
         .get(
             &format!("/api/v1/authenticators/{}/removal-impact", added.id),
-            &me.token,
+            &token,
         )
         .await
         .unwrap();
@@ -248,7 +248,7 @@ async fn adding_renaming_and_removing_keys_with_step_up() {
     assert_eq!(impact.readiness_after.independent_authenticators, 1);
     assert!(impact.refused.is_none());
     let ended: EndedSessions = h
-        .delete(&format!("/api/v1/authenticators/{}", added.id), &me.token)
+        .delete(&format!("/api/v1/authenticators/{}", added.id), &token)
         .await
         .unwrap();
     assert_eq!(ended.ended, vec![via_backup.session.id]);
@@ -259,17 +259,17 @@ async fn adding_renaming_and_removing_keys_with_step_up() {
     assert_eq!(gone.error.code, ErrorCode::Unauthenticated);
 
     // Never the last key.
-    let keys: Vec<AuthenticatorView> = h.get("/api/v1/authenticators", &me.token).await.unwrap();
+    let keys: Vec<AuthenticatorView> = h.get("/api/v1/authenticators", &token).await.unwrap();
     let impact: RemovalImpact = h
         .get(
             &format!("/api/v1/authenticators/{}/removal-impact", keys[0].id),
-            &me.token,
+            &token,
         )
         .await
         .unwrap();
     assert_eq!(impact.refused.unwrap().code, ErrorCode::LastAuthenticator);
     let last = h
-        .delete::<EndedSessions>(&format!("/api/v1/authenticators/{}", keys[0].id), &me.token)
+        .delete::<EndedSessions>(&format!("/api/v1/authenticators/{}", keys[0].id), &token)
         .await
         .unwrap_err();
     assert_eq!(last.error.code, ErrorCode::LastAuthenticator);
@@ -348,9 +348,9 @@ async fn sessions_are_listed_and_ended_one_or_all_others() {
         .await
         .unwrap_err();
     assert_eq!(refused.error.code, ErrorCode::StepUpRequired);
-    h.step_up(&me.token, &mut key).await;
+    let token = h.step_up(&me.token, &mut key).await;
     let ended: EndedSessions = h
-        .delete(&format!("/api/v1/sessions/{}", phone.session.id), &me.token)
+        .delete(&format!("/api/v1/sessions/{}", phone.session.id), &token)
         .await
         .unwrap();
     assert_eq!(ended.ended, vec![phone.session.id]);
@@ -368,7 +368,7 @@ async fn sessions_are_listed_and_ended_one_or_all_others() {
         .await
         .unwrap();
     let ended: EndedSessions = h
-        .post_empty("/api/v1/sessions/end-others", &me.token)
+        .post_empty("/api/v1/sessions/end-others", &token)
         .await
         .unwrap();
     assert_eq!(ended.ended, vec![tablet.session.id]);
@@ -377,13 +377,13 @@ async fn sessions_are_listed_and_ended_one_or_all_others() {
             .await
             .is_err()
     );
-    let sessions: Vec<SessionView> = h.get("/api/v1/sessions", &me.token).await.unwrap();
+    let sessions: Vec<SessionView> = h.get("/api/v1/sessions", &token).await.unwrap();
     assert_eq!(sessions.len(), 1);
 
     // Signing out ends the current session; the token is refused on the very next request.
-    let _: EndedSessions = h.post_empty("/api/v1/sign-out", &me.token).await.unwrap();
+    let _: EndedSessions = h.post_empty("/api/v1/sign-out", &token).await.unwrap();
     assert_eq!(
-        h.get::<AccountView>("/api/v1/account", &me.token)
+        h.get::<AccountView>("/api/v1/account", &token)
             .await
             .unwrap_err()
             .error

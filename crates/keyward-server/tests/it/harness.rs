@@ -258,13 +258,15 @@ impl Harness {
         self.sign_in_finish(&begin, credential, name, None).await
     }
 
-    pub async fn step_up(&self, token: &str, key: &mut SoftKey) {
+    /// A step-up with `key`; returns the session's new token (the one given is refused after).
+    #[must_use = "a step-up replaces the token: use the new one"]
+    pub async fn step_up(&self, token: &str, key: &mut SoftKey) -> String {
         let begin: AssertionBegin = self
             .post_empty("/api/v1/step-up/begin", token)
             .await
             .unwrap();
         let credential = key.authenticate(&self.origin, &begin.options).unwrap();
-        let _: SessionView = self
+        let stepped: SteppedUp = self
             .post(
                 "/api/v1/step-up/finish",
                 Some(token),
@@ -275,6 +277,7 @@ impl Harness {
             )
             .await
             .unwrap();
+        stepped.token
     }
 
     pub async fn add_key(

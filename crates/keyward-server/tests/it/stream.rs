@@ -1,5 +1,6 @@
 //! The live event stream: alerts arrive at once, a client that was away gets every missed event
-//! in order exactly once, and a revoked session's stream is told and closed.
+//! in order exactly once, a revoked session's stream is told and closed, and a stream opened
+//! with a token a step-up replaced is closed.
 
 use std::time::Duration;
 
@@ -144,4 +145,52 @@ async fn a_stream_ends_at_its_sessions_idle_deadline() {
     .await;
     assert!(ended.is_ok(), "the stream outlived its session");
     assert!(started.elapsed() < Duration::from_secs(6));
+}
+
+/// A step-up replaces the session's token; a stream opened with the old one ends at once (the
+/// old token is refused everywhere, a stream included), and the new token resumes where it
+/// left off. Other sessions' streams are untouched.
+#[tokio::test]
+async fn a_stream_opened_with_a_replaced_token_ends_and_the_new_token_resumes() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let me = h.create_account(&mut key, "ada").await;
+    let other = h.sign_in(&mut key, None, "phone").await.unwrap();
+    let mut mine = Sse::open(&h, &me.token, None).await;
+    let mut theirs = Sse::open(&h, &other.token, None).await;
+    h.sign_in(&mut key, None, "tablet").await.unwrap();
+    let seen = mine.next().await.unwrap();
+    theirs.next().await.unwrap();
+
+    let new = h.step_up(&me.token, &mut key).await;
+    let ended = tokio::time::timeout(Duration::from_secs(3), async {
+        while mine.body.next().await.is_some_and(|c| c.is_ok()) {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token");
+    let refused = h
+        .send::<SecurityEvent>(
+            reqwest::Method::GET,
+            "/api/v1/events/stream",
+            Some(&me.token),
+            None::<&()>,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status, reqwest::StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.error.code, ErrorCode::Unauthenticated);
+
+    h.sign_in(&mut key, None, "desktop").await.unwrap();
+    let mut resumed = Sse::open(&h, &new, Some(seen.id)).await;
+    let e = resumed.next().await.unwrap();
+    assert_eq!(
+        e.device_name.as_deref(),
+        Some("desktop"),
+        "nothing missed, nothing twice"
+    );
+    let e = theirs
+        .next()
+        .await
+        .expect("another session's stream goes on");
+    assert_eq!(e.device_name.as_deref(), Some("desktop"));
 }
