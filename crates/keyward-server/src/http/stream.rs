@@ -82,6 +82,7 @@ pub async fn event_stream(
         let _slot = slot;
         let mut last = start;
         let mut replay = true;
+        let mut recheck = false;
         // The session's own deadline: the stream ends then, not at some later check. None
         // once the session is over or this stream's token was replaced.
         let time_left = |state: AppState, authed: Authed| async move {
@@ -114,6 +115,10 @@ pub async fn event_stream(
                 }
                 replay = false;
             }
+            if recheck {
+                recheck = false;
+                if time_left(state.clone(), authed.clone()).await.is_none() { return }
+            }
             tokio::select! {
                 received = live.recv() => match received {
                     Ok(Published::Event(e)) if e.account_id == account_id && e.id == last + 1 => {
@@ -135,10 +140,11 @@ pub async fn event_stream(
                     Err(RecvError::Lagged(_)) => replay = true,
                     Err(RecvError::Closed) => return,
                 },
-                // The poll also notices a token replaced on another instance.
+                // The poll also notices a token replaced on another instance (after the
+                // catch-up, so a session ended elsewhere is told before the stream closes).
                 _ = poll.tick() => {
-                    if time_left(state.clone(), authed.clone()).await.is_none() { return }
                     replay = true;
+                    recheck = true;
                 }
                 // Lifetimes run out without an event; a stream must not outlive its session.
                 // Use elsewhere may have moved the deadline on: then wait for the new one.
