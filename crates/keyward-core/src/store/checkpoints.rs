@@ -1,13 +1,24 @@
 //! Signed checkpoints of the security log's head (`log_checkpoints`, append-only). The store
 //! writes one in every commit that appends events, when it holds the log key
 //! ([`super::Store::set_log_key`]); what a checkpoint means is in [`crate::security_log`].
+//! These stay on the server; an account's clients get [`AccountHead`]s, signed on request.
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rusqlite::{OptionalExtension, Row, params};
+use uuid::Uuid;
 
 use super::Tx;
 use crate::error::{CoreError, Result};
-use crate::security_log::{self, Checkpoint, LogReport};
+use crate::security_log::{self, AccountCheckpoint, Checkpoint, LogReport, account_digest};
+
+/// What one account's client is shown of the log: the account's newest event signed
+/// ([`AccountCheckpoint`]; None if the log holds none of its events), and the digest at the
+/// event the client remembers, if it asked and the log still holds that event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountHead {
+    pub checkpoint: Option<AccountCheckpoint>,
+    pub seen_digest: Option<[u8; 32]>,
+}
 
 fn checkpoint_from_row(r: &Row<'_>) -> Result<Checkpoint> {
     let hash: Vec<u8> = r.get(1)?;
@@ -59,6 +70,28 @@ impl Tx<'_> {
         Ok(Some(checkpoint))
     }
 
+    /// Account `account_id`'s head signed with `key`, and the digest at its event `seen`.
+    pub fn account_head(
+        &self,
+        key: &SigningKey,
+        account_id: Uuid,
+        seen: Option<i64>,
+    ) -> Result<AccountHead> {
+        let checkpoint = self
+            .account_head_event(account_id)?
+            .map(|(number, hash, at)| AccountCheckpoint::sign(key, account_id, number, &hash, at));
+        let seen_digest = match seen {
+            Some(number) => self
+                .account_event_hash(account_id, number)?
+                .map(|hash| account_digest(key, account_id, number, &hash)),
+            None => None,
+        };
+        Ok(AccountHead {
+            checkpoint,
+            seen_digest,
+        })
+    }
+
     /// The whole log walked and held to its latest checkpoint under `key` (see
     /// [`security_log::verify_log`]).
     pub(super) fn verify_log_against(&self, key: Option<&VerifyingKey>) -> Result<LogReport> {
@@ -103,6 +136,32 @@ mod tests {
             .problem
     }
 
+    /// Recomputes every hash of the chain in `conn`'s file, as the unkeyed chain allows.
+    fn reseal(conn: &Connection) {
+        let rows: Vec<(keyward_proto::SecurityEvent, [u8; 32])> = {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {} FROM events ORDER BY seq",
+                    super::super::events::EVENT_COLS
+                ))
+                .unwrap();
+            stmt.query_and_then([], super::super::events::event_from_row)
+                .unwrap()
+                .collect::<Result<_>>()
+                .unwrap()
+        };
+        let mut prev = security_log::GENESIS_HASH;
+        for (event, _) in rows {
+            let hash = security_log::event_hash(&prev, &event);
+            conn.execute(
+                "UPDATE events SET hash = ?1 WHERE seq = ?2",
+                params![hash.as_slice(), event.id],
+            )
+            .unwrap();
+            prev = hash;
+        }
+    }
+
     #[test]
     fn every_commit_that_appends_events_signs_the_new_head() {
         let dir = tempfile::tempdir().unwrap();
@@ -118,6 +177,62 @@ mod tests {
             Ok::<_, CoreError>(())
         });
         assert!(edit.is_err());
+    }
+
+    #[test]
+    fn an_account_s_head_is_signed_and_commits_to_the_log_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let store = Store::open(&path).unwrap();
+        store.set_log_key(key());
+        let (ada, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        for (account, at) in [(bob, 1), (ada, 2), (bob, 3), (ada, 4), (bob, 5)] {
+            store
+                .write(|tx| tx.append_event(NewEvent::new(account, EventKind::SignIn), at))
+                .unwrap();
+        }
+        let head = store.account_head(ada, Some(1)).unwrap();
+        let cp = head.checkpoint.clone().unwrap();
+        // Ada's own numbering and time; bob's events after hers do not move it.
+        assert_eq!((cp.account_id, cp.number, cp.at), (ada, 2, 4));
+        assert!(cp.is_signed_by(&key().verifying_key()));
+        let first = store.account_head(ada, None).unwrap();
+        assert_eq!(first.seen_digest, None);
+        assert_eq!(
+            store.account_head(ada, Some(2)).unwrap().seen_digest,
+            Some(cp.digest),
+            "the digest at the head is the head's"
+        );
+        assert_eq!(store.account_head(ada, Some(3)).unwrap().seen_digest, None);
+        assert_eq!(
+            store.account_head(Uuid::new_v4(), Some(1)).unwrap(),
+            AccountHead {
+                checkpoint: None,
+                seen_digest: None
+            }
+        );
+        let before = head.seen_digest.unwrap();
+        drop(store);
+        // Someone with the file edits bob's first event (before any of ada's) and re-seals
+        // the chain: ada's remembered digest no longer matches.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER events_no_update;
+             UPDATE events SET address = '203.0.113.9' WHERE seq = 1;",
+        )
+        .unwrap();
+        reseal(&conn);
+        drop(conn);
+        let reopened = Store::open(&path).unwrap();
+        reopened.set_log_key(key());
+        assert_eq!(reopened.verify_chain().unwrap().first_broken, None);
+        let now = reopened.account_head(ada, Some(1)).unwrap();
+        assert_ne!(now.seen_digest, Some(before));
+        assert_eq!(now.checkpoint.unwrap().number, 2);
+        assert!(matches!(
+            Store::open(&path).unwrap().account_head(ada, None),
+            Err(CoreError::NoLogKey)
+        ));
     }
 
     #[test]
@@ -151,28 +266,7 @@ mod tests {
              UPDATE events SET address = '203.0.113.9' WHERE seq = 2;",
         )
         .unwrap();
-        let rows: Vec<(keyward_proto::SecurityEvent, [u8; 32])> = {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {} FROM events ORDER BY seq",
-                    super::super::events::EVENT_COLS
-                ))
-                .unwrap();
-            stmt.query_and_then([], super::super::events::event_from_row)
-                .unwrap()
-                .collect::<Result<_>>()
-                .unwrap()
-        };
-        let mut prev = security_log::GENESIS_HASH;
-        for (event, _) in rows {
-            let hash = security_log::event_hash(&prev, &event);
-            conn.execute(
-                "UPDATE events SET hash = ?1 WHERE seq = ?2",
-                params![hash.as_slice(), event.id],
-            )
-            .unwrap();
-            prev = hash;
-        }
+        reseal(&conn);
         drop(conn);
         let reopened = Store::open(&path).unwrap();
         assert_eq!(reopened.verify_chain().unwrap().first_broken, None);

@@ -30,10 +30,13 @@ mod sessions;
 pub use self::accounts::{Account, PendingRecovery};
 pub use self::authenticators::Authenticator;
 pub use self::ceremonies::{Ceremony, CeremonyCaps};
+pub use self::checkpoints::AccountHead;
 pub use self::events::NewEvent;
 pub use self::recovery_keys::RecoveryKeyRecord;
 pub use self::sessions::{Device, Session};
-pub use crate::security_log::{ChainReport, Checkpoint, LogProblem, LogReport, urgency_of};
+pub use crate::security_log::{
+    AccountCheckpoint, ChainReport, Checkpoint, LogProblem, LogReport, urgency_of,
+};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
@@ -136,6 +139,14 @@ impl Store {
             appended: Vec::new(),
         };
         f(&mut wrapped)
+    }
+
+    /// Account `account_id`'s log head for its clients, signed with the log key now (see
+    /// [`AccountHead`]); with `seen`, the digest at that event of the account's.
+    pub fn account_head(&self, account_id: Uuid, seen: Option<i64>) -> Result<AccountHead> {
+        // A copy, so this lock is never held while waiting for the connection's.
+        let key = self.log_key.read().clone().ok_or(CoreError::NoLogKey)?;
+        self.read(|tx| tx.account_head(&key, account_id, seen))
     }
 
     /// Walks the security log from the start and recomputes every hash.
