@@ -200,7 +200,7 @@ async fn ceremonies_in_a_frame_under_another_site_are_refused() {
     // Four refusals from one address: the failure limits are not under test.
     let h = Harness::start_with(|c| {
         c.limits.failures_per_address.max = 100;
-        c.limits.failures_per_account_address.max = 100;
+        c.limits.failures_per_target_address.max = 100;
     })
     .await;
     let mut key = new_key();
@@ -273,7 +273,7 @@ fn near_misses(origin: &url::Url) -> Vec<String> {
 async fn an_origin_that_is_not_exactly_a_configured_one_is_refused() {
     let h = Harness::start_with(|c| {
         c.limits.failures_per_address.max = 100;
-        c.limits.failures_per_account_address.max = 100;
+        c.limits.failures_per_target_address.max = 100;
     })
     .await;
     let mut key = new_key();
@@ -586,7 +586,7 @@ fn shape(v: &serde_json::Value) -> serde_json::Value {
 async fn repeated_failures_block_the_attackers_address_but_not_the_owner() {
     let h = Harness::start_with(|c| {
         c.limits.failures_per_address.max = 3;
-        c.limits.failures_per_account_address.max = 3;
+        c.limits.failures_per_target_address.max = 3;
     })
     .await;
     let mut key = new_key();
