@@ -236,10 +236,17 @@ impl Desktop {
                 _ => self.vault.clear(),
             }
         }
-        let api = ceremonies.api.clone();
+        // The log head is the account's, so only a resumed full session can look at it.
+        let watched = conn
+            .session
+            .as_ref()
+            .filter(|s| !s.recovery)
+            .map(|s| (s.api.borrow().clone(), s.account.id));
         conn.ceremonies = Some(Arc::new(ceremonies));
         drop(conn);
-        self.watch_log(&api).await;
+        if let Some((api, account)) = watched {
+            self.watch_log(&api, account).await;
+        }
         self.status().await
     }
 
@@ -247,20 +254,23 @@ impl Desktop {
         self.data_dir.join("log-heads.json")
     }
 
-    /// Holds the server's log to the newest signed head this app has seen of it (remembered
-    /// per server in the data folder): the same log key, a head no older, and the remembered
-    /// event still there with the remembered hash. If not, raises the alarm and keeps the old
-    /// head, so the alarm stands on every later check. A server that cannot be asked (offline,
-    /// or too old to sign its log) changes nothing.
-    pub async fn watch_log(&self, api: &Api) {
+    /// Holds the server's log to the newest signed head this app has seen of it for the
+    /// signed-in `account` (remembered per server and account in the data folder): the same
+    /// log key, a head no older, and the log's digest at the remembered event unchanged. If
+    /// not, raises the alarm and keeps the old head, so the alarm stands on every later check.
+    /// A server that cannot be asked (offline, or too old to sign its log) changes nothing.
+    /// (Heads remembered by earlier versions were the global log's, which servers no longer
+    /// serve: such a file reads as empty and is replaced.)
+    pub async fn watch_log(&self, api: &Api, account: Uuid) {
         use keyward_client::log_watch::{SeenHead, check_head};
+        type Heads = std::collections::BTreeMap<String, std::collections::BTreeMap<Uuid, SeenHead>>;
         let server = api.base().to_string();
         let path = self.log_heads_path();
-        let mut heads: std::collections::BTreeMap<String, SeenHead> = std::fs::read(&path)
+        let mut heads: Heads = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        let remembered = heads.get(&server).cloned();
+        let remembered = heads.get(&server).and_then(|h| h.get(&account)).cloned();
         let head = match api.log_head(remembered.as_ref().map(|h| h.id)).await {
             Ok(head) => head,
             Err(e) => {
@@ -268,9 +278,9 @@ impl Desktop {
                 return;
             }
         };
-        match check_head(remembered.as_ref(), &head) {
+        match check_head(account, remembered.as_ref(), &head) {
             Ok(Some(newer)) if remembered.as_ref() != Some(&newer) => {
-                heads.insert(server, newer);
+                heads.entry(server).or_default().insert(account, newer);
                 match serde_json::to_vec_pretty(&heads) {
                     Ok(json) => {
                         if let Err(e) = write_private(&path, &json) {
@@ -489,7 +499,7 @@ impl Desktop {
         if let Some(s) = self.conn.lock().await.session.as_mut() {
             s.account = overview.account.clone();
         }
-        self.watch_log(&api).await;
+        self.watch_log(&api, overview.account.id).await;
         Ok(overview)
     }
 

@@ -487,7 +487,7 @@ fn the_app_raises_the_alarm_when_the_server_s_log_no_longer_extends_what_it_saw(
 
     let status = invoke(&w, "connect", json!({"server": url})).unwrap();
     assert!(status["log_alarm"].is_null());
-    invoke(
+    let ada = invoke(
         &w,
         "create_account",
         json!({"username": "ada", "displayName": null}),
@@ -497,8 +497,8 @@ fn the_app_raises_the_alarm_when_the_server_s_log_no_longer_extends_what_it_saw(
     invoke(&w, "overview", json!({})).unwrap();
     let seen = std::fs::read_to_string(data.path().join("log-heads.json")).unwrap();
     assert!(
-        seen.contains(&url),
-        "the signed head is remembered per server: {seen}"
+        seen.contains(&url) && seen.contains(ada["id"].as_str().unwrap()),
+        "the account's signed head is remembered per server and account: {seen}"
     );
     // Looking again, with nothing changed, raises nothing.
     let status = invoke(&w, "connect", json!({"server": url})).unwrap();

@@ -147,7 +147,8 @@ impl Api {
     pub async fn server_info(&self) -> Result<ServerInfo> {
         self.get("/api/v1/server").await
     }
-    /// The log's latest signed checkpoint; with `seen`, also the stored hash of that event.
+    /// The signed-in account's signed log head; with `seen` (one of the account's event IDs),
+    /// also the log's digest at that event.
     pub async fn log_head(&self, seen: Option<i64>) -> Result<LogHead> {
         match seen {
             Some(id) => self.get(&format!("/api/v1/log/checkpoint?seen={id}")).await,

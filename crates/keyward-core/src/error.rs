@@ -23,6 +23,8 @@ pub enum CoreError {
     UsernameTaken,
     #[error("that credential is already registered")]
     CredentialInUse,
+    #[error("the store was given no log key to sign with")]
+    NoLogKey,
     #[error("too many ceremonies are in flight; try again shortly")]
     TooManyCeremonies,
     #[error(transparent)]

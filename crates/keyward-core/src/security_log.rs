@@ -3,7 +3,10 @@
 //! SQLite and every storage engine seals and verifies the log the same way.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use keyward_proto::{EventDetail, EventKind, Millis, SecurityEvent, Urgency};
 
@@ -131,6 +134,97 @@ impl Checkpoint {
     pub fn is_signed_by(&self, key: &VerifyingKey) -> bool {
         key.verify_strict(
             &checkpoint_message(self.seq, &self.hash, self.at),
+            &Signature::from_bytes(&self.signature),
+        )
+        .is_ok()
+    }
+}
+
+/// The server's signed statement to one account's clients: "event `number` of account
+/// `account_id` (its own numbering, as clients see it) was written at `at`, and the log up to
+/// and including it digests to `digest`". The global [`Checkpoint`] stays on the server: its
+/// position counts every account's events, so serving it would tell anyone polling it whether
+/// a failed sign-in against a name was logged, i.e. whether the name exists.
+///
+/// The digest is keyed ([`account_digest`]), over the chain hash at that event. The chain hash
+/// commits to every event before it, so a client remembering a digest later notices any of
+/// them changed or gone; the key means even a client that knows every earlier event cannot
+/// recompute it, so two of its own digests say nothing of what was logged between them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountCheckpoint {
+    pub account_id: Uuid,
+    pub number: i64,
+    pub digest: [u8; 32],
+    pub at: Millis,
+    pub signature: [u8; 64],
+}
+
+/// Domain separation from [`Checkpoint`]'s signatures, and of the digest key.
+const ACCOUNT_CHECKPOINT_CONTEXT: &[u8] = b"keyward account log checkpoint v1\0";
+const ACCOUNT_DIGEST_KEY_INFO: &[u8] = b"keyward account log digest key v1";
+
+/// HMAC-SHA256 under a key derived from the log key (HKDF-SHA256 over its seed): account ‖
+/// number (8 bytes, big-endian) ‖ the chain hash stored with that event.
+pub fn account_digest(
+    log_key: &SigningKey,
+    account_id: Uuid,
+    number: i64,
+    chain_hash: &[u8; 32],
+) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    // 32 bytes is far below HKDF-SHA256's 8,160-byte limit: cannot fail.
+    let _ = Hkdf::<Sha256>::new(None, log_key.as_bytes()).expand(ACCOUNT_DIGEST_KEY_INFO, &mut key);
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&key) else {
+        return [0; 32]; // HMAC takes keys of any length; unreachable.
+    };
+    mac.update(account_id.as_bytes());
+    mac.update(&number.to_be_bytes());
+    mac.update(chain_hash);
+    mac.finalize().into_bytes().into()
+}
+
+/// The bytes an account checkpoint signs: context ‖ account (16 bytes) ‖ number (8 bytes,
+/// big-endian) ‖ digest ‖ at (8 bytes, big-endian).
+pub fn account_checkpoint_message(
+    account_id: Uuid,
+    number: i64,
+    digest: &[u8; 32],
+    at: Millis,
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(ACCOUNT_CHECKPOINT_CONTEXT.len() + 64);
+    m.extend_from_slice(ACCOUNT_CHECKPOINT_CONTEXT);
+    m.extend_from_slice(account_id.as_bytes());
+    m.extend_from_slice(&number.to_be_bytes());
+    m.extend_from_slice(digest);
+    m.extend_from_slice(&at.to_be_bytes());
+    m
+}
+
+impl AccountCheckpoint {
+    /// Signs account `account_id`'s event `number`, stored in the chain with `chain_hash`.
+    pub fn sign(
+        key: &SigningKey,
+        account_id: Uuid,
+        number: i64,
+        chain_hash: &[u8; 32],
+        at: Millis,
+    ) -> AccountCheckpoint {
+        let digest = account_digest(key, account_id, number, chain_hash);
+        let signature = key
+            .sign(&account_checkpoint_message(account_id, number, &digest, at))
+            .to_bytes();
+        AccountCheckpoint {
+            account_id,
+            number,
+            digest,
+            at,
+            signature,
+        }
+    }
+
+    pub fn is_signed_by(&self, key: &VerifyingKey) -> bool {
+        key.verify_strict(
+            &account_checkpoint_message(self.account_id, self.number, &self.digest, self.at),
             &Signature::from_bytes(&self.signature),
         )
         .is_ok()
@@ -483,6 +577,62 @@ mod tests {
             assert!(!tampered.is_signed_by(&k.verifying_key()));
         }
         assert!(!cp.is_signed_by(&key(2).verifying_key()));
+    }
+
+    #[test]
+    fn an_account_checkpoint_signature_covers_every_field_and_is_not_a_log_checkpoint() {
+        let k = key(1);
+        let account = Uuid::from_u128(7);
+        let cp = AccountCheckpoint::sign(&k, account, 3, &[9; 32], 1234);
+        assert!(cp.is_signed_by(&k.verifying_key()));
+        for tampered in [
+            AccountCheckpoint {
+                account_id: Uuid::from_u128(8),
+                ..cp.clone()
+            },
+            AccountCheckpoint {
+                number: 4,
+                ..cp.clone()
+            },
+            AccountCheckpoint {
+                digest: [8; 32],
+                ..cp.clone()
+            },
+            AccountCheckpoint {
+                at: 1235,
+                ..cp.clone()
+            },
+        ] {
+            assert!(!tampered.is_signed_by(&k.verifying_key()));
+        }
+        assert!(!cp.is_signed_by(&key(2).verifying_key()));
+        // A global checkpoint's signature never verifies as an account checkpoint's.
+        let global = Checkpoint::sign(&k, 3, cp.digest, 1234);
+        assert!(
+            !AccountCheckpoint {
+                signature: global.signature,
+                ..cp
+            }
+            .is_signed_by(&k.verifying_key())
+        );
+    }
+
+    #[test]
+    fn the_account_digest_is_keyed_and_follows_the_chain_hash() {
+        let (k, account) = (key(1), Uuid::from_u128(7));
+        let d = account_digest(&k, account, 3, &[9; 32]);
+        assert_eq!(d, account_digest(&k, account, 3, &[9; 32]), "deterministic");
+        // Anything else changes it: the chain hash (so any earlier event), the place, the
+        // account, and the key (without which no one can recompute it).
+        for other in [
+            account_digest(&k, account, 3, &[8; 32]),
+            account_digest(&k, account, 4, &[9; 32]),
+            account_digest(&k, Uuid::from_u128(8), 3, &[9; 32]),
+            account_digest(&key(2), account, 3, &[9; 32]),
+        ] {
+            assert_ne!(d, other);
+        }
+        assert_ne!(d, [9; 32], "not the chain hash itself");
     }
 
     #[test]

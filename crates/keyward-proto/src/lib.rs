@@ -546,30 +546,34 @@ pub struct ServerInfo {
     pub recovery_window_ms: i64,
 }
 
-/// The server's signed statement "event `id` of the security log has hash `hash`", made when
-/// that event was the log's head.
+/// The server's signed statement to one account: "this account's event `id` (its own
+/// numbering, as in [`SecurityEvent::id`]) was written at `at`, and the security log up to and
+/// including it digests to `hash`". The digest is keyed by the server: it commits to every
+/// event logged before, any account's, and reveals nothing of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
 pub struct LogCheckpoint {
+    pub account_id: Uuid,
     pub id: i64,
-    /// Lower-case hex, as [`SecurityEvent::hash`].
+    /// The digest, lower-case hex (32 bytes).
     pub hash: String,
-    /// The head event's time.
+    /// The event's time.
     pub at: Millis,
-    /// Ed25519 over "keyward log checkpoint v1\0" ‖ id (8 bytes, big-endian) ‖ hash (32 bytes)
-    /// ‖ at (8 bytes, big-endian), base64url.
+    /// Ed25519 over "keyward account log checkpoint v1\0" ‖ account_id (16 bytes) ‖ id (8
+    /// bytes, big-endian) ‖ digest (32 bytes) ‖ at (8 bytes, big-endian), base64url.
     pub signature: String,
 }
 
-/// The security log's latest signed checkpoint, for clients that keep watch over the log: one
-/// that remembers a checkpoint asks with `?seen=ID` and checks that the log still holds that
-/// event with the hash it remembers, and that the new checkpoint is no older.
+/// The signed-in account's log head, for clients that keep watch over the log: one that
+/// remembers a checkpoint asks with `?seen=ID` and checks that the log still digests to what
+/// it remembers at that event, and that the new checkpoint is no older.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
 pub struct LogHead {
     /// The server's log key: an Ed25519 public key, base64url.
     pub public_key: String,
-    /// None while the log is empty.
+    /// None if the log holds none of the account's events.
     pub checkpoint: Option<LogCheckpoint>,
-    /// The stored hash (hex) of event `seen`, when asked; None if the log does not hold it.
+    /// The digest (hex) at the account's event `seen`, when asked; None if the log does not
+    /// hold it.
     pub seen_hash: Option<String>,
 }
 

@@ -1,8 +1,9 @@
 //! The log key and the start-up check of the security log. The key (Ed25519) signs a checkpoint
 //! of the log's head in every commit that appends events; it rests in a file of its own beside
-//! the database (`<db>.log-key` unless configured), owner-only, never logged. Its public half
-//! is published with every checkpoint (`GET /api/v1/log/checkpoint`), so clients can remember a
-//! signed head and notice a log that no longer extends it.
+//! the database (`<db>.log-key` unless configured), owner-only, never logged. It also signs
+//! each account's own head for that account's sessions (`GET /api/v1/log/checkpoint`, with the
+//! public half), so clients can remember a signed head and notice a log that no longer extends
+//! it.
 
 use std::path::{Path, PathBuf};
 

@@ -38,11 +38,20 @@ impl Server {
     }
 
     async fn restart(&mut self) {
+        self.stop().await;
+        self.start_again().await;
+    }
+
+    async fn stop(&mut self) {
         self.running
             .take()
             .unwrap()
             .shutdown(Duration::from_millis(200))
             .await;
+    }
+
+    /// Starts keywardd again on the same port and database after `stop`.
+    async fn start_again(&mut self) {
         let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).unwrap();
         self.running = Some(
             keyward_server::start_on(listener, config(&self.db, self.port), self.clock.clone())
@@ -219,6 +228,7 @@ async fn the_feed_survives_a_server_restart_and_misses_nothing() {
         FeedEnd::SessionEnded
     );
 }
+mod log_watch;
 mod nfc;
 mod phishing;
 mod security_key;

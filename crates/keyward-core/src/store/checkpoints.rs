@@ -1,13 +1,24 @@
 //! Signed checkpoints of the security log's head (`log_checkpoints`, append-only). The store
 //! writes one in every commit that appends events, when it holds the log key
 //! ([`super::Store::set_log_key`]); what a checkpoint means is in [`crate::security_log`].
+//! These stay on the server; an account's clients get [`AccountHead`]s, signed on request.
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use uuid::Uuid;
 
 use super::Tx;
 use super::sql::{Row, args};
 use crate::error::{CoreError, Result};
-use crate::security_log::{self, Checkpoint, LogReport};
+use crate::security_log::{self, AccountCheckpoint, Checkpoint, LogReport, account_digest};
+
+/// What one account's client is shown of the log: the account's newest event signed
+/// ([`AccountCheckpoint`]; None if the log holds none of its events), and the digest at the
+/// event the client remembers, if it asked and the log still holds that event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountHead {
+    pub checkpoint: Option<AccountCheckpoint>,
+    pub seen_digest: Option<[u8; 32]>,
+}
 
 fn checkpoint_from_row(r: &Row<'_>) -> Result<Checkpoint> {
     let hash: Vec<u8> = r.get(1)?;
@@ -54,6 +65,28 @@ impl Tx<'_> {
             ],
         )?;
         Ok(Some(checkpoint))
+    }
+
+    /// Account `account_id`'s head signed with `key`, and the digest at its event `seen`.
+    pub fn account_head(
+        &self,
+        key: &SigningKey,
+        account_id: Uuid,
+        seen: Option<i64>,
+    ) -> Result<AccountHead> {
+        let checkpoint = self
+            .account_head_event(account_id)?
+            .map(|(number, hash, at)| AccountCheckpoint::sign(key, account_id, number, &hash, at));
+        let seen_digest = match seen {
+            Some(number) => self
+                .account_event_hash(account_id, number)?
+                .map(|hash| account_digest(key, account_id, number, &hash)),
+            None => None,
+        };
+        Ok(AccountHead {
+            checkpoint,
+            seen_digest,
+        })
     }
 
     /// The whole log walked and held to its latest checkpoint under `key` (see
@@ -112,6 +145,32 @@ mod tests {
         Store::connect(location).unwrap().write(f).unwrap();
     }
 
+    /// Edits event `seq`'s address past the trigger and recomputes every hash of the chain,
+    /// as the unkeyed chain allows.
+    fn edit_and_reseal(location: &Location, seq: i64) {
+        tamper(location, |tx| {
+            fixtures::drop_trigger(tx, "events_no_update", "events")?;
+            tx.raw_execute(&format!(
+                "UPDATE events SET address = '203.0.113.9' WHERE seq = {seq}"
+            ))?;
+            let rows = tx.query_rows(
+                &format!("SELECT {EVENT_COLS} FROM events ORDER BY seq"),
+                args![],
+                event_from_row,
+            )?;
+            let mut prev = security_log::GENESIS_HASH;
+            for (event, _) in rows {
+                let hash = security_log::event_hash(&prev, &event);
+                tx.execute(
+                    "UPDATE events SET hash = ?1 WHERE seq = ?2",
+                    args![hash.as_slice(), event.id],
+                )?;
+                prev = hash;
+            }
+            Ok(())
+        });
+    }
+
     #[test]
     fn every_commit_that_appends_events_signs_the_new_head() {
         let (_dir, location) = database();
@@ -124,6 +183,54 @@ mod tests {
         // Checkpoints are append-only like the log.
         let edit = store.write(|tx| tx.raw_execute("DELETE FROM log_checkpoints"));
         assert!(edit.is_err());
+    }
+
+    #[test]
+    fn an_account_s_head_is_signed_and_commits_to_the_log_before_it() {
+        let (_dir, location) = database();
+        let store = Store::connect(&location).unwrap();
+        store.set_log_key(key());
+        let (ada, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        for (account, at) in [(bob, 1), (ada, 2), (bob, 3), (ada, 4), (bob, 5)] {
+            store
+                .write(|tx| tx.append_event(NewEvent::new(account, EventKind::SignIn), at))
+                .unwrap();
+        }
+        let head = store.account_head(ada, Some(1)).unwrap();
+        let cp = head.checkpoint.clone().unwrap();
+        // Ada's own numbering and time; bob's events after hers do not move it.
+        assert_eq!((cp.account_id, cp.number, cp.at), (ada, 2, 4));
+        assert!(cp.is_signed_by(&key().verifying_key()));
+        let first = store.account_head(ada, None).unwrap();
+        assert_eq!(first.seen_digest, None);
+        assert_eq!(
+            store.account_head(ada, Some(2)).unwrap().seen_digest,
+            Some(cp.digest),
+            "the digest at the head is the head's"
+        );
+        assert_eq!(store.account_head(ada, Some(3)).unwrap().seen_digest, None);
+        assert_eq!(
+            store.account_head(Uuid::new_v4(), Some(1)).unwrap(),
+            AccountHead {
+                checkpoint: None,
+                seen_digest: None
+            }
+        );
+        let before = head.seen_digest.unwrap();
+        drop(store);
+        // Someone with the database edits bob's first event (before any of ada's) and
+        // re-seals the chain: ada's remembered digest no longer matches.
+        edit_and_reseal(&location, 1);
+        let reopened = Store::connect(&location).unwrap();
+        reopened.set_log_key(key());
+        assert_eq!(reopened.verify_chain().unwrap().first_broken, None);
+        let now = reopened.account_head(ada, Some(1)).unwrap();
+        assert_ne!(now.seen_digest, Some(before));
+        assert_eq!(now.checkpoint.unwrap().number, 2);
+        assert!(matches!(
+            Store::connect(&location).unwrap().account_head(ada, None),
+            Err(CoreError::NoLogKey)
+        ));
     }
 
     #[test]
@@ -148,26 +255,7 @@ mod tests {
     fn recomputing_every_hash_in_the_log_is_caught() {
         let (_dir, location) = database();
         drop(signed_log(&location, 3));
-        // Edit event 2 and re-seal the whole chain, as the unkeyed hash allows.
-        tamper(&location, |tx| {
-            fixtures::drop_trigger(tx, "events_no_update", "events")?;
-            tx.raw_execute("UPDATE events SET address = '203.0.113.9' WHERE seq = 2")?;
-            let rows = tx.query_rows(
-                &format!("SELECT {EVENT_COLS} FROM events ORDER BY seq"),
-                args![],
-                event_from_row,
-            )?;
-            let mut prev = security_log::GENESIS_HASH;
-            for (event, _) in rows {
-                let hash = security_log::event_hash(&prev, &event);
-                tx.execute(
-                    "UPDATE events SET hash = ?1 WHERE seq = ?2",
-                    args![hash.as_slice(), event.id],
-                )?;
-                prev = hash;
-            }
-            Ok(())
-        });
+        edit_and_reseal(&location, 2);
         let reopened = Store::connect(&location).unwrap();
         assert_eq!(reopened.verify_chain().unwrap().first_broken, None);
         assert_eq!(problem(&location), Some(LogProblem::Rewritten { seq: 3 }));

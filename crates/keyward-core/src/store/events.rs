@@ -219,6 +219,35 @@ impl Tx<'_> {
             .transpose()
     }
 
+    /// Account `account_id`'s newest event: its number, stored chain hash and time.
+    pub(super) fn account_head_event(
+        &self,
+        account_id: Uuid,
+    ) -> Result<Option<(i64, [u8; 32], Millis)>> {
+        let head: Option<(i64, Vec<u8>, Millis)> = self.query_row(
+            "SELECT account_seq, hash, at FROM events WHERE account_id = ?1
+             ORDER BY account_seq DESC LIMIT 1",
+            args![account_id.as_bytes()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        head.map(|(number, hash, at)| Ok((number, stored_hash(hash)?, at)))
+            .transpose()
+    }
+
+    /// The stored chain hash of account `account_id`'s event `number`, if the log holds it.
+    pub(super) fn account_event_hash(
+        &self,
+        account_id: Uuid,
+        number: i64,
+    ) -> Result<Option<[u8; 32]>> {
+        let hash: Option<Vec<u8>> = self.query_row(
+            "SELECT hash FROM events WHERE account_id = ?1 AND account_seq = ?2",
+            args![account_id.as_bytes(), number],
+            |r| r.get(0),
+        )?;
+        hash.map(stored_hash).transpose()
+    }
+
     /// The stored hash of event `seq`, if the log holds it.
     pub fn event_hash_at(&self, seq: i64) -> Result<Option<[u8; 32]>> {
         let hash: Option<Vec<u8>> =

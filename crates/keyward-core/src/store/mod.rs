@@ -40,12 +40,15 @@ pub mod testing;
 pub use self::accounts::{Account, PendingRecovery};
 pub use self::authenticators::Authenticator;
 pub use self::ceremonies::{Ceremony, CeremonyCaps};
+pub use self::checkpoints::AccountHead;
 pub use self::events::NewEvent;
 pub use self::pg::{PostgresOptions, RemoteCommit};
 pub use self::recovery_keys::RecoveryKeyRecord;
 pub use self::sessions::{Device, Session};
 pub use self::sql::{Column, Engine, Param};
-pub use crate::security_log::{ChainReport, Checkpoint, LogProblem, LogReport, urgency_of};
+pub use crate::security_log::{
+    AccountCheckpoint, ChainReport, Checkpoint, LogProblem, LogReport, urgency_of,
+};
 
 use self::sql::{Db, PgTx};
 
@@ -271,6 +274,14 @@ impl Store {
             }
             Backend::Postgres(pool) => pool.read(f),
         }
+    }
+
+    /// Account `account_id`'s log head for its clients, signed with the log key now (see
+    /// [`AccountHead`]); with `seen`, the digest at that event of the account's.
+    pub fn account_head(&self, account_id: Uuid, seen: Option<i64>) -> Result<AccountHead> {
+        // A copy, so this lock is never held while waiting for the connection's.
+        let key = self.log_key.read().clone().ok_or(CoreError::NoLogKey)?;
+        self.read(|tx| tx.account_head(&key, account_id, seen))
     }
 
     /// Walks the security log from the start and recomputes every hash.

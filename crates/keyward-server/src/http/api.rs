@@ -501,18 +501,24 @@ async fn list_events(
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct LogHeadQuery {
-    /// An event ID the client remembers from an earlier checkpoint: its stored hash is returned.
+    /// An event ID of the account's that the client remembers from an earlier checkpoint: the
+    /// log's digest at that event is returned.
     seen: Option<i64>,
 }
 
-/// The security log's latest signed checkpoint and the server's log key. Public: it reveals
-/// only the log's length and hashes, and lets any client notice a log that was cut short or
-/// rewritten since it last looked.
+/// The signed-in account's head of the security log, signed by the server's log key, and
+/// that key. Lets the account's clients notice a log that was cut short or rewritten since
+/// they last looked. Only for the account's own full sessions: the log's global position is
+/// never served, since it would count every account's events.
 #[utoipa::path(get, path = "/api/v1/log/checkpoint", tag = "events", params(LogHeadQuery),
-    responses((status = 200, body = LogHead)))]
+    responses((status = 200, body = LogHead), (status = 401, body = ApiError),
+        (status = 403, body = ApiError)))]
 async fn log_head(
     State(s): State<AppState>,
+    authed: Authed,
     ApiQuery(q): ApiQuery<LogHeadQuery>,
 ) -> Result<Json<LogHead>> {
-    s.blocking(move |s| s.log_head(q.seen)).await.map(Json)
+    s.blocking(move |s| s.log_head(&authed, q.seen))
+        .await
+        .map(Json)
 }

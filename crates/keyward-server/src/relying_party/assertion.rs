@@ -12,9 +12,9 @@ use uuid::Uuid;
 use webauthn_rs::prelude::{AuthenticationResult, Passkey, WebauthnError};
 use webauthn_rs_proto::AllowCredentials;
 
-use super::ceremony::{AssertionState, Begun, CeremonyKind, ceremony_state};
+use super::ceremony::{AssertionCeremony, AssertionState, Begun, CeremonyKind, ceremony_state};
 use super::client_data;
-use super::rate_limit::{LimitKey, Network, too_many_attempts};
+use super::rate_limit::{LimitKey, Network, Target, too_many_attempts};
 use super::{RelyingParty, Verdict};
 use crate::error::{Result, ServerError};
 
@@ -49,7 +49,7 @@ struct PreVerified {
 /// client is told `policy_refused` rather than `authentication_failed`.
 const SYNCED_KEY_REFUSED: &str = "synced key refused: this server accepts device-bound keys only";
 
-/// Where a failed assertion came from, for the log and the rate limiter.
+/// Where a failed assertion came from, for the log.
 struct AssertionFailure {
     account_id: Option<Uuid>,
     authenticator: Option<Authenticator>,
@@ -106,7 +106,11 @@ impl RelyingParty {
         };
         // A modal sign-in, not browser autofill: clients show their own prompt.
         options.mediation = None;
-        let c = self.new_ceremony(tx, kind, account_id, begun, &state)?;
+        let ceremony = AssertionCeremony {
+            named: username.map(str::to_string),
+            state,
+        };
+        let c = self.new_ceremony(tx, kind, account_id, begun, &ceremony)?;
         Ok(AssertionBegin {
             ceremony_id: c.id,
             options,
@@ -186,7 +190,7 @@ impl RelyingParty {
             })
             .ok()?;
         let (ceremony, authenticator) = (ceremony?, authenticator?);
-        let state: AssertionState = ceremony_state(&ceremony).ok()?;
+        let AssertionCeremony { state, .. } = ceremony_state(&ceremony).ok()?;
         if matches!(state, AssertionState::Decoy)
             || (matches!(state, AssertionState::Discoverable(_))
                 && credential.get_user_unique_id().is_none())
@@ -208,6 +212,7 @@ impl RelyingParty {
         &self,
         tx: &mut Tx<'_>,
         ceremony: &Ceremony,
+        state: AssertionState,
         credential: &PublicKeyCredential,
         pre: Option<PreVerified>,
     ) -> Result<std::result::Result<Authenticator, AssertionFailure>> {
@@ -218,7 +223,6 @@ impl RelyingParty {
                 reason,
             }))
         };
-        let state: AssertionState = ceremony_state(ceremony)?;
         if matches!(state, AssertionState::Decoy) {
             return fail(None, None, "unknown account");
         }
@@ -324,23 +328,26 @@ impl RelyingParty {
         Ok(Ok(updated))
     }
 
-    /// Logs a failed assertion against its account and counts it for the rate limiter.
-    fn record_failure(&self, tx: &mut Tx<'_>, f: &AssertionFailure, address: &str) -> Result<()> {
+    /// Counts a failed assertion against its network and what it tried (`target`), and logs
+    /// it on its account's log if it has one (seen by that account's sessions only).
+    fn record_failure(
+        &self,
+        tx: &mut Tx<'_>,
+        f: &AssertionFailure,
+        target: Target,
+        address: &str,
+    ) -> Result<()> {
         let now = self.now();
+        let network = Network::of(address);
         self.limiter.record(
             LimitKey::Failure {
-                network: Network::of(address),
+                network: network.clone(),
             },
             now,
         );
+        self.limiter
+            .record(LimitKey::TargetFailure { target, network }, now);
         if let Some(account_id) = f.account_id {
-            self.limiter.record(
-                LimitKey::AccountFailure {
-                    account: account_id,
-                    network: Network::of(address),
-                },
-                now,
-            );
             let mut e = NewEvent::new(account_id, EventKind::SignInFailed);
             e.address = Some(address.to_string());
             e.detail = EventDetail {
@@ -355,8 +362,8 @@ impl RelyingParty {
         Ok(())
     }
 
-    /// Refuses an address (or the pair of account and address) that failed too often.
-    pub(super) fn check_failure_rate(&self, address: &str, account: Option<Uuid>) -> Result<()> {
+    /// Refuses an address (or the pair of what was tried and address) that failed too often.
+    pub(super) fn check_failure_rate(&self, address: &str, target: Option<&Target>) -> Result<()> {
         let now = self.now();
         let network = Network::of(address);
         let blocked = self
@@ -368,14 +375,31 @@ impl RelyingParty {
                 now,
             )
             .or_else(|| {
-                account.and_then(|account| {
-                    self.limiter
-                        .blocked(&LimitKey::AccountFailure { account, network }, now)
+                target.and_then(|target| {
+                    let key = LimitKey::TargetFailure {
+                        target: target.clone(),
+                        network,
+                    };
+                    self.limiter.blocked(&key, now)
                 })
             });
         match blocked {
             Some(ms) => Err(too_many_attempts(ms)),
             None => Ok(()),
+        }
+    }
+
+    /// The owner signed in from `address`: what failed there against their name or this key
+    /// is forgiven.
+    pub(super) fn forgive_failures(&self, username: &str, credential_id: &[u8], address: &str) {
+        for target in [
+            Target::username(username),
+            Target::credential(credential_id),
+        ] {
+            self.limiter.clear(&LimitKey::TargetFailure {
+                target,
+                network: Network::of(address),
+            });
         }
     }
 
@@ -401,20 +425,21 @@ impl RelyingParty {
         if session.is_some() && c.session_id != session {
             return Ok(Verdict::Refused(ServerError::CeremonyExpired));
         }
-        // The pair (account, address) may be blocked even where the address is not.
-        let claimed = match c.account_id {
-            Some(a) => Some(a),
-            None => tx
-                .authenticator_by_credential_id(credential.get_credential_id())?
-                .map(|a| a.account_id),
+        let AssertionCeremony { named, state } = ceremony_state(&c)?;
+        // The pair (what was tried, address) may be blocked even where the address is not.
+        // What was tried is what the client named, never the account looked up for it, so
+        // the pair blocks alike whether that account exists.
+        let target = match &named {
+            Some(username) => Target::username(username),
+            None => Target::credential(credential.get_credential_id()),
         };
-        if let Err(e) = self.check_failure_rate(address, claimed) {
+        if let Err(e) = self.check_failure_rate(address, Some(&target)) {
             return Ok(Verdict::Refused(e));
         }
-        match self.verify_assertion(tx, &c, credential, pre)? {
+        match self.verify_assertion(tx, &c, state, credential, pre)? {
             Ok(a) => Ok(Verdict::Granted(a)),
             Err(f) => {
-                self.record_failure(tx, &f, address)?;
+                self.record_failure(tx, &f, target, address)?;
                 if f.reason == SYNCED_KEY_REFUSED {
                     return Ok(Verdict::Refused(ServerError::PolicyRefused(
                         "synced passkeys are not accepted here; use a hardware security key",

@@ -79,6 +79,15 @@ pub(super) enum AssertionState {
     Decoy,
 }
 
+/// An assertion in flight: its WebAuthn state and the username the client named to begin it
+/// (None: usernameless). Its failures are counted against that name whether an account has it
+/// or not, so the rate limits cannot tell which names exist.
+#[derive(Serialize, Deserialize)]
+pub(super) struct AssertionCeremony {
+    pub named: Option<String>,
+    pub state: AssertionState,
+}
+
 /// A challenge for the recovery key to sign, and what the signature will be for.
 #[derive(Serialize, Deserialize)]
 pub(super) struct RecoveryProofState {

@@ -98,25 +98,24 @@ impl RelyingParty {
         self.store.read(|tx| Ok(tx.latest_event_id(account_id)?))
     }
 
-    /// The log's latest signed checkpoint and the server's log key; with `seen`, the stored
-    /// hash of that event, so a client can check the log still holds what it saw.
-    pub fn log_head(&self, seen: Option<i64>) -> Result<LogHead> {
-        self.store.read(|tx| {
-            let checkpoint = tx.latest_checkpoint()?.map(|c| LogCheckpoint {
-                id: c.seq,
-                hash: hex(&c.hash),
+    /// The account's log head, signed now, and the server's log key; with `seen`, the digest
+    /// at that event of the account's, so a client can check the log still holds what it saw.
+    /// Per account and for its own sessions only: the global head's position counts every
+    /// account's events, so it would tell anyone whether a failed sign-in was logged against a
+    /// name, i.e. whether that name exists.
+    pub fn log_head(&self, authed: &Authed, seen: Option<i64>) -> Result<LogHead> {
+        authed.require_not_recovery()?;
+        let head = self.store.account_head(authed.account.id, seen)?;
+        Ok(LogHead {
+            public_key: keyward_core::secret::b64(self.log_public_key.as_bytes()),
+            checkpoint: head.checkpoint.map(|c| LogCheckpoint {
+                account_id: c.account_id,
+                id: c.number,
+                hash: hex(&c.digest),
                 at: c.at,
                 signature: keyward_core::secret::b64(&c.signature),
-            });
-            let seen_hash = match seen {
-                Some(id) => tx.event_hash_at(id)?.map(|h| hex(&h)),
-                None => None,
-            };
-            Ok(LogHead {
-                public_key: keyward_core::secret::b64(self.log_public_key.as_bytes()),
-                checkpoint,
-                seen_hash,
-            })
+            }),
+            seen_hash: head.seen_digest.map(|d| hex(&d)),
         })
     }
 }

@@ -1,8 +1,12 @@
-//! Counting in memory, keyed by client network, by (account, network) and by account.
+//! Counting in memory, keyed by client network, by (what the client named, network) and by
+//! account.
 //!
-//! Sign-in failures block the network that made them, and the network paired with the
-//! account, but never the account as a whole: an attacker elsewhere cannot lock the owner out.
-//! (A WebAuthn assertion cannot be guessed, so an account-wide cap would protect nothing.)
+//! Sign-in failures block the network that made them, and the network paired with what it
+//! tried (the username it named, or, signing in without one, the credential it presented),
+//! but never the account as a whole: an attacker elsewhere cannot lock the owner out. (A
+//! WebAuthn assertion cannot be guessed, so an account-wide cap would protect nothing.) That
+//! pair is made of what the client sent, never of the account the server found, so it counts
+//! and blocks alike whether a name exists or not: 429 versus 400 tells nothing.
 //! Recovery-key attempts are the same: an Ed25519 proof over a 128-bit key cannot be guessed,
 //! so they are counted per network only, never per account, and an unknown username costs the
 //! same as a known one (no lock-out button, no oracle).
@@ -36,8 +40,8 @@ pub struct Limits {
     pub begins_per_address: Limit,
     /// Failed sign-ins per network, over all accounts.
     pub failures_per_address: Limit,
-    /// Failed sign-ins per (account, network).
-    pub failures_per_account_address: Limit,
+    /// Failed sign-ins per (username or credential named, network).
+    pub failures_per_target_address: Limit,
     /// Failed recovery-key redemptions per network (known and unknown usernames alike).
     pub recovery_failures_per_address: Limit,
     /// Key renames per account (each is a synced write and a permanent log row).
@@ -58,7 +62,7 @@ impl Default for Limits {
                 max: 30,
                 window_ms: 15 * MIN,
             },
-            failures_per_account_address: Limit {
+            failures_per_target_address: Limit {
                 max: 10,
                 window_ms: 15 * MIN,
             },
@@ -113,6 +117,34 @@ impl Network {
     }
 }
 
+/// What a failed sign-in tried, as the client named it: a username, or (signing in without
+/// one) a credential ID. Held as a SHA-256, so every key is the same small size.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target([u8; 32]);
+
+impl Target {
+    /// A normalised username.
+    pub fn username(name: &str) -> Target {
+        Target::of(b"username", name.as_bytes())
+    }
+
+    pub fn credential(id: &[u8]) -> Target {
+        Target::of(b"credential", id)
+    }
+
+    fn of(label: &[u8], value: &[u8]) -> Target {
+        use sha2::{Digest, Sha256};
+        Target(
+            Sha256::new()
+                .chain_update((label.len() as u64).to_be_bytes())
+                .chain_update(label)
+                .chain_update(value)
+                .finalize()
+                .into(),
+        )
+    }
+}
+
 /// What is counted, and for whom. Each key has its own limit in [`Limits`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LimitKey {
@@ -120,8 +152,8 @@ pub enum LimitKey {
     Begin { network: Network },
     /// Failed sign-ins from a network, over all accounts.
     Failure { network: Network },
-    /// Failed sign-ins against one account from one network.
-    AccountFailure { account: Uuid, network: Network },
+    /// Failed sign-ins against one username or credential from one network.
+    TargetFailure { target: Target, network: Network },
     /// Failed recovery-key redemptions from a network, whatever the username.
     RecoveryFailure { network: Network },
     /// Renames of the account's keys.
@@ -133,7 +165,7 @@ impl LimitKey {
         match self {
             LimitKey::Begin { .. } => limits.begins_per_address,
             LimitKey::Failure { .. } => limits.failures_per_address,
-            LimitKey::AccountFailure { .. } => limits.failures_per_account_address,
+            LimitKey::TargetFailure { .. } => limits.failures_per_target_address,
             LimitKey::RecoveryFailure { .. } => limits.recovery_failures_per_address,
             LimitKey::Rename { .. } => limits.renames_per_account,
         }

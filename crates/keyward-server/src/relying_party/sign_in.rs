@@ -9,7 +9,6 @@ use keyward_proto::{
 use super::assertion::Proven;
 use super::ceremony::{Begun, CeremonyKind};
 use super::input::{clean_client, normalize_username};
-use super::rate_limit::{LimitKey, Network};
 use super::sessions::{Authed, SessionRequest};
 use super::views::account_view;
 use super::{RelyingParty, Verdict};
@@ -80,10 +79,11 @@ impl RelyingParty {
                 account =
                     self.cancel_recovery(tx, account, &actor, "owner signed in with a key")?;
             }
-            self.limiter.clear(&LimitKey::AccountFailure {
-                account: account.id,
-                network: Network::of(address),
-            });
+            self.forgive_failures(
+                &account.username,
+                req.credential.get_credential_id(),
+                address,
+            );
             let session = self.session_view(tx, &opened.session, Some(opened.session.id))?;
             Ok(Verdict::Granted(SignedIn {
                 token: opened.token,

@@ -66,6 +66,7 @@ async fn health_and_openapi_describe_every_endpoint() {
         "/api/v1/recovery/cancel/finish",
         "/api/v1/events",
         "/api/v1/events/stream",
+        "/api/v1/log/checkpoint",
     ] {
         assert!(paths.contains_key(p), "openapi is missing {p}");
     }

@@ -1,6 +1,7 @@
 //! Every attack fails, and where it fails nothing changes.
 
 use keyward_proto::*;
+use keyward_server::Limits;
 use reqwest::StatusCode;
 
 use crate::harness::*;
@@ -200,7 +201,7 @@ async fn ceremonies_in_a_frame_under_another_site_are_refused() {
     // Four refusals from one address: the failure limits are not under test.
     let h = Harness::start_with(|c| {
         c.limits.failures_per_address.max = 100;
-        c.limits.failures_per_account_address.max = 100;
+        c.limits.failures_per_target_address.max = 100;
     })
     .await;
     let mut key = new_key();
@@ -273,7 +274,7 @@ fn near_misses(origin: &url::Url) -> Vec<String> {
 async fn an_origin_that_is_not_exactly_a_configured_one_is_refused() {
     let h = Harness::start_with(|c| {
         c.limits.failures_per_address.max = 100;
-        c.limits.failures_per_account_address.max = 100;
+        c.limits.failures_per_target_address.max = 100;
     })
     .await;
     let mut key = new_key();
@@ -773,7 +774,7 @@ fn shape(v: &serde_json::Value) -> serde_json::Value {
 async fn repeated_failures_block_the_attackers_address_but_not_the_owner() {
     let h = Harness::start_with(|c| {
         c.limits.failures_per_address.max = 3;
-        c.limits.failures_per_account_address.max = 3;
+        c.limits.failures_per_target_address.max = 3;
     })
     .await;
     let mut key = new_key();
@@ -1068,4 +1069,134 @@ async fn event_ids_do_not_reveal_other_accounts_activity() {
         .await
         .unwrap();
     assert_eq!(page.events[0].id, after[0].id - 1);
+}
+
+/// Everything an attacker sees without touching the probed account: the log checkpoint
+/// asked anonymously and by the attacker's own session, the attacker's own log, and the
+/// server's public facts.
+async fn public_view(h: &Harness, own_token: &str) -> serde_json::Value {
+    let mut view = serde_json::Map::new();
+    for (path, token) in [
+        ("/api/v1/log/checkpoint", None),
+        ("/api/v1/log/checkpoint?seen=1", None),
+        ("/api/v1/log/checkpoint?seen=1", Some(own_token)),
+        ("/api/v1/events", Some(own_token)),
+        ("/api/v1/server", None),
+        ("/healthz", None),
+    ] {
+        let mut req = h.http.get(format!("{}{path}", h.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let key = format!("{path} signed in: {}", token.is_some());
+        view.insert(key, answer(req.send().await.unwrap()).await);
+    }
+    serde_json::Value::Object(view)
+}
+
+/// A response as the attacker sees it: status, Retry-After and body.
+async fn answer(res: reqwest::Response) -> serde_json::Value {
+    let status = res.status().as_u16();
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body: serde_json::Value = res.json().await.unwrap_or_default();
+    serde_json::json!({"status": status, "retry_after": retry_after, "body": body})
+}
+
+/// The answers to failed sign-ins against `name` with the attacker's own key: named ones
+/// until the (name, network) limit refuses, then a usernameless one presenting the first
+/// credential ID the name's options list, with the attacker's signature.
+async fn probe(
+    h: &Harness,
+    key: &mut keyward_softkey::SoftKey,
+    name: &str,
+) -> Vec<serde_json::Value> {
+    let finish = |begin: AssertionBegin, credential: PublicKeyCredential| {
+        let req = SignInFinishRequest {
+            ceremony_id: begin.ceremony_id,
+            credential,
+            client: client("probe"),
+            device_secret: None,
+        };
+        let url = format!("{}/api/v1/sign-in/finish", h.base);
+        async move { answer(h.http.post(url).json(&req).send().await.unwrap()).await }
+    };
+    let mut answers = Vec::new();
+    let named = Limits::default().failures_per_target_address.max + 1;
+    let mut listed = None;
+    for _ in 0..named {
+        let begin = h.sign_in_begin(Some(name)).await;
+        listed = Some(
+            serde_json::to_value(&begin.options).unwrap()["publicKey"]["allowCredentials"][0]["id"]
+                .clone(),
+        );
+        let mut options = begin.options.clone();
+        options.public_key.allow_credentials.clear();
+        let credential = key.authenticate(&h.origin, &options).unwrap();
+        answers.push(finish(begin, credential).await);
+    }
+    let begin = h.sign_in_begin(None).await;
+    let mut credential =
+        serde_json::to_value(key.authenticate(&h.origin, &begin.options).unwrap()).unwrap();
+    credential["id"] = listed.clone().unwrap();
+    credential["rawId"] = listed.unwrap();
+    let credential = serde_json::from_value(credential).unwrap();
+    answers.push(finish(begin, credential).await);
+    answers
+}
+
+/// Item 6 of issue 10, reopened by the signed log checkpoints: failed sign-ins against a real
+/// name are logged on its account, against an unknown name nowhere. Nothing the attacker can
+/// see tells the two apart: the checkpoint is not served anonymously, the attacker's own
+/// account's head does not move, and the failures are answered and rate-limited alike (the
+/// 11th from one network is refused whether or not the name exists).
+#[tokio::test]
+async fn the_log_checkpoint_does_not_tell_whether_a_name_exists() {
+    let h = Harness::start().await;
+    let mut ada_key = new_key();
+    let ada = h.create_account(&mut ada_key, "ada").await;
+    let mut eve_key = new_key();
+    let eve = h.create_account(&mut eve_key, "eve").await;
+
+    let mut runs = Vec::new();
+    for name in ["ada", "nobody"] {
+        let before = public_view(&h, &eve.token).await;
+        let answers = probe(&h, &mut eve_key, name).await;
+        let after = public_view(&h, &eve.token).await;
+        assert_eq!(
+            before, after,
+            "probing {name} changed what the attacker sees"
+        );
+        runs.push((before, answers));
+    }
+    assert_eq!(
+        runs[0], runs[1],
+        "a real name and an unknown one look the same"
+    );
+    let (view, answers) = &runs[0];
+    assert_eq!(
+        view["/api/v1/log/checkpoint signed in: false"]["status"], 401,
+        "{view}"
+    );
+    let codes: Vec<_> = answers
+        .iter()
+        .map(|a| a["status"].as_u64().unwrap())
+        .collect();
+    let mut expected = vec![400; Limits::default().failures_per_target_address.max as usize];
+    expected.extend([429, 400]);
+    assert_eq!(codes, expected, "{answers:?}");
+    // The failures against ada were logged, on ada's log, which only ada's sessions see.
+    let failed = h
+        .events(&ada.token)
+        .await
+        .iter()
+        .filter(|e| e.kind == EventKind::SignInFailed)
+        .count();
+    assert_eq!(
+        failed,
+        expected.len() - 1,
+        "all but the one refused before checking"
+    );
 }

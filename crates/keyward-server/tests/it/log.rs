@@ -1,6 +1,6 @@
 //! The security log is anchored: every commit that appends events signs the new head with the
 //! server's log key, keywardd refuses to start on a log that no longer matches its last signed
-//! checkpoint, `keywardd verify-log` says so on demand, and clients get the signed head.
+//! checkpoint, `keywardd verify-log` says so on demand, and each account gets its own signed head.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
-use keyward_core::security_log::{Checkpoint, GENESIS_HASH, event_hash};
+use keyward_core::security_log::{AccountCheckpoint, GENESIS_HASH, account_digest, event_hash};
 use keyward_core::store::{Engine, Location};
 use keyward_core::{ManualClock, Store};
 use keyward_proto::*;
@@ -226,20 +226,38 @@ fn unhex(s: &str) -> [u8; 32] {
     bytes.try_into().unwrap()
 }
 
+/// The account's head: its own newest event, signed now by the log key over a keyed digest of
+/// the chain hash stored with that event; with `seen`, the digest at that event. Only for the
+/// account's sessions.
 #[tokio::test]
-async fn clients_get_the_signed_head_and_the_hash_of_what_they_saw() {
+async fn an_account_gets_its_own_signed_head_and_the_digest_of_what_it_saw() {
     let h = Harness::start().await;
     let mut key = new_key();
     let me = h.create_account(&mut key, "ada").await;
-    let head: LogHead = h
-        .send(
-            reqwest::Method::GET,
-            "/api/v1/log/checkpoint?seen=1",
-            None,
-            None::<&()>,
-        )
-        .await
-        .unwrap();
+    let mut bob_key = new_key();
+    h.create_account(&mut bob_key, "bob").await;
+    let head_of = |token: Option<String>, seen: i64| {
+        let h = &h;
+        async move {
+            h.send::<LogHead>(
+                reqwest::Method::GET,
+                &format!("/api/v1/log/checkpoint?seen={seen}"),
+                token.as_deref(),
+                None::<&()>,
+            )
+            .await
+        }
+    };
+    let refused = head_of(None, 1).await.unwrap_err();
+    assert_eq!(
+        (refused.status, refused.error.code),
+        (
+            reqwest::StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthenticated
+        ),
+        "no head for anyone who is not signed in"
+    );
+    let head = head_of(Some(me.token.clone()), 1).await.unwrap();
     let public: [u8; 32] = keyward_core::secret::unb64(&head.public_key)
         .unwrap()
         .try_into()
@@ -248,10 +266,15 @@ async fn clients_get_the_signed_head_and_the_hash_of_what_they_saw() {
     let wire = head.checkpoint.unwrap();
     let events = h.events(&me.token).await;
     let newest = events.iter().map(|e| e.id).max().unwrap();
-    assert_eq!(wire.id, newest, "the head is checkpointed at once");
-    let checkpoint = Checkpoint {
-        seq: wire.id,
-        hash: unhex(&wire.hash),
+    assert_eq!(
+        (wire.account_id, wire.id),
+        (me.account.id, newest),
+        "ada's own newest event, though bob's came after it"
+    );
+    let checkpoint = AccountCheckpoint {
+        account_id: wire.account_id,
+        number: wire.id,
+        digest: unhex(&wire.hash),
         at: wire.at,
         signature: keyward_core::secret::unb64(&wire.signature)
             .unwrap()
@@ -259,8 +282,11 @@ async fn clients_get_the_signed_head_and_the_hash_of_what_they_saw() {
             .unwrap(),
     };
     assert!(checkpoint.is_signed_by(&public));
-    // Clients no longer get events' chain hashes; the server's own record of event 1 is what
-    // `seen` must return.
+    // Ada's event 1 (her account's creation) is the log's first: the digest at it is keyed over
+    // the chain hash the server stored with it, which clients never get.
+    let log_key = keyward_server::log_seal::load_key(&h.db.with_extension("db.log-key"))
+        .unwrap()
+        .unwrap();
     let stored = h
         .state()
         .relying_party()
@@ -268,18 +294,12 @@ async fn clients_get_the_signed_head_and_the_hash_of_what_they_saw() {
         .read(|tx| tx.event_hash_at(1))
         .unwrap()
         .unwrap();
+    let expected = account_digest(&log_key, me.account.id, 1, &stored);
     assert_eq!(
-        head.seen_hash.as_deref(),
-        Some(keyward_core::security_log::hex(&stored).as_str())
+        head.seen_hash,
+        Some(keyward_core::security_log::hex(&expected))
     );
-    let beyond: LogHead = h
-        .send(
-            reqwest::Method::GET,
-            "/api/v1/log/checkpoint?seen=999",
-            None,
-            None::<&()>,
-        )
-        .await
-        .unwrap();
+    assert_ne!(expected, stored);
+    let beyond = head_of(Some(me.token.clone()), 999).await.unwrap();
     assert_eq!(beyond.seen_hash, None);
 }

@@ -550,6 +550,7 @@ async fn a_recovery_session_sees_only_its_window() {
         "/api/v1/authenticators",
         "/api/v1/events",
         "/api/v1/events/stream",
+        "/api/v1/log/checkpoint",
         "/api/v1/readiness",
     ] {
         refused(path).await;
@@ -563,6 +564,7 @@ async fn a_recovery_session_sees_only_its_window() {
         "/api/v1/authenticators",
         "/api/v1/events",
         "/api/v1/events/stream",
+        "/api/v1/log/checkpoint",
     ] {
         refused(path).await;
     }
