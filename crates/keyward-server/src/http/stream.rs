@@ -83,6 +83,10 @@ pub async fn event_stream(
         let mut last = start;
         let mut replay = true;
         let mut recheck = false;
+        // The session is over (or this stream's token was replaced): one last read of the log
+        // sends the event that says so, if it is there, and the stream ends. (It may have
+        // been committed just after the stream last read the log.)
+        let mut closing = false;
         // The session's own deadline: the stream ends then, not at some later check. None
         // once the session is over or this stream's token was replaced.
         let time_left = |state: AppState, authed: Authed| async move {
@@ -91,7 +95,10 @@ pub async fn event_stream(
                 _ => None,
             }
         };
-        let Some(left) = time_left(state.clone(), authed.clone()).await else { return };
+        let left = time_left(state.clone(), authed.clone()).await.unwrap_or_else(|| {
+            closing = true;
+            Duration::ZERO
+        });
         let deadline = tokio::time::sleep(left);
         tokio::pin!(deadline);
         let mut poll = tokio::time::interval(state.stream_poll_every());
@@ -108,16 +115,25 @@ pub async fn event_stream(
                     for e in page {
                         last = e.id;
                         let ends_me = ends_session(&e, session_id);
-                        yield Ok(sse_event(&e));
+                        if !closing || ends_me {
+                            yield Ok(sse_event(&e));
+                        }
                         if ends_me { return; }
                     }
                     if n < 500 { break; }
                 }
                 replay = false;
             }
+            if closing {
+                return;
+            }
             if recheck {
                 recheck = false;
-                if time_left(state.clone(), authed.clone()).await.is_none() { return }
+                if time_left(state.clone(), authed.clone()).await.is_none() {
+                    closing = true;
+                    replay = true;
+                    continue;
+                }
             }
             tokio::select! {
                 received = live.recv() => match received {
@@ -148,17 +164,23 @@ pub async fn event_stream(
                 }
                 // Lifetimes run out without an event; a stream must not outlive its session.
                 // Use elsewhere may have moved the deadline on: then wait for the new one.
-                () = &mut deadline => {
-                    let Some(left) = time_left(state.clone(), authed.clone()).await else { return };
-                    deadline.as_mut().reset(tokio::time::Instant::now() + left);
-                }
+                () = &mut deadline => match time_left(state.clone(), authed.clone()).await {
+                    Some(left) => deadline.as_mut().reset(tokio::time::Instant::now() + left),
+                    None => {
+                        closing = true;
+                        replay = true;
+                    }
+                },
                 // A step-up replaced some session's token: if this stream's, it ends now. A
                 // lagged receiver may have missed ours, so it checks too.
                 changed = replaced.recv() => match changed {
                     Ok(id) if id != session_id => {}
                     Err(RecvError::Closed) => return,
                     Ok(_) | Err(RecvError::Lagged(_)) => {
-                        if time_left(state.clone(), authed.clone()).await.is_none() { return }
+                        if time_left(state.clone(), authed.clone()).await.is_none() {
+                            closing = true;
+                            replay = true;
+                        }
                     }
                 },
             }
