@@ -178,6 +178,23 @@ pub enum Command {
         #[arg(long)]
         log_key: Option<PathBuf>,
     },
+    /// Move a deployment from SQLite to PostgreSQL: copy every row into an empty database in
+    /// one transaction, keeping the security log's numbers, hashes and signed checkpoints, then
+    /// verify the copy's log with the log key. Stop keywardd first. Exit 0 done, 1 the copy's
+    /// log fails verification, 2 nothing copied.
+    Migrate {
+        /// The SQLite database: sqlite:PATH or a path.
+        #[arg(long)]
+        from: String,
+        /// The empty database to copy into: postgres://… (the password from
+        /// KEYWARD_DB_PASSWORD_FILE or KEYWARD_DB_PASSWORD).
+        #[arg(long)]
+        to: String,
+        /// The log key, which the new deployment keeps using. Default: the SQLite file +
+        /// ".log-key".
+        #[arg(long)]
+        log_key: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Deserialize)]

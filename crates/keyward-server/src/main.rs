@@ -19,8 +19,10 @@ async fn main() -> ExitCode {
         )
         .init();
     let mut args = Args::parse();
-    if let Some(Command::VerifyLog { db, log_key }) = args.command.take() {
-        return verify_log(&db, log_key);
+    match args.command.take() {
+        Some(Command::VerifyLog { db, log_key }) => return verify_log(&db, log_key),
+        Some(Command::Migrate { from, to, log_key }) => return migrate(&from, &to, log_key),
+        None => {}
     }
     let config = match Config::from_args(args) {
         Ok(c) => c,
@@ -105,4 +107,78 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `keywardd migrate`: 0 copied and verified, 1 the copy's log fails verification, 2 nothing
+/// copied (bad arguments, a source that does not exist, a target that is not empty).
+fn migrate(from: &str, to: &str, log_key: Option<std::path::PathBuf>) -> ExitCode {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("keywardd: {e}");
+        ExitCode::from(2)
+    };
+    let Ok(Location::Sqlite(source_path)) = Location::parse(from) else {
+        return fail(&"--from must name a SQLite database (sqlite:PATH)");
+    };
+    if !source_path.is_file() {
+        return fail(&format!("{} does not exist", source_path.display()));
+    }
+    let password_file = std::env::var_os("KEYWARD_DB_PASSWORD_FILE").map(Into::into);
+    let target_location =
+        match keyward_server::config::database(Some(to.into()), password_file, None) {
+            Ok(l) => l,
+            Err(e) => return fail(&e),
+        };
+    let key_path = log_key.unwrap_or_else(|| log_seal::default_key_path(&source_path));
+    let key = match log_seal::load_key(&key_path) {
+        Ok(Some(key)) => key,
+        Ok(None) => return fail(&format!("no log key at {}", key_path.display())),
+        Err(e) => return fail(&e),
+    };
+    let source = match keyward_core::Store::open(&source_path) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    // The source must be intact: a copy of a tampered log would only launder it.
+    match source.verify_log(Some(&key.verifying_key())) {
+        Ok(report) if report.problem.is_none() => {}
+        Ok(report) => {
+            return fail(&format!(
+                "the security log in {} fails verification, nothing copied: {}",
+                source_path.display(),
+                report.problem.map(|p| p.to_string()).unwrap_or_default()
+            ));
+        }
+        Err(e) => return fail(&e),
+    }
+    let target = match keyward_core::Store::connect(&target_location) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let report = match source.copy_into(&target) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    for (table, n) in &report.rows {
+        println!("{table}: {n} rows");
+    }
+    match target.verify_log(Some(&key.verifying_key())) {
+        Ok(r) if r.problem.is_none() => {
+            println!(
+                "copied into {target_location}; its security log is intact: {} events, head {} \
+                 signed by the log key. Start keywardd with --db on it and --log-key {}",
+                r.events,
+                r.checkpoint.unwrap_or(0),
+                key_path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!(
+                "keywardd: the copy's security log fails verification: {}",
+                r.problem.map(|p| p.to_string()).unwrap_or_default()
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => fail(&e),
+    }
 }

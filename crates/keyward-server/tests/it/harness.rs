@@ -60,6 +60,29 @@ impl Harness {
         Self::start_at(dir, db, db_url, Arc::new(ManualClock::new(T0)), tweak).await
     }
 
+    /// A server on a SQLite file, whichever engine the suite runs on (`keywardd migrate`
+    /// starts from one).
+    pub async fn start_on_sqlite() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("keyward.db");
+        let db_url = db.display().to_string();
+        Self::start_at(dir, db, db_url, Arc::new(ManualClock::new(T0)), |_| {}).await
+    }
+
+    /// Stops the server (for `restart_on`).
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Stops this server and starts one on `db_url` instead, keeping the log key and clock.
+    pub async fn restart_on(mut self, db_url: String) -> Harness {
+        self.stop().await;
+        let clock = self.clock.clone();
+        Self::start_at(self.dir, self.db, db_url, clock, |_| {}).await
+    }
+
     async fn start_at(
         dir: tempfile::TempDir,
         db: PathBuf,

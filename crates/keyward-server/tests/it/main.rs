@@ -12,6 +12,7 @@ mod fuzz;
 mod instances;
 mod limits;
 mod log;
+mod migrate;
 mod persistence;
 mod recovery;
 mod stream;
