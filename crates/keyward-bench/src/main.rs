@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use keyward_client::{Api, Ceremonies, EventFeed, VirtualKey};
 use keyward_core::secret::hash_secret;
+use keyward_core::store::Location;
 use keyward_core::store::Session;
 use keyward_proto::{ClientInfo, EventKind, SessionScope};
 use keyward_server::Limit;
@@ -124,9 +125,11 @@ fn now_utc() -> String {
         .unwrap_or_default()
 }
 
-fn config(db: &Path, port: u16) -> Config {
+/// A loopback keywardd's configuration on any database; the log key rests beside `db`.
+fn config_on(location: Location, db: &Path, port: u16) -> Config {
     let origin = Url::parse(&format!("http://localhost:{port}")).unwrap();
-    let mut config = Config::local(db.to_path_buf(), origin);
+    let mut config = Config::local(location, origin);
+    config.log_key = Some(db.with_extension("log-key"));
     // Every client here shares 127.0.0.1; production limits would (rightly) stop a load
     // generator after 120 ceremony starts a minute. Failures stay limited.
     config.limits.begins_per_address = Limit {
@@ -140,11 +143,15 @@ fn config(db: &Path, port: u16) -> Config {
 }
 
 async fn serve(db: &Path, port: u16) -> (RunningServer, Url) {
+    serve_on(Location::Sqlite(db.to_path_buf()), db, port).await
+}
+
+async fn serve_on(location: Location, db: &Path, port: u16) -> (RunningServer, Url) {
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = keyward_server::start_on(
         listener,
-        config(db, port),
+        config_on(location, db, port),
         Arc::new(keyward_core::SystemClock),
     )
     .await
@@ -280,7 +287,68 @@ async fn sign_in_throughput(s: &Sizes) {
     println!("== 1. Full sign-in ceremonies over loopback HTTP");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("keyward.db");
-    let (server, base) = serve(&db, 0).await;
+    let (rate, mut lat) = sign_ins(Location::Sqlite(db.clone()), &db, s).await;
+    // The same run on PostgreSQL, when `./dev bench` started one (a fresh schema).
+    let on_postgres = match std::env::var("KEYWARD_BENCH_POSTGRES") {
+        Ok(url) if !url.is_empty() => {
+            let url = keyward_core::store::testing::fresh_schema(&url).unwrap();
+            let pg_db = dir.path().join("postgres");
+            Some(sign_ins(Location::parse(&url).unwrap(), &pg_db, s).await)
+        }
+        _ => None,
+    };
+    let show_postgres = |on_postgres: &mut Option<(f64, Lat)>| {
+        if let Some((rate, lat)) = on_postgres {
+            println!(
+                "   on PostgreSQL 15 (same machine, loopback, SERIALIZABLE): sign-ins/s: {rate:.0}   latency {}",
+                lat.summary()
+            );
+        }
+    };
+    let mut on_postgres = on_postgres;
+    if std::env::var_os("KEYWARD_BENCH_SKIP_BARE").is_some() {
+        println!("   sign-ins/s: {rate:.0}   latency {}", lat.summary());
+        show_postgres(&mut on_postgres);
+        return;
+    }
+
+    let (bare_one, bare_all) = bare_verification(s.bare_assertions);
+    println!(
+        "   method: {} clients, each signing in again and again for {} s (begin, software key \
+         signs, finish: challenge consumed, signature verified, counter, device, session and \
+         event committed in one transaction, fsync'd); the clients run on the same 2 cores",
+        s.clients, s.throughput_secs
+    );
+    println!("   sign-ins/s: {rate:.0}   latency {}", lat.summary());
+    show_postgres(&mut on_postgres);
+    println!(
+        "   bare webauthn-rs finish_passkey_authentication: {bare_one:.0}/s on one core, \
+         {bare_all:.0}/s on {} cores",
+        cores()
+    );
+    println!(
+        "   ratio full / bare: {:.0}%   goal >= 9,000/s and >= 65%: {}",
+        rate / bare_all * 100.0,
+        verdict(rate >= 9000.0 && rate / bare_all >= 0.65)
+    );
+    println!();
+    println!("== 7. Beside the peers: the same 2,000 assertions, verification only, one core");
+    println!("   webauthn-rs 0.6.2 (Keyward's verifier): {bare_one:.0}/s");
+    for (name, result) in peers() {
+        match result {
+            Some((what, per_second)) => println!(
+                "   {what}: {per_second:.0}/s   (Keyward's verifier is {:.1}x)",
+                bare_one / per_second
+            ),
+            None => println!("   {name}: not run (install with ./dev bench)"),
+        }
+    }
+    println!();
+}
+
+/// Section 1's load on one database: clients signing in again and again for the run's time.
+async fn sign_ins(location: Location, db: &Path, s: &Sizes) -> (f64, Lat) {
+    let (server, base) = serve_on(location, db, 0).await;
     let c = Arc::new(ceremonies(&base, "bench client").await);
     let mut users = Vec::new();
     for i in 0..s.clients {
@@ -315,42 +383,7 @@ async fn sign_in_throughput(s: &Sizes) {
     let elapsed = start.elapsed().as_secs_f64();
     let rate = lat.0.len() as f64 / elapsed;
     server.shutdown(Duration::from_secs(1)).await;
-    if std::env::var_os("KEYWARD_BENCH_SKIP_BARE").is_some() {
-        println!("   sign-ins/s: {rate:.0}   latency {}", lat.summary());
-        return;
-    }
-
-    let (bare_one, bare_all) = bare_verification(s.bare_assertions);
-    println!(
-        "   method: {} clients, each signing in again and again for {} s (begin, software key \
-         signs, finish: challenge consumed, signature verified, counter, device, session and \
-         event committed in one transaction, fsync'd); the clients run on the same 2 cores",
-        s.clients, s.throughput_secs
-    );
-    println!("   sign-ins/s: {rate:.0}   latency {}", lat.summary());
-    println!(
-        "   bare webauthn-rs finish_passkey_authentication: {bare_one:.0}/s on one core, \
-         {bare_all:.0}/s on {} cores",
-        cores()
-    );
-    println!(
-        "   ratio full / bare: {:.0}%   goal >= 9,000/s and >= 65%: {}",
-        rate / bare_all * 100.0,
-        verdict(rate >= 9000.0 && rate / bare_all >= 0.65)
-    );
-    println!();
-    println!("== 7. Beside the peers: the same 2,000 assertions, verification only, one core");
-    println!("   webauthn-rs 0.6.2 (Keyward's verifier): {bare_one:.0}/s");
-    for (name, result) in peers() {
-        match result {
-            Some((what, per_second)) => println!(
-                "   {what}: {per_second:.0}/s   (Keyward's verifier is {:.1}x)",
-                bare_one / per_second
-            ),
-            None => println!("   {name}: not run (install with ./dev bench)"),
-        }
-    }
-    println!();
+    (rate, lat)
 }
 
 /// `finish_passkey_authentication` over pre-made assertions, on one thread and on all cores.
