@@ -473,6 +473,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_location_is_a_sqlite_path_or_a_postgres_url_and_never_shows_a_password() {
+        assert_eq!(
+            Location::parse("sqlite:/var/k.db").unwrap(),
+            Location::Sqlite("/var/k.db".into())
+        );
+        assert_eq!(
+            Location::parse("k.db").unwrap(),
+            Location::Sqlite("k.db".into())
+        );
+        assert!(Location::parse("sqlite:").is_err());
+        let pg = Location::parse("postgres://keyward:s3cret@db:5432/keyward").unwrap();
+        assert!(matches!(pg, Location::Postgres(_)));
+        for shown in [format!("{pg}"), format!("{pg:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("keyward@db:5432/keyward"), "{shown}");
+        }
+        assert!(Location::parse("postgres://db/k?no_such_option=1").is_err());
+    }
+
+    #[test]
     fn meta_values_are_set_and_replaced() {
         let store = fixtures::store();
         store
