@@ -55,6 +55,10 @@ const QUICK: Sizes = Sizes {
 };
 
 fn main() {
+    // keywardd's own log (errors behind a 500, say), when KEYWARD_LOG asks for it.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG") {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
     let args: Vec<String> = std::env::args().collect();
     // The durability test's child: a keywardd that the parent kills with SIGKILL.
     if args.get(1).map(String::as_str) == Some("--serve") {

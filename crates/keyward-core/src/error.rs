@@ -6,7 +6,7 @@ pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 pub enum CoreError {
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
-    #[error("database error: {0}")]
+    #[error("database error: {}", postgres_detail(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// The database cannot be reached (PostgreSQL down, pool exhausted for too long).
     #[error("the database is unavailable: {0}")]
@@ -42,5 +42,13 @@ impl CoreError {
     /// if run again.
     pub fn is_conflict(&self) -> bool {
         matches!(self, CoreError::Postgres(e) if crate::store::sql::is_conflict(e))
+    }
+}
+
+/// tokio-postgres shows a server's error as "db error"; the server's code and message say what.
+fn postgres_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
     }
 }
