@@ -6,7 +6,8 @@ pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 pub enum CoreError {
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
-    #[error("database error: {0}")]
+    /// Shown with its causes: tokio-postgres's own text is only the kind ("db error").
+    #[error("database error: {}", with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// The database cannot be reached (PostgreSQL down, pool exhausted for too long).
     #[error("the database is unavailable: {0}")]
@@ -41,4 +42,18 @@ impl CoreError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, CoreError::Postgres(e) if crate::store::sql::is_conflict(e))
     }
+}
+
+/// An error and the errors under it, "a: b: c": tokio-postgres keeps the server's message, and
+/// why a TLS handshake or a URL failed, in the causes. (None of them holds the password: the
+/// server's messages name the user, the URL's errors name the key.)
+pub(crate) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
