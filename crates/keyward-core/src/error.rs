@@ -6,7 +6,8 @@ pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 pub enum CoreError {
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
-    #[error("database error: {}", postgres_detail(.0))]
+    /// Shown with its causes: tokio-postgres's own text is only the kind ("db error").
+    #[error("database error: {}", with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// The database cannot be reached (PostgreSQL down, pool exhausted for too long).
     #[error("the database is unavailable: {0}")]
@@ -45,10 +46,16 @@ impl CoreError {
     }
 }
 
-/// tokio-postgres shows a server's error as "db error"; the server's code and message say what.
-fn postgres_detail(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+/// An error and the errors under it, "a: b: c": tokio-postgres keeps the server's message, and
+/// why a TLS handshake or a URL failed, in the causes. (None of them holds the password: the
+/// server's messages name the user, the URL's errors name the key.)
+pub(crate) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
     }
+    text
 }

@@ -46,7 +46,8 @@ pub struct Args {
     #[arg(long, env = "KEYWARD_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// The database: a SQLite file (a path or sqlite:PATH, created if missing) or PostgreSQL
-    /// (postgres://user@host/db, for several instances on one database).
+    /// (postgres://user@host/db, for several instances on one database; TLS by ?sslmode=:
+    /// prefer by default, disable, require, verify-ca, verify-full; every TLS session verified).
     #[arg(long, env = "KEYWARD_DB")]
     pub db: Option<String>,
     /// A file holding the PostgreSQL password (or set KEYWARD_DB_PASSWORD); never put it in --db.
@@ -55,6 +56,10 @@ pub struct Args {
     /// PostgreSQL connections this instance keeps (default 8).
     #[arg(long, env = "KEYWARD_DB_POOL")]
     pub db_pool: Option<u32>,
+    /// PEM CA certificates to verify PostgreSQL's TLS certificate with, instead of the
+    /// system's (or sslrootcert=PATH in --db; not both).
+    #[arg(long, env = "KEYWARD_DB_CA_FILE")]
+    pub db_ca_file: Option<PathBuf>,
     /// The security log's signing key (made on first start, owner-only). Default: DB + ".log-key"
     /// for SQLite; required for PostgreSQL (every instance needs the same key).
     #[arg(long, env = "KEYWARD_LOG_KEY")]
@@ -128,11 +133,13 @@ pub struct AttestedModel {
 }
 
 /// `--db` and its credentials: a SQLite path by default; for PostgreSQL, the password from
-/// a file or `KEYWARD_DB_PASSWORD`, never from the URL's place in a process listing.
+/// a file or `KEYWARD_DB_PASSWORD`, never from the URL's place in a process listing, and the
+/// CA its TLS certificate is verified with.
 pub fn database(
     db: Option<String>,
     password_file: Option<PathBuf>,
     pool: Option<u32>,
+    ca_file: Option<PathBuf>,
 ) -> Result<Location, ConfigError> {
     let text = db.unwrap_or_else(|| "keyward.db".into());
     let mut location =
@@ -156,9 +163,14 @@ pub fn database(
             }
             options.pool_size = n;
         }
-    } else if password_file.is_some() || pool.is_some() {
+        if let Some(path) = ca_file {
+            options
+                .set_ca_file(path)
+                .map_err(|e| ConfigError::Invalid(format!("--db-ca-file: {e}")))?;
+        }
+    } else if password_file.is_some() || pool.is_some() || ca_file.is_some() {
         return Err(ConfigError::Invalid(
-            "--db-password-file and --db-pool are for PostgreSQL".into(),
+            "--db-password-file, --db-pool and --db-ca-file are for PostgreSQL".into(),
         ));
     }
     Ok(location)
@@ -171,7 +183,7 @@ pub enum Command {
     /// by the log key. Exit 0 if intact, 1 if tampered with, 2 if it cannot be read.
     VerifyLog {
         /// The database, as for serving: a SQLite file or postgres://… (the password from
-        /// KEYWARD_DB_PASSWORD_FILE or KEYWARD_DB_PASSWORD).
+        /// KEYWARD_DB_PASSWORD_FILE or KEYWARD_DB_PASSWORD, a CA from KEYWARD_DB_CA_FILE).
         #[arg(long)]
         db: String,
         /// The log key. Default: DB + ".log-key".
@@ -214,6 +226,7 @@ struct FileConfig {
     db: Option<String>,
     db_password_file: Option<PathBuf>,
     db_pool: Option<u32>,
+    db_ca_file: Option<PathBuf>,
     log_key: Option<PathBuf>,
     rp_id: Option<String>,
     rp_name: Option<String>,
@@ -417,6 +430,7 @@ impl Config {
                 args.db.or(file.db),
                 args.db_password_file.or(file.db_password_file),
                 args.db_pool.or(file.db_pool),
+                args.db_ca_file.or(file.db_ca_file),
             )?,
             rp_name: args
                 .rp_name
@@ -518,7 +532,7 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     fn args(rp: &str, origin: &str) -> Args {
@@ -540,6 +554,51 @@ mod tests {
         );
         assert!(Config::from_args(args("example.com", "https://login.example.com")).is_ok());
         assert!(Config::from_args(args("localhost", "http://localhost:8443")).is_ok());
+    }
+
+    #[test]
+    fn the_db_ca_file_is_for_postgresql_and_the_ca_is_given_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let password = dir.path().join("password");
+        std::fs::write(&password, "s3cret\n").unwrap();
+        let sqlite = database(Some("keyward.db".into()), None, None, Some(ca.clone()));
+        assert!(sqlite.unwrap_err().to_string().contains("for PostgreSQL"));
+        let twice = database(
+            Some("postgres://k@db/k?sslrootcert=/etc/ca.pem".into()),
+            None,
+            None,
+            Some(ca.clone()),
+        );
+        assert!(twice.unwrap_err().to_string().contains("--db-ca-file"));
+        let plain = database(
+            Some("postgres://k@db/k?sslmode=disable".into()),
+            None,
+            None,
+            Some(ca.clone()),
+        );
+        assert!(plain.is_err());
+        let location = database(
+            Some("postgres://k@db/k?sslmode=verify-full".into()),
+            Some(password),
+            None,
+            Some(ca),
+        )
+        .unwrap();
+        let Location::Postgres(options) = &location else {
+            panic!("{location:?}")
+        };
+        assert_eq!(options.ssl_mode(), keyward_core::store::SslMode::VerifyFull);
+        assert!(options.has_password());
+        assert_eq!(
+            location.to_string(),
+            "postgres://k@db/k?sslmode=verify-full"
+        );
+        let file: FileConfig = toml::from_str("db_ca_file = \"/etc/keyward/db-ca.pem\"").unwrap();
+        assert_eq!(
+            file.db_ca_file,
+            Some(PathBuf::from("/etc/keyward/db-ca.pem"))
+        );
     }
 
     #[test]

@@ -57,7 +57,8 @@ async fn main() -> ExitCode {
 /// `keywardd verify-log`: 0 intact, 1 tampered with, 2 unreadable.
 fn verify_log(db: &str, log_key: Option<std::path::PathBuf>) -> ExitCode {
     let password_file = std::env::var_os("KEYWARD_DB_PASSWORD_FILE").map(Into::into);
-    let db = match keyward_server::config::database(Some(db.into()), password_file, None) {
+    let ca_file = std::env::var_os("KEYWARD_DB_CA_FILE").map(Into::into);
+    let db = match keyward_server::config::database(Some(db.into()), password_file, None, ca_file) {
         Ok(db) => db,
         Err(e) => {
             eprintln!("keywardd: {e}");

@@ -44,7 +44,7 @@ pub use self::ceremonies::{Ceremony, CeremonyCaps};
 pub use self::checkpoints::AccountHead;
 pub use self::copy::CopyReport;
 pub use self::events::NewEvent;
-pub use self::pg::{PostgresOptions, RemoteCommit};
+pub use self::pg::{PostgresOptions, RemoteCommit, SslMode};
 pub use self::recovery_keys::RecoveryKeyRecord;
 pub use self::sessions::{Device, Session};
 pub use self::sql::{Column, Engine, Param};
@@ -127,7 +127,7 @@ enum Backend {
     /// One connection behind a lock: writes are serialised, which is also what gives the
     /// security log its single order.
     Sqlite(Mutex<Connection>),
-    Postgres(pg::Pool),
+    Postgres(Box<pg::Pool>),
 }
 
 pub struct Store {
@@ -142,9 +142,9 @@ impl Store {
     pub fn connect(location: &Location) -> Result<Store> {
         match location {
             Location::Sqlite(path) => Self::open(path),
-            Location::Postgres(options) => Ok(Self::with_backend(Backend::Postgres(
+            Location::Postgres(options) => Ok(Self::with_backend(Backend::Postgres(Box::new(
                 pg::Pool::connect(options, POSTGRES_MIGRATIONS)?,
-            ))),
+            )))),
         }
     }
 

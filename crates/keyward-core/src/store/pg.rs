@@ -2,21 +2,28 @@
 //! SERIALIZABLE transactions the store runs on them. The connections are tokio-postgres's;
 //! their sockets are driven by one small runtime of the store's own ([`io_runtime`]), and
 //! the store's synchronous calls wait on their futures in place, so a store may be used (and
-//! dropped) from any thread, inside an async runtime or not.
+//! dropped) from any thread, inside an async runtime or not. Every connection is made with
+//! [`tls`]'s connector: `sslmode` and the trusted CAs are there.
+
+mod tls;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use futures::executor::block_on;
 use keyward_proto::SecurityEvent;
-use tokio_postgres::{IsolationLevel, NoTls};
+use tokio_postgres::IsolationLevel;
 
 use super::sql::{Db, PgTx, args};
 use super::{Durability, Tx};
-use crate::error::{CoreError, Result};
+use crate::error::{CoreError, Result, with_causes};
+
+pub use self::tls::SslMode;
+use self::tls::{Connector, TlsOptions};
 
 /// How often a transaction that lost a serialisation conflict is run again before the
 /// conflict is reported. Each retry waits a little longer, with jitter, so that the
@@ -31,6 +38,8 @@ const MIGRATION_LOCK: i64 = 0x4b57_0001;
 #[derive(Clone)]
 pub struct PostgresOptions {
     config: tokio_postgres::Config,
+    /// `sslmode` and the CA (tokio-postgres's `Config` holds neither `verify-*` nor the CA).
+    tls: TlsOptions,
     /// The URL as logs may show it: without its password.
     shown: String,
     /// Connections kept open by this instance.
@@ -38,15 +47,30 @@ pub struct PostgresOptions {
 }
 
 impl PostgresOptions {
+    /// Parses `postgres://…`: tokio-postgres's options, plus `sslmode=verify-ca|verify-full`
+    /// and `sslrootcert=PATH|system`, which it does not know (see [`tls`]).
     pub fn from_url(url: &str) -> Result<PostgresOptions> {
-        let config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| CoreError::BadLocation(format!("a PostgreSQL URL: {e}")))?;
-        let shown = redact(url);
+        let (rest, tls) = TlsOptions::take_from_url(url)?;
+        let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
+            CoreError::BadLocation(format!("a PostgreSQL URL: {}", with_causes(&e)))
+        })?;
+        config.ssl_mode(tls.mode.negotiation());
         Ok(PostgresOptions {
             config,
-            shown,
+            tls,
+            shown: redact(url),
             pool_size: 8,
         })
+    }
+
+    /// `--db-ca-file`: verify the server against the CA certificates in this PEM file rather
+    /// than the system's. Refused if the URL names a CA too, or turns TLS off.
+    pub fn set_ca_file(&mut self, path: PathBuf) -> Result<()> {
+        self.tls.set_ca_file(path)
+    }
+
+    pub fn ssl_mode(&self) -> SslMode {
+        self.tls.mode
     }
 
     /// The password, read from a file or the environment rather than the command line.
@@ -70,13 +94,13 @@ impl PostgresOptions {
 
     /// A single connection outside the pool (tests, tools).
     pub fn connect_once(&self) -> Result<tokio_postgres::Client> {
-        connect(&self.config)
+        connect(&self.config, &self.tls.connector()?)
     }
 }
 
 impl PartialEq for PostgresOptions {
     fn eq(&self, other: &Self) -> bool {
-        self.shown == other.shown
+        self.shown == other.shown && self.tls == other.tls
     }
 }
 impl Eq for PostgresOptions {}
@@ -87,34 +111,84 @@ impl std::fmt::Debug for PostgresOptions {
     }
 }
 
+/// The URL's keys whose values never show: the password, and libpq's password for a client
+/// key (which tokio-postgres refuses, but the URL may still be shown).
+const SECRET_KEYS: &[&str] = &["password", "sslpassword"];
+
 /// The URL with any password replaced, for logs and errors.
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some(cut) = UrlCut::of(url) else {
         return "postgres://…".into();
     };
-    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{user}@{host}")
+    let credentials = match cut.credentials {
+        Some(credentials) => {
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{user}@")
         }
-        None => authority.to_string(),
+        None => String::new(),
     };
-    let tail = match tail.split_once('?') {
-        None => tail.to_string(),
-        Some((path, query)) => {
+    let query = match cut.query {
+        None => String::new(),
+        Some(query) => {
             let query = query
                 .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some(("password", _)) => "password=…",
-                    _ => pair,
+                .map(|pair| {
+                    let (key, _) = pair.split_once('=').unwrap_or((pair, ""));
+                    // Decoded, as tokio-postgres reads keys: `pass%77ord` is the password.
+                    let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+                    if SECRET_KEYS.contains(&key.as_ref()) {
+                        format!("{key}=…")
+                    } else {
+                        pair.to_string()
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join("&");
-            format!("{path}?{query}")
+            format!("?{query}")
         }
     };
-    format!("{scheme}://{authority}{tail}")
+    format!("{}{credentials}{}{query}", cut.scheme, cut.hosts_and_path)
+}
+
+/// A `postgres://` URL cut where tokio-postgres cuts it: the credentials run to the first
+/// `@` (a password may hold `?` or `/`), the query from the first `?` after them.
+struct UrlCut<'a> {
+    /// `postgres://`
+    scheme: &'a str,
+    /// `user[:password]`, without the `@`.
+    credentials: Option<&'a str>,
+    hosts_and_path: &'a str,
+    /// Without the `?`.
+    query: Option<&'a str>,
+}
+
+impl UrlCut<'_> {
+    fn of(url: &str) -> Option<UrlCut<'_>> {
+        let start = url.find("://")? + 3;
+        let (scheme, rest) = url.split_at(start);
+        let (credentials, rest) = match rest.split_once('@') {
+            Some((credentials, rest)) => (Some(credentials), rest),
+            None => (None, rest),
+        };
+        let (hosts_and_path, query) = match rest.split_once('?') {
+            Some((hosts_and_path, query)) => (hosts_and_path, Some(query)),
+            None => (rest, None),
+        };
+        Some(UrlCut {
+            scheme,
+            credentials,
+            hosts_and_path,
+            query,
+        })
+    }
+
+    /// Everything before the query, as it was.
+    fn base(&self) -> String {
+        match self.credentials {
+            Some(credentials) => format!("{}{credentials}@{}", self.scheme, self.hosts_and_path),
+            None => format!("{}{}", self.scheme, self.hosts_and_path),
+        }
+    }
 }
 
 /// The runtime that drives every PostgreSQL connection's socket: one thread, for I/O only.
@@ -138,10 +212,11 @@ fn io_runtime() -> Result<&'static tokio::runtime::Runtime> {
 }
 
 /// Opens a connection whose socket the I/O runtime drives.
-fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
+fn connect(config: &tokio_postgres::Config, tls: &Connector) -> Result<tokio_postgres::Client> {
     let config = config.clone();
+    let make = tls.make.clone();
     let connecting = io_runtime()?.spawn(async move {
-        let (client, connection) = config.connect(NoTls).await?;
+        let (client, connection) = config.connect(make).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "a PostgreSQL connection ended");
@@ -151,7 +226,40 @@ fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
     });
     block_on(connecting)
         .map_err(|e| CoreError::Unavailable(format!("the PostgreSQL I/O thread: {e}")))?
-        .map_err(CoreError::from)
+        .map_err(|e| tls.explain(e))
+}
+
+/// Applies the migrations the database has not seen; `keyward_schema.version` counts them.
+fn migrate(client: &mut tokio_postgres::Client, migrations: &[&str]) -> Result<()> {
+    block_on(async {
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS keyward_schema (version BIGINT NOT NULL);
+             INSERT INTO keyward_schema (version)
+                 SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM keyward_schema);",
+        )
+        .await?;
+        let found: i64 = tx
+            .query_one("SELECT version FROM keyward_schema", &[])
+            .await?
+            .get(0);
+        let known = migrations.len() as i64;
+        if found > known {
+            return Err(CoreError::SchemaTooNew { found, known });
+        }
+        for (i, sql) in migrations.iter().enumerate().skip(found as usize) {
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "UPDATE keyward_schema SET version = $1",
+                &[&((i + 1) as i64)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    })
 }
 
 /// A pooled connection and the statements prepared on it.
@@ -162,6 +270,7 @@ pub(super) struct Connection {
 
 struct Manager {
     config: tokio_postgres::Config,
+    tls: Connector,
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -170,7 +279,7 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<Connection> {
         Ok(Connection {
-            client: connect(&self.config)?,
+            client: connect(&self.config, &self.tls)?,
             statements: HashMap::new(),
         })
     }
@@ -187,6 +296,7 @@ impl r2d2::ManageConnection for Manager {
 pub(super) struct Pool {
     pool: r2d2::Pool<Manager>,
     config: tokio_postgres::Config,
+    tls: Connector,
     /// Names this process in its commits' notifications, so it can ignore its own.
     instance: String,
 }
@@ -206,8 +316,13 @@ pub enum RemoteCommit {
 
 impl Pool {
     /// Connects and brings the schema up to date; fails at once if the server cannot be
-    /// reached, rather than at the first request.
+    /// reached (or its certificate is refused), rather than at the first request, and with
+    /// the reason rather than the pool's timeout.
     pub(super) fn connect(options: &PostgresOptions, migrations: &[&str]) -> Result<Pool> {
+        let tls = options.tls.connector()?;
+        let mut first = connect(&options.config, &tls)?;
+        migrate(&mut first, migrations)?;
+        drop(first);
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size.max(1))
             .min_idle(Some(1))
@@ -215,55 +330,21 @@ impl Pool {
             .error_handler(Box::new(QuietErrors))
             .build(Manager {
                 config: options.config.clone(),
+                tls: tls.clone(),
             })
             .map_err(|e| CoreError::Unavailable(format!("PostgreSQL at {options:?}: {e}")))?;
-        let pool = Pool {
+        Ok(Pool {
             pool,
             config: options.config.clone(),
+            tls,
             instance: uuid::Uuid::new_v4().simple().to_string(),
-        };
-        pool.migrate(migrations)?;
-        Ok(pool)
+        })
     }
 
     fn get(&self) -> Result<r2d2::PooledConnection<Manager>> {
         self.pool
             .get()
             .map_err(|e| CoreError::Unavailable(format!("no PostgreSQL connection: {e}")))
-    }
-
-    /// Applies the migrations the database has not seen; `keyward_schema.version` counts them.
-    fn migrate(&self, migrations: &[&str]) -> Result<()> {
-        let mut conn = self.get()?;
-        block_on(async {
-            let tx = conn.client.transaction().await?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-                .await?;
-            tx.batch_execute(
-                "CREATE TABLE IF NOT EXISTS keyward_schema (version BIGINT NOT NULL);
-                 INSERT INTO keyward_schema (version)
-                     SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM keyward_schema);",
-            )
-            .await?;
-            let found: i64 = tx
-                .query_one("SELECT version FROM keyward_schema", &[])
-                .await?
-                .get(0);
-            let known = migrations.len() as i64;
-            if found > known {
-                return Err(CoreError::SchemaTooNew { found, known });
-            }
-            for (i, sql) in migrations.iter().enumerate().skip(found as usize) {
-                tx.batch_execute(sql).await?;
-                tx.execute(
-                    "UPDATE keyward_schema SET version = $1",
-                    &[&((i + 1) as i64)],
-                )
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        })
     }
 
     /// Runs `f` in SERIALIZABLE transactions until one commits, or fails for a reason other
@@ -342,13 +423,17 @@ impl Pool {
     /// (re)connection that something may have been missed.
     pub(super) fn listen(&self, hook: impl Fn(RemoteCommit) + Send + Sync + 'static) -> Result<()> {
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let instance = self.instance.clone();
         io_runtime()?.spawn(async move {
             let mut wait = Duration::from_millis(100);
             loop {
-                match listen_once(&config, &instance, &hook).await {
+                match listen_once(&config, &tls, &instance, &hook).await {
                     Ok(()) => wait = Duration::from_millis(100),
-                    Err(error) => tracing::warn!(%error, "listening for other instances' commits"),
+                    Err(error) => {
+                        let error = tls.explain(error);
+                        tracing::warn!(%error, "listening for other instances' commits");
+                    }
                 }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
@@ -392,11 +477,12 @@ impl Tx<'_> {
 /// One listening connection, until it breaks.
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: &Connector,
     instance: &str,
     hook: &(impl Fn(RemoteCommit) + Send + Sync),
 ) -> std::result::Result<(), tokio_postgres::Error> {
     use futures::StreamExt;
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls.make.clone()).await?;
     let (sender, mut messages) = futures::channel::mpsc::unbounded();
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -487,6 +573,23 @@ mod tests {
     }
 
     #[test]
+    fn the_query_starts_after_the_credentials_and_errors_name_the_option() {
+        let options =
+            super::PostgresOptions::from_url("postgres://k:p?sslmode=disable@db/k?sslmode=require")
+                .unwrap();
+        assert_eq!(
+            options.config.get_password(),
+            Some(&b"p?sslmode=disable"[..])
+        );
+        assert_eq!(options.ssl_mode(), super::SslMode::Require);
+        let error = super::PostgresOptions::from_url("postgres://db/k?sslcert=/client.pem")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("unknown option `sslcert`"), "{error}");
+    }
+
+    #[test]
     fn passwords_never_show() {
         assert_eq!(
             redact("postgres://keyward:s3cret@db.example:5432/keyward?sslmode=require"),
@@ -501,5 +604,28 @@ mod tests {
             "postgres://db/k?password=…"
         );
         assert_eq!(redact("postgres://localhost"), "postgres://localhost");
+        // tokio-postgres reads the credentials up to the first '@', so may a password hold
+        // '?' or '/'.
+        assert_eq!(
+            redact("postgres://k:p?ss/w@db/k?sslmode=require"),
+            "postgres://k@db/k?sslmode=require"
+        );
+        // Keys are read percent-decoded, so they are matched decoded.
+        assert_eq!(
+            redact("postgres://db/k?pass%77ord=s3cret&sslmode=verify-full"),
+            "postgres://db/k?password=…&sslmode=verify-full"
+        );
+        assert_eq!(
+            redact("postgres://db/k?sslrootcert=/etc/ca.pem&sslpassword=s3cret"),
+            "postgres://db/k?sslrootcert=/etc/ca.pem&sslpassword=…"
+        );
+        // Parsed options show as the URL did, without the password.
+        let options = super::PostgresOptions::from_url(
+            "postgres://k:s3cret@db/k?sslmode=verify-full&sslrootcert=/ca.pem&password=s3cret",
+        )
+        .unwrap();
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("sslmode=verify-full"), "{shown}");
     }
 }
