@@ -199,7 +199,7 @@ pub enum Command {
         #[arg(long)]
         from: String,
         /// The empty database to copy into: postgres://… (the password from
-        /// KEYWARD_DB_PASSWORD_FILE or KEYWARD_DB_PASSWORD).
+        /// KEYWARD_DB_PASSWORD_FILE or KEYWARD_DB_PASSWORD, a CA from KEYWARD_DB_CA_FILE).
         #[arg(long)]
         to: String,
         /// The log key, which the new deployment keeps using. Default: the SQLite file +

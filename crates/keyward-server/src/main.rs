@@ -124,8 +124,9 @@ fn migrate(from: &str, to: &str, log_key: Option<std::path::PathBuf>) -> ExitCod
         return fail(&format!("{} does not exist", source_path.display()));
     }
     let password_file = std::env::var_os("KEYWARD_DB_PASSWORD_FILE").map(Into::into);
+    let ca_file = std::env::var_os("KEYWARD_DB_CA_FILE").map(Into::into);
     let target_location =
-        match keyward_server::config::database(Some(to.into()), password_file, None) {
+        match keyward_server::config::database(Some(to.into()), password_file, None, ca_file) {
             Ok(l) => l,
             Err(e) => return fail(&e),
         };
