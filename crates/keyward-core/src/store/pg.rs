@@ -348,7 +348,10 @@ impl Pool {
             loop {
                 match listen_once(&config, &instance, &hook).await {
                     Ok(()) => wait = Duration::from_millis(100),
-                    Err(error) => tracing::warn!(%error, "listening for other instances' commits"),
+                    Err(error) => {
+                        let error = CoreError::from(error);
+                        tracing::warn!(%error, "listening for other instances' commits");
+                    }
                 }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
@@ -467,7 +470,21 @@ impl r2d2::HandleError<CoreError> for QuietErrors {
 
 #[cfg(test)]
 mod tests {
-    use super::{RemoteCommit, read_notice, redact};
+    use super::{PostgresOptions, RemoteCommit, read_notice, redact};
+    use crate::error::CoreError;
+
+    /// A server that is not there is "unavailable" (keywardd answers 503, try again), not a
+    /// database error (500), and says why.
+    #[test]
+    fn a_server_that_is_not_there_is_unavailable() {
+        // Nothing listens on loopback's port 1: refused at once.
+        let options = PostgresOptions::from_url("postgres://keyward@127.0.0.1:1/keyward");
+        let error = options.and_then(|o| o.connect_once()).err();
+        assert!(
+            matches!(&error, Some(CoreError::Unavailable(why)) if why.contains("refused")),
+            "{error:?}"
+        );
+    }
 
     #[test]
     fn notices_name_their_accounts_and_our_own_are_ignored() {
