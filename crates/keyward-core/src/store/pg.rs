@@ -18,10 +18,13 @@ use super::sql::{Db, PgTx, args};
 use super::{Durability, Tx};
 use crate::error::{CoreError, Result};
 
-/// How often a transaction that lost a serialisation conflict is run again before the
-/// conflict is reported. Each retry waits a little longer, with jitter, so that the
-/// transactions that collided do not collide again in step.
-const ATTEMPTS: u32 = 12;
+/// How long a transaction that keeps losing serialisation conflicts is run again before it
+/// gives up (as [`CoreError::Unavailable`]: the database is too busy). A time, not a count:
+/// how many attempts it takes grows with the load (six clients signing in back to back on
+/// three instances needed up to 24, where a fixed 12 answered some of them with errors). Each
+/// retry waits a little longer, with jitter, so that the transactions that collided do not
+/// collide again in step.
+const RETRY_FOR: Duration = Duration::from_secs(5);
 
 /// Serialises schema migrations across instances starting at once (an arbitrary key for
 /// `pg_advisory_xact_lock`: "KW" and a version).
@@ -267,8 +270,8 @@ impl Pool {
     }
 
     /// Runs `f` in SERIALIZABLE transactions until one commits, or fails for a reason other
-    /// than a conflict, or the attempts run out. `publish` gets the events of the one that
-    /// committed.
+    /// than a conflict, or [`RETRY_FOR`] has passed. `publish` gets the events of the one
+    /// that committed.
     pub(super) fn transact<T, E: From<CoreError>>(
         &self,
         durability: Durability,
@@ -277,6 +280,7 @@ impl Pool {
         publish: impl Fn(&[SecurityEvent]),
     ) -> std::result::Result<(T, usize), E> {
         let mut conn = self.get()?;
+        let started = std::time::Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -307,21 +311,28 @@ impl Pool {
                     outcome = Err(e.into());
                 }
             }
-            let conflicted = wrapped.conflicted();
-            let retry = match outcome {
-                Ok(value) => match wrapped.finish(log_key) {
-                    Ok(appended) => {
-                        publish(&appended);
-                        return Ok((value, appended.len()));
-                    }
-                    Err(e) if e.is_conflict() && attempt < ATTEMPTS => true,
-                    Err(e) => return Err(e.into()),
-                },
-                // Dropping the transaction rolls it back.
-                Err(_) if conflicted && attempt < ATTEMPTS => true,
-                Err(e) => return Err(e),
-            };
-            debug_assert!(retry);
+            // A statement lost a conflict: the transaction is dead whatever `f` made of the
+            // error (committing it would only roll it back), so it runs again. Dropping it
+            // rolls it back.
+            if !wrapped.conflicted() {
+                match outcome {
+                    Ok(value) => match wrapped.finish(log_key) {
+                        Ok(appended) => {
+                            publish(&appended);
+                            return Ok((value, appended.len()));
+                        }
+                        Err(e) if e.is_conflict() => {}
+                        Err(e) => return Err(e.into()),
+                    },
+                    Err(e) => return Err(e),
+                }
+            }
+            if started.elapsed() >= RETRY_FOR {
+                return Err(CoreError::Unavailable(format!(
+                    "too busy: {attempt} attempts in {RETRY_FOR:?} lost serialisation conflicts"
+                ))
+                .into());
+            }
             backoff(attempt);
         }
     }
