@@ -4,7 +4,9 @@
 //! the client's last ID, then forward live events newer than the last one sent. Nothing
 //! committed in between can be missed, and nothing is sent twice. A stream whose own session
 //! ends is told (`session_ended`) and closed; one whose token a step-up replaced is closed (the
-//! client reconnects with the new token and resumes with `Last-Event-ID`). A session holds at
+//! client reconnects with the new token and resumes with `Last-Event-ID`). Either way it reads
+//! the log once more before it closes, so what ended it is sent even when the session was
+//! found over between a read of the log and the commit that ended it. A session holds at
 //! most `max_streams_per_session` streams at once; one more is refused (`conflict`, 409).
 //!
 //! The log is the outbox: a stream sends events in their account's order by reading the log
@@ -83,6 +85,11 @@ pub async fn event_stream(
         let mut last = start;
         let mut replay = true;
         let mut recheck = false;
+        // The session was seen over (or this stream's token replaced): the stream ends after
+        // one more catch-up. Whatever ended the session was committed before that was seen,
+        // so a revoked session's stream is told (`session_ended`) even when the check came
+        // between a catch-up and the revocation's commit.
+        let mut closing = false;
         // The session's own deadline: the stream ends then, not at some later check. None
         // once the session is over or this stream's token was replaced.
         let time_left = |state: AppState, authed: Authed| async move {
@@ -91,7 +98,13 @@ pub async fn event_stream(
                 _ => None,
             }
         };
-        let Some(left) = time_left(state.clone(), authed.clone()).await else { return };
+        let left = match time_left(state.clone(), authed.clone()).await {
+            Some(left) => left,
+            None => {
+                closing = true;
+                Duration::ZERO
+            }
+        };
         let deadline = tokio::time::sleep(left);
         tokio::pin!(deadline);
         let mut poll = tokio::time::interval(state.stream_poll_every());
@@ -115,9 +128,14 @@ pub async fn event_stream(
                 }
                 replay = false;
             }
+            if closing { return }
             if recheck {
                 recheck = false;
-                if time_left(state.clone(), authed.clone()).await.is_none() { return }
+                if time_left(state.clone(), authed.clone()).await.is_none() {
+                    closing = true;
+                    replay = true;
+                    continue;
+                }
             }
             tokio::select! {
                 received = live.recv() => match received {
@@ -148,17 +166,23 @@ pub async fn event_stream(
                 }
                 // Lifetimes run out without an event; a stream must not outlive its session.
                 // Use elsewhere may have moved the deadline on: then wait for the new one.
-                () = &mut deadline => {
-                    let Some(left) = time_left(state.clone(), authed.clone()).await else { return };
-                    deadline.as_mut().reset(tokio::time::Instant::now() + left);
-                }
+                () = &mut deadline => match time_left(state.clone(), authed.clone()).await {
+                    Some(left) => deadline.as_mut().reset(tokio::time::Instant::now() + left),
+                    None => {
+                        closing = true;
+                        replay = true;
+                    }
+                },
                 // A step-up replaced some session's token: if this stream's, it ends now. A
                 // lagged receiver may have missed ours, so it checks too.
                 changed = replaced.recv() => match changed {
                     Ok(id) if id != session_id => {}
                     Err(RecvError::Closed) => return,
                     Ok(_) | Err(RecvError::Lagged(_)) => {
-                        if time_left(state.clone(), authed.clone()).await.is_none() { return }
+                        if time_left(state.clone(), authed.clone()).await.is_none() {
+                            closing = true;
+                            replay = true;
+                        }
                     }
                 },
             }
