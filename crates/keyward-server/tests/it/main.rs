@@ -13,5 +13,6 @@ mod instances;
 mod limits;
 mod log;
 mod persistence;
+mod processes;
 mod recovery;
 mod stream;
