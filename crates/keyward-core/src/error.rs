@@ -6,10 +6,11 @@ pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 pub enum CoreError {
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
-    /// Shown with its causes: tokio-postgres's own text is only the kind ("db error").
-    #[error("database error: {}", with_causes(.0))]
-    Postgres(#[from] tokio_postgres::Error),
-    /// The database cannot be reached (PostgreSQL down, pool exhausted for too long).
+    /// Shown with PostgreSQL's own message (tokio-postgres says only "db error").
+    #[error("database error: {}", crate::store::sql::describe(.0))]
+    Postgres(#[source] tokio_postgres::Error),
+    /// The database cannot be reached (PostgreSQL down or restarting, pool exhausted for too
+    /// long) or is too busy to commit: worth trying again shortly.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
     #[error("the database location is not usable: {0}")]
@@ -30,6 +31,19 @@ pub enum CoreError {
     TooManyCeremonies,
     #[error(transparent)]
     RecoveryKeyFormat(#[from] crate::recovery_key::RecoveryKeyFormatError),
+}
+
+/// A PostgreSQL error, or [`CoreError::Unavailable`] when it says the server is away for now
+/// (a connection lost or refused, a shutdown or restart under way): that is not a fault of the
+/// request, and the client may try again.
+impl From<tokio_postgres::Error> for CoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if crate::store::sql::is_unavailable(&e) {
+            CoreError::Unavailable(crate::store::sql::describe(&e))
+        } else {
+            CoreError::Postgres(e)
+        }
+    }
 }
 
 impl From<serde_json::Error> for CoreError {

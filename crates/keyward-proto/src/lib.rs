@@ -61,6 +61,9 @@ pub enum ErrorCode {
     RecoveryInProgress,
     RateLimited,
     Conflict,
+    /// The server cannot reach its database for now (restarting, or too busy): try again
+    /// shortly (`Retry-After`). Nothing was changed unless the answer was lost on the way.
+    Unavailable,
     Internal,
 }
 

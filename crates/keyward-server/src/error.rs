@@ -48,6 +48,9 @@ pub enum ServerError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     Conflict(&'static str),
+    /// The database is away or too busy for now; the detail is logged, never sent.
+    #[error("the service is unavailable for a moment; try again shortly")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -63,6 +66,7 @@ impl From<CoreError> for ServerError {
                 retry_after_secs: 30,
             },
             CoreError::RecoveryKeyFormat(f) => ServerError::InvalidInput(f.to_string()),
+            CoreError::Unavailable(detail) => ServerError::Unavailable(detail),
             other => ServerError::Internal(other.to_string()),
         }
     }
@@ -90,6 +94,7 @@ impl ServerError {
             ServerError::RecoveryInProgress(_) => ErrorCode::RecoveryInProgress,
             ServerError::RateLimited { .. } => ErrorCode::RateLimited,
             ServerError::Conflict(_) => ErrorCode::Conflict,
+            ServerError::Unavailable(_) => ErrorCode::Unavailable,
             ServerError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -25,10 +25,13 @@ use crate::error::{CoreError, Result, with_causes};
 pub use self::tls::SslMode;
 use self::tls::{Connector, TlsOptions};
 
-/// How often a transaction that lost a serialisation conflict is run again before the
-/// conflict is reported. Each retry waits a little longer, with jitter, so that the
-/// transactions that collided do not collide again in step.
-const ATTEMPTS: u32 = 12;
+/// How long a transaction that keeps losing serialisation conflicts is run again before it
+/// gives up (as [`CoreError::Unavailable`]: the database is too busy). A time, not a count:
+/// how many attempts it takes grows with the load (six clients signing in back to back on
+/// three instances needed up to 24, where a fixed 12 answered some of them with errors). Each
+/// retry waits a little longer, with jitter, so that the transactions that collided do not
+/// collide again in step.
+const RETRY_FOR: Duration = Duration::from_secs(5);
 
 /// Serialises schema migrations across instances starting at once (an arbitrary key for
 /// `pg_advisory_xact_lock`: "KW" and a version).
@@ -360,8 +363,8 @@ impl Pool {
     }
 
     /// Runs `f` in SERIALIZABLE transactions until one commits, or fails for a reason other
-    /// than a conflict, or the attempts run out. `publish` gets the events of the one that
-    /// committed.
+    /// than a conflict, or [`RETRY_FOR`] has passed. `publish` gets the events of the one
+    /// that committed.
     pub(super) fn transact<T, E: From<CoreError>>(
         &self,
         durability: Durability,
@@ -396,6 +399,7 @@ impl Pool {
         f: &mut impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
         publish: &impl Fn(&[SecurityEvent]),
     ) -> std::result::Result<(T, usize), E> {
+        let started = std::time::Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -426,21 +430,28 @@ impl Pool {
                     outcome = Err(e.into());
                 }
             }
-            let conflicted = wrapped.conflicted();
-            let retry = match outcome {
-                Ok(value) => match wrapped.finish(log_key) {
-                    Ok(appended) => {
-                        publish(&appended);
-                        return Ok((value, appended.len()));
-                    }
-                    Err(e) if e.is_conflict() && attempt < ATTEMPTS => true,
-                    Err(e) => return Err(e.into()),
-                },
-                // Dropping the transaction rolls it back.
-                Err(_) if conflicted && attempt < ATTEMPTS => true,
-                Err(e) => return Err(e),
-            };
-            debug_assert!(retry);
+            // A statement lost a conflict: the transaction is dead whatever `f` made of the
+            // error (committing it would only roll it back), so it runs again. Dropping it
+            // rolls it back.
+            if !wrapped.conflicted() {
+                match outcome {
+                    Ok(value) => match wrapped.finish(log_key) {
+                        Ok(appended) => {
+                            publish(&appended);
+                            return Ok((value, appended.len()));
+                        }
+                        Err(e) if e.is_conflict() => {}
+                        Err(e) => return Err(e.into()),
+                    },
+                    Err(e) => return Err(e),
+                }
+            }
+            if started.elapsed() >= RETRY_FOR {
+                return Err(CoreError::Unavailable(format!(
+                    "too busy: {attempt} attempts in {RETRY_FOR:?} lost serialisation conflicts"
+                ))
+                .into());
+            }
             backoff(attempt);
         }
     }
@@ -591,7 +602,21 @@ impl r2d2::HandleError<CoreError> for QuietErrors {
 
 #[cfg(test)]
 mod tests {
-    use super::{RemoteCommit, read_notice, redact};
+    use super::{PostgresOptions, RemoteCommit, read_notice, redact};
+    use crate::error::CoreError;
+
+    /// A server that is not there is "unavailable" (keywardd answers 503, try again), not a
+    /// database error (500), and says why.
+    #[test]
+    fn a_server_that_is_not_there_is_unavailable() {
+        // Nothing listens on loopback's port 1: refused at once.
+        let options = PostgresOptions::from_url("postgres://keyward@127.0.0.1:1/keyward");
+        let error = options.and_then(|o| o.connect_once()).err();
+        assert!(
+            matches!(&error, Some(CoreError::Unavailable(why)) if why.contains("refused")),
+            "{error:?}"
+        );
+    }
 
     #[test]
     fn notices_name_their_accounts_and_our_own_are_ignored() {

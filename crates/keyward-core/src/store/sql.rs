@@ -108,6 +108,29 @@ pub(crate) fn is_conflict(e: &tokio_postgres::Error) -> bool {
     )
 }
 
+/// PostgreSQL is away for now rather than refusing the statement: the connection is closed
+/// or could not be made (no SQLSTATE, a socket error), or the server said so (class 08,
+/// connection exceptions; 57P01-03, shutting down or starting up; 53300, out of connections).
+pub(crate) fn is_unavailable(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code().map(SqlState::code) {
+        Some(code) => code.starts_with("08") || code.starts_with("57P") || code == "53300",
+        None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
+    }
+}
+
+/// A PostgreSQL error in words: the server's severity, message and SQLSTATE if it sent one,
+/// else tokio-postgres's description and its cause.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        // A TLS handshake's or a connection's failure is in the causes.
+        None => crate::error::with_causes(e),
+    }
+}
+
 impl Tx<'_> {
     /// Runs a statement; the number of rows it changed.
     pub(super) fn execute(&self, sql: &str, args: &[&dyn Param]) -> Result<usize> {

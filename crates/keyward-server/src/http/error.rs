@@ -1,5 +1,6 @@
 //! Errors as HTTP answers: a status per code, the `{code, message}` body, and `Retry-After` on
-//! rate limits. Internal details are logged here and never sent.
+//! rate limits and a database away for now (503). Internal details are logged here and never
+//! sent.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -27,18 +28,27 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
             StatusCode::CONFLICT
         }
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 impl IntoResponse for ServerError {
     fn into_response(self) -> Response {
-        if let ServerError::Internal(detail) = &self {
-            tracing::error!(%detail, "internal error");
+        match &self {
+            ServerError::Internal(detail) => tracing::error!(%detail, "internal error"),
+            ServerError::Unavailable(detail) => tracing::warn!(%detail, "database unavailable"),
+            _ => {}
         }
         let mut response = (status_of(self.code()), axum::Json(self.to_wire())).into_response();
-        if let ServerError::RateLimited { retry_after_secs } = self
-            && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
+        let retry_after = match self {
+            ServerError::RateLimited { retry_after_secs } => Some(retry_after_secs),
+            // A restart or a burst of conflicts is over in moments.
+            ServerError::Unavailable(_) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }

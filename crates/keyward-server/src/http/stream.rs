@@ -4,7 +4,9 @@
 //! the client's last ID, then forward live events newer than the last one sent. Nothing
 //! committed in between can be missed, and nothing is sent twice. A stream whose own session
 //! ends is told (`session_ended`) and closed; one whose token a step-up replaced is closed (the
-//! client reconnects with the new token and resumes with `Last-Event-ID`). A session holds at
+//! client reconnects with the new token and resumes with `Last-Event-ID`). Either way it reads
+//! the log once more before it closes, so what ended it is sent even when the session was
+//! found over between a read of the log and the commit that ended it. A session holds at
 //! most `max_streams_per_session` streams at once; one more is refused (`conflict`, 409).
 //!
 //! The log is the outbox: a stream sends events in their account's order by reading the log

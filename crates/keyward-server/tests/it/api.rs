@@ -109,4 +109,10 @@ async fn responses_carry_security_headers_and_errors_hide_internals() {
         serde_json::to_string(&internal).unwrap(),
         r#"{"code":"internal","message":"Something went wrong on the server."}"#
     );
+    let unavailable =
+        keyward_server::ServerError::Unavailable("connection to 10.0.0.5 refused".into()).to_wire();
+    assert_eq!(
+        serde_json::to_string(&unavailable).unwrap(),
+        r#"{"code":"unavailable","message":"the service is unavailable for a moment; try again shortly"}"#
+    );
 }

@@ -14,5 +14,6 @@ mod limits;
 mod log;
 mod migrate;
 mod persistence;
+mod processes;
 mod recovery;
 mod stream;

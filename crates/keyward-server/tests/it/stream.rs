@@ -16,20 +16,37 @@ pub struct Sse {
 
 impl Sse {
     pub async fn open(h: &Harness, token: &str, last_event_id: Option<i64>) -> Sse {
-        let mut req = h
-            .http
-            .get(format!("{}/api/v1/events/stream", h.base))
+        Sse::try_open(&h.http, &h.base, token, last_event_id)
+            .await
+            .unwrap()
+    }
+
+    /// A stream of the keywardd at `base`, or why it was not opened (no answer, or a refusal).
+    pub async fn try_open(
+        http: &reqwest::Client,
+        base: &str,
+        token: &str,
+        last_event_id: Option<i64>,
+    ) -> Result<Sse, String> {
+        let mut req = http
+            .get(format!("{base}/api/v1/events/stream"))
             .bearer_auth(token);
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id.to_string());
         }
-        let res = req.send().await.unwrap();
-        assert_eq!(res.status(), 200);
+        let res = req.send().await.map_err(|e| e.to_string())?;
+        if res.status() != 200 {
+            let status = res.status();
+            return Err(format!(
+                "{status}: {}",
+                res.text().await.unwrap_or_default()
+            ));
+        }
         assert_eq!(res.headers()["content-type"], "text/event-stream");
-        Sse {
+        Ok(Sse {
             body: Box::pin(res.bytes_stream()),
             buf: String::new(),
-        }
+        })
     }
 
     /// The next security event, or None if the stream ends or nothing comes within 5 s.

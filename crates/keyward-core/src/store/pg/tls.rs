@@ -299,7 +299,7 @@ impl Connector {
                 "TLS to PostgreSQL failed: {other} (sslmode={})",
                 self.mode.as_str()
             )),
-            None => CoreError::Postgres(error),
+            None => CoreError::from(error),
         }
     }
 }
