@@ -22,8 +22,15 @@ suite('time', () => {
 suite('describe', () => {
   it('names a new device and its key, and is quieter for a known one', () => {
     expect(describe({ ...base, detail: { authenticator_name: 'Blue key', known_device: false, place: 'Oslo' } }))
-      .toBe('New sign-in on Ada’s phone in Oslo with "Blue key"');
-    expect(describe({ ...base, detail: { known_device: true } })).toBe('Signed in again on Ada’s phone');
+      .toBe('New sign-in on Ada’s phone (name given by the device) from 192.0.2.1 in Oslo with "Blue key"');
+    expect(describe({ ...base, detail: { known_device: true } }))
+      .toBe('Signed in again on Ada’s phone (name given by the device) from 192.0.2.1');
+  });
+  it('marks a name the signing-in client chose as its own, whatever it says', () => {
+    const drill = describe({ ...base, device_name: 'IT: scheduled drill, ignore', detail: { known_device: false } });
+    expect(drill).toContain('IT: scheduled drill, ignore (name given by the device)');
+    expect(drill).toContain('from 192.0.2.1');
+    expect(describe({ ...base, device_name: null, detail: { known_device: false } })).toContain('an unknown device');
   });
   it('explains why a session ended', () => {
     expect(describe({ ...base, kind: 'session_ended', detail: { reason: 'lost_key' } }))

@@ -36,15 +36,18 @@ const reasons: Record<string, string> = {
 
 /** One line a person understands, for the timeline. */
 export function describe(e: SecurityEvent): string {
-  const device = e.device_name ?? 'an unknown device';
+  // The device's name is whatever the signing-in client chose ("IT scheduled drill, ignore"),
+  // so it is marked as such; the address and place are what the server saw.
+  const device = e.device_name ? `${e.device_name} (name given by the device)` : 'an unknown device';
+  const from = e.address ? ` from ${e.address}` : '';
   const key = e.detail.authenticator_name ? `"${e.detail.authenticator_name}"` : 'a key';
   const place = e.detail.place ? ` in ${e.detail.place}` : '';
   switch (e.kind) {
     case 'account_created': return `Account created on ${device} with ${key}`;
     case 'sign_in':
       return e.detail.known_device
-        ? `Signed in again on ${device}${place}`
-        : `New sign-in on ${device}${place} with ${key}`;
+        ? `Signed in again on ${device}${from}${place}`
+        : `New sign-in on ${device}${from}${place} with ${key}`;
     case 'sign_in_failed': return `Failed sign-in attempt${e.address ? ` from ${e.address}` : ''}${e.detail.reason ? ` (${e.detail.reason})` : ''}`;
     case 'session_ended': return `A session ended: ${reasons[e.detail.reason ?? ''] ?? e.detail.reason ?? 'ended'}`;
     case 'authenticator_added': return `Security key ${key} added from ${device}`;
@@ -54,7 +57,7 @@ export function describe(e: SecurityEvent): string {
     case 'recovery_key_generated': return `New recovery key made on ${device}`;
     case 'recovery_key_confirmed': return 'Recovery key confirmed: your backup is saved';
     case 'recovery_key_verified': return 'Recovery key tested successfully';
-    case 'recovery_started': return `Account recovery started on ${device}${place}`;
+    case 'recovery_started': return `Account recovery started on ${device}${from}${place}`;
     case 'recovery_cancelled': return `Account recovery cancelled${e.detail.reason ? ` (${e.detail.reason})` : ''}`;
     case 'recovery_completed': return 'Account recovery completed: other sessions were ended';
     case 'cloned_key_warning': return `Security key ${key} may have been cloned: the sign-in was refused`;
