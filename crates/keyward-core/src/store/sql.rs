@@ -1,8 +1,8 @@
 //! One SQL surface over the two engines. The table modules write each statement once, in the
-//! dialect both engines share (numbered `?N` placeholders, `ON CONFLICT`, `RETURNING`, `CASE`
+//! dialect both engines share (numbered `?N` parameter markers, `ON CONFLICT`, `RETURNING`, `CASE`
 //! instead of SQLite's two-argument `MAX`), pass arguments as [`Param`]s and read columns
 //! through [`Row::get`]; this module runs it on SQLite (rusqlite) or PostgreSQL (postgres),
-//! translating the placeholders to `$N` for the latter. PostgreSQL calls are tokio-postgres
+//! translating the markers to `$N` for the latter. PostgreSQL calls are tokio-postgres
 //! futures completed in place (`block_on`): the store's API is synchronous, its connections'
 //! I/O runs on a runtime of its own (see `pg.rs`), so a call works from any thread, a tokio
 //! worker included (keywardd still makes them from its blocking pool). Column types are chosen so that one
@@ -18,7 +18,7 @@ use tokio_postgres::error::SqlState;
 use super::Tx;
 use crate::error::{CoreError, Result};
 
-/// A value bound to a placeholder: anything both drivers can send.
+/// A value bound to a parameter marker: anything both drivers can send.
 pub trait Param: rusqlite::ToSql + Sync {
     fn pg(&self) -> &(dyn tokio_postgres::types::ToSql + Sync);
 }
@@ -29,7 +29,7 @@ impl<T: rusqlite::ToSql + tokio_postgres::types::ToSql + Sync> Param for T {
     }
 }
 
-/// `args![a, b]`: the arguments of one statement, in placeholder order.
+/// `args![a, b]`: the arguments of one statement, in marker order.
 macro_rules! args {
     ($($arg:expr),* $(,)?) => {
         &[$(&$arg as &dyn $crate::store::sql::Param),*] as &[&dyn $crate::store::sql::Param]
@@ -288,7 +288,7 @@ fn pg_slice<'a>(args: &'a [&'a dyn Param]) -> Vec<&'a (dyn tokio_postgres::types
     args.iter().map(|a| a.pg()).collect()
 }
 
-/// SQLite's placeholders in PostgreSQL's spelling: `?N` becomes `$N`, and a bare `?` takes the
+/// SQLite's parameter markers in PostgreSQL's spelling: `?N` becomes `$N`, and a bare `?` takes the
 /// next number after the largest so far, as SQLite numbers it. Quoted text is left alone.
 pub(super) fn postgres_dialect(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
@@ -327,7 +327,7 @@ mod tests {
     use super::postgres_dialect;
 
     #[test]
-    fn placeholders_are_renumbered_as_sqlite_numbers_them() {
+    fn parameter_markers_are_renumbered_as_sqlite_numbers_them() {
         assert_eq!(
             postgres_dialect("SELECT ?1, ?2 WHERE a = ?2 AND b = ?10"),
             "SELECT $1, $2 WHERE a = $2 AND b = $10"
