@@ -1,7 +1,7 @@
 //! One SQL surface over the two engines. The table modules write each statement once, in the
 //! dialect both engines share (numbered `?N` parameter markers, `ON CONFLICT`, `RETURNING`, `CASE`
 //! instead of SQLite's two-argument `MAX`), pass arguments as [`Param`]s and read columns
-//! through [`Row::get`]; this module runs it on SQLite (rusqlite) or PostgreSQL (postgres),
+//! through [`Row::get`]; this module runs it on SQLite (rusqlite) or PostgreSQL (tokio-postgres),
 //! translating the markers to `$N` for the latter. PostgreSQL calls are tokio-postgres
 //! futures completed in place (`block_on`): the store's API is synchronous, its connections'
 //! I/O runs on a runtime of its own (see `pg.rs`), so a call works from any thread, a tokio
