@@ -13,7 +13,7 @@ use crate::error::{CoreError, Result};
 use crate::security_log::ChainReport;
 
 /// Every table, parents before children (foreign keys hold at every insert).
-const TABLES: &[&str] = &[
+pub const TABLES: &[&str] = &[
     "meta",
     "accounts",
     "authenticators",

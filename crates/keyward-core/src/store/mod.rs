@@ -42,7 +42,7 @@ pub use self::accounts::{Account, PendingRecovery};
 pub use self::authenticators::Authenticator;
 pub use self::ceremonies::{Ceremony, CeremonyCaps};
 pub use self::checkpoints::AccountHead;
-pub use self::copy::CopyReport;
+pub use self::copy::{CopyReport, TABLES};
 pub use self::events::NewEvent;
 pub use self::pg::{PostgresOptions, RemoteCommit, SslMode};
 pub use self::recovery_keys::RecoveryKeyRecord;

@@ -91,16 +91,6 @@ impl PostgresOptions {
         self.config.password(password);
     }
 
-    /// Adds `-c name=value` to the server options of every connection (tests give each
-    /// harness its own schema through `search_path`).
-    pub fn set_server_option(&mut self, option: &str) {
-        let options = match self.config.get_options() {
-            Some(existing) => format!("{existing} {option}"),
-            None => option.to_string(),
-        };
-        self.config.options(&options);
-    }
-
     pub fn has_password(&self) -> bool {
         self.config.get_password().is_some()
     }

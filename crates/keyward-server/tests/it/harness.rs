@@ -366,17 +366,7 @@ impl Harness {
         self.store()
             .read(|tx| {
                 let mut all = Vec::new();
-                for t in [
-                    "meta",
-                    "accounts",
-                    "authenticators",
-                    "devices",
-                    "sessions",
-                    "ceremonies",
-                    "recovery_keys",
-                    "events",
-                    "log_checkpoints",
-                ] {
+                for t in keyward_core::store::TABLES {
                     let rows: Option<String> = tx.raw_value(
                         &format!("SELECT string_agg(r::text, ' ') FROM {t} AS r"),
                         &[],
