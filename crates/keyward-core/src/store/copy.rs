@@ -23,6 +23,7 @@ pub const TABLES: &[&str] = &[
     "recovery_keys",
     "events",
     "log_checkpoints",
+    "limit_hits",
 ];
 
 /// What a copy moved, and the log as the target now holds it.

@@ -32,6 +32,7 @@ mod ceremonies;
 mod checkpoints;
 mod copy;
 mod events;
+mod limits;
 mod pg;
 mod recovery_keys;
 mod sessions;
@@ -61,12 +62,14 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_ceremony_caps.sql"),
     include_str!("../../migrations/sqlite/0003_event_numbers.sql"),
     include_str!("../../migrations/sqlite/0004_log_checkpoints.sql"),
+    include_str!("../../migrations/sqlite/0005_limit_hits.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_ceremony_caps.sql"),
     include_str!("../../migrations/postgres/0003_event_numbers.sql"),
     include_str!("../../migrations/postgres/0004_log_checkpoints.sql"),
+    include_str!("../../migrations/postgres/0005_limit_hits.sql"),
 ];
 
 /// Where the data lives: `--db`'s value, parsed.
@@ -360,6 +363,8 @@ pub struct Tx<'c> {
     db: Db<'c>,
     /// Events appended so far, published by [`Store::write`] once the commit succeeds.
     appended: Vec<SecurityEvent>,
+    /// Sessions whose token this transaction replaced (told to other instances on commit).
+    replaced_tokens: Vec<Uuid>,
 }
 
 impl<'c> Tx<'c> {
@@ -367,6 +372,7 @@ impl<'c> Tx<'c> {
         Tx {
             db,
             appended: Vec::new(),
+            replaced_tokens: Vec::new(),
         }
     }
 

@@ -312,8 +312,12 @@ const EVENTS_CHANNEL: &str = "keyward_events";
 /// What another instance committed, as the listener heard it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteCommit {
-    /// New events for these accounts: read them from the log.
-    Accounts(Vec<uuid::Uuid>),
+    /// New events for these accounts (read them from the log), and sessions whose token was
+    /// replaced (streams opened with the old one end).
+    Changed {
+        accounts: Vec<uuid::Uuid>,
+        tokens_replaced: Vec<uuid::Uuid>,
+    },
     /// The listener was (re)connected: notifications may have been lost while it was not, so
     /// every stream should catch up from the log.
     MayHaveMissed,
@@ -410,12 +414,14 @@ impl Pool {
                 wrapped.execute("SET LOCAL synchronous_commit = off", &[])?;
             }
             let mut outcome = f(&mut wrapped);
-            if outcome.is_ok() && !wrapped.appended.is_empty() {
+            if outcome.is_ok()
+                && !(wrapped.appended.is_empty() && wrapped.replaced_tokens.is_empty())
+            {
                 // NOTIFY is transactional: other instances hear of the commit when it commits,
                 // in commit order, and never of one rolled back.
                 if let Err(e) = wrapped.execute(
                     "SELECT pg_notify(?1, ?2)",
-                    args![EVENTS_CHANNEL, self.notice_of(&wrapped.appended)],
+                    args![EVENTS_CHANNEL, self.notice_of(&wrapped)],
                 ) {
                     outcome = Err(e.into());
                 }
@@ -446,15 +452,28 @@ impl Pool {
         }
     }
 
-    /// "instance:account,account": who committed, and whose events.
-    fn notice_of(&self, appended: &[SecurityEvent]) -> String {
-        let mut accounts: Vec<String> = appended
+    /// "instance:account,account:session,session": who committed, whose events, and whose
+    /// tokens it replaced. (8000 bytes at most: 33 per account and per session, and no
+    /// transaction touches hundreds.)
+    fn notice_of(&self, tx: &Tx<'_>) -> String {
+        let mut accounts: Vec<String> = tx
+            .appended
             .iter()
             .map(|e| e.account_id.simple().to_string())
             .collect();
         accounts.sort();
         accounts.dedup();
-        format!("{}:{}", self.instance, accounts.join(","))
+        let sessions: Vec<String> = tx
+            .replaced_tokens
+            .iter()
+            .map(|s| s.simple().to_string())
+            .collect();
+        format!(
+            "{}:{}:{}",
+            self.instance,
+            accounts.join(","),
+            sessions.join(",")
+        )
     }
 
     /// Listens, on a connection of its own, for other instances' commits and hands each to
@@ -558,16 +577,26 @@ async fn listen_once(
 
 /// Another instance's notice, or None for this instance's own (its streams heard already).
 fn read_notice(payload: &str, instance: &str) -> Option<RemoteCommit> {
-    let (from, accounts) = payload.split_once(':')?;
+    let mut parts = payload.split(':');
+    let from = parts.next()?;
     if from == instance {
         return None;
     }
-    let accounts: Option<Vec<uuid::Uuid>> = accounts
-        .split(',')
-        .map(|a| uuid::Uuid::try_parse(a).ok())
-        .collect();
-    // A notice this build cannot read still means "something changed".
-    Some(accounts.map_or(RemoteCommit::MayHaveMissed, RemoteCommit::Accounts))
+    let ids = |list: Option<&str>| -> Option<Vec<uuid::Uuid>> {
+        list?
+            .split(',')
+            .filter(|id| !id.is_empty())
+            .map(|id| uuid::Uuid::try_parse(id).ok())
+            .collect()
+    };
+    match (ids(parts.next()), ids(parts.next()), parts.next()) {
+        (Some(accounts), Some(tokens_replaced), None) => Some(RemoteCommit::Changed {
+            accounts,
+            tokens_replaced,
+        }),
+        // A notice this build cannot read still means "something changed".
+        _ => Some(RemoteCommit::MayHaveMissed),
+    }
 }
 
 /// 1, 2, 4 … ms (capped at 64), times a random factor in [0.5, 1.5).
@@ -609,20 +638,42 @@ mod tests {
     }
 
     #[test]
-    fn notices_name_their_accounts_and_our_own_are_ignored() {
+    fn notices_name_their_accounts_and_replaced_tokens_and_our_own_are_ignored() {
         let a = uuid::Uuid::new_v4();
         let b = uuid::Uuid::new_v4();
-        let payload = format!("other:{},{}", a.simple(), b.simple());
+        let s = uuid::Uuid::new_v4();
+        let payload = format!("other:{},{}:{}", a.simple(), b.simple(), s.simple());
         assert_eq!(
             read_notice(&payload, "me"),
-            Some(RemoteCommit::Accounts(vec![a, b]))
+            Some(RemoteCommit::Changed {
+                accounts: vec![a, b],
+                tokens_replaced: vec![s],
+            })
         );
         assert_eq!(read_notice(&payload, "other"), None);
         assert_eq!(
-            read_notice("other:not-a-uuid", "me"),
-            Some(RemoteCommit::MayHaveMissed)
+            read_notice(&format!("other::{}", s.simple()), "me"),
+            Some(RemoteCommit::Changed {
+                accounts: vec![],
+                tokens_replaced: vec![s],
+            }),
+            "a step-up appends no event"
         );
-        assert_eq!(read_notice("garbage", "me"), None);
+        assert_eq!(
+            read_notice(&format!("other:{}:", a.simple()), "me"),
+            Some(RemoteCommit::Changed {
+                accounts: vec![a],
+                tokens_replaced: vec![],
+            })
+        );
+        // What this build cannot read still means "something changed".
+        for unreadable in ["other:not-a-uuid:", "garbage", "other:", "other:::"] {
+            assert_eq!(
+                read_notice(unreadable, "me"),
+                Some(RemoteCommit::MayHaveMissed),
+                "{unreadable}"
+            );
+        }
     }
 
     #[test]

@@ -273,11 +273,19 @@ impl Tx<'_> {
     /// Gives a session a new bearer token in place of `old_hash`, the one the request was
     /// made with: the old one is refused from now on. False (nothing changed) if `old_hash` is
     /// no longer the session's, so of two replacements raced with one token only one wins.
-    pub fn rotate_session_token(&self, id: Uuid, old_hash: &[u8], new_hash: &[u8]) -> Result<bool> {
+    pub fn rotate_session_token(
+        &mut self,
+        id: Uuid,
+        old_hash: &[u8],
+        new_hash: &[u8],
+    ) -> Result<bool> {
         let n = self.execute(
             "UPDATE sessions SET token_hash = ?3 WHERE id = ?1 AND token_hash = ?2",
             args![id.as_bytes(), old_hash, new_hash],
         )?;
+        if n == 1 {
+            self.replaced_tokens.push(id);
+        }
         Ok(n == 1)
     }
 

@@ -40,8 +40,8 @@ struct Shared {
     relying_party: RelyingParty,
     /// Every committed security event, in commit order; streams filter by account.
     events: broadcast::Sender<Published>,
-    /// Sessions whose token was just replaced (step-up): their streams check they may go on.
-    /// (On other instances, such a stream finds out at its next poll of the log.)
+    /// Sessions whose token was just replaced (step-up), here or (heard through PostgreSQL's
+    /// LISTEN/NOTIFY) on another instance: their streams check they may go on.
     tokens_replaced: broadcast::Sender<Uuid>,
     tls: bool,
     /// The built web UI served at `/`, if configured.
@@ -123,14 +123,27 @@ impl AppState {
             }
         });
         let publisher = events.clone();
-        let listening = relying_party
-            .store()
-            .listen_for_other_instances(move |remote| {
-                let _ = publisher.send(match remote {
-                    RemoteCommit::Accounts(accounts) => Published::Elsewhere(accounts),
-                    RemoteCommit::MayHaveMissed => Published::MayHaveMissed,
+        let tokens_replaced = broadcast::channel(256).0;
+        let replacements = tokens_replaced.clone();
+        let listening =
+            relying_party
+                .store()
+                .listen_for_other_instances(move |remote| match remote {
+                    RemoteCommit::Changed {
+                        accounts,
+                        tokens_replaced,
+                    } => {
+                        if !accounts.is_empty() {
+                            let _ = publisher.send(Published::Elsewhere(accounts));
+                        }
+                        for session in tokens_replaced {
+                            let _ = replacements.send(session);
+                        }
+                    }
+                    RemoteCommit::MayHaveMissed => {
+                        let _ = publisher.send(Published::MayHaveMissed);
+                    }
                 });
-            });
         if let Err(error) = listening {
             // Streams still catch up by polling the log (`stream::POLL_EVERY`).
             tracing::warn!(%error, "cannot listen for other instances' commits");
@@ -138,7 +151,7 @@ impl AppState {
         AppState(Arc::new(Shared {
             relying_party,
             events,
-            tokens_replaced: broadcast::channel(256).0,
+            tokens_replaced,
             tls: settings.tls,
             web_ui: settings.web_ui,
             trusted_proxies: settings.trusted_proxies,

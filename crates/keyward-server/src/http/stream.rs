@@ -3,7 +3,7 @@
 //! Order of work matters: subscribe to live events first, then replay what the store has after
 //! the client's last ID, then forward live events newer than the last one sent. Nothing
 //! committed in between can be missed, and nothing is sent twice. A stream whose own session
-//! ends is told (`session_ended`) and closed; one whose token a step-up replaced is closed (the
+//! ends is told (`session_ended`) and closed; one whose token a step-up replaced, on this instance or another, is closed (the
 //! client reconnects with the new token and resumes with `Last-Event-ID`). Either way it reads
 //! the log once more before it closes, so what ended it is sent even when the session was
 //! found over between a read of the log and the commit that ended it. A session holds at
@@ -152,14 +152,19 @@ pub async fn event_stream(
                     Ok(Published::Elsewhere(accounts)) if accounts.contains(&account_id) => {
                         replay = true;
                     }
-                    Ok(Published::MayHaveMissed) => replay = true,
+                    // A step-up elsewhere may have gone unheard too.
+                    Ok(Published::MayHaveMissed) => {
+                        replay = true;
+                        recheck = true;
+                    }
                     Ok(_) => {}
                     // Fell behind the channel: the store has everything, replay from it.
                     Err(RecvError::Lagged(_)) => replay = true,
                     Err(RecvError::Closed) => return,
                 },
-                // The poll also notices a token replaced on another instance (after the
-                // catch-up, so a session ended elsewhere is told before the stream closes).
+                // The poll also notices a token replaced where no notice reaches (a SQLite
+                // file shared by two processes; a lost notification), after the catch-up, so
+                // a session ended elsewhere is told before the stream closes.
                 _ = poll.tick() => {
                     replay = true;
                     recheck = true;

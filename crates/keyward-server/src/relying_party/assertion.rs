@@ -340,13 +340,14 @@ impl RelyingParty {
         let now = self.now();
         let network = Network::of(address);
         self.limiter.record(
-            LimitKey::Failure {
+            tx,
+            &LimitKey::Failure {
                 network: network.clone(),
             },
             now,
-        );
+        )?;
         self.limiter
-            .record(LimitKey::TargetFailure { target, network }, now);
+            .record(tx, &LimitKey::TargetFailure { target, network }, now)?;
         if let Some(account_id) = f.account_id {
             let mut e = NewEvent::new(account_id, EventKind::SignInFailed);
             e.address = Some(address.to_string());
@@ -363,26 +364,28 @@ impl RelyingParty {
     }
 
     /// Refuses an address (or the pair of what was tried and address) that failed too often.
-    pub(super) fn check_failure_rate(&self, address: &str, target: Option<&Target>) -> Result<()> {
+    pub(super) fn check_failure_rate(
+        &self,
+        tx: &Tx<'_>,
+        address: &str,
+        target: Option<&Target>,
+    ) -> Result<()> {
         let now = self.now();
         let network = Network::of(address);
-        let blocked = self
-            .limiter
-            .blocked(
-                &LimitKey::Failure {
-                    network: network.clone(),
-                },
-                now,
-            )
-            .or_else(|| {
-                target.and_then(|target| {
-                    let key = LimitKey::TargetFailure {
-                        target: target.clone(),
-                        network,
-                    };
-                    self.limiter.blocked(&key, now)
-                })
-            });
+        let mut blocked = self.limiter.blocked(
+            tx,
+            &LimitKey::Failure {
+                network: network.clone(),
+            },
+            now,
+        )?;
+        if let (None, Some(target)) = (blocked, target) {
+            let key = LimitKey::TargetFailure {
+                target: target.clone(),
+                network,
+            };
+            blocked = self.limiter.blocked(tx, &key, now)?;
+        }
         match blocked {
             Some(ms) => Err(too_many_attempts(ms)),
             None => Ok(()),
@@ -391,16 +394,26 @@ impl RelyingParty {
 
     /// The owner signed in from `address`: what failed there against their name or this key
     /// is forgiven.
-    pub(super) fn forgive_failures(&self, username: &str, credential_id: &[u8], address: &str) {
+    pub(super) fn forgive_failures(
+        &self,
+        tx: &Tx<'_>,
+        username: &str,
+        credential_id: &[u8],
+        address: &str,
+    ) -> Result<()> {
         for target in [
             Target::username(username),
             Target::credential(credential_id),
         ] {
-            self.limiter.clear(&LimitKey::TargetFailure {
-                target,
-                network: Network::of(address),
-            });
+            self.limiter.clear(
+                tx,
+                &LimitKey::TargetFailure {
+                    target,
+                    network: Network::of(address),
+                },
+            )?;
         }
+        Ok(())
     }
 
     /// Takes the ceremony (gone whatever happens next) and verifies the assertion against it.
@@ -433,7 +446,7 @@ impl RelyingParty {
             Some(username) => Target::username(username),
             None => Target::credential(credential.get_credential_id()),
         };
-        if let Err(e) = self.check_failure_rate(address, Some(&target)) {
+        if let Err(e) = self.check_failure_rate(tx, address, Some(&target)) {
             return Ok(Verdict::Refused(e));
         }
         match self.verify_assertion(tx, &c, state, credential, pre)? {

@@ -161,7 +161,10 @@ impl RelyingParty {
         let key = LimitKey::Rename {
             account: authed.account.id,
         };
-        if let Some(ms) = self.limiter.blocked(&key, self.now()) {
+        if let Some(ms) = self
+            .store
+            .read(|tx| self.limiter.blocked(tx, &key, self.now()))?
+        {
             return Err(too_many_attempts(ms));
         }
         self.store.write(|tx| {
@@ -174,7 +177,7 @@ impl RelyingParty {
                 ..EventDetail::default()
             };
             self.record_own(tx, authed, EventKind::AuthenticatorRenamed, detail)?;
-            self.limiter.record(key.clone(), self.now());
+            self.limiter.record(tx, &key, self.now())?;
             Ok(authenticator_view(&Authenticator {
                 nickname: nickname.clone(),
                 ..a

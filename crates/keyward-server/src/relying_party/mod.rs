@@ -208,12 +208,12 @@ impl RelyingParty {
         self.clock.now()
     }
 
-    /// Unauthenticated ceremony starts are counted per address.
-    pub(super) fn check_begin_rate(&self, address: &str) -> Result<()> {
+    /// Unauthenticated ceremony starts are counted per address, in the start's transaction.
+    pub(super) fn count_begin(&self, tx: &Tx<'_>, address: &str) -> Result<()> {
         let key = LimitKey::Begin {
             network: Network::of(address),
         };
-        match self.limiter.hit(key, self.now()) {
+        match self.limiter.hit(tx, &key, self.now())? {
             Some(ms) => Err(too_many_attempts(ms)),
             None => Ok(()),
         }
@@ -236,12 +236,21 @@ impl RelyingParty {
         }
         let p = &self.policy;
         let before = now - p.session_retention_ms;
-        match self
-            .store
-            .write(|tx| tx.prune_sessions(before, p.session_idle_ms, p.prune_batch))
-        {
-            Ok((0, 0)) => {}
-            Ok((sessions, devices)) => tracing::info!(sessions, devices, "pruned old sessions"),
+        match self.store.write(|tx| {
+            let (sessions, devices) =
+                tx.prune_sessions(before, p.session_idle_ms, p.prune_batch)?;
+            let hits = tx.prune_limit_hits(now, p.prune_batch)?;
+            Ok::<_, ServerError>((sessions, devices, hits))
+        }) {
+            Ok((0, 0, 0)) => {}
+            Ok((sessions, devices, hits)) => {
+                tracing::info!(
+                    sessions,
+                    devices,
+                    hits,
+                    "pruned old sessions and rate-limit hits"
+                )
+            }
             Err(e) => tracing::warn!(error = %e, "pruning sessions failed"),
         }
     }

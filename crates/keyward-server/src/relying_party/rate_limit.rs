@@ -1,4 +1,4 @@
-//! Counting in memory, keyed by client network, by (what the client named, network) and by
+//! Counting attempts, keyed by client network, by (what the client named, network) and by
 //! account.
 //!
 //! Sign-in failures block the network that made them, and the network paired with what it
@@ -14,18 +14,20 @@
 //! Addresses are counted by [`Network`]: an IPv4 address, or an IPv6 address's /64, since one
 //! subscriber holds a whole /64 and could otherwise rotate through it around every limit.
 //!
-//! Memory is bounded: at most `max_keys` keys; every hit also looks at the two keys seen
-//! longest ago and drops those whose window has passed (amortised O(1), no scan), and a new key
-//! past the bound evicts the key examined longest ago.
+//! The hits live in the database (`limit_hits`), written in the transaction of the attempt
+//! they count: every instance on one database counts into the same rows, so a limit holds
+//! across instances and restarts, and a transaction that runs again after a conflict counts
+//! once. A limit is a sliding window: a key is blocked while its last `max` hits all fall
+//! within `window_ms`. A blocked attempt is not counted, so a key holds at most `max` live
+//! rows; rows whose window has passed are pruned in batches (`prune_if_due`).
 
-use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
+use keyward_core::store::Tx;
 use keyward_proto::Millis;
-use parking_lot::Mutex;
 use uuid::Uuid;
 
-use crate::error::ServerError;
+use crate::error::{Result, ServerError};
 
 /// A limit: at most `max` events per `window_ms`.
 #[derive(Debug, Clone, Copy)]
@@ -46,8 +48,6 @@ pub struct Limits {
     pub recovery_failures_per_address: Limit,
     /// Key renames per account (each is a synced write and a permanent log row).
     pub renames_per_account: Limit,
-    /// Keys the limiter remembers at most.
-    pub max_keys: usize,
 }
 
 impl Default for Limits {
@@ -74,7 +74,6 @@ impl Default for Limits {
                 max: 20,
                 window_ms: 60 * MIN,
             },
-            max_keys: 100_000,
         }
     }
 }
@@ -170,6 +169,20 @@ impl LimitKey {
             LimitKey::Rename { .. } => limits.renames_per_account,
         }
     }
+
+    /// The key as `limit_hits` stores it: what is counted, then for whom.
+    fn stored(&self) -> String {
+        match self {
+            LimitKey::Begin { network } => format!("begin {}", network.as_str()),
+            LimitKey::Failure { network } => format!("failure {}", network.as_str()),
+            LimitKey::TargetFailure { target, network } => {
+                let digest: String = target.0.iter().map(|b| format!("{b:02x}")).collect();
+                format!("target {digest} {}", network.as_str())
+            }
+            LimitKey::RecoveryFailure { network } => format!("recovery {}", network.as_str()),
+            LimitKey::Rename { account } => format!("rename {}", account.simple()),
+        }
+    }
 }
 
 /// The refusal for a key that is blocked for `retry_after_ms` more.
@@ -179,171 +192,154 @@ pub fn too_many_attempts(retry_after_ms: i64) -> ServerError {
     }
 }
 
-/// Keys looked at for expiry on every hit.
-const SWEEP_PER_HIT: usize = 2;
-
-struct Entry {
-    /// Which entry of `order` is this key's (older ones for the key are stale).
-    generation: u64,
-    hits: VecDeque<Millis>,
-}
-
-#[derive(Default)]
-struct Table {
-    entries: HashMap<LimitKey, Entry>,
-    /// Every key once (plus stale copies skipped lazily), the one examined longest ago first.
-    order: VecDeque<(LimitKey, u64)>,
-    next_generation: u64,
-}
-
-impl Table {
-    /// Looks at the key examined longest ago: gone or stale copies are dropped, expired keys
-    /// are dropped, live ones go to the back.
-    fn sweep_one(&mut self, limits: &Limits, now: Millis) {
-        let Some((key, generation)) = self.order.pop_front() else {
-            return;
-        };
-        let Some(entry) = self.entries.get(&key) else {
-            return;
-        };
-        if entry.generation != generation {
-            return;
-        }
-        let window = key.limit(limits).window_ms;
-        if entry.hits.back().is_none_or(|t| *t <= now - window) {
-            self.entries.remove(&key);
-        } else {
-            self.order.push_back((key, generation));
-        }
-    }
-
-    /// Drops the key examined longest ago (used only when the table is full).
-    fn evict_one(&mut self) {
-        while let Some((key, generation)) = self.order.pop_front() {
-            if self
-                .entries
-                .get(&key)
-                .is_some_and(|e| e.generation == generation)
-            {
-                self.entries.remove(&key);
-                return;
-            }
-        }
-    }
-}
-
 pub struct RateLimiter {
     limits: Limits,
-    table: Mutex<Table>,
 }
 
 impl RateLimiter {
     pub fn new(limits: Limits) -> Self {
-        RateLimiter {
-            limits,
-            table: Mutex::default(),
-        }
+        RateLimiter { limits }
     }
 
     /// `Some(retry_after_ms)` if `key` has reached its limit.
-    pub fn blocked(&self, key: &LimitKey, now: Millis) -> Option<i64> {
+    pub fn blocked(&self, tx: &Tx<'_>, key: &LimitKey, now: Millis) -> Result<Option<i64>> {
         let limit = key.limit(&self.limits);
-        let mut table = self.table.lock();
-        let q = &mut table.entries.get_mut(key)?.hits;
-        while q.front().is_some_and(|t| *t <= now - limit.window_ms) {
-            q.pop_front();
-        }
-        if q.len() as u32 >= limit.max {
-            q.front().map(|oldest| oldest + limit.window_ms - now)
-        } else {
-            None
-        }
+        let hits = tx.limit_hits(&key.stored(), now - limit.window_ms, limit.max)?;
+        Ok(match hits.last() {
+            // The oldest of the last `max` hits: the key is free once it leaves the window.
+            Some(oldest) if hits.len() as u32 >= limit.max => Some(oldest + limit.window_ms - now),
+            _ => None,
+        })
     }
 
-    pub fn record(&self, key: LimitKey, now: Millis) {
-        let limit = key.limit(&self.limits);
-        let mut table = self.table.lock();
-        for _ in 0..SWEEP_PER_HIT {
-            table.sweep_one(&self.limits, now);
-        }
-        if !table.entries.contains_key(&key) {
-            while table.entries.len() >= self.limits.max_keys.max(1) {
-                table.evict_one();
-            }
-            let generation = table.next_generation;
-            table.next_generation += 1;
-            table.order.push_back((key.clone(), generation));
-            table.entries.insert(
-                key.clone(),
-                Entry {
-                    generation,
-                    hits: VecDeque::new(),
-                },
-            );
-        }
-        if let Some(entry) = table.entries.get_mut(&key) {
-            let q = &mut entry.hits;
-            q.push_back(now);
-            // Only the last `max` hits matter for the decision.
-            while q.len() > limit.max as usize {
-                q.pop_front();
-            }
-        }
+    pub fn record(&self, tx: &Tx<'_>, key: &LimitKey, now: Millis) -> Result<()> {
+        let window = key.limit(&self.limits).window_ms;
+        Ok(tx.record_limit_hit(&key.stored(), now, now + window)?)
     }
 
-    pub fn clear(&self, key: &LimitKey) {
-        // Its entry in `order` goes stale and is dropped when the sweep reaches it.
-        self.table.lock().entries.remove(key);
+    pub fn clear(&self, tx: &Tx<'_>, key: &LimitKey) -> Result<()> {
+        Ok(tx.clear_limit(&key.stored())?)
     }
 
-    /// Counts a hit and refuses if that made it one too many.
-    pub fn hit(&self, key: LimitKey, now: Millis) -> Option<i64> {
-        if let Some(retry) = self.blocked(&key, now) {
-            return Some(retry);
+    /// Counts a hit and refuses if that made it one too many (a refused hit is not counted).
+    pub fn hit(&self, tx: &Tx<'_>, key: &LimitKey, now: Millis) -> Result<Option<i64>> {
+        if let Some(retry) = self.blocked(tx, key, now)? {
+            return Ok(Some(retry));
         }
-        self.record(key, now);
-        None
-    }
-
-    #[cfg(test)]
-    fn sizes(&self) -> (usize, usize) {
-        let t = self.table.lock();
-        (t.entries.len(), t.order.len())
+        self.record(tx, key, now)?;
+        Ok(None)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+    use keyward_core::Store;
+    use keyward_core::store::testing;
+
     use super::*;
 
-    #[test]
-    fn blocks_after_max_and_frees_after_the_window() {
-        let rl = RateLimiter::new(Limits {
+    fn limiter(max: u32) -> RateLimiter {
+        RateLimiter::new(Limits {
             begins_per_address: Limit {
-                max: 3,
+                max,
                 window_ms: 1000,
             },
             ..Limits::default()
-        });
-        let a = LimitKey::Begin {
-            network: Network::of("192.0.2.1"),
-        };
-        for t in 0..3 {
-            assert!(rl.blocked(&a, t).is_none());
-            rl.record(a.clone(), t);
+        })
+    }
+
+    fn begin(address: &str) -> LimitKey {
+        LimitKey::Begin {
+            network: Network::of(address),
         }
-        assert_eq!(rl.blocked(&a, 10), Some(990));
-        assert!(
-            rl.blocked(
-                &LimitKey::Begin {
-                    network: Network::of("192.0.2.2")
-                },
-                10
-            )
-            .is_none(),
+    }
+
+    /// Runs `f` in a write transaction of `store`.
+    fn write<T>(store: &Store, mut f: impl FnMut(&Tx<'_>) -> Result<T>) -> T {
+        store.write(|tx| f(tx)).unwrap()
+    }
+
+    #[test]
+    fn blocks_after_max_and_frees_after_the_window() {
+        let store = testing::store().unwrap();
+        let rl = limiter(3);
+        let a = begin("192.0.2.1");
+        for t in 0..3 {
+            assert_eq!(write(&store, |tx| rl.hit(tx, &a, t)), None);
+        }
+        assert_eq!(write(&store, |tx| rl.blocked(tx, &a, 10)), Some(990));
+        assert_eq!(
+            write(&store, |tx| rl.blocked(tx, &begin("192.0.2.2"), 10)),
+            None,
             "other keys are unaffected"
         );
-        assert!(rl.blocked(&a, 1001).is_none());
+        assert_eq!(write(&store, |tx| rl.blocked(tx, &a, 1001)), None);
+    }
+
+    #[test]
+    fn a_refused_hit_is_not_counted_and_expired_hits_are_pruned() {
+        let store = testing::store().unwrap();
+        let rl = limiter(3);
+        let a = begin("192.0.2.1");
+        for t in 0..10 {
+            write(&store, |tx| rl.hit(tx, &a, t));
+        }
+        let rows = |at| {
+            store
+                .read(|tx| tx.limit_hits(&a.stored(), at, 100))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(rows(-1), 3, "a key holds at most `max` live rows");
+        // The first hit leaves the window at 1000: one more is let through, no sooner.
+        assert_eq!(write(&store, |tx| rl.hit(tx, &a, 999)), Some(1));
+        assert_eq!(write(&store, |tx| rl.hit(tx, &a, 1000)), None);
+        // Once every hit has expired, pruning deletes them all.
+        let pruned = write(&store, |tx| Ok(tx.prune_limit_hits(3000, 100)?));
+        assert_eq!(pruned, 4);
+        assert_eq!(rows(-1), 0);
+    }
+
+    #[test]
+    fn clearing_a_key_forgives_it_alone() {
+        let store = testing::store().unwrap();
+        let rl = limiter(1);
+        let (a, b) = (begin("192.0.2.1"), begin("192.0.2.2"));
+        write(&store, |tx| {
+            rl.record(tx, &a, 0)?;
+            rl.record(tx, &b, 0)?;
+            rl.clear(tx, &a)
+        });
+        assert_eq!(write(&store, |tx| rl.blocked(tx, &a, 1)), None);
+        assert_eq!(write(&store, |tx| rl.blocked(tx, &b, 1)), Some(999));
+    }
+
+    #[test]
+    fn every_key_is_stored_apart() {
+        let net = Network::of("192.0.2.1");
+        let keys = [
+            LimitKey::Begin {
+                network: net.clone(),
+            },
+            LimitKey::Failure {
+                network: net.clone(),
+            },
+            LimitKey::TargetFailure {
+                target: Target::username("ada"),
+                network: net.clone(),
+            },
+            LimitKey::TargetFailure {
+                target: Target::credential(b"ada"),
+                network: net.clone(),
+            },
+            LimitKey::RecoveryFailure { network: net },
+            LimitKey::Rename {
+                account: Uuid::nil(),
+            },
+        ];
+        let stored: std::collections::HashSet<String> = keys.iter().map(LimitKey::stored).collect();
+        assert_eq!(stored.len(), keys.len());
     }
 
     #[test]
@@ -365,50 +361,5 @@ mod tests {
             Network::wide("2001:db8:1:2::1")
         );
         assert_eq!(Network::wide("::ffff:192.0.2.7").as_str(), "192.0.2.0/24");
-    }
-
-    #[test]
-    fn memory_is_bounded_and_expired_keys_are_swept_without_a_scan() {
-        let rl = RateLimiter::new(Limits {
-            max_keys: 100,
-            ..Limits::default()
-        });
-        let key = |i: u32| LimitKey::Rename {
-            account: Uuid::from_u128(u128::from(i)),
-        };
-        // A flood of distinct keys never holds more than the bound.
-        for i in 0..10_000 {
-            rl.record(key(i), 0);
-            let (entries, order) = rl.sizes();
-            assert!(entries <= 100 && order <= 101, "{entries} {order}");
-        }
-        // The newest keys survive the flood; the oldest were evicted.
-        assert!(rl.table.lock().entries.contains_key(&key(9_999)));
-        assert!(!rl.table.lock().entries.contains_key(&key(0)));
-        // Once their window has passed, ordinary traffic sweeps them away.
-        let later = Limits::default().renames_per_account.window_ms + 1;
-        for _ in 0..60 {
-            rl.record(
-                LimitKey::Begin {
-                    network: Network::of("192.0.2.1"),
-                },
-                later,
-            );
-        }
-        assert_eq!(rl.sizes().0, 1, "only the live key is left");
-        // Clearing keys leaves no garbage behind for long.
-        for i in 0..50 {
-            rl.record(key(i), later);
-            rl.clear(&key(i));
-        }
-        for _ in 0..60 {
-            rl.record(
-                LimitKey::Begin {
-                    network: Network::of("192.0.2.1"),
-                },
-                later,
-            );
-        }
-        assert_eq!(rl.sizes(), (1, 1));
     }
 }

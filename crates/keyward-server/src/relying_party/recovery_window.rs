@@ -27,9 +27,9 @@ impl RelyingParty {
         req: RedeemBeginRequest,
         address: &str,
     ) -> Result<RecoveryChallenge> {
-        self.check_begin_rate(address)?;
         let username = normalize_username(&req.username)?;
         self.store.write(|tx| {
+            self.count_begin(tx, address)?;
             // Unknown users and users without a key get the same answer: nothing to enumerate.
             let account_id = match tx.account_by_username(&username)? {
                 Some(a) if tx.recovery_key(a.id)?.is_some() => Some(a.id),
@@ -68,7 +68,10 @@ impl RelyingParty {
         let address_key = LimitKey::RecoveryFailure {
             network: Network::of(address),
         };
-        if let Some(ms) = self.limiter.blocked(&address_key, now) {
+        if let Some(ms) = self
+            .store
+            .read(|tx| self.limiter.blocked(tx, &address_key, now))?
+        {
             return Err(too_many_attempts(ms));
         }
         self.write_verdict(|tx| {
@@ -78,7 +81,7 @@ impl RelyingParty {
                 return Ok(Verdict::Refused(ServerError::CeremonyExpired));
             };
             let fail = |tx: &mut Tx<'_>, account_id: Option<Uuid>| -> Result<Verdict<_>> {
-                self.limiter.record(address_key.clone(), now);
+                self.limiter.record(tx, &address_key, now)?;
                 if let Some(id) = account_id {
                     let mut e = NewEvent::new(id, EventKind::SignInFailed);
                     e.address = Some(address.to_string());
@@ -229,13 +232,13 @@ impl RelyingParty {
         req: RecoveryCancelBeginRequest,
         address: &str,
     ) -> Result<AssertionBegin> {
-        self.check_begin_rate(address)?;
         let username = req
             .username
             .as_deref()
             .map(normalize_username)
             .transpose()?;
         self.store.write_unsynced(|tx| {
+            self.count_begin(tx, address)?;
             self.assertion_begin(
                 tx,
                 CeremonyKind::RecoveryCancel,
@@ -254,7 +257,8 @@ impl RelyingParty {
     ) -> Result<AccountView> {
         let client = clean_client(&req.client, user_agent);
         let now = self.now();
-        self.check_failure_rate(address, None)?;
+        self.store
+            .read(|tx| self.check_failure_rate(tx, address, None))?;
         let mut presented = self.present(req.ceremony_id, &req.credential);
         self.write_verdict(|tx| {
             let Proven {

@@ -90,15 +90,17 @@ impl RelyingParty {
         req: RegistrationBeginRequest,
         address: &str,
     ) -> Result<RegistrationBegin> {
-        self.check_begin_rate(address)?;
         let username = normalize_username(&req.username)?;
         let display_name = match req.display_name.as_deref().map(|d| clean_text(d, 100)) {
             Some(d) if !d.is_empty() => d,
             _ => username.clone(),
         };
-        self.store.write_unsynced(|tx| {
+        let begun = self.store.write_unsynced::<_, ServerError>(|tx| {
+            self.count_begin(tx, address)?;
             if tx.username_exists(&username)? {
-                return Err(ServerError::UsernameUnavailable);
+                // Committed with the start counted: asking after names is what the begin
+                // limit slows down.
+                return Ok(Verdict::Refused(ServerError::UsernameUnavailable));
             }
             let user_id = Uuid::new_v4();
             let (options, registration) =
@@ -116,11 +118,15 @@ impl RelyingParty {
                 Begun::From(address),
                 &state,
             )?;
-            Ok(RegistrationBegin {
+            Ok(Verdict::Granted(RegistrationBegin {
                 ceremony_id: c.id,
                 options,
-            })
-        })
+            }))
+        })?;
+        match begun {
+            Verdict::Granted(begun) => Ok(begun),
+            Verdict::Refused(e) => Err(e),
+        }
     }
 
     /// Verifies a new credential against policy and turns it into a row for `account_id`.

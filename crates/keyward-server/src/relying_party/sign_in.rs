@@ -16,7 +16,6 @@ use crate::error::{Result, ServerError};
 
 impl RelyingParty {
     pub fn sign_in_begin(&self, req: SignInBeginRequest, address: &str) -> Result<AssertionBegin> {
-        self.check_begin_rate(address)?;
         self.prune_if_due();
         let username = req
             .username
@@ -24,6 +23,7 @@ impl RelyingParty {
             .map(normalize_username)
             .transpose()?;
         self.store.write_unsynced(|tx| {
+            self.count_begin(tx, address)?;
             self.assertion_begin(
                 tx,
                 CeremonyKind::SignIn,
@@ -41,7 +41,8 @@ impl RelyingParty {
     ) -> Result<SignedIn> {
         let client = clean_client(&req.client, user_agent);
         let now = self.now();
-        self.check_failure_rate(address, None)?;
+        self.store
+            .read(|tx| self.check_failure_rate(tx, address, None))?;
         let mut presented = self.present(req.ceremony_id, &req.credential);
         self.write_verdict(|tx| {
             let Proven {
@@ -80,10 +81,11 @@ impl RelyingParty {
                     self.cancel_recovery(tx, account, &actor, "owner signed in with a key")?;
             }
             self.forgive_failures(
+                tx,
                 &account.username,
                 req.credential.get_credential_id(),
                 address,
-            );
+            )?;
             let session = self.session_view(tx, &opened.session, Some(opened.session.id))?;
             Ok(Verdict::Granted(SignedIn {
                 token: opened.token,

@@ -77,10 +77,19 @@ impl Harness {
     }
 
     /// Stops this server and starts one on `db_url` instead, keeping the log key and clock.
-    pub async fn restart_on(mut self, db_url: String) -> Harness {
+    pub async fn restart_on(self, db_url: String) -> Harness {
+        self.restart_on_with(db_url, |_| {}).await
+    }
+
+    /// `restart_on`, with `tweak` applied to the new server's configuration.
+    pub async fn restart_on_with(
+        mut self,
+        db_url: String,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Harness {
         self.stop().await;
         let clock = self.clock.clone();
-        Self::start_at(self.dir, self.db, db_url, clock, |_| {}).await
+        Self::start_at(self.dir, self.db, db_url, clock, tweak).await
     }
 
     async fn start_at(

@@ -163,3 +163,70 @@ async fn a_session_ended_on_one_instance_is_refused_on_the_other_at_once() {
         .unwrap_err();
     assert_eq!(refused.status, reqwest::StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_step_up_on_one_instance_ends_the_old_tokens_stream_on_the_other() {
+    let (a, b) = two_instances().await;
+    let mut key = new_key();
+    let me = a.create_account(&mut key, "ada").await;
+    let mut stream = Sse::open(&b, &me.token, None).await;
+    let new = a.step_up(&me.token, &mut key).await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        while stream.body.next().await.is_some_and(|c| c.is_ok()) {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the old token's stream outlived it elsewhere"
+    );
+    let _: AccountView = b.get("/api/v1/account", &new).await.unwrap();
+}
+
+/// A correct sign-in's refusal, if any.
+async fn refused(
+    h: &Harness,
+    key: &mut keyward_softkey::SoftKey,
+) -> (reqwest::StatusCode, ErrorCode) {
+    let begin = h.sign_in_begin(Some("ada")).await;
+    let cred = key.authenticate(&h.origin, &begin.options).unwrap();
+    let e = h.sign_in_finish(&begin, cred, "x", None).await.unwrap_err();
+    (e.status, e.error.code)
+}
+
+/// Failures counted on one instance count on the other, and a restart forgets none: the hits
+/// are rows of the one database, not any process's memory.
+#[tokio::test]
+async fn a_rate_limit_counts_across_instances_and_survives_a_restart() {
+    let tight = |c: &mut keyward_server::Config| {
+        c.limits.failures_per_address.max = 4;
+        c.limits.failures_per_target_address.max = 4;
+    };
+    let a = Harness::start_with(tight).await;
+    let b = a.second_instance_with(tight).await;
+    let mut key = new_key();
+    a.create_account(&mut key, "ada").await;
+    let mut forged = key.clone();
+    forged.behaviour.corrupt_signature = true;
+    // Two failures on each instance: four from this address in all.
+    for h in [&a, &b, &a, &b] {
+        let begin = h.sign_in_begin(Some("ada")).await;
+        let cred = forged.authenticate(&h.origin, &begin.options).unwrap();
+        let e = h.sign_in_finish(&begin, cred, "x", None).await.unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::AuthenticationFailed);
+    }
+    let blocked = (
+        reqwest::StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::RateLimited,
+    );
+    // Either instance now refuses even a correct assertion from here.
+    assert_eq!(refused(&a, &mut key).await, blocked);
+    assert_eq!(refused(&b, &mut key).await, blocked);
+    // Restarted, the instance still remembers.
+    drop(b);
+    let db_url = a.db_url.clone();
+    let a = a.restart_on_with(db_url, tight).await;
+    assert_eq!(refused(&a, &mut key).await, blocked);
+    // The window passes: the owner signs in again.
+    a.clock.advance_secs(15 * 60 + 1);
+    a.sign_in(&mut key, None, "owner").await.unwrap();
+}
