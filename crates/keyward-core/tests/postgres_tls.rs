@@ -373,7 +373,7 @@ fn tls_to_a_real_postgresql_is_verified_and_required() {
     loop {
         match hearing.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(RemoteCommit::MayHaveMissed) => break,
-            Ok(RemoteCommit::Accounts(_)) => {}
+            Ok(RemoteCommit::Changed { .. }) => {}
             Err(e) => panic!("the listener never connected over TLS: {e}"),
         }
     }
