@@ -55,6 +55,11 @@ impl Tx<'_> {
             return Ok(None);
         }
         let checkpoint = Checkpoint::sign(key, seq, hash, at);
+        self.insert_checkpoint(&checkpoint)?;
+        Ok(Some(checkpoint))
+    }
+
+    pub(super) fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
         self.execute(
             "INSERT INTO log_checkpoints (seq, hash, at, signature) VALUES (?1, ?2, ?3, ?4)",
             args![
@@ -64,7 +69,7 @@ impl Tx<'_> {
                 checkpoint.signature.as_slice()
             ],
         )?;
-        Ok(Some(checkpoint))
+        Ok(())
     }
 
     /// Account `account_id`'s head signed with `key`, and the digest at its event `seen`.

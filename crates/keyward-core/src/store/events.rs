@@ -90,14 +90,19 @@ fn stored_hash(bytes: Vec<u8>) -> Result<[u8; 32]> {
 impl Tx<'_> {
     /// Appends to the hash-chained log. The event goes to live streams after the commit.
     pub fn append_event(&mut self, e: NewEvent, now: Millis) -> Result<SecurityEvent> {
-        let head: Option<(i64, Vec<u8>)> = self.query_row(
-            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
-            args![],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let (seq, prev) = match head {
-            Some((seq, hash)) => (seq + 1, stored_hash(hash)?),
-            None => (1, GENESIS_HASH),
+        let (seq, prev) = match self.appended_head {
+            Some((seq, hash, _)) => (seq + 1, hash),
+            None => {
+                let head: Option<(i64, Vec<u8>)> = self.query_row(
+                    "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+                    args![],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                match head {
+                    Some((seq, hash)) => (seq + 1, stored_hash(hash)?),
+                    None => (1, GENESIS_HASH),
+                }
+            }
         };
         let number: i64 = self.query_value(
             "SELECT COALESCE(MAX(account_seq), 0) + 1 FROM events WHERE account_id = ?1",
@@ -138,6 +143,7 @@ impl Tx<'_> {
             ],
         )?;
         event.id = number;
+        self.appended_head = Some((seq, hash, now));
         self.appended.push(event.clone());
         Ok(event)
     }

@@ -365,6 +365,9 @@ pub struct Tx<'c> {
     appended: Vec<SecurityEvent>,
     /// Sessions whose token this transaction replaced (told to other instances on commit).
     replaced_tokens: Vec<Uuid>,
+    /// The log's head once this transaction appended to it: (seq, hash, at). Later appends
+    /// and the checkpoint at commit start from it instead of reading the head again.
+    appended_head: Option<(i64, [u8; 32], keyward_proto::Millis)>,
 }
 
 impl<'c> Tx<'c> {
@@ -373,15 +376,16 @@ impl<'c> Tx<'c> {
             db,
             appended: Vec::new(),
             replaced_tokens: Vec::new(),
+            appended_head: None,
         }
     }
 
     /// Signs the new head if events were appended, then commits; the events appended.
-    fn finish(mut self, log_key: Option<&SigningKey>) -> Result<Vec<SecurityEvent>> {
+    fn finish(self, log_key: Option<&SigningKey>) -> Result<Vec<SecurityEvent>> {
         if let Some(key) = log_key
-            && !self.appended.is_empty()
+            && let Some((seq, hash, at)) = self.appended_head
         {
-            self.checkpoint_head(key)?;
+            self.insert_checkpoint(&Checkpoint::sign(key, seq, hash, at))?;
         }
         match self.db {
             Db::Sqlite(tx) => tx.commit()?,
@@ -510,6 +514,34 @@ mod tests {
                 Ok::<_, CoreError>(())
             })
             .unwrap();
+    }
+
+    /// On PostgreSQL a writer holds a lock on its connection: a closure that panics must not
+    /// put that connection back in the pool still holding it, or every later write would wait
+    /// for ever.
+    #[test]
+    fn a_write_that_panics_leaves_no_lock_behind() {
+        let store = std::sync::Arc::new(fixtures::store());
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = store.write(|_tx| -> Result<()> { panic!("a bug in a closure") });
+        }));
+        assert!(panicked.is_err());
+        // Writers at once, so that some use other connections than the panicked one.
+        let (done, finished) = std::sync::mpsc::channel();
+        for _ in 0..4 {
+            let (writer, done) = (store.clone(), done.clone());
+            std::thread::spawn(move || {
+                for i in 0..8u8 {
+                    writer.write(|tx| tx.set_meta("k", &[i])).unwrap();
+                }
+                done.send(()).unwrap();
+            });
+        }
+        for _ in 0..4 {
+            finished
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .expect("writes after a panicked one went through");
+        }
     }
 
     #[test]

@@ -269,6 +269,9 @@ fn migrate(client: &mut tokio_postgres::Client, migrations: &[&str]) -> Result<(
 pub(super) struct Connection {
     client: tokio_postgres::Client,
     statements: HashMap<String, tokio_postgres::Statement>,
+    /// Releasing the writer lock failed: the connection may still hold it, so it is never
+    /// used again (`has_broken`).
+    may_hold_lock: bool,
 }
 
 struct Manager {
@@ -284,17 +287,26 @@ impl r2d2::ManageConnection for Manager {
         Ok(Connection {
             client: connect(&self.config, &self.tls)?,
             statements: HashMap::new(),
+            may_hold_lock: false,
         })
     }
 
-    /// Also drops any advisory lock a connection still holds (an unlock that failed), so no
-    /// connection comes out of the pool holding the writer lock.
+    /// Checked at every checkout without a round trip: a connection the server closed (a
+    /// restart, say) is closed here by the time it is looked at again, since its I/O task
+    /// reads the server's goodbye. One that dies unnoticed fails its first statement, which
+    /// the caller sees as `unavailable`, and is dropped when it comes back.
     fn is_valid(&self, conn: &mut Connection) -> Result<()> {
-        Ok(block_on(conn.client.simple_query("SELECT pg_advisory_unlock_all()")).map(|_| ())?)
+        if conn.client.is_closed() || conn.may_hold_lock {
+            return Err(CoreError::Unavailable(
+                "the PostgreSQL connection closed".into(),
+            ));
+        }
+        Ok(())
     }
 
+    /// No connection goes back to the pool holding the writer lock.
     fn has_broken(&self, conn: &mut Connection) -> bool {
-        conn.client.is_closed()
+        conn.client.is_closed() || conn.may_hold_lock
     }
 }
 
@@ -372,14 +384,16 @@ impl Pool {
                 .execute("SELECT pg_advisory_lock($1)", &[&WRITER_LOCK]),
         )
         .map_err(CoreError::from)?;
+        // Until the unlock succeeds: should `f` panic, or the unlock fail, the pool closes the
+        // connection rather than keep it (`Manager::has_broken`), and closing releases the lock.
+        conn.may_hold_lock = true;
         let outcome = self.attempts(&mut conn, durability, log_key, &mut f, &publish);
-        if let Err(error) = block_on(
+        match block_on(
             conn.client
                 .execute("SELECT pg_advisory_unlock($1)", &[&WRITER_LOCK]),
         ) {
-            // The connection is likely gone, and the lock with it; if not, the pool's check
-            // on the next checkout drops it (`Manager::is_valid`).
-            tracing::warn!(%error, "releasing the PostgreSQL writer lock");
+            Ok(_) => conn.may_hold_lock = false,
+            Err(error) => tracing::warn!(%error, "releasing the PostgreSQL writer lock"),
         }
         outcome
     }
@@ -397,7 +411,9 @@ impl Pool {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Connection { client, statements } = &mut *conn;
+            let Connection {
+                client, statements, ..
+            } = &mut *conn;
             let tx = block_on(
                 client
                     .build_transaction()
@@ -506,7 +522,9 @@ impl Pool {
         f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         let mut conn = self.get()?;
-        let Connection { client, statements } = &mut *conn;
+        let Connection {
+            client, statements, ..
+        } = &mut *conn;
         let tx = block_on(
             client
                 .build_transaction()
