@@ -29,6 +29,9 @@ pub enum CoreError {
     NoLogKey,
     #[error("too many ceremonies are in flight; try again shortly")]
     TooManyCeremonies,
+    /// A file a backup, restore or tool reads or writes (the message names it).
+    #[error("{0}")]
+    File(String),
     #[error(transparent)]
     RecoveryKeyFormat(#[from] crate::recovery_key::RecoveryKeyFormatError),
 }

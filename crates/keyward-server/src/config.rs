@@ -190,6 +190,32 @@ pub enum Command {
         #[arg(long)]
         log_key: Option<PathBuf>,
     },
+    /// Back up the database while keywardd serves: a consistent copy as of one commit (SQLite's
+    /// online backup API; PostgreSQL through pg_dump's custom format). The log key is not in
+    /// it: keep that file apart. Exit 0 done, 2 nothing written.
+    Backup {
+        /// The database, as for serving: a SQLite file or postgres://… (the password from
+        /// KEYWARD_DB_PASSWORD_FILE or KEYWARD_DB_PASSWORD, a CA from KEYWARD_DB_CA_FILE).
+        #[arg(long)]
+        db: String,
+        /// The backup file to write; refused if it exists.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into a database holding no Keyward data (a new SQLite file, or an
+    /// empty PostgreSQL database), then verify its security log with the log key. Exit 0
+    /// restored and intact, 1 the restored log fails verification, 2 nothing restored.
+    Restore {
+        /// The backup file `keywardd backup` wrote.
+        #[arg(long)]
+        from: PathBuf,
+        /// Where to restore it, as for serving.
+        #[arg(long)]
+        db: String,
+        /// The log key. Default: DB + ".log-key" for SQLite; required for PostgreSQL.
+        #[arg(long)]
+        log_key: Option<PathBuf>,
+    },
     /// Move a deployment from SQLite to PostgreSQL: copy every row into an empty database in
     /// one transaction, keeping the security log's numbers, hashes and signed checkpoints, then
     /// verify the copy's log with the log key. Stop keywardd first. Exit 0 done, 1 the copy's

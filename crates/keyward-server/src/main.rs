@@ -22,6 +22,8 @@ async fn main() -> ExitCode {
     match args.command.take() {
         Some(Command::VerifyLog { db, log_key }) => return verify_log(&db, log_key),
         Some(Command::Migrate { from, to, log_key }) => return migrate(&from, &to, log_key),
+        Some(Command::Backup { db, to }) => return backup(&db, &to),
+        Some(Command::Restore { from, db, log_key }) => return restore(&from, &db, log_key),
         None => {}
     }
     let config = match Config::from_args(args) {
@@ -54,11 +56,73 @@ async fn main() -> ExitCode {
     }
 }
 
-/// `keywardd verify-log`: 0 intact, 1 tampered with, 2 unreadable.
-fn verify_log(db: &str, log_key: Option<std::path::PathBuf>) -> ExitCode {
+/// `--db` for a tool: the location, with the password and CA from the environment.
+fn tool_database(db: &str) -> Result<Location, String> {
     let password_file = std::env::var_os("KEYWARD_DB_PASSWORD_FILE").map(Into::into);
     let ca_file = std::env::var_os("KEYWARD_DB_CA_FILE").map(Into::into);
-    let db = match keyward_server::config::database(Some(db.into()), password_file, None, ca_file) {
+    keyward_server::config::database(Some(db.into()), password_file, None, ca_file)
+        .map_err(|e| e.to_string())
+}
+
+/// `keywardd backup`: 0 written, 2 nothing written.
+fn backup(db: &str, to: &std::path::Path) -> ExitCode {
+    let made = tool_database(db).and_then(|location| {
+        keyward_core::store::backup::backup(&location, to)
+            .map(|r| (location, r))
+            .map_err(|e| e.to_string())
+    });
+    match made {
+        Ok((location, report)) => {
+            println!(
+                "backed up {location} to {} ({} bytes); keep the log key apart from it",
+                to.display(),
+                report.bytes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keywardd: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `keywardd restore`: 0 restored and intact, 1 the restored log fails verification, 2 nothing
+/// restored.
+fn restore(from: &std::path::Path, db: &str, log_key: Option<std::path::PathBuf>) -> ExitCode {
+    let location = match tool_database(db) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("keywardd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let key_path = match (log_key, &location) {
+        (Some(path), _) => path,
+        (None, Location::Sqlite(path)) => log_seal::default_key_path(path),
+        (None, Location::Postgres(_)) => {
+            eprintln!("keywardd: with PostgreSQL, --log-key must name the log key's file");
+            return ExitCode::from(2);
+        }
+    };
+    if !key_path.is_file() {
+        eprintln!(
+            "keywardd: no log key at {}: name the deployment's with --log-key",
+            key_path.display()
+        );
+        return ExitCode::from(2);
+    }
+    if let Err(e) = keyward_core::store::backup::restore(from, &location) {
+        eprintln!("keywardd: nothing restored: {e}");
+        return ExitCode::from(2);
+    }
+    println!("restored {} into {location}", from.display());
+    verify_log(db, Some(key_path))
+}
+
+/// `keywardd verify-log`: 0 intact, 1 tampered with, 2 unreadable.
+fn verify_log(db: &str, log_key: Option<std::path::PathBuf>) -> ExitCode {
+    let db = match tool_database(db) {
         Ok(db) => db,
         Err(e) => {
             eprintln!("keywardd: {e}");

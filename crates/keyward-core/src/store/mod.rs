@@ -28,6 +28,7 @@ use crate::error::{CoreError, Result};
 
 mod accounts;
 mod authenticators;
+pub mod backup;
 mod ceremonies;
 mod checkpoints;
 mod copy;

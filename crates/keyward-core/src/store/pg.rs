@@ -50,9 +50,9 @@ const WRITER_LOCK: i64 = 0x4b57_0002;
 /// How to reach PostgreSQL: `--db postgres://…` plus what may not sit in the URL.
 #[derive(Clone)]
 pub struct PostgresOptions {
-    config: tokio_postgres::Config,
+    pub(super) config: tokio_postgres::Config,
     /// `sslmode` and the CA (tokio-postgres's `Config` holds neither `verify-*` nor the CA).
-    tls: TlsOptions,
+    pub(super) tls: TlsOptions,
     /// The URL as logs may show it: without its password.
     shown: String,
     /// Connections kept open by this instance.

@@ -6,6 +6,7 @@ mod harness;
 
 mod api;
 mod attacks;
+mod backup;
 mod browser;
 mod flows;
 mod fuzz;

@@ -104,12 +104,28 @@ pub(super) enum Roots {
 
 /// The URL's TLS settings, and `--db-ca-file`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(super) struct TlsOptions {
+pub(crate) struct TlsOptions {
     pub(super) mode: SslMode,
     roots: Option<Roots>,
 }
 
 impl TlsOptions {
+    /// These settings as libpq's environment variables, for PostgreSQL's own tools.
+    pub(crate) fn libpq_env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        let mut env = vec![("PGSSLMODE", self.mode.as_str().into())];
+        match &self.roots {
+            Some(Roots::File(path)) => env.push(("PGSSLROOTCERT", path.into())),
+            // libpq 15 knows no "system": it is handed the system's bundle (Debian's path).
+            Some(Roots::System) | None
+                if matches!(self.mode, SslMode::VerifyCa | SslMode::VerifyFull) =>
+            {
+                env.push(("PGSSLROOTCERT", "/etc/ssl/certs/ca-certificates.crt".into()))
+            }
+            _ => {}
+        }
+        env
+    }
+
     /// Takes `sslmode` and `sslrootcert` out of a `postgres://` URL's query (tokio-postgres
     /// refuses `sslrootcert` and the `verify-*` modes): the URL left for tokio-postgres to
     /// parse, and the settings. Keys and values are percent-decoded as tokio-postgres decodes
