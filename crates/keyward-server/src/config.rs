@@ -120,6 +120,10 @@ pub struct Args {
     /// Open connections served at once; more are closed as they arrive (default 1024).
     #[arg(long, env = "KEYWARD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default). Counts and latencies
+    /// only, no user data; still, keep it on an address only your monitoring reaches.
+    #[arg(long, env = "KEYWARD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// An authenticator model admitted in attested (AAL3) mode: its vendor's attestation root and
@@ -274,6 +278,7 @@ struct FileConfig {
     trusted_proxies: Vec<Cidr>,
     header_timeout: Option<u64>,
     max_connections: Option<usize>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -307,6 +312,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Event streams one session may hold open; one more is refused.
     pub max_streams_per_session: usize,
+    /// Where `/metrics` is served; None: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// How often an event stream reads the log even if it heard of no commit (a PostgreSQL
     /// notification can be lost while a listener reconnects).
     pub stream_poll_every: Duration,
@@ -359,6 +366,7 @@ impl Config {
             header_read_timeout: DEFAULT_HEADER_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_streams_per_session: DEFAULT_MAX_STREAMS_PER_SESSION,
+            metrics_listen: None,
             stream_poll_every: crate::http::stream::POLL_EVERY,
             check_host: true,
         }
@@ -481,6 +489,7 @@ impl Config {
                 .or(file.max_connections)
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS),
             max_streams_per_session: DEFAULT_MAX_STREAMS_PER_SESSION,
+            metrics_listen: args.metrics_listen.or(file.metrics_listen),
             stream_poll_every: crate::http::stream::POLL_EVERY,
         };
         config.validate()?;

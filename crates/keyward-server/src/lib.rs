@@ -8,6 +8,7 @@ pub mod config;
 mod error;
 mod http;
 pub mod log_seal;
+mod metrics;
 mod net;
 mod relying_party;
 

@@ -234,27 +234,40 @@ impl Store {
         durability: Durability,
         f: impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
+        let started = std::time::Instant::now();
         let key = self.log_key.read();
         let key = match durability {
             Durability::Synced => key.as_ref(),
             Durability::Unsynced => None,
         };
-        match &self.backend {
+        let value = match &self.backend {
             Backend::Sqlite(conn) => {
                 let mut conn = conn.lock();
                 let (value, appended) = sqlite_transact(&mut conn, durability, key, f)?;
                 // Published while the writer lock is still held, so live subscribers see
                 // events in commit order. The hook must not block.
                 self.publish(&appended);
-                Ok(value)
+                value
             }
             Backend::Postgres(pool) => {
                 let (value, appended) =
                     pool.transact(durability, key, f, |appended| self.publish(appended))?;
                 debug_assert!(durability == Durability::Synced || appended == 0);
-                Ok(value)
+                value
             }
-        }
+        };
+        // From the call to the commit: waiting for the writer, the work, any retries, the
+        // commit and (synced) its flush to disk. A no-op unless a metrics recorder is set.
+        metrics::histogram!(
+            "keyward_commit_seconds",
+            "engine" => self.engine().as_str(),
+            "durability" => match durability {
+                Durability::Synced => "synced",
+                Durability::Unsynced => "unsynced",
+            },
+        )
+        .record(started.elapsed().as_secs_f64());
+        Ok(value)
     }
 
     fn publish(&self, appended: &[SecurityEvent]) {

@@ -289,6 +289,17 @@ impl Tx<'_> {
         Ok(n == 1)
     }
 
+    /// Sessions neither ended nor lapsed (idle or absolute) at `now`.
+    pub fn open_sessions(&self, now: Millis, idle_ms: i64) -> Result<i64> {
+        self.query_value(
+            &format!(
+                "SELECT COUNT(*) FROM sessions
+                 WHERE ended_at IS NULL AND expires_at > ?1 AND {LAST_ACTIVE} + ?2 > ?1"
+            ),
+            args![now, idle_ms],
+        )
+    }
+
     /// Ends a session if it is still open; true if this call ended it.
     pub fn end_session(&self, id: Uuid, reason: &str, now: Millis) -> Result<bool> {
         let n = self.execute(

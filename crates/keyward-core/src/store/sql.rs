@@ -280,6 +280,15 @@ pub enum Engine {
     Postgres,
 }
 
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    }
+}
+
 fn sqlite_args<'a>(args: &'a [&'a dyn Param]) -> Vec<&'a dyn rusqlite::ToSql> {
     args.iter().map(|a| *a as &dyn rusqlite::ToSql).collect()
 }

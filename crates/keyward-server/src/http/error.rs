@@ -40,6 +40,7 @@ impl IntoResponse for ServerError {
             ServerError::Unavailable(detail) => tracing::warn!(%detail, "database unavailable"),
             _ => {}
         }
+        crate::metrics::refused(self.code());
         let mut response = (status_of(self.code()), axum::Json(self.to_wire())).into_response();
         let retry_after = match self {
             ServerError::RateLimited { retry_after_secs } => Some(retry_after_secs),

@@ -54,6 +54,7 @@ struct Shared {
     stream_poll_every: std::time::Duration,
     /// With `check_host`: the only `Host` values answered (see `serve::allowed_hosts`).
     allowed_hosts: Option<Vec<String>>,
+    metrics: bool,
 }
 
 /// What [`AppState::new`] takes from the configuration besides the relying party.
@@ -65,6 +66,8 @@ pub struct HttpSettings {
     pub stream_poll_every: std::time::Duration,
     /// With `check_host`: the only `Host` values answered (see `serve::allowed_hosts`).
     pub allowed_hosts: Option<Vec<String>>,
+    /// Requests are timed for `/metrics` (only when metrics are served).
+    pub metrics: bool,
 }
 
 impl HttpSettings {
@@ -75,6 +78,7 @@ impl HttpSettings {
             trusted_proxies: config.trusted_proxies.clone(),
             max_streams_per_session: config.max_streams_per_session,
             stream_poll_every: config.stream_poll_every,
+            metrics: config.metrics_listen.is_some(),
             allowed_hosts: config
                 .check_host
                 .then(|| serve::allowed_hosts(&config.origins)),
@@ -159,11 +163,17 @@ impl AppState {
             max_streams_per_session: settings.max_streams_per_session,
             stream_poll_every: settings.stream_poll_every,
             allowed_hosts: settings.allowed_hosts,
+            metrics: settings.metrics,
         }))
     }
 
     pub(crate) fn trusted_proxies(&self) -> &[Cidr] {
         &self.0.trusted_proxies
+    }
+
+    /// Event streams open now, over all sessions.
+    pub(crate) fn open_streams(&self) -> usize {
+        self.0.streams.lock().values().sum()
     }
 
     /// A place for one more event stream of `session`, or a refusal once it holds the most.
@@ -231,6 +241,11 @@ pub fn router(state: AppState) -> Router {
     let routes = match &state.0.web_ui {
         Some(dir) => browser::serve_web_ui(routes.route("/api/{*rest}", any(not_found)), dir),
         None => routes.fallback(not_found),
+    };
+    let routes = if state.0.metrics {
+        routes.layer(middleware::from_fn(crate::metrics::track_requests))
+    } else {
+        routes
     };
     routes
         .method_not_allowed_fallback(|| async {

@@ -35,6 +35,11 @@ pub enum StartError {
     },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Opens the store and builds everything a router needs.
@@ -57,21 +62,32 @@ pub fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppState, S
 /// A server running in the background.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, if it is.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     handle: axum_server::Handle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    metrics: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.abort();
+        }
+    }
 }
 
 impl RunningServer {
     /// Stops accepting, lets requests in flight finish (up to `grace`), and waits.
-    pub async fn shutdown(self, grace: Duration) {
+    pub async fn shutdown(mut self, grace: Duration) {
         self.handle.graceful_shutdown(Some(grace));
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
     }
 
     /// Waits until the server stops by itself (it does not, unless it fails).
-    pub async fn wait(self) -> std::io::Result<()> {
-        self.task.await.map_err(std::io::Error::other)?
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        (&mut self.task).await.map_err(std::io::Error::other)?
     }
 
     pub fn handle(&self) -> axum_server::Handle {
@@ -152,12 +168,29 @@ pub async fn start_on(
             tokio::spawn(async move { server.serve(app).await })
         }
     };
-    tracing::info!(%addr, rp_id = %config.rp_id, tls = config.tls.is_some(), "keywardd listening");
+    let (metrics_addr, metrics) = match config.metrics_listen {
+        None => (None, None),
+        Some(at) => {
+            let served = std::net::TcpListener::bind(at)
+                .and_then(|l| crate::metrics::serve(l, state.clone()))
+                .map_err(|source| StartError::Metrics { addr: at, source });
+            match served {
+                Ok((addr, task)) => (Some(addr), Some(task)),
+                Err(e) => {
+                    handle.shutdown();
+                    return Err(e);
+                }
+            }
+        }
+    };
+    tracing::info!(%addr, rp_id = %config.rp_id, tls = config.tls.is_some(), ?metrics_addr, "keywardd listening");
     Ok(RunningServer {
         addr,
+        metrics_addr,
         state,
         handle,
         task,
+        metrics,
     })
 }
 

@@ -360,6 +360,8 @@ impl RelyingParty {
             tx.append_event(e, now)?;
         }
         tracing::info!(reason = f.reason, %address, "assertion refused");
+        // Counted per attempt: on PostgreSQL a transaction that lost a conflict runs again.
+        crate::metrics::sign_in_failed(f.reason);
         Ok(())
     }
 

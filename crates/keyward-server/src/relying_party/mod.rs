@@ -68,6 +68,14 @@ pub(crate) enum Verdict<T> {
 }
 
 /// The relying party and everything its rules consult.
+/// Counts read from the store for `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauges {
+    pub ceremonies_pending: i64,
+    pub ceremonies_cap: i64,
+    pub sessions_open: i64,
+}
+
 pub struct RelyingParty {
     store: Store,
     webauthn: Webauthn,
@@ -206,6 +214,18 @@ impl RelyingParty {
 
     fn now(&self) -> Millis {
         self.clock.now()
+    }
+
+    /// What `/metrics` reads at each scrape.
+    pub fn gauges(&self) -> Result<Gauges> {
+        let now = self.now();
+        self.store.read(|tx| {
+            Ok(Gauges {
+                ceremonies_pending: tx.pending_ceremonies()?,
+                ceremonies_cap: i64::from(self.policy.max_pending_ceremonies),
+                sessions_open: tx.open_sessions(now, self.policy.session_idle_ms)?,
+            })
+        })
     }
 
     /// Unauthenticated ceremony starts are counted per address, in the start's transaction.

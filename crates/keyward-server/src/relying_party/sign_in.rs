@@ -44,7 +44,7 @@ impl RelyingParty {
         self.store
             .read(|tx| self.check_failure_rate(tx, address, None))?;
         let mut presented = self.present(req.ceremony_id, &req.credential);
-        self.write_verdict(|tx| {
+        let signed_in = self.write_verdict(|tx| {
             let Proven {
                 authenticator,
                 mut account,
@@ -93,7 +93,9 @@ impl RelyingParty {
                 session,
                 account: account_view(&account),
             }))
-        })
+        })?;
+        crate::metrics::signed_in();
+        Ok(signed_in)
     }
 
     pub fn step_up_begin(&self, authed: &Authed) -> Result<AssertionBegin> {
