@@ -120,6 +120,10 @@ pub struct Args {
     /// Open connections served at once; more are closed as they arrive (default 1024).
     #[arg(long, env = "KEYWARD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// How keywardd logs: text for people (the default), or json, one object per line with
+    /// the request's ID (also sent back as X-Request-Id). Never a token, secret or key.
+    #[arg(long, env = "KEYWARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default). Counts and latencies
     /// only, no user data; still, keep it on an address only your monitoring reaches.
     #[arg(long, env = "KEYWARD_METRICS_LISTEN")]
@@ -178,6 +182,13 @@ pub fn database(
         ));
     }
     Ok(location)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// What keywardd does besides serving (the default).

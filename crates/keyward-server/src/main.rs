@@ -7,18 +7,26 @@ use std::time::Duration;
 use clap::Parser;
 use keyward_core::SystemClock;
 use keyward_core::store::Location;
-use keyward_server::config::Command;
+use keyward_server::config::{Command, LogFormat};
 use keyward_server::{Args, Config, log_seal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let mut args = Args::parse();
+    let logs = tracing_subscriber::fmt().with_env_filter(
+        tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    );
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        // One object per line: the event's fields at the top, the request's span beside.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     match args.command.take() {
         Some(Command::VerifyLog { db, log_key }) => return verify_log(&db, log_key),
         Some(Command::Migrate { from, to, log_key }) => return migrate(&from, &to, log_key),

@@ -222,7 +222,8 @@ impl AppState {
         f: impl FnOnce(&RelyingParty) -> crate::error::Result<T> + Send + 'static,
     ) -> crate::error::Result<T> {
         let state = self.clone();
-        tokio::task::spawn_blocking(move || f(state.relying_party()))
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| f(state.relying_party())))
             .await
             .map_err(|e| ServerError::Internal(format!("worker: {e}")))?
     }
@@ -256,7 +257,24 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(move |req, next| {
             security_headers(req, next, tls)
         }))
+        .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Gives every request an ID of ours: logged with everything done for it (a span, carried
+/// into the blocking pool by `AppState::blocking`) and sent back as `X-Request-Id`, so a
+/// person who reports an error can name it. A client's own `X-Request-Id` is not used: it
+/// could make two requests' lines look like one.
+async fn request_id(req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let id = Uuid::new_v4().simple().to_string();
+    let span =
+        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let mut res = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
 }
 
 /// Refuses a request for a Host that is not this server's own (DNS rebinding: a page on

@@ -13,6 +13,7 @@ mod fuzz;
 mod instances;
 mod limits;
 mod log;
+mod logs;
 mod migrate;
 mod persistence;
 mod processes;
