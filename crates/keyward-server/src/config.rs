@@ -205,6 +205,11 @@ pub enum Command {
         #[arg(long)]
         log_key: Option<PathBuf>,
     },
+    /// Read everything keywardd would read at start (the settings, the log key, the TLS files,
+    /// the web UI, the database's answer) without serving or changing anything. Takes the
+    /// same flags, environment and --config as serving, given before it:
+    /// `keywardd --config /etc/keyward/keywardd.toml check-config`. Exit 0 fine, 2 not.
+    CheckConfig,
     /// Back up the database while keywardd serves: a consistent copy as of one commit (SQLite's
     /// online backup API; PostgreSQL through pg_dump's custom format). The log key is not in
     /// it: keep that file apart. Exit 0 done, 2 nothing written.

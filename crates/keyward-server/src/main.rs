@@ -31,6 +31,7 @@ async fn main() -> ExitCode {
         Some(Command::VerifyLog { db, log_key }) => return verify_log(&db, log_key),
         Some(Command::Migrate { from, to, log_key }) => return migrate(&from, &to, log_key),
         Some(Command::Backup { db, to }) => return backup(&db, &to),
+        Some(Command::CheckConfig) => return check_config(args),
         Some(Command::Restore { from, db, log_key }) => return restore(&from, &db, log_key),
         None => {}
     }
@@ -70,6 +71,30 @@ fn tool_database(db: &str) -> Result<Location, String> {
     let ca_file = std::env::var_os("KEYWARD_DB_CA_FILE").map(Into::into);
     keyward_server::config::database(Some(db.into()), password_file, None, ca_file)
         .map_err(|e| e.to_string())
+}
+
+/// `keywardd check-config`: 0 everything readable and valid, 2 not.
+fn check_config(args: Args) -> ExitCode {
+    let config = match Config::from_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("keywardd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let findings = keyward_server::check::check(&config);
+    for f in &findings {
+        match &f.problem {
+            None => println!("ok: {}", f.what),
+            Some(problem) => println!("problem: {}: {problem}", f.what),
+        }
+    }
+    if findings.iter().all(|f| f.problem.is_none()) {
+        println!("the configuration is fine");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
 }
 
 /// `keywardd backup`: 0 written, 2 nothing written.

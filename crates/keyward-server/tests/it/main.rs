@@ -8,6 +8,7 @@ mod api;
 mod attacks;
 mod backup;
 mod browser;
+mod check_config;
 mod flows;
 mod fuzz;
 mod instances;
