@@ -543,7 +543,10 @@ async fn listen_once(
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
-            if sender.unbounded_send(message).is_err() {
+            // An error is the connection's last word: polled again, it answers "closed" at
+            // once, for ever, and this loop would hold the I/O thread and fill the channel.
+            let last = message.is_err();
+            if sender.unbounded_send(message).is_err() || last {
                 break;
             }
         }
