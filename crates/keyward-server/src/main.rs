@@ -56,9 +56,8 @@ async fn main() -> ExitCode {
 
 /// `keywardd verify-log`: 0 intact, 1 tampered with, 2 unreadable.
 fn verify_log(db: &str, log_key: Option<std::path::PathBuf>) -> ExitCode {
-    let password_file = std::env::var_os("KEYWARD_DB_PASSWORD_FILE").map(Into::into);
-    let ca_file = std::env::var_os("KEYWARD_DB_CA_FILE").map(Into::into);
-    let db = match keyward_server::config::database(Some(db.into()), password_file, None, ca_file) {
+    let files = keyward_server::config::DbFiles::from_env();
+    let db = match keyward_server::config::database(Some(db.into()), files, None) {
         Ok(db) => db,
         Err(e) => {
             eprintln!("keywardd: {e}");
@@ -123,13 +122,11 @@ fn migrate(from: &str, to: &str, log_key: Option<std::path::PathBuf>) -> ExitCod
     if !source_path.is_file() {
         return fail(&format!("{} does not exist", source_path.display()));
     }
-    let password_file = std::env::var_os("KEYWARD_DB_PASSWORD_FILE").map(Into::into);
-    let ca_file = std::env::var_os("KEYWARD_DB_CA_FILE").map(Into::into);
-    let target_location =
-        match keyward_server::config::database(Some(to.into()), password_file, None, ca_file) {
-            Ok(l) => l,
-            Err(e) => return fail(&e),
-        };
+    let files = keyward_server::config::DbFiles::from_env();
+    let target_location = match keyward_server::config::database(Some(to.into()), files, None) {
+        Ok(l) => l,
+        Err(e) => return fail(&e),
+    };
     let key_path = log_key.unwrap_or_else(|| log_seal::default_key_path(&source_path));
     let key = match log_seal::load_key(&key_path) {
         Ok(Some(key)) => key,
