@@ -1,5 +1,7 @@
 //! TLS to a real PostgreSQL: a throwaway cluster of this test's own with `ssl=on`, a CA and a
-//! server certificate made here, and a `pg_hba.conf` that takes only TLS (`hostssl`, SCRAM).
+//! server certificate made here, and a `pg_hba.conf` that takes only TLS (`hostssl`, SCRAM);
+//! and a second cluster that takes only client certificates (`hostssl … cert`, the CA as its
+//! `ssl_ca_file`), with CRLs made here for the server's certificate.
 //! Runs when `KEYWARD_TEST_POSTGRES` is set (`./dev test` sets it for the PostgreSQL pass);
 //! the suite's own server is not used: this one needs TLS and its own certificates. The
 //! binaries are PostgreSQL's `initdb` and `pg_ctl` (`KEYWARD_PG_BIN`, else the newest
@@ -16,19 +18,38 @@ use keyward_proto::AccountState;
 
 const PASSWORD: &str = "correct horse battery staple";
 
-/// A CA and a server certificate for `localhost` and 127.0.0.1 under it, and a second CA
-/// that signed nothing here.
+/// A CA and a server certificate for `localhost` and 127.0.0.1 under it (serial
+/// [`SERVER_SERIAL`]), client certificates, CRLs, and a second CA that signed a client
+/// certificate only.
 struct Certificates {
     ca: PathBuf,
     other_ca: PathBuf,
     server_cert: PathBuf,
     server_key: PathBuf,
+    /// CN `keyward` (the cluster's user), by the CA; its key is owner-only.
+    client: ClientFiles,
+    /// CN `keyward`, by the other CA.
+    client_of_other_ca: ClientFiles,
+    /// CN `mallory`, by the CA: a certificate the server trusts, for another user.
+    client_for_mallory: ClientFiles,
+    /// The CA's CRL listing the server's certificate.
+    crl_revoking_server: PathBuf,
+    /// The CA's CRL listing another certificate only.
+    crl_revoking_another: PathBuf,
 }
+
+struct ClientFiles {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+const SERVER_SERIAL: u64 = 0x5e17;
 
 fn make_certificates(dir: &Path) -> Certificates {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+        ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+        RevocationReason, RevokedCertParams, SerialNumber, date_time_ymd,
     };
     let ca = |name: &str| {
         let key = KeyPair::generate().unwrap();
@@ -40,22 +61,65 @@ fn make_certificates(dir: &Path) -> Certificates {
         (cert.pem(), Issuer::new(params, key))
     };
     let (ca_pem, issuer) = ca("Keyward test database CA");
-    let (other_ca_pem, _) = ca("Some other CA");
+    let (other_ca_pem, other_issuer) = ca("Some other CA");
     let server_key = KeyPair::generate().unwrap();
     let mut params =
         CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     params
         .distinguished_name
         .push(DnType::CommonName, "localhost");
+    params.serial_number = Some(SerialNumber::from(SERVER_SERIAL));
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server_cert = params.signed_by(&server_key, &issuer).unwrap();
+
+    let client = |name: &str, user: &str, issuer: &Issuer<'_, KeyPair>| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, user);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, issuer).unwrap();
+        let files = ClientFiles {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+        };
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        run(Command::new("chmod").arg("600").arg(&files.key));
+        files
+    };
+    let crl = |name: &str, serial: u64| {
+        let crl = CertificateRevocationListParams {
+            this_update: date_time_ymd(2024, 1, 1),
+            next_update: date_time_ymd(2100, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from(serial),
+                revocation_time: date_time_ymd(2024, 1, 1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, crl.pem().unwrap()).unwrap();
+        path
+    };
 
     let certificates = Certificates {
         ca: dir.join("ca.pem"),
         other_ca: dir.join("other-ca.pem"),
         server_cert: dir.join("server.crt"),
         server_key: dir.join("server.key"),
+        client: client("client", "keyward", &issuer),
+        client_of_other_ca: client("client-other-ca", "keyward", &other_issuer),
+        client_for_mallory: client("client-mallory", "mallory", &issuer),
+        crl_revoking_server: crl("revoking-server.crl", SERVER_SERIAL),
+        crl_revoking_another: crl("revoking-another.crl", SERVER_SERIAL + 1),
     };
     std::fs::write(&certificates.ca, ca_pem).unwrap();
     std::fs::write(&certificates.other_ca, other_ca_pem).unwrap();
@@ -137,9 +201,21 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// initdb with a password for `keyward`, TLS on with `certificates`, and TCP connections
-/// accepted only over TLS with SCRAM.
-fn start_cluster() -> (Cluster, Certificates) {
+/// TCP connections accepted only over TLS with SCRAM.
+const SCRAM_OVER_TLS: &str = "local all all trust\n\
+    hostssl all all 127.0.0.1/32 scram-sha-256\n\
+    hostssl all all ::1/128 scram-sha-256\n";
+
+/// TCP connections accepted only over TLS with a client certificate, by the CA, whose CN is
+/// the user's name (`cert` is `clientcert=verify-full`).
+const CLIENT_CERTIFICATES: &str = "local all all trust\n\
+    hostssl all all 127.0.0.1/32 cert\n\
+    hostssl all all ::1/128 cert\n";
+
+/// initdb with a password for `keyward`, TLS on with `certificates`, and `hba` as
+/// `pg_hba.conf`; with `client_ca`, the CA is the server's `ssl_ca_file` (client certificates
+/// are asked for and must chain to it).
+fn start_cluster(hba: &str, client_ca: bool) -> (Cluster, Certificates) {
     let bin = postgres_bin();
     let dir = tempfile::tempdir().unwrap();
     let root = running_as_root();
@@ -163,29 +239,22 @@ fn start_cluster() -> (Cluster, Certificates) {
         run(Command::new("chown").arg("postgres").arg(&key));
     }
     run(Command::new("chmod").arg("600").arg(&key));
-    std::fs::write(
-        data.join("pg_hba.conf"),
-        "local all all trust\n\
-         hostssl all all 127.0.0.1/32 scram-sha-256\n\
-         hostssl all all ::1/128 scram-sha-256\n",
-    )
-    .unwrap();
+    std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
 
     // In postgresql.conf rather than on the command line, so ALTER SYSTEM can turn TLS off.
     let mut conf = std::fs::OpenOptions::new()
         .append(true)
         .open(data.join("postgresql.conf"))
         .unwrap();
-    std::io::Write::write_all(
-        &mut conf,
-        format!(
-            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
-            certificates.server_cert.display(),
-            key.display()
-        )
-        .as_bytes(),
-    )
-    .unwrap();
+    let mut settings = format!(
+        "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+        certificates.server_cert.display(),
+        key.display()
+    );
+    if client_ca {
+        settings.push_str(&format!("ssl_ca_file = '{}'\n", certificates.ca.display()));
+    }
+    std::io::Write::write_all(&mut conf, settings.as_bytes()).unwrap();
     drop(conf);
 
     let port = free_port();
@@ -236,9 +305,9 @@ fn encrypted(options: &PostgresOptions) -> keyward_core::Result<bool> {
 }
 
 /// The connection failed, with an error that says each of `because`.
-fn refused(outcome: keyward_core::Result<bool>, because: &[&str]) {
+fn refused<T: std::fmt::Debug>(outcome: keyward_core::Result<T>, because: &[&str]) {
     match outcome {
-        Ok(ssl) => panic!("connected (ssl = {ssl}); should have been refused: {because:?}"),
+        Ok(seen) => panic!("connected (saw {seen:?}); should have been refused: {because:?}"),
         Err(e) => {
             eprintln!("refused as it should be: {e}");
             let text = e.to_string();
@@ -258,7 +327,7 @@ fn tls_to_a_real_postgresql_is_verified_and_required() {
         eprintln!("KEYWARD_TEST_POSTGRES is not set: not starting a PostgreSQL with TLS");
         return;
     }
-    let (cluster, certificates) = start_cluster();
+    let (cluster, certificates) = start_cluster(SCRAM_OVER_TLS, false);
     let ca = certificates.ca.display().to_string();
 
     // verify-full with the right CA, named in the URL: the host name is in the certificate.
@@ -409,4 +478,196 @@ fn tls_to_a_real_postgresql_is_verified_and_required() {
     refused(encrypted(&by_flag), &["server does not support TLS"]);
     refused(encrypted(&full), &["server does not support TLS"]);
     drop(cluster);
+}
+
+/// The client certificate's subject, as the server saw it on this connection.
+fn client_dn(options: &PostgresOptions) -> keyward_core::Result<Option<String>> {
+    let client = options.connect_once()?;
+    let row = block_on(client.query_one(
+        "SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        &[],
+    ))?;
+    Ok(row.get(0))
+}
+
+#[test]
+fn client_certificates_and_crls_on_a_real_postgresql() {
+    if !keyward_core::store::testing::on_postgres() {
+        eprintln!("KEYWARD_TEST_POSTGRES is not set: not starting a PostgreSQL with TLS");
+        return;
+    }
+    let (cluster, certificates) = start_cluster(CLIENT_CERTIFICATES, true);
+    let ca = certificates.ca.display().to_string();
+    let with_client = |files: &ClientFiles| {
+        format!(
+            "sslmode=verify-full&sslrootcert={ca}&sslcert={}&sslkey={}",
+            files.cert.display(),
+            files.key.display()
+        )
+    };
+
+    // The CA's certificate for `keyward`, named in the URL: in, as /CN=keyward.
+    let by_url = cluster
+        .options("localhost", &with_client(&certificates.client))
+        .unwrap();
+    assert_eq!(client_dn(&by_url).unwrap().as_deref(), Some("/CN=keyward"));
+
+    // The same from --db-cert-file and --db-key-file, for a store: its pool and its
+    // listener, over TLS with the certificate.
+    let mut by_flags = cluster.options("localhost", "sslmode=verify-full").unwrap();
+    by_flags.set_ca_file(certificates.ca.clone()).unwrap();
+    by_flags
+        .set_client_cert(
+            certificates.client.cert.clone(),
+            certificates.client.key.clone(),
+        )
+        .unwrap();
+    let store = Store::connect(&Location::Postgres(Box::new(by_flags.clone()))).unwrap();
+    let (heard, hearing) = std::sync::mpsc::channel();
+    store
+        .listen_for_other_instances(move |commit| {
+            let _ = heard.send(commit);
+        })
+        .unwrap();
+    let dn: Option<String> = store
+        .read(|tx| {
+            tx.raw_value(
+                "SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+        })
+        .unwrap();
+    assert_eq!(dn.as_deref(), Some("/CN=keyward"));
+    match hearing.recv_timeout(Duration::from_secs(10)) {
+        Ok(RemoteCommit::MayHaveMissed) => {}
+        other => panic!("the listener did not connect with the certificate: {other:?}"),
+    }
+    drop(store);
+
+    // No certificate: the server refuses, and says so.
+    let without = cluster
+        .options(
+            "localhost",
+            &format!("sslmode=verify-full&sslrootcert={ca}"),
+        )
+        .unwrap();
+    refused(
+        client_dn(&without),
+        &["connection requires a valid client certificate"],
+    );
+    // A certificate from another CA: refused by the server's TLS, the certificate named.
+    refused(
+        client_dn(
+            &cluster
+                .options("localhost", &with_client(&certificates.client_of_other_ca))
+                .unwrap(),
+        ),
+        &[
+            "refused keywardd's client certificate",
+            &certificates.client_of_other_ca.cert.display().to_string(),
+        ],
+    );
+    // The CA's certificate for another user: refused by the server's authentication.
+    refused(
+        client_dn(
+            &cluster
+                .options("localhost", &with_client(&certificates.client_for_mallory))
+                .unwrap(),
+        ),
+        &["certificate authentication failed for user \"keyward\""],
+    );
+    // A key open to others is refused before connecting, naming the file (not its text).
+    run(Command::new("chmod")
+        .arg("644")
+        .arg(&certificates.client.key));
+    let error = Store::connect(&Location::Postgres(Box::new(by_flags.clone())))
+        .err()
+        .expect("a key open to others was used")
+        .to_string();
+    assert!(
+        error.contains(&certificates.client.key.display().to_string()) && error.contains("644"),
+        "{error}"
+    );
+    assert!(!error.contains("PRIVATE KEY"), "{error}");
+    run(Command::new("chmod")
+        .arg("600")
+        .arg(&certificates.client.key));
+
+    // A CRL that lists the server's certificate: refused, in verify-full and verify-ca, by
+    // the URL's sslcrl and by --db-crl-file.
+    let revoking = certificates.crl_revoking_server.display().to_string();
+    let revoked = format!("{}&sslcrl={revoking}", with_client(&certificates.client));
+    refused(
+        client_dn(&cluster.options("localhost", &revoked).unwrap()),
+        &["certificate is refused", "revoked", &revoking],
+    );
+    let mut revoked_ca_only = cluster
+        .options(
+            "db.example.org",
+            &format!(
+                "sslmode=verify-ca&sslrootcert={ca}&hostaddr=127.0.0.1&sslcrl={revoking}&\
+                 sslcert={}&sslkey={}",
+                certificates.client.cert.display(),
+                certificates.client.key.display()
+            ),
+        )
+        .unwrap();
+    refused(client_dn(&revoked_ca_only), &["revoked"]);
+    assert!(
+        revoked_ca_only
+            .set_crl_file(certificates.crl_revoking_another.clone())
+            .is_err(),
+        "a second CRL"
+    );
+    let mut by_flag = by_flags.clone();
+    by_flag
+        .set_crl_file(certificates.crl_revoking_server.clone())
+        .unwrap();
+    match Store::connect(&Location::Postgres(Box::new(by_flag))) {
+        Ok(_) => panic!("a store connected to a server whose certificate is revoked"),
+        Err(e) => assert!(e.to_string().contains("revoked"), "{e}"),
+    }
+    // The CA's CRL that lists another certificate: in.
+    let mut not_revoked = by_flags.clone();
+    not_revoked
+        .set_crl_file(certificates.crl_revoking_another.clone())
+        .unwrap();
+    assert_eq!(
+        client_dn(&not_revoked).unwrap().as_deref(),
+        Some("/CN=keyward")
+    );
+
+    // The store's listener outlives it (it reconnects for as long as the process lives):
+    // its connection's end, the server gone, must leave the I/O thread free. (It once
+    // spun there on the ended connection, filling memory, and every connection hung.)
+    drop(cluster);
+    std::thread::sleep(Duration::from_secs(1));
+    let before = resident_bytes();
+    std::thread::sleep(Duration::from_secs(2));
+    let grown = resident_bytes().saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "{} MB more memory in 2 s with nothing to do",
+        grown >> 20
+    );
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(not_revoked.connect_once().is_err());
+    });
+    assert_eq!(
+        finished.recv_timeout(Duration::from_secs(5)),
+        Ok(true),
+        "the PostgreSQL I/O thread is stuck"
+    );
+}
+
+/// This process's resident memory (Linux; 0 elsewhere).
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
 }

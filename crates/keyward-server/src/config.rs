@@ -60,6 +60,17 @@ pub struct Args {
     /// system's (or sslrootcert=PATH in --db; not both).
     #[arg(long, env = "KEYWARD_DB_CA_FILE")]
     pub db_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) to show PostgreSQL, with --db-key-file (or sslcert=PATH
+    /// and sslkey=PATH in --db; not both).
+    #[arg(long, env = "KEYWARD_DB_CERT_FILE")]
+    pub db_cert_file: Option<PathBuf>,
+    /// PEM private key of --db-cert-file, unencrypted, in an owner-only file (chmod 600).
+    #[arg(long, env = "KEYWARD_DB_KEY_FILE")]
+    pub db_key_file: Option<PathBuf>,
+    /// PEM CRLs to check PostgreSQL's certificate chain against (or sslcrl=PATH in --db; not
+    /// both): a listed certificate, one no CRL covers, or an expired CRL refuses the server.
+    #[arg(long, env = "KEYWARD_DB_CRL_FILE")]
+    pub db_crl_file: Option<PathBuf>,
     /// The security log's signing key (made on first start, owner-only). Default: DB + ".log-key"
     /// for SQLite; required for PostgreSQL (every instance needs the same key).
     #[arg(long, env = "KEYWARD_LOG_KEY")]
@@ -140,20 +151,62 @@ pub struct AttestedModel {
     pub name: String,
 }
 
+/// The files that go with a PostgreSQL `--db`: only paths here; the TLS files are read when
+/// the store connects.
+#[derive(Debug, Clone, Default)]
+pub struct DbFiles {
+    /// `--db-password-file`.
+    pub password: Option<PathBuf>,
+    /// `--db-ca-file`.
+    pub ca: Option<PathBuf>,
+    /// `--db-cert-file`, with `key`.
+    pub cert: Option<PathBuf>,
+    /// `--db-key-file`, with `cert`.
+    pub key: Option<PathBuf>,
+    /// `--db-crl-file`.
+    pub crl: Option<PathBuf>,
+}
+
+impl DbFiles {
+    /// From the environment alone, as the subcommands take them: `KEYWARD_DB_PASSWORD_FILE`,
+    /// `KEYWARD_DB_CA_FILE`, `KEYWARD_DB_CERT_FILE`, `KEYWARD_DB_KEY_FILE`,
+    /// `KEYWARD_DB_CRL_FILE`.
+    pub fn from_env() -> DbFiles {
+        let path = |name: &str| std::env::var_os(name).map(PathBuf::from);
+        DbFiles {
+            password: path("KEYWARD_DB_PASSWORD_FILE"),
+            ca: path("KEYWARD_DB_CA_FILE"),
+            cert: path("KEYWARD_DB_CERT_FILE"),
+            key: path("KEYWARD_DB_KEY_FILE"),
+            crl: path("KEYWARD_DB_CRL_FILE"),
+        }
+    }
+
+    fn any(&self) -> bool {
+        let DbFiles {
+            password,
+            ca,
+            cert,
+            key,
+            crl,
+        } = self;
+        [password, ca, cert, key, crl].iter().any(|f| f.is_some())
+    }
+}
+
 /// `--db` and its credentials: a SQLite path by default; for PostgreSQL, the password from
-/// a file or `KEYWARD_DB_PASSWORD`, never from the URL's place in a process listing, and the
-/// CA its TLS certificate is verified with.
+/// a file or `KEYWARD_DB_PASSWORD`, never from the URL's place in a process listing, the CA
+/// its TLS certificate is verified with, a client certificate and key, and CRLs.
 pub fn database(
     db: Option<String>,
-    password_file: Option<PathBuf>,
+    files: DbFiles,
     pool: Option<u32>,
-    ca_file: Option<PathBuf>,
 ) -> Result<Location, ConfigError> {
     let text = db.unwrap_or_else(|| "keyward.db".into());
     let mut location =
         Location::parse(&text).map_err(|e| ConfigError::Invalid(format!("--db: {e}")))?;
     if let Location::Postgres(options) = &mut location {
-        let password = match password_file {
+        let password = match files.password {
             Some(path) => Some(
                 std::fs::read_to_string(&path)
                     .map_err(|source| ConfigError::Read { path, source })?
@@ -171,14 +224,32 @@ pub fn database(
             }
             options.pool_size = n;
         }
-        if let Some(path) = ca_file {
+        if let Some(path) = files.ca {
             options
                 .set_ca_file(path)
                 .map_err(|e| ConfigError::Invalid(format!("--db-ca-file: {e}")))?;
         }
-    } else if password_file.is_some() || pool.is_some() || ca_file.is_some() {
+        match (files.cert, files.key) {
+            (Some(cert), Some(key)) => options.set_client_cert(cert, key).map_err(|e| {
+                ConfigError::Invalid(format!("--db-cert-file and --db-key-file: {e}"))
+            })?,
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "--db-cert-file and --db-key-file go together".into(),
+                ));
+            }
+        }
+        if let Some(path) = files.crl {
+            options
+                .set_crl_file(path)
+                .map_err(|e| ConfigError::Invalid(format!("--db-crl-file: {e}")))?;
+        }
+    } else if files.any() || pool.is_some() {
         return Err(ConfigError::Invalid(
-            "--db-password-file, --db-pool and --db-ca-file are for PostgreSQL".into(),
+            "--db-password-file, --db-pool, --db-ca-file, --db-cert-file, --db-key-file and \
+             --db-crl-file are for PostgreSQL"
+                .into(),
         ));
     }
     Ok(location)
@@ -198,7 +269,8 @@ pub enum Command {
     /// by the log key. Exit 0 if intact, 1 if tampered with, 2 if it cannot be read.
     VerifyLog {
         /// The database, as for serving: a SQLite file or postgres://… (the password from
-        /// KEYWARD_DB_PASSWORD_FILE or KEYWARD_DB_PASSWORD, a CA from KEYWARD_DB_CA_FILE).
+        /// KEYWARD_DB_PASSWORD_FILE or KEYWARD_DB_PASSWORD; TLS files from
+        /// KEYWARD_DB_CA_FILE, KEYWARD_DB_CERT_FILE, KEYWARD_DB_KEY_FILE, KEYWARD_DB_CRL_FILE).
         #[arg(long)]
         db: String,
         /// The log key. Default: DB + ".log-key".
@@ -245,7 +317,8 @@ pub enum Command {
         #[arg(long)]
         from: String,
         /// The empty database to copy into: postgres://… (the password from
-        /// KEYWARD_DB_PASSWORD_FILE or KEYWARD_DB_PASSWORD, a CA from KEYWARD_DB_CA_FILE).
+        /// KEYWARD_DB_PASSWORD_FILE or KEYWARD_DB_PASSWORD; TLS files from
+        /// KEYWARD_DB_CA_FILE, KEYWARD_DB_CERT_FILE, KEYWARD_DB_KEY_FILE, KEYWARD_DB_CRL_FILE).
         #[arg(long)]
         to: String,
         /// The log key, which the new deployment keeps using. Default: the SQLite file +
@@ -273,6 +346,9 @@ struct FileConfig {
     db_password_file: Option<PathBuf>,
     db_pool: Option<u32>,
     db_ca_file: Option<PathBuf>,
+    db_cert_file: Option<PathBuf>,
+    db_key_file: Option<PathBuf>,
+    db_crl_file: Option<PathBuf>,
     log_key: Option<PathBuf>,
     rp_id: Option<String>,
     rp_name: Option<String>,
@@ -478,9 +554,14 @@ impl Config {
             log_key: args.log_key.or(file.log_key),
             db: database(
                 args.db.or(file.db),
-                args.db_password_file.or(file.db_password_file),
+                DbFiles {
+                    password: args.db_password_file.or(file.db_password_file),
+                    ca: args.db_ca_file.or(file.db_ca_file),
+                    cert: args.db_cert_file.or(file.db_cert_file),
+                    key: args.db_key_file.or(file.db_key_file),
+                    crl: args.db_crl_file.or(file.db_crl_file),
+                },
                 args.db_pool.or(file.db_pool),
-                args.db_ca_file.or(file.db_ca_file),
             )?,
             rp_name: args
                 .rp_name
@@ -613,27 +694,31 @@ mod tests {
         let ca = dir.path().join("ca.pem");
         let password = dir.path().join("password");
         std::fs::write(&password, "s3cret\n").unwrap();
-        let sqlite = database(Some("keyward.db".into()), None, None, Some(ca.clone()));
+        let ca_only = || DbFiles {
+            ca: Some(ca.clone()),
+            ..DbFiles::default()
+        };
+        let sqlite = database(Some("keyward.db".into()), ca_only(), None);
         assert!(sqlite.unwrap_err().to_string().contains("for PostgreSQL"));
         let twice = database(
             Some("postgres://k@db/k?sslrootcert=/etc/ca.pem".into()),
+            ca_only(),
             None,
-            None,
-            Some(ca.clone()),
         );
         assert!(twice.unwrap_err().to_string().contains("--db-ca-file"));
         let plain = database(
             Some("postgres://k@db/k?sslmode=disable".into()),
+            ca_only(),
             None,
-            None,
-            Some(ca.clone()),
         );
         assert!(plain.is_err());
         let location = database(
             Some("postgres://k@db/k?sslmode=verify-full".into()),
-            Some(password),
+            DbFiles {
+                password: Some(password),
+                ..ca_only()
+            },
             None,
-            Some(ca),
         )
         .unwrap();
         let Location::Postgres(options) = &location else {
@@ -650,6 +735,66 @@ mod tests {
             file.db_ca_file,
             Some(PathBuf::from("/etc/keyward/db-ca.pem"))
         );
+    }
+
+    #[test]
+    fn the_db_client_certificate_and_crl_files_are_for_postgresql_and_given_once() {
+        let files = |cert: Option<&str>, key: Option<&str>, crl: Option<&str>| DbFiles {
+            cert: cert.map(PathBuf::from),
+            key: key.map(PathBuf::from),
+            crl: crl.map(PathBuf::from),
+            ..DbFiles::default()
+        };
+        let url = |query: &str| Some(format!("postgres://k@db/k?sslmode=verify-full{query}"));
+        let error =
+            |db: Option<String>, files: DbFiles| database(db, files, None).unwrap_err().to_string();
+        // Flags alone: the files are only named here (read when the store connects).
+        database(
+            url(""),
+            files(Some("/c.pem"), Some("/k.pem"), Some("/crl.pem")),
+            None,
+        )
+        .unwrap();
+        let sqlite = error(
+            Some("keyward.db".into()),
+            files(None, None, Some("/crl.pem")),
+        );
+        assert!(sqlite.contains("for PostgreSQL"), "{sqlite}");
+        let half = error(url(""), files(Some("/c.pem"), None, None));
+        assert!(half.contains("go together"), "{half}");
+        let half = error(url(""), files(None, Some("/k.pem"), None));
+        assert!(half.contains("go together"), "{half}");
+        let twice = error(
+            url("&sslcert=/u.pem&sslkey=/u.key"),
+            files(Some("/c.pem"), Some("/k.pem"), None),
+        );
+        assert!(
+            twice.contains("--db-cert-file") && twice.contains("twice"),
+            "{twice}"
+        );
+        let twice = error(url("&sslcrl=/u.crl"), files(None, None, Some("/crl.pem")));
+        assert!(
+            twice.contains("--db-crl-file") && twice.contains("twice"),
+            "{twice}"
+        );
+        let plain = error(
+            Some("postgres://k@db/k?sslmode=disable".into()),
+            files(Some("/c.pem"), Some("/k.pem"), None),
+        );
+        assert!(plain.contains("sslmode=disable"), "{plain}");
+
+        let file: FileConfig = toml::from_str(
+            "db_cert_file = \"/etc/keyward/db.crt\"\n\
+             db_key_file = \"/etc/keyward/db.key\"\n\
+             db_crl_file = \"/etc/keyward/db.crl\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            file.db_cert_file,
+            Some(PathBuf::from("/etc/keyward/db.crt"))
+        );
+        assert_eq!(file.db_key_file, Some(PathBuf::from("/etc/keyward/db.key")));
+        assert_eq!(file.db_crl_file, Some(PathBuf::from("/etc/keyward/db.crl")));
     }
 
     #[test]
@@ -726,7 +871,8 @@ mod tests {
             #[test]
             fn known_keys_with_arbitrary_values_are_read_or_refused(
                 key in proptest::sample::select(vec!["rp_id", "origins", "idle_timeout", "listen",
-                    "db", "session_lifetime", "recovery_window", "require_device_bound", "log_key"]),
+                    "db", "session_lifetime", "recovery_window", "require_device_bound", "log_key",
+                    "db_ca_file", "db_cert_file", "db_key_file", "db_crl_file"]),
                 value in "\\PC{0,40}",
             ) {
                 let _ = toml::from_str::<FileConfig>(&format!("{key} = {value}"));

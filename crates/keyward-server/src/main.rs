@@ -65,12 +65,10 @@ async fn main() -> ExitCode {
     }
 }
 
-/// `--db` for a tool: the location, with the password and CA from the environment.
+/// `--db` for a tool: the location, with the password and TLS files from the environment.
 fn tool_database(db: &str) -> Result<Location, String> {
-    let password_file = std::env::var_os("KEYWARD_DB_PASSWORD_FILE").map(Into::into);
-    let ca_file = std::env::var_os("KEYWARD_DB_CA_FILE").map(Into::into);
-    keyward_server::config::database(Some(db.into()), password_file, None, ca_file)
-        .map_err(|e| e.to_string())
+    let files = keyward_server::config::DbFiles::from_env();
+    keyward_server::config::database(Some(db.into()), files, None).map_err(|e| e.to_string())
 }
 
 /// `keywardd check-config`: 0 everything readable and valid, 2 not.
@@ -220,13 +218,11 @@ fn migrate(from: &str, to: &str, log_key: Option<std::path::PathBuf>) -> ExitCod
     if !source_path.is_file() {
         return fail(&format!("{} does not exist", source_path.display()));
     }
-    let password_file = std::env::var_os("KEYWARD_DB_PASSWORD_FILE").map(Into::into);
-    let ca_file = std::env::var_os("KEYWARD_DB_CA_FILE").map(Into::into);
-    let target_location =
-        match keyward_server::config::database(Some(to.into()), password_file, None, ca_file) {
-            Ok(l) => l,
-            Err(e) => return fail(&e),
-        };
+    let files = keyward_server::config::DbFiles::from_env();
+    let target_location = match keyward_server::config::database(Some(to.into()), files, None) {
+        Ok(l) => l,
+        Err(e) => return fail(&e),
+    };
     let key_path = log_key.unwrap_or_else(|| log_seal::default_key_path(&source_path));
     let key = match log_seal::load_key(&key_path) {
         Ok(Some(key)) => key,

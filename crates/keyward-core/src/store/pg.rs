@@ -3,7 +3,8 @@
 //! their sockets are driven by one small runtime of the store's own ([`io_runtime`]), and
 //! the store's synchronous calls wait on their futures in place, so a store may be used (and
 //! dropped) from any thread, inside an async runtime or not. Every connection is made with
-//! [`tls`]'s connector: `sslmode` and the trusted CAs are there.
+//! [`tls`]'s connector: `sslmode`, the trusted CAs, the client certificate and the CRLs are
+//! there.
 
 mod tls;
 
@@ -51,7 +52,8 @@ const WRITER_LOCK: i64 = 0x4b57_0002;
 #[derive(Clone)]
 pub struct PostgresOptions {
     pub(super) config: tokio_postgres::Config,
-    /// `sslmode` and the CA (tokio-postgres's `Config` holds neither `verify-*` nor the CA).
+    /// `sslmode` and the TLS files (tokio-postgres's `Config` holds neither `verify-*` nor
+    /// any of them).
     pub(super) tls: TlsOptions,
     /// The URL as logs may show it: without its password.
     shown: String,
@@ -60,8 +62,9 @@ pub struct PostgresOptions {
 }
 
 impl PostgresOptions {
-    /// Parses `postgres://…`: tokio-postgres's options, plus `sslmode=verify-ca|verify-full`
-    /// and `sslrootcert=PATH|system`, which it does not know (see [`tls`]).
+    /// Parses `postgres://…`: tokio-postgres's options, plus `sslmode=verify-ca|verify-full`,
+    /// `sslrootcert=PATH|system`, `sslcert=PATH`, `sslkey=PATH` and `sslcrl=PATH`, which it
+    /// does not know (see [`tls`]).
     pub fn from_url(url: &str) -> Result<PostgresOptions> {
         let (rest, tls) = TlsOptions::take_from_url(url)?;
         let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
@@ -80,6 +83,19 @@ impl PostgresOptions {
     /// than the system's. Refused if the URL names a CA too, or turns TLS off.
     pub fn set_ca_file(&mut self, path: PathBuf) -> Result<()> {
         self.tls.set_ca_file(path)
+    }
+
+    /// `--db-cert-file` and `--db-key-file`: show PostgreSQL this PEM certificate (chain),
+    /// signing with the PEM private key in `key` (an owner-only file, checked when the store
+    /// connects). Refused if the URL names a client certificate too, or turns TLS off.
+    pub fn set_client_cert(&mut self, cert: PathBuf, key: PathBuf) -> Result<()> {
+        self.tls.set_client_cert(cert, key)
+    }
+
+    /// `--db-crl-file`: check the server's certificate chain against the PEM CRLs in this
+    /// file. Refused if the URL names a CRL too, or turns TLS off.
+    pub fn set_crl_file(&mut self, path: PathBuf) -> Result<()> {
+        self.tls.set_crl_file(path)
     }
 
     pub fn ssl_mode(&self) -> SslMode {
@@ -115,7 +131,8 @@ impl std::fmt::Debug for PostgresOptions {
 }
 
 /// The URL's keys whose values never show: the password, and libpq's password for a client
-/// key (which tokio-postgres refuses, but the URL may still be shown).
+/// key (which [`tls`] refuses, but the URL may still be shown). `sslkey` names a file, and
+/// shows.
 const SECRET_KEYS: &[&str] = &["password", "sslpassword"];
 
 /// The URL with any password replaced, for logs and errors.
@@ -563,7 +580,10 @@ async fn listen_once(
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
-            if sender.unbounded_send(message).is_err() {
+            // An error is the connection's last word: polled again, it answers "closed" at
+            // once, for ever, and this loop would hold the I/O thread and fill the channel.
+            let last = message.is_err();
+            if sender.unbounded_send(message).is_err() || last {
                 break;
             }
         }
@@ -704,11 +724,12 @@ mod tests {
             Some(&b"p?sslmode=disable"[..])
         );
         assert_eq!(options.ssl_mode(), super::SslMode::Require);
-        let error = super::PostgresOptions::from_url("postgres://db/k?sslcert=/client.pem")
+        // libpq's, but not supported (only sslcrl is).
+        let error = super::PostgresOptions::from_url("postgres://db/k?sslcrldir=/crls")
             .err()
             .unwrap()
             .to_string();
-        assert!(error.contains("unknown option `sslcert`"), "{error}");
+        assert!(error.contains("unknown option `sslcrldir`"), "{error}");
     }
 
     #[test]
