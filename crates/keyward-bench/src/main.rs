@@ -4,7 +4,13 @@
 //!
 //!     cargo run --release -p keyward-bench            # the full run (a few minutes)
 //!     cargo run --release -p keyward-bench -- --quick # smaller sizes, to check it works
+//!
+//! With `KEYWARD_BENCH_POSTGRES` set to a PostgreSQL server's URL (`./dev bench` starts a
+//! throwaway one), sections 1 and 2 run again on it, and sections 8 to 10 run keywardd
+//! instances as child processes on one database there (`instances.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod instances;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,6 +40,8 @@ struct Sizes {
     revocations: usize,
     streams: usize,
     fanouts: usize,
+    /// Trials of each cross-instance latency (sections 8 and 9).
+    cross_trials: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -46,6 +54,7 @@ const FULL: Sizes = Sizes {
     revocations: 200,
     streams: 1_000,
     fanouts: 20,
+    cross_trials: 200,
 };
 
 const QUICK: Sizes = Sizes {
@@ -58,14 +67,21 @@ const QUICK: Sizes = Sizes {
     revocations: 20,
     streams: 100,
     fanouts: 5,
+    cross_trials: 30,
 };
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // Sections 8 to 10's keywardd instances: one child process each, on a shared database.
+    // (Its stdout says where it listens; its log goes to stderr.)
+    if args.get(1).map(String::as_str) == Some("--instance") {
+        instances::serve_instance(&args[2], Path::new(&args[3]), &args[4]);
+        return;
+    }
     // keywardd's own log (errors behind a 500, say), when KEYWARD_LOG asks for it.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG") {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let args: Vec<String> = std::env::args().collect();
     // The durability test's child: a keywardd that the parent kills with SIGKILL.
     if args.get(1).map(String::as_str) == Some("--serve") {
         let db = PathBuf::from(&args[2]);
@@ -117,6 +133,12 @@ fn main() {
         if wanted(6) {
             durability().await;
         }
+        if wanted(8) || wanted(9) {
+            instances::cross_instance(sizes, wanted(8), wanted(9)).await;
+        }
+        if wanted(10) {
+            instances::scaling(sizes).await;
+        }
     });
 }
 
@@ -147,8 +169,13 @@ fn config_on(location: Location, db: &Path, port: u16) -> Config {
     let origin = Url::parse(&format!("http://localhost:{port}")).unwrap();
     let mut config = Config::local(location, origin);
     config.log_key = Some(db.with_extension("log-key"));
-    // Every client here shares 127.0.0.1; production limits would (rightly) stop a load
-    // generator after 120 ceremony starts a minute. Failures stay limited.
+    lift_load_limits(&mut config);
+    config
+}
+
+/// Every client here shares 127.0.0.1; production limits would (rightly) stop a load
+/// generator after 120 ceremony starts a minute. Failures stay limited.
+fn lift_load_limits(config: &mut Config) {
     config.limits.begins_per_address = Limit {
         max: u32::MAX,
         window_ms: 60_000,
@@ -156,7 +183,6 @@ fn config_on(location: Location, db: &Path, port: u16) -> Config {
     // Likewise the pending ceremonies one network may hold (64 clients, one each, would sit
     // right at the production bound).
     config.policy.max_pending_per_network = u32::MAX;
-    config
 }
 
 async fn serve(db: &Path, port: u16) -> (RunningServer, Url) {
