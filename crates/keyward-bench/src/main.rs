@@ -32,7 +32,7 @@ struct Sizes {
     clients: usize,
     bare_assertions: usize,
     sessions: usize,
-    /// Section 2's sessions on PostgreSQL: each is one round trip to store (about 0.4 ms here),
+    /// Section 2's sessions on PostgreSQL: each is one round trip to store (about 0.5 ms here),
     /// so a million would take minutes; the check's cost is its round trips, not the depth of
     /// the index.
     pg_sessions: usize,
