@@ -8,10 +8,8 @@
 use super::error::*;
 use crate::proto::*;
 use crypto_glue::{
-    ecdsa_p256::{
-        self, EcdsaP256PublicKey, EcdsaP256PublicSec1Point, EcdsaP256Signature,
-        EcdsaP256VerifyingKey,
-    },
+    // KEYWARD PATCH: EcdsaP256VerifyingKey no longer used (ES256 is verified by ring).
+    ecdsa_p256::{self, EcdsaP256PublicKey, EcdsaP256PublicSec1Point, EcdsaP256Signature},
     ecdsa_p384::{
         self, EcdsaP384PublicKey, EcdsaP384PublicSec1Point, EcdsaP384Signature,
         EcdsaP384VerifyingKey,
@@ -531,11 +529,18 @@ impl COSEKey {
         let public_key = self.get_public_key()?;
 
         match public_key {
-            COSEKeyPublic::EcdsaP256(pub_key) => {
-                let signature = EcdsaP256Signature::from_der(signature)
+            COSEKeyPublic::EcdsaP256(_pub_key) => {
+                // KEYWARD PATCH (see KEYWARD-PATCH.md): the key (above, in get_public_key) and
+                // the DER signature are still parsed and checked by p256 as published; only the
+                // verification itself is ring's, over the same bytes, instead of p256's.
+                let _signature = EcdsaP256Signature::from_der(signature)
                     .map_err(|_err| WebauthnError::SignatureInvalid)?;
-                let verifier = EcdsaP256VerifyingKey::from(&pub_key);
-                Ok(verifier.verify(verification_data, &signature).is_ok())
+                let point = self.get_alg_key_ecc_x962_raw()?;
+                let verifier = ring::signature::UnparsedPublicKey::new(
+                    &ring::signature::ECDSA_P256_SHA256_ASN1,
+                    point,
+                );
+                Ok(verifier.verify(verification_data, signature).is_ok())
             }
             COSEKeyPublic::EcdsaP384(pub_key) => {
                 let signature = EcdsaP384Signature::from_der(signature)
