@@ -107,9 +107,26 @@ fn main() {
     } else {
         &FULL
     };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     println!("Keyward benchmarks: {} cores, {}", cores(), now_utc());
     println!();
+    // `--only bare` runs section 1's bare verification alone: to compare verifiers and to
+    // profile `finish_passkey_authentication` (no HTTP, no database, no peers).
+    if let Some(i) = args.iter().position(|a| a == "--only")
+        && args.get(i + 1).map(String::as_str) == Some("bare")
+    {
+        println!(
+            "== bare finish_passkey_authentication, {} assertions",
+            sizes.bare_assertions
+        );
+        let (one, all) = bare_verification(sizes.bare_assertions, false);
+        println!(
+            "   {one:.0}/s on one core ({:.1} us each), {all:.0}/s on {} cores",
+            1e6 / one,
+            cores()
+        );
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     // `--only 3` runs one section (for profiling).
     let only: Option<u32> = args
         .iter()
@@ -375,7 +392,7 @@ async fn sign_in_throughput(s: &Sizes) {
         return;
     }
 
-    let (bare_one, bare_all) = bare_verification(s.bare_assertions);
+    let (bare_one, bare_all) = bare_verification(s.bare_assertions, true);
     println!(
         "   method: {} clients, each signing in again and again for {} s (begin, software key \
          signs, finish: challenge consumed, signature verified, counter, device, session and \
@@ -449,8 +466,19 @@ async fn sign_ins(location: Location, db: &Path, s: &Sizes) -> (f64, Lat) {
     (rate, lat)
 }
 
-/// `finish_passkey_authentication` over pre-made assertions, on one thread and on all cores.
-fn bare_verification(n: usize) -> (f64, f64) {
+/// The calling thread's CPU time so far, in ns (Linux: the first field of its schedstat).
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `finish_passkey_authentication` over pre-made assertions, on one thread and on all cores;
+/// `peer_fixture` also writes the first 2,000 for the peers (section 7).
+fn bare_verification(n: usize, peer_fixture: bool) -> (f64, f64) {
     use webauthn_rs::prelude::*;
     let origin = Url::parse("http://localhost:8080").unwrap();
     let rp = WebauthnBuilder::new("localhost", &origin)
@@ -484,11 +512,22 @@ fn bare_verification(n: usize) -> (f64, f64) {
             rp.finish_passkey_authentication(a, state).unwrap();
         }
     };
-    write_peer_fixture(&origin, &credential, &assertions[..n.min(2000)]);
+    if peer_fixture {
+        write_peer_fixture(&origin, &credential, &assertions[..n.min(2000)]);
+    }
     let half = &assertions[..n / 2];
+    let cpu = thread_cpu_ns();
     let t = Instant::now();
     verify(half);
     let one = half.len() as f64 / t.elapsed().as_secs_f64();
+    // On a shared machine the wall clock also counts other processes' turns; the thread's own
+    // CPU time does not.
+    if let (Some(before), Some(after)) = (cpu, thread_cpu_ns()) {
+        println!(
+            "   (one thread: {:.1} us of its own CPU time per finish_passkey_authentication)",
+            after.saturating_sub(before) as f64 / 1e3 / half.len() as f64
+        );
+    }
     let threads = cores();
     let t = Instant::now();
     std::thread::scope(|scope| {
