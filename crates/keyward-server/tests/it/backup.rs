@@ -2,21 +2,13 @@
 //! session and event back, the security log intact under the same log key (issue 15), on
 //! whichever engine the suite runs.
 
-use std::process::Command;
-
 use keyward_core::store::{Location, TABLES};
 use keyward_proto::*;
 
 use crate::harness::*;
 
 fn keywardd(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_keywardd"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap(), text)
+    keywardd_tool(args)
 }
 
 /// Rows per table of the database at `url`.
@@ -95,15 +87,7 @@ async fn a_backup_taken_while_signing_in_restores_everything_with_the_chain_inta
     let (code, text) = backup.await.unwrap();
     assert_eq!(code, 0, "{text}");
     let during_target = empty_target(&h, "during", false);
-    let (code, text) = keywardd(&[
-        "restore",
-        "--from",
-        &to_str(&during),
-        "--db",
-        &during_target,
-        "--log-key",
-        &key_arg,
-    ]);
+    let (code, text) = restore(&during, &during_target, &key_arg);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("intact"), "{text}");
     // A copy as of one commit: of what only grows here, everything from before it began and
@@ -128,25 +112,9 @@ async fn a_backup_taken_while_signing_in_restores_everything_with_the_chain_inta
     let (code, text) = keywardd(&["backup", "--db", &h.db_url, "--to", &to_str(&quiet)]);
     assert_eq!(code, 2, "a backup never overwrites: {text}");
     let target = empty_target(&h, "quiet", true);
-    let (code, text) = keywardd(&[
-        "restore",
-        "--from",
-        &to_str(&quiet),
-        "--db",
-        &target,
-        "--log-key",
-        &key_arg,
-    ]);
+    let (code, text) = restore(&quiet, &target, &key_arg);
     assert_eq!(code, 0, "{text}");
-    let (code, text) = keywardd(&[
-        "restore",
-        "--from",
-        &to_str(&quiet),
-        "--db",
-        &target,
-        "--log-key",
-        &key_arg,
-    ]);
+    let (code, text) = restore(&quiet, &target, &key_arg);
     assert_eq!(code, 2, "a restore never lands on data: {text}");
     assert_eq!(counts(&target), counts(&h.db_url));
     let events = h.events(&me.token).await;
@@ -168,6 +136,19 @@ async fn a_backup_taken_while_signing_in_restores_everything_with_the_chain_inta
         .await
         .unwrap();
     assert_eq!(h.store().verify_chain().unwrap().first_broken, None);
+}
+
+/// `keywardd restore` of `from` into `db` with the log key `key`.
+fn restore(from: &std::path::Path, db: &str, key: &str) -> (i32, String) {
+    keywardd(&[
+        "restore",
+        "--from",
+        &to_str(from),
+        "--db",
+        db,
+        "--log-key",
+        key,
+    ])
 }
 
 fn to_str(p: &std::path::Path) -> String {

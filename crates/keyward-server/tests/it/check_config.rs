@@ -1,18 +1,10 @@
 //! `keywardd check-config` (issue 15): reads what a start would read, changes nothing, and
 //! names what is wrong.
 
-use std::process::Command;
+use crate::harness::keywardd_tool;
 
 fn check(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_keywardd"))
-        .args(args)
-        .arg("check-config")
-        .env_remove("KEYWARD_DB")
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap(), text)
+    keywardd_tool(args.iter().chain(&["check-config"]))
 }
 
 const SITE: &[&str] = &["--rp-id", "localhost", "--origin", "http://localhost:8443"];

@@ -12,6 +12,23 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
+/// Runs the `keywardd` binary with `args` (a subcommand, as an operator would); its exit code
+/// and everything it printed. `KEYWARD_DB` from the environment never leaks into it.
+pub fn keywardd_tool<I, S>(args: I) -> (i32, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keywardd"))
+        .args(args)
+        .env_remove("KEYWARD_DB")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap(), text)
+}
+
 /// 2026-11-24T00:00:00Z: tests move this clock instead of sleeping.
 pub const T0: i64 = 1_795_478_400_000;
 

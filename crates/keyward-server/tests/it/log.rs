@@ -3,7 +3,6 @@
 //! checkpoint, `keywardd verify-log` says so on demand, and each account gets its own signed head.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,14 +125,13 @@ fn blob_literal(tx: &keyward_core::store::Tx<'_>, bytes: &[u8]) -> String {
 }
 
 fn verify_log(db: &str, key: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_keywardd"))
-        .args(["verify-log", "--db", db, "--log-key"])
-        .arg(key)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap(), text)
+    keywardd_tool([
+        "verify-log".as_ref(),
+        "--db".as_ref(),
+        db.as_ref(),
+        "--log-key".as_ref(),
+        key.as_os_str(),
+    ])
 }
 
 #[tokio::test]

@@ -3,24 +3,14 @@
 //! their counters, sessions and devices, and a security log that still verifies against
 //! its signed checkpoints.
 
-use std::process::Command;
-
 use keyward_proto::*;
 
 use crate::harness::*;
 
 fn migrate(from: &std::path::Path, to: &str, key: &std::path::Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_keywardd"))
-        .arg("migrate")
-        .arg("--from")
-        .arg(format!("sqlite:{}", from.display()))
-        .args(["--to", to, "--log-key"])
-        .arg(key)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap(), text)
+    let from = format!("sqlite:{}", from.display());
+    let key = key.display().to_string();
+    keywardd_tool(["migrate", "--from", &from, "--to", to, "--log-key", &key])
 }
 
 /// Where the copy goes: a fresh PostgreSQL schema, or a new SQLite file.
