@@ -262,6 +262,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// The log key's file: the one named, or beside a SQLite database; None for PostgreSQL
+/// without one (it has no file to put it beside).
+pub fn log_key_path(named: Option<PathBuf>, db: &Location) -> Option<PathBuf> {
+    match (named, db) {
+        (Some(path), _) => Some(path),
+        (None, Location::Sqlite(path)) => Some(crate::log_seal::default_key_path(path)),
+        (None, Location::Postgres(_)) => None,
+    }
+}
+
 /// What keywardd does besides serving (the default).
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -427,10 +437,9 @@ impl Config {
     /// Where the security log's signing key rests. PostgreSQL has no file to put it beside:
     /// `validate` requires it to be configured.
     pub fn log_key_path(&self) -> Result<PathBuf, ConfigError> {
-        match (&self.log_key, &self.db) {
-            (Some(path), _) => Ok(path.clone()),
-            (None, Location::Sqlite(db)) => Ok(crate::log_seal::default_key_path(db)),
-            (None, Location::Postgres(_)) => Err(ConfigError::Invalid(
+        match log_key_path(self.log_key.clone(), &self.db) {
+            Some(path) => Ok(path),
+            None => Err(ConfigError::Invalid(
                 "with PostgreSQL, --log-key must name the log key's file (the same key on every \
                  instance)"
                     .into(),

@@ -128,13 +128,9 @@ fn restore(from: &std::path::Path, db: &str, log_key: Option<std::path::PathBuf>
             return ExitCode::from(2);
         }
     };
-    let key_path = match (log_key, &location) {
-        (Some(path), _) => path,
-        (None, Location::Sqlite(path)) => log_seal::default_key_path(path),
-        (None, Location::Postgres(_)) => {
-            eprintln!("keywardd: with PostgreSQL, --log-key must name the log key's file");
-            return ExitCode::from(2);
-        }
+    let Some(key_path) = keyward_server::config::log_key_path(log_key, &location) else {
+        eprintln!("keywardd: with PostgreSQL, --log-key must name the log key's file");
+        return ExitCode::from(2);
     };
     if !key_path.is_file() {
         eprintln!(
@@ -160,13 +156,9 @@ fn verify_log(db: &str, log_key: Option<std::path::PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let key_path = match (log_key, &db) {
-        (Some(path), _) => path,
-        (None, Location::Sqlite(path)) => log_seal::default_key_path(path),
-        (None, Location::Postgres(_)) => {
-            eprintln!("keywardd: with PostgreSQL, --log-key must name the log key's file");
-            return ExitCode::from(2);
-        }
+    let Some(key_path) = keyward_server::config::log_key_path(log_key, &db) else {
+        eprintln!("keywardd: with PostgreSQL, --log-key must name the log key's file");
+        return ExitCode::from(2);
     };
     match log_seal::verify_file(&db, &key_path) {
         Ok(report) => match report.problem {
