@@ -31,12 +31,7 @@ export NO_AT_BRIDGE=1
 # A security key on the NFC reader for the tests: pcscd with vsmartcard's vpcd reader, and a
 # virtual card (Nitrokey's fido-authenticator, PIN 4321) held to it.
 if [ -z "$script" ] && [ -e /usr/lib/pcsc/drivers/serial/libifdvpcd.so ]; then
-  vpcd_listening() { grep -qE '^ *[0-9]+: [0-9A-F]+:8C7B [0-9A-F]+:[0-9A-F]+ 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null; }
-  if ! vpcd_listening; then
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    $SUDO sh -c 'pcscd --foreground >/tmp/keyward-pcscd.log 2>&1 &'
-    for _ in $(seq 50); do vpcd_listening && break; sleep 0.1; done
-  fi
+  tests/start-pcscd.sh
   target/debug/virtual-nfc-key --pin 4321 >"$work/nfc-key.log" 2>&1 &
   export KEYWARD_E2E_NFC_PIN=4321
 fi

@@ -244,7 +244,7 @@ async fn an_nfc_key_is_managed_and_used_from_the_command_line_through_pcscd() {
     .set_pin("4321")
     .unwrap();
     let card = key.clone();
-    std::thread::spawn(move || vpcd::serve(card, ("127.0.0.1", vpcd::DEFAULT_PORT)));
+    std::thread::spawn(move || vpcd::hold(card, vpcd::default_address()));
 
     let info = keyward(&["key", "info"], &[]).await;
     assert!(info.ok, "{}", info.stderr);

@@ -7,7 +7,8 @@
 //! longer is a command APDU, answered with the response APDU.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
 
 use crate::FidoVirt;
 use crate::card::{ATR, Card};
@@ -19,6 +20,30 @@ const POWER_OFF: u8 = 0x00;
 const POWER_ON: u8 = 0x01;
 const RESET: u8 = 0x02;
 const GET_ATR: u8 = 0x04;
+
+/// Keeps the card on the reader for as long as the process lives: serves it, and whenever vpcd
+/// is not listening or hangs up (pcscd restarted, or a socket-activated pcscd quit while idle,
+/// as Debian's does a minute after its last client), connects again once it is back. The key's
+/// state (credentials, PIN, counters) carries over: only the card's session is new.
+pub fn hold(key: FidoVirt, vpcd: SocketAddr) -> ! {
+    let mut said = None;
+    loop {
+        if let Err(e) = serve(key.clone(), vpcd) {
+            // Said once per kind of failure: a reader that is away for a while is not news
+            // every tenth of a second.
+            if said != Some(e.kind()) {
+                eprintln!("virtual card: vpcd at {vpcd}: {e}; trying again");
+                said = Some(e.kind());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The address vpcd listens on by default, on loopback.
+pub fn default_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))
+}
 
 /// Connects to vpcd and serves the card until vpcd hangs up.
 pub fn serve(key: FidoVirt, vpcd: impl ToSocketAddrs) -> io::Result<()> {

@@ -49,7 +49,7 @@ async fn register_and_sign_in_over_nfc_with_a_pin_through_pcscd() {
     let key = transport.key().clone();
     let card = key.clone();
     // Hold the card to the reader.
-    std::thread::spawn(move || vpcd::serve(card, ("127.0.0.1", vpcd::DEFAULT_PORT)));
+    std::thread::spawn(move || vpcd::hold(card, vpcd::default_address()));
 
     let before = key.messages_handled();
 

@@ -1,6 +1,7 @@
 //! `virtual-nfc-key [--pin PIN]`: holds a virtual FIDO2 card (Nitrokey's fido-authenticator)
-//! to vsmartcard's vpcd reader under pcscd until killed. For end-to-end tests of apps that
-//! look for NFC keys through PC/SC, such as the Keyward desktop app.
+//! to vsmartcard's vpcd reader under pcscd until killed, and again whenever pcscd comes back.
+//! For end-to-end tests of apps that look for NFC keys through PC/SC, such as the Keyward
+//! desktop app.
 
 use std::process::ExitCode;
 
@@ -36,14 +37,5 @@ fn main() -> ExitCode {
         }
     }
     eprintln!("virtual-nfc-key: on the reader");
-    match vpcd::serve(key, ("127.0.0.1", vpcd::DEFAULT_PORT)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!(
-                "virtual-nfc-key: vpcd at 127.0.0.1:{}: {e}",
-                vpcd::DEFAULT_PORT
-            );
-            ExitCode::FAILURE
-        }
-    }
+    vpcd::hold(key, vpcd::default_address())
 }
