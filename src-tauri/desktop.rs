@@ -904,6 +904,17 @@ pub fn alert_for(event: &SecurityEvent, my_session: Uuid) -> Option<Alert> {
                 "{key} sent an out-of-order counter {from}. The sign-in was refused; consider reporting the key lost."
             ),
         ),
+        EventKind::AccountDisabled => (
+            "Your account was disabled".into(),
+            format!(
+                "The service's operator disabled it and ended every session: {}",
+                event.detail.reason.as_deref().unwrap_or("no reason given")
+            ),
+        ),
+        EventKind::AccountEnabled => (
+            "Your account was enabled again".into(),
+            "The service's operator enabled it; sign in with your security key.".into(),
+        ),
         _ => return None,
     };
     Some(Alert {

@@ -425,6 +425,7 @@ fn tls_to_a_real_postgresql_is_verified_and_required() {
         created_at: 1_700_000_000_000,
         state: AccountState::Active,
         recovery: None,
+        disabled: None,
     };
     store.write(|tx| tx.insert_account(&account)).unwrap();
     let (read, ssl) = store

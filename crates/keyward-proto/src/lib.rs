@@ -61,6 +61,9 @@ pub enum ErrorCode {
     RecoveryInProgress,
     RateLimited,
     Conflict,
+    /// The service's operator disabled this account (for abuse); the message says why. Told
+    /// only to whoever proved they hold one of the account's keys.
+    AccountDisabled,
     /// The server cannot reach its database for now (restarting, or too busy): try again
     /// shortly (`Retry-After`). Nothing was changed unless the answer was lost on the way.
     Unavailable,
@@ -433,6 +436,10 @@ pub enum EventKind {
     RecoveryCancelled,
     RecoveryCompleted,
     ClonedKeyWarning,
+    /// The service's operator disabled the account (`reason` says why): its sessions ended.
+    AccountDisabled,
+    /// The service's operator enabled the account again.
+    AccountEnabled,
 }
 
 impl EventKind {
@@ -453,6 +460,8 @@ impl EventKind {
             EventKind::RecoveryCancelled => "recovery_cancelled",
             EventKind::RecoveryCompleted => "recovery_completed",
             EventKind::ClonedKeyWarning => "cloned_key_warning",
+            EventKind::AccountDisabled => "account_disabled",
+            EventKind::AccountEnabled => "account_enabled",
         }
     }
 
@@ -460,7 +469,7 @@ impl EventKind {
         Self::ALL.iter().copied().find(|k| k.as_str() == s)
     }
 
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::AccountCreated,
         EventKind::SignIn,
         EventKind::SignInFailed,
@@ -476,6 +485,8 @@ impl EventKind {
         EventKind::RecoveryCancelled,
         EventKind::RecoveryCompleted,
         EventKind::ClonedKeyWarning,
+        EventKind::AccountDisabled,
+        EventKind::AccountEnabled,
     ];
 }
 
@@ -497,7 +508,8 @@ pub struct EventDetail {
     /// For `session_ended`: the session that ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_session_id: Option<Uuid>,
-    /// For `session_ended`: `user`, `sign_out`, `lost_key`, `authenticator_removed`, `recovery`.
+    /// For `session_ended`: `user`, `sign_out`, `lost_key`, `authenticator_removed`, `recovery`,
+    /// `account_disabled`. For `account_disabled`: the operator's words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// For `sign_in`: whether the device had signed in to this account before, from the same

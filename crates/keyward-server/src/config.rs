@@ -272,6 +272,27 @@ pub fn log_key_path(named: Option<PathBuf>, db: &Location) -> Option<PathBuf> {
     }
 }
 
+/// `keywardd admin …`: everything the operator may do to accounts.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Every account with its state and readiness (no credential material, devices or
+    /// addresses).
+    Accounts,
+    /// How many accounts have a backup key, a confirmed recovery key, only device-bound keys,
+    /// and only phishing-resistant sign-ins: what an organisation shows an auditor.
+    Report,
+    /// Disable an account for abuse: its sessions end at once, and its owner is shown REASON
+    /// when they next sign in with a key.
+    Disable {
+        username: String,
+        /// What the owner is told (at most 300 characters).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Enable a disabled account again.
+    Enable { username: String },
+}
+
 /// What keywardd does besides serving (the default).
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -292,6 +313,14 @@ pub enum Command {
     /// same flags, environment and --config as serving, given before it:
     /// `keywardd --config /etc/keyward/keywardd.toml check-config`. Exit 0 fine, 2 not.
     CheckConfig,
+    /// The operator's console, over the database keywardd serves (the same flags, environment
+    /// and --config, given before it: `keywardd --config FILE admin accounts`). It can see
+    /// how protected accounts are and disable one for abuse; it cannot add or reset a key,
+    /// shorten a recovery, or sign anyone in. Prints JSON. Exit 0 done, 2 refused.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Back up the database while keywardd serves: a consistent copy as of one commit (SQLite's
     /// online backup API; PostgreSQL through pg_dump's custom format). The log key is not in
     /// it: keep that file apart. Exit 0 done, 2 nothing written.

@@ -48,6 +48,10 @@ pub enum ServerError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     Conflict(&'static str),
+    /// Only ever returned after a ceremony proved the account's key: the reason is the
+    /// operator's message to the owner.
+    #[error("this account was disabled by the service's operator: {0}")]
+    AccountDisabled(String),
     /// The database is away or too busy for now; the detail is logged, never sent.
     #[error("the service is unavailable for a moment; try again shortly")]
     Unavailable(String),
@@ -94,6 +98,7 @@ impl ServerError {
             ServerError::RecoveryInProgress(_) => ErrorCode::RecoveryInProgress,
             ServerError::RateLimited { .. } => ErrorCode::RateLimited,
             ServerError::Conflict(_) => ErrorCode::Conflict,
+            ServerError::AccountDisabled(_) => ErrorCode::AccountDisabled,
             ServerError::Unavailable(_) => ErrorCode::Unavailable,
             ServerError::Internal(_) => ErrorCode::Internal,
         }

@@ -4,6 +4,7 @@
 //! `relying_party` holds every rule and knows nothing of HTTP; `http` is the axum surface
 //! over it; `config` reads flags, environment and TOML; `error` is the crate's one error.
 
+pub mod admin;
 pub mod check;
 pub mod config;
 mod error;

@@ -13,10 +13,14 @@ use keyward_server::{Args, Config, log_seal};
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut args = Args::parse();
-    let logs = tracing_subscriber::fmt().with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-    );
+    // The log goes to stderr: stdout is for what a command answers (JSON from `admin`, the
+    // listening address), so it stays parseable whatever the log says.
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        );
     match args.log_format {
         LogFormat::Text => logs.init(),
         // One object per line: the event's fields at the top, the request's span beside.
@@ -32,6 +36,7 @@ async fn main() -> ExitCode {
         Some(Command::Migrate { from, to, log_key }) => return migrate(&from, &to, log_key),
         Some(Command::Backup { db, to }) => return backup(&db, &to),
         Some(Command::CheckConfig) => return check_config(args),
+        Some(Command::Admin { command }) => return admin(args, command),
         Some(Command::Restore { from, db, log_key }) => return restore(&from, &db, log_key),
         None => {}
     }
@@ -92,6 +97,23 @@ fn check_config(args: Args) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
+    }
+}
+
+/// `keywardd admin …`: 0 done, 2 refused (the reason on stderr).
+fn admin(args: Args, command: keyward_server::config::AdminCommand) -> ExitCode {
+    let done = Config::from_args(args)
+        .map_err(|e| e.to_string())
+        .and_then(|config| keyward_server::admin::run(&config, command, Arc::new(SystemClock)));
+    match done {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keywardd: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

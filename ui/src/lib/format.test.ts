@@ -40,4 +40,8 @@ suite('describe', () => {
     expect(describe({ ...base, kind: 'cloned_key_warning', detail: { authenticator_name: 'K' } }))
       .toContain('may have been cloned');
   });
+  it("says why the operator disabled the account", () => {
+    expect(describe({ ...base, kind: 'account_disabled', detail: { reason: 'spam from this account' } }))
+      .toBe("The service's operator disabled this account: spam from this account");
+  });
 });

@@ -32,6 +32,7 @@ const reasons: Record<string, string> = {
   recovery_cancelled: 'recovery was cancelled',
   idle_timeout: 'idle too long',
   lifetime: 'reached its lifetime',
+  account_disabled: "the service's operator disabled the account",
 };
 
 /** One line a person understands, for the timeline. */
@@ -61,6 +62,8 @@ export function describe(e: SecurityEvent): string {
     case 'recovery_cancelled': return `Account recovery cancelled${e.detail.reason ? ` (${e.detail.reason})` : ''}`;
     case 'recovery_completed': return 'Account recovery completed: other sessions were ended';
     case 'cloned_key_warning': return `Security key ${key} may have been cloned: the sign-in was refused`;
+    case 'account_disabled': return `The service's operator disabled this account: ${e.detail.reason ?? 'no reason given'}`;
+    case 'account_enabled': return "The service's operator enabled this account again";
   }
 }
 

@@ -65,7 +65,7 @@ free_slots: number,
  */
 missing_on_key: Array<string>, };
 
-export type ErrorCode = "invalid_input" | "malformed_body" | "unsupported_media_type" | "payload_too_large" | "not_found" | "unauthenticated" | "session_expired" | "step_up_required" | "forbidden" | "ceremony_expired" | "authentication_failed" | "registration_failed" | "username_unavailable" | "policy_refused" | "last_authenticator" | "recovery_failed" | "recovery_in_progress" | "rate_limited" | "conflict" | "unavailable" | "internal";
+export type ErrorCode = "invalid_input" | "malformed_body" | "unsupported_media_type" | "payload_too_large" | "not_found" | "unauthenticated" | "session_expired" | "step_up_required" | "forbidden" | "ceremony_expired" | "authentication_failed" | "registration_failed" | "username_unavailable" | "policy_refused" | "last_authenticator" | "recovery_failed" | "recovery_in_progress" | "rate_limited" | "conflict" | "account_disabled" | "unavailable" | "internal";
 
 export type ClientInfo = { 
 /**
@@ -195,7 +195,7 @@ stale_authenticators: Array<string>,
  */
 single_point_of_failure: string | null, next_step: NextStep | null, };
 
-export type EventKind = "account_created" | "sign_in" | "sign_in_failed" | "session_ended" | "authenticator_added" | "authenticator_renamed" | "authenticator_removed" | "authenticator_reported_lost" | "recovery_key_generated" | "recovery_key_confirmed" | "recovery_key_verified" | "recovery_started" | "recovery_cancelled" | "recovery_completed" | "cloned_key_warning";
+export type EventKind = "account_created" | "sign_in" | "sign_in_failed" | "session_ended" | "authenticator_added" | "authenticator_renamed" | "authenticator_removed" | "authenticator_reported_lost" | "recovery_key_generated" | "recovery_key_confirmed" | "recovery_key_verified" | "recovery_started" | "recovery_cancelled" | "recovery_completed" | "cloned_key_warning" | "account_disabled" | "account_enabled";
 
 export type Urgency = "quiet" | "urgent";
 
@@ -205,7 +205,8 @@ export type EventDetail = { authenticator_id?: string | null, authenticator_name
  */
 ended_session_id?: string | null, 
 /**
- * For `session_ended`: `user`, `sign_out`, `lost_key`, `authenticator_removed`, `recovery`.
+ * For `session_ended`: `user`, `sign_out`, `lost_key`, `authenticator_removed`, `recovery`,
+ * `account_disabled`. For `account_disabled`: the operator's words.
  */
 reason?: string | null, 
 /**

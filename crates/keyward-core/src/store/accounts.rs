@@ -16,6 +16,15 @@ pub struct Account {
     pub created_at: Millis,
     pub state: AccountState,
     pub recovery: Option<PendingRecovery>,
+    /// Set while the service's operator has the account disabled.
+    pub disabled: Option<Disabled>,
+}
+
+/// Why and since when the operator disabled an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disabled {
+    pub at: Millis,
+    pub reason: String,
 }
 
 /// A recovery waiting out its window: who asked, from where, and the session it will unlock.
@@ -37,7 +46,8 @@ fn account_state_str(s: AccountState) -> &'static str {
 }
 
 const ACCOUNT_COLS: &str = "id, username, display_name, created_at, state, recovery_started_at,
-    recovery_ends_at, recovery_device_name, recovery_address, recovery_session_id";
+    recovery_ends_at, recovery_device_name, recovery_address, recovery_session_id, disabled_at,
+    disabled_reason";
 
 fn account_from_row(r: &Row<'_>) -> Result<Account> {
     let state: String = r.get(4)?;
@@ -57,6 +67,14 @@ fn account_from_row(r: &Row<'_>) -> Result<Account> {
         }),
         _ => None,
     };
+    let disabled = r.get::<Option<i64>>(10)?.map(|at| Disabled {
+        at,
+        reason: r
+            .get::<Option<String>>(11)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+    });
     Ok(Account {
         id: uuid_of(r.get(0)?)?,
         username: r.get(1)?,
@@ -64,6 +82,7 @@ fn account_from_row(r: &Row<'_>) -> Result<Account> {
         created_at: r.get(3)?,
         state,
         recovery,
+        disabled,
     })
 }
 
@@ -101,6 +120,42 @@ impl Tx<'_> {
             args![username],
             account_from_row,
         )
+    }
+
+    /// Accounts in username order, `limit` at a time after `after` (a username), for the
+    /// operator's listing.
+    pub fn accounts_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<Account>> {
+        self.query_rows(
+            &format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE username > ?1
+                 ORDER BY username LIMIT ?2"
+            ),
+            // Every username sorts after the empty one (they are never empty).
+            args![after.unwrap_or(""), i64::from(limit)],
+            account_from_row,
+        )
+    }
+
+    /// Disables the account with the operator's reason (`Some`), or enables it (`None`).
+    /// Returns whether anything changed: disabling a disabled account keeps its first reason.
+    pub fn set_account_disabled(
+        &self,
+        account_id: Uuid,
+        disabled: Option<&Disabled>,
+    ) -> Result<bool> {
+        let changed = match disabled {
+            Some(d) => self.execute(
+                "UPDATE accounts SET disabled_at = ?2, disabled_reason = ?3
+                 WHERE id = ?1 AND disabled_at IS NULL",
+                args![account_id.as_bytes(), d.at, d.reason],
+            )?,
+            None => self.execute(
+                "UPDATE accounts SET disabled_at = NULL, disabled_reason = NULL
+                 WHERE id = ?1 AND disabled_at IS NOT NULL",
+                args![account_id.as_bytes()],
+            )?,
+        };
+        Ok(changed > 0)
     }
 
     pub fn username_exists(&self, username: &str) -> Result<bool> {
@@ -212,6 +267,52 @@ mod tests {
                 let got = tx.account(a.id)?.unwrap();
                 assert_eq!(got.state, AccountState::Active);
                 assert!(got.recovery.is_none());
+                Ok::<_, CoreError>(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn disabling_keeps_its_first_reason_and_enabling_clears_it() {
+        let store = fixtures::store();
+        let a = fixtures::account("ada");
+        let first = Disabled {
+            at: 100,
+            reason: "spam".into(),
+        };
+        let second = Disabled {
+            at: 200,
+            reason: "another".into(),
+        };
+        store
+            .write(|tx| {
+                tx.insert_account(&a)?;
+                assert!(tx.account(a.id)?.unwrap().disabled.is_none());
+                assert!(tx.set_account_disabled(a.id, Some(&first))?);
+                assert!(!tx.set_account_disabled(a.id, Some(&second))?);
+                assert_eq!(tx.account(a.id)?.unwrap().disabled, Some(first.clone()));
+                assert!(tx.set_account_disabled(a.id, None)?);
+                assert!(!tx.set_account_disabled(a.id, None)?);
+                assert!(tx.account(a.id)?.unwrap().disabled.is_none());
+                Ok::<_, CoreError>(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn accounts_page_in_username_order() {
+        let store = fixtures::store();
+        store
+            .write(|tx| {
+                for name in ["grace", "ada", "linus"] {
+                    tx.insert_account(&fixtures::account(name))?;
+                }
+                let names = |page: Vec<Account>| -> Vec<String> {
+                    page.into_iter().map(|a| a.username).collect()
+                };
+                assert_eq!(names(tx.accounts_page(None, 2)?), ["ada", "grace"]);
+                assert_eq!(names(tx.accounts_page(Some("grace"), 2)?), ["linus"]);
+                assert!(tx.accounts_page(Some("linus"), 2)?.is_empty());
                 Ok::<_, CoreError>(())
             })
             .unwrap();

@@ -189,6 +189,17 @@ impl Tx<'_> {
     }
 
     /// The account's newest event id, or 0 if it has none.
+    /// Whether the account's log holds an event of `kind` (read through the account's index).
+    pub fn account_has_event(&self, account_id: Uuid, kind: EventKind) -> Result<bool> {
+        Ok(self
+            .query_row(
+                "SELECT 1 FROM events WHERE account_id = ?1 AND kind = ?2 LIMIT 1",
+                args![account_id.as_bytes(), kind.as_str()],
+                |_| Ok(()),
+            )?
+            .is_some())
+    }
+
     pub fn latest_event_id(&self, account_id: Uuid) -> Result<i64> {
         self.query_value(
             "SELECT COALESCE(MAX(account_seq), 0) FROM events WHERE account_id = ?1",

@@ -40,7 +40,7 @@ mod sessions;
 pub(crate) mod sql;
 pub mod testing;
 
-pub use self::accounts::{Account, PendingRecovery};
+pub use self::accounts::{Account, Disabled, PendingRecovery};
 pub use self::authenticators::Authenticator;
 pub use self::ceremonies::{Ceremony, CeremonyCaps};
 pub use self::checkpoints::AccountHead;
@@ -64,6 +64,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_event_numbers.sql"),
     include_str!("../../migrations/sqlite/0004_log_checkpoints.sql"),
     include_str!("../../migrations/sqlite/0005_limit_hits.sql"),
+    include_str!("../../migrations/sqlite/0006_account_disabled.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -71,6 +72,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_event_numbers.sql"),
     include_str!("../../migrations/postgres/0004_log_checkpoints.sql"),
     include_str!("../../migrations/postgres/0005_limit_hits.sql"),
+    include_str!("../../migrations/postgres/0006_account_disabled.sql"),
 ];
 
 /// Where the data lives: `--db`'s value, parsed.
@@ -475,6 +477,7 @@ mod fixtures {
             created_at: 1,
             state: AccountState::Active,
             recovery: None,
+            disabled: None,
         }
     }
 

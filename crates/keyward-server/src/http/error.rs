@@ -16,9 +16,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::Unauthenticated | ErrorCode::SessionExpired => StatusCode::UNAUTHORIZED,
-        ErrorCode::StepUpRequired | ErrorCode::Forbidden | ErrorCode::RecoveryInProgress => {
-            StatusCode::FORBIDDEN
-        }
+        ErrorCode::StepUpRequired
+        | ErrorCode::Forbidden
+        | ErrorCode::RecoveryInProgress
+        | ErrorCode::AccountDisabled => StatusCode::FORBIDDEN,
         ErrorCode::CeremonyExpired
         | ErrorCode::AuthenticationFailed
         | ErrorCode::RegistrationFailed

@@ -44,19 +44,28 @@ pub enum StartError {
 
 /// Opens the store and builds everything a router needs.
 pub fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
+    let relying_party = open_relying_party(config, clock)?;
+    Ok(AppState::new(relying_party, HttpSettings::of(config)))
+}
+
+/// The relying party over the configured database, with its log sealed, and no HTTP: for
+/// serving, and for `keywardd admin`, which acts through the same rules.
+pub fn open_relying_party(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> Result<RelyingParty, StartError> {
     config.validate()?;
     let store = Store::connect(&config.db).map_err(|source| StartError::Database {
         path: config.db.to_string(),
         source,
     })?;
-    let relying_party = RelyingParty::new(config, store, clock).map_err(|e| match e {
+    RelyingParty::new(config, store, clock).map_err(|e| match e {
         SetupError::Store(source) => StartError::Database {
             path: config.db.to_string(),
             source,
         },
         other => StartError::Setup(other),
-    })?;
-    Ok(AppState::new(relying_party, HttpSettings::of(config)))
+    })
 }
 
 /// A server running in the background.

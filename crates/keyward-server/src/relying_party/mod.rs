@@ -41,6 +41,7 @@ mod client_data;
 mod decoys;
 mod events;
 mod input;
+mod operator;
 pub mod places;
 pub mod rate_limit;
 mod recovery_key;

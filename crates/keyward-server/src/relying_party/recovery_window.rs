@@ -110,6 +110,13 @@ impl RelyingParty {
             }
             let account = tx.account(account_id)?.ok_or(ServerError::RecoveryFailed)?;
             let account = self.settle_recovery(tx, account)?;
+            if let Some(d) = &account.disabled {
+                // A recovery key must not open what the operator closed; the key stays
+                // unspent for when the account is enabled again.
+                return Ok(Verdict::Refused(ServerError::AccountDisabled(
+                    d.reason.clone(),
+                )));
+            }
             if account.state != AccountState::Active {
                 return Ok(Verdict::Refused(ServerError::RecoveryInProgress(
                     "a recovery is already under way for this account",

@@ -237,6 +237,7 @@ impl RelyingParty {
                 created_at: now,
                 state: AccountState::Active,
                 recovery: None,
+                disabled: None,
             };
             match tx.insert_account(&account) {
                 Err(keyward_core::CoreError::UsernameTaken) => {

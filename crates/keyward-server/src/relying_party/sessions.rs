@@ -144,11 +144,15 @@ impl RelyingParty {
                 return Ok(None);
             }
             match tx.account(session.account_id)? {
-                Some(account) if account.state == AccountState::Active => Ok(Some(Ok(Authed {
-                    session,
-                    account,
-                    token_hash: hash,
-                }))),
+                Some(account)
+                    if account.state == AccountState::Active && account.disabled.is_none() =>
+                {
+                    Ok(Some(Ok(Authed {
+                        session,
+                        account,
+                        token_hash: hash,
+                    })))
+                }
                 _ => Ok(None),
             }
         })?;
@@ -168,6 +172,12 @@ impl RelyingParty {
                 return Ok(Verdict::Refused(ServerError::Unauthenticated));
             };
             if session.ended_at.is_some() {
+                return Ok(Verdict::Refused(ServerError::Unauthenticated));
+            }
+            if account.disabled.is_some() {
+                // Disabling ends every session in its own transaction; this only closes the
+                // door on one opened by a commit that raced it.
+                tx.end_session(session.id, "account_disabled", now)?;
                 return Ok(Verdict::Refused(ServerError::Unauthenticated));
             }
             if !session.is_live(now, idle) {

@@ -54,6 +54,13 @@ impl RelyingParty {
                 presented.attempt(),
                 address
             )?);
+            if let Some(d) = &account.disabled {
+                // Told only now, to whoever proved they hold one of its keys: a username
+                // alone says nothing about the account.
+                return Ok(Verdict::Refused(ServerError::AccountDisabled(
+                    d.reason.clone(),
+                )));
+            }
             let opened = self.open_session(
                 tx,
                 SessionRequest::by_key(

@@ -19,14 +19,23 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keywardd"))
-        .args(args)
-        .env_remove("KEYWARD_DB")
-        .output()
-        .unwrap();
+    let out = keywardd_output(args);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap(), text)
+}
+
+/// As `keywardd_tool`, with what it printed on stdout and stderr apart (for JSON output).
+pub fn keywardd_output<I, S>(args: I) -> std::process::Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    std::process::Command::new(env!("CARGO_BIN_EXE_keywardd"))
+        .args(args)
+        .env_remove("KEYWARD_DB")
+        .output()
+        .unwrap()
 }
 
 /// 2026-11-24T00:00:00Z: tests move this clock instead of sleeping.

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod admin;
 mod api;
 mod attacks;
 mod backup;
@@ -16,6 +17,7 @@ mod limits;
 mod log;
 mod logs;
 mod migrate;
+mod no_backdoor;
 mod persistence;
 mod processes;
 mod recovery;
