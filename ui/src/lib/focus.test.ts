@@ -107,3 +107,29 @@ describe('focusScreenHeading and tabStep', () => {
     expect(tabStep('Enter', 0, 3)).toBeNull();
   });
 });
+
+describe('dialog opened with focus nowhere', () => {
+  it('leaves focus on the page when it closes (Tab then starts at the top)', () => {
+    const $ = page();
+    (document.activeElement as HTMLElement | null)?.blur();
+    const d = dialog($('dlg'));
+    $('dlg').remove();
+    d.destroy();
+    expect(document.activeElement).toBe(document.body);
+  });
+});
+
+describe('keepFocus and a closing dialog', () => {
+  it('lets the dialog decide where focus goes', async () => {
+    const $ = page();
+    const stop = keepFocus(document.body);
+    (document.activeElement as HTMLElement | null)?.blur();
+    const d = dialog($('dlg'));
+    expect(document.activeElement).toBe($('keep'));
+    $('dlg').remove();
+    d.destroy();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(document.activeElement).toBe(document.body);
+    stop();
+  });
+});

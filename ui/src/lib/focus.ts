@@ -35,6 +35,7 @@ export function dialog(node: HTMLElement, options: DialogOptions = {}) {
   const opener = node.ownerDocument.activeElement as HTMLElement | null;
   const doc = node.ownerDocument;
   open.push(node);
+  node.setAttribute('data-dialog', '');
   const top = () => open[open.length - 1] === node;
 
   const enter = () => {
@@ -94,7 +95,9 @@ export function dialog(node: HTMLElement, options: DialogOptions = {}) {
       if (below) {
         if (opener && below.contains(opener) && opener.isConnected) opener.focus();
         else focusables(below)[0]?.focus();
-      } else if (opener && opener.isConnected && opener !== doc.body) opener.focus();
+      } else if (!opener || opener === doc.body) {
+        // Opened with focus nowhere (the app starting): leave it there, so Tab starts at the top.
+      } else if (opener.isConnected) opener.focus();
       else focusScreenHeading(doc);
     },
   };
@@ -113,7 +116,8 @@ export function keepFocus(root: HTMLElement): () => void {
   };
   const observer = new MutationObserver(() => {
     const at = doc.activeElement;
-    if (last && !last.isConnected && (at === null || at === doc.body)) {
+    // A closing dialog puts focus back itself (see `dialog`).
+    if (last && !last.isConnected && !last.closest('[data-dialog]') && (at === null || at === doc.body)) {
       last = null;
       focusScreenHeading(doc);
     }
