@@ -29,7 +29,9 @@ export async function startKeywardd(extraArgs = []) {
   const port = await freePort();
   const dir = mkdtempSync(path.join(tmpdir(), 'keyward-web-'));
   const origin = `http://localhost:${port}`;
-  const child = spawn(path.join(root, 'target/debug/keywardd'), [
+  // The binary `cargo build` made: in CARGO_TARGET_DIR when that is set, as cargo does.
+  const target = process.env.CARGO_TARGET_DIR ?? path.join(root, 'target');
+  const child = spawn(path.join(target, 'debug/keywardd'), [
     '--db', path.join(dir, 'keyward.db'), '--listen', `127.0.0.1:${port}`,
     '--origin', origin, '--web-ui', path.join(root, 'ui/dist'), ...extraArgs,
   ], { stdio: ['ignore', 'ignore', 'pipe'] });

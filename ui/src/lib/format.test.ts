@@ -1,5 +1,5 @@
 import { describe as suite, expect, it } from 'vitest';
-import { ago, describe, until } from './format';
+import { ago, announcement, describe, until } from './format';
 import type { SecurityEvent } from './types';
 
 const base: SecurityEvent = {
@@ -43,5 +43,23 @@ suite('describe', () => {
   it("says why the operator disabled the account", () => {
     expect(describe({ ...base, kind: 'account_disabled', detail: { reason: 'spam from this account' } }))
       .toBe("The service's operator disabled this account: spam from this account");
+  });
+});
+
+suite('announcement', () => {
+  const quiet = { ...base, id: 2, urgency: 'quiet' as const, detail: { known_device: true } };
+  it('reads an urgent sign-in out at once and a quiet one politely', () => {
+    expect(announcement([base])).toEqual({
+      polite: '', assertive: 'New sign-in on Ada’s phone (name given by the device) from 192.0.2.1 with a key',
+    });
+    expect(announcement([quiet])).toEqual({
+      polite: 'Signed in again on Ada’s phone (name given by the device) from 192.0.2.1', assertive: '',
+    });
+  });
+  it('sums up a burst, naming the newest', () => {
+    const said = announcement([{ ...base, id: 9 }, base, quiet]);
+    expect(said.assertive).toMatch(/^2 new security events\. The latest: New sign-in/);
+    expect(said.polite).toMatch(/^Signed in again/);
+    expect(announcement([])).toEqual({ polite: '', assertive: '' });
   });
 });

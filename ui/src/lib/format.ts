@@ -92,3 +92,16 @@ export function keyPromptText(p: KeyPrompt): { title: string; detail: string | n
       return { title: 'Done', detail: null };
   }
 }
+
+/** What a screen reader says for a batch of live events: urgent ones interrupt (assertive),
+ * the rest wait their turn (polite). A burst is summed up, not read out one by one. */
+export function announcement(batch: readonly SecurityEvent[]): { polite: string; assertive: string } {
+  const say = (list: readonly SecurityEvent[]) =>
+    list.length === 0 ? ''
+      : list.length === 1 ? describe(list[0])
+      : `${list.length} new security events. The latest: ${describe(list[0])}`;
+  return {
+    polite: say(batch.filter((e) => e.urgency !== 'urgent')),
+    assertive: say(batch.filter((e) => e.urgency === 'urgent')),
+  };
+}

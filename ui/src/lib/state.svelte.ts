@@ -1,5 +1,6 @@
 // App-wide state with Svelte 5 runes: what the shell and screens share.
 import { api, IpcError } from './ipc';
+import { announcement } from './format';
 import type { AppStatus, KeyPrompt, SecurityEvent } from './types';
 
 export type Screen = 'overview' | 'sessions' | 'alerts' | 'keys' | 'recovery';
@@ -21,6 +22,8 @@ export const app = $state({
   focusSession: null as string | null,
   /** An open yes/no question (in-app, so it looks like the app and tests can answer it). */
   question: null as { text: string; yes: string; no: string; answer: (yes: boolean) => void } | null,
+  /** What screen readers announce about live events (App's two live regions). */
+  live: { polite: '', assertive: '' },
 });
 
 /** Asks the user a yes/no question in an in-app dialog. */
@@ -69,6 +72,9 @@ export function startFeed() {
     pending = [];
     app.events = [...batch, ...app.events].slice(0, EVENTS_KEPT);
     app.revision++;
+    const said = announcement(batch);
+    if (said.polite) app.live.polite = said.polite;
+    if (said.assertive) app.live.assertive = said.assertive;
     if (seen.size > 4 * EVENTS_KEPT) {
       seen.clear();
       for (const e of app.events) seen.add(e.id);
