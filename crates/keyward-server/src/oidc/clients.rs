@@ -215,6 +215,14 @@ pub fn remove(store: &Store, client_id: &str) -> Result<bool, ServerError> {
     Ok(store.write(|tx| tx.delete_oidc_client(client_id))?)
 }
 
+/// Whether a config file's client would be accepted at start (`keywardd check-config`).
+pub fn check_config_client(client: &NewClient) -> Result<(), ServerError> {
+    if client.client_id.is_none() {
+        return Err(ServerError::InvalidInput("it needs a client_id".into()));
+    }
+    build(client, ClientSource::Config, 0).map(|_| ())
+}
+
 /// Registers the config file's clients as it says now; a client the file no longer names is
 /// removed (with its grants), one registered by command is never touched.
 pub(super) fn sync_config_clients(
@@ -225,12 +233,8 @@ pub(super) fn sync_config_clients(
     let rows = clients
         .iter()
         .map(|c| {
-            if c.client_id.is_none() {
-                return Err(ServerError::InvalidInput(format!(
-                    "oidc_clients: client {} needs a client_id",
-                    c.name
-                )));
-            }
+            check_config_client(c)
+                .map_err(|e| ServerError::InvalidInput(format!("oidc_clients: {}: {e}", c.name)))?;
             build(c, ClientSource::Config, now).map(|r| r.client)
         })
         .collect::<Result<Vec<_>, _>>()?;

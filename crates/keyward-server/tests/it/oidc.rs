@@ -1275,3 +1275,165 @@ async fn the_client_command_registers_an_app_and_prints_its_secret_once() {
         "only its hash is stored"
     );
 }
+
+#[tokio::test]
+async fn apps_in_the_config_file_are_registered_at_start_and_follow_the_file() {
+    let (secret, hash) = clients::new_secret_and_hash();
+    let wiki = NewClient {
+        client_id: Some("wiki".into()),
+        name: "Wiki".into(),
+        redirect_uris: vec![REDIRECT.into()],
+        post_logout_redirect_uris: vec![],
+        scopes: vec![],
+        auth_method: None,
+        secret_hash: Some(hash),
+        backchannel_logout_uri: None,
+    };
+    let listed = wiki.clone();
+    let h = Harness::start_with(move |c| c.oidc_clients = vec![listed]).await;
+    let mut key = new_key();
+    h.create_account(&mut key, "ada").await;
+    let browser = h.signed_in_browser(&mut key).await;
+    let app = App {
+        id: "wiki".into(),
+        secret: Some(secret),
+        post: false,
+    };
+    h.app_tokens(&browser, &app).await;
+
+    // Taken out of the file: gone at the next start, with its sign-ins.
+    let h = h.restart_with(|c| c.oidc_clients = vec![]).await;
+    let (_, challenge) = pkce();
+    let res = h
+        .authorize(
+            Some(&browser),
+            &[
+                ("response_type", "code"),
+                ("client_id", "wiki"),
+                ("redirect_uri", REDIRECT),
+                ("scope", "openid"),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+
+    // The TOML section, as check-config reads it: a bad entry is named.
+    let file = h.dir.path().join("keywardd.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "db = \"{}\"\n[[oidc_clients]]\nclient_id = \"wiki\"\nname = \"Wiki\"\nredirect_uris = [\"http://wiki.example/cb\"]\nauth_method = \"none\"\n",
+            h.dir.path().join("other.db").display()
+        ),
+    )
+    .unwrap();
+    let (code, out) = keywardd_tool(["--config", file.to_str().unwrap(), "check-config"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("OpenID client wiki (Wiki)") && out.contains("must be https"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn end_all_others_and_a_lost_key_end_the_apps_tokens_too() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    let desk = h.create_account(&mut key, "ada").await;
+    let chat = register(&h, "Chat", "client_secret_basic");
+    let (_, tokens) = h.signed_in_app(&mut key, &chat).await;
+    let fresh = h.step_up(&desk.token, &mut key).await;
+    let _: EndedSessions = h
+        .post_empty("/api/v1/sessions/end-others", &fresh)
+        .await
+        .unwrap();
+    assert!(!h.introspect(&chat, &s(&tokens, "access_token")).await);
+
+    // Reporting the key that opened the app's session lost ends that session, and the app's.
+    let mut spare = new_key();
+    h.add_key(&fresh, &mut spare, "spare").await.unwrap();
+    let (_, tokens) = h.signed_in_app(&mut key, &chat).await;
+    let keys: Vec<AuthenticatorView> = h.get("/api/v1/authenticators", &fresh).await.unwrap();
+    let first = keys.iter().find(|k| k.nickname != "spare").unwrap().id;
+    let res = h
+        .http
+        .post(format!(
+            "{}/api/v1/authenticators/{first}/report-lost",
+            h.base
+        ))
+        .bearer_auth(&fresh)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    assert!(!h.introspect(&chat, &s(&tokens, "access_token")).await);
+    assert_eq!(
+        h.refresh(&chat, &s(&tokens, "refresh_token")).await.0,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn max_age_asks_for_a_recent_ceremony_and_the_token_endpoint_takes_only_forms() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    h.create_account(&mut key, "ada").await;
+    let chat = register(&h, "Chat", "client_secret_basic");
+    let (browser, _) = h.signed_in_app(&mut key, &chat).await;
+    h.clock.advance_secs(120);
+    let (_, challenge) = pkce();
+    let params = [
+        ("response_type", "code"),
+        ("client_id", chat.id.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("scope", "openid"),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+        ("max_age", "60"),
+    ];
+    let res = h.authorize(Some(&browser), &params).await;
+    let to = res.headers()[LOCATION].to_str().unwrap().to_string();
+    assert!(
+        to.contains("/#/authorize/"),
+        "consented, but the last ceremony is too old: {to}"
+    );
+    let id = to.rsplit('/').next().unwrap();
+    let view: AuthorizationRequestView = h
+        .browser_request(
+            &browser,
+            Method::GET,
+            &format!("/api/v1/oauth/requests/{id}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(view.needs_fresh_sign_in);
+    let mut none = params.to_vec();
+    none.push(("prompt", "none"));
+    let res = h.authorize(Some(&browser), &none).await;
+    assert_eq!(
+        get_param(res.headers()[LOCATION].to_str().unwrap(), "error").as_deref(),
+        Some("login_required")
+    );
+
+    let res = no_redirects()
+        .post(format!("{}/oauth2/token", h.base))
+        .basic_auth(&chat.id, chat.secret.as_ref())
+        .json(&serde_json::json!({"grant_type": "authorization_code"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let body: OAuthErrorBody = res.json().await.unwrap();
+    assert_eq!(body.error, "invalid_request");
+    let (status, body) = h.token(&chat, &[("grant_type", "password")]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unsupported_grant_type"))
+    );
+}
