@@ -194,6 +194,7 @@ mod tests {
                     auth_method: ClientAuthMethod::None,
                     secret_hash: None,
                     backchannel_logout_uri: None,
+                    jwks: None,
                     source: ClientSource::Command,
                     created_at: 1,
                 })?;
