@@ -28,7 +28,9 @@ pub fn urgency_of(kind: EventKind, detail: &EventDetail) -> Urgency {
         | EventKind::RecoveryCompleted
         | EventKind::ClonedKeyWarning
         | EventKind::AccountDisabled
-        | EventKind::AccountEnabled => Urgency::Urgent,
+        | EventKind::AccountEnabled
+        | EventKind::AppSignIn
+        | EventKind::AppTokenReused => Urgency::Urgent,
         EventKind::AccountCreated
         | EventKind::SignInFailed
         | EventKind::SessionEnded

@@ -52,6 +52,13 @@ pub enum ServerError {
     /// operator's message to the owner.
     #[error("this account was disabled by the service's operator: {0}")]
     AccountDisabled(String),
+    /// An approval that needs a newer ceremony than the session's last (`prompt=login`,
+    /// `max_age`): 409 with `step_up_required`, as the web UI contract says.
+    #[error("this app asks for a fresh sign-in: confirm it's you with your security key")]
+    FreshSignInRequired,
+    /// An OAuth endpoint's refusal, answered in OAuth's own error shape.
+    #[error("{0}")]
+    OAuth(crate::oidc::OAuthError),
     /// The database is away or too busy for now; the detail is logged, never sent.
     #[error("the service is unavailable for a moment; try again shortly")]
     Unavailable(String),
@@ -86,7 +93,10 @@ impl ServerError {
             ServerError::NotFound(_) => ErrorCode::NotFound,
             ServerError::Unauthenticated => ErrorCode::Unauthenticated,
             ServerError::SessionExpired => ErrorCode::SessionExpired,
-            ServerError::StepUpRequired => ErrorCode::StepUpRequired,
+            ServerError::StepUpRequired | ServerError::FreshSignInRequired => {
+                ErrorCode::StepUpRequired
+            }
+            ServerError::OAuth(_) => ErrorCode::InvalidInput,
             ServerError::Forbidden(_) => ErrorCode::Forbidden,
             ServerError::CeremonyExpired => ErrorCode::CeremonyExpired,
             ServerError::AuthenticationFailed => ErrorCode::AuthenticationFailed,

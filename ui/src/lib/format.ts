@@ -64,6 +64,8 @@ export function describe(e: SecurityEvent): string {
     case 'cloned_key_warning': return `Security key ${key} may have been cloned: the sign-in was refused`;
     case 'account_disabled': return `The service's operator disabled this account: ${e.detail.reason ?? 'no reason given'}`;
     case 'account_enabled': return "The service's operator enabled this account again";
+    case 'app_sign_in': return `Signed in to ${e.detail.client_name ?? 'an app'} through Keyward on ${device}${from}${place}`;
+    case 'app_token_reused': return `A copy of ${e.detail.client_name ?? 'an app'}'s sign-in was used: that app sign-in was ended`;
   }
 }
 

@@ -195,7 +195,7 @@ stale_authenticators: Array<string>,
  */
 single_point_of_failure: string | null, next_step: NextStep | null, };
 
-export type EventKind = "account_created" | "sign_in" | "sign_in_failed" | "session_ended" | "authenticator_added" | "authenticator_renamed" | "authenticator_removed" | "authenticator_reported_lost" | "recovery_key_generated" | "recovery_key_confirmed" | "recovery_key_verified" | "recovery_started" | "recovery_cancelled" | "recovery_completed" | "cloned_key_warning" | "account_disabled" | "account_enabled";
+export type EventKind = "account_created" | "sign_in" | "sign_in_failed" | "session_ended" | "authenticator_added" | "authenticator_renamed" | "authenticator_removed" | "authenticator_reported_lost" | "recovery_key_generated" | "recovery_key_confirmed" | "recovery_key_verified" | "recovery_started" | "recovery_cancelled" | "recovery_completed" | "cloned_key_warning" | "account_disabled" | "account_enabled" | "app_sign_in" | "app_token_reused";
 
 export type Urgency = "quiet" | "urgent";
 
@@ -217,7 +217,11 @@ known_device?: boolean | null, ends_at?: number | null,
 /**
  * Coarse place of the address, where the operator configured a place database.
  */
-place?: string | null, };
+place?: string | null, 
+/**
+ * For `app_sign_in` and `app_token_reused`: the app, by its registered ID and name.
+ */
+client_id?: string | null, client_name?: string | null, };
 
 export type SecurityEvent = { 
 /**

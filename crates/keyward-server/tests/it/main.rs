@@ -18,6 +18,7 @@ mod log;
 mod logs;
 mod migrate;
 mod no_backdoor;
+mod oidc;
 mod persistence;
 mod processes;
 mod recovery;

@@ -34,6 +34,15 @@ const REVIEWED_COMMANDS: &[&str] = &[
     "backup",
     "restore",
     "migrate",
+    // The apps that may ask a person to sign in through Keyward (OpenID Connect): a client
+    // gets nothing without that person's ceremony and consent.
+    "client",
+    "client add",
+    "client list",
+    "client remove",
+    "client new-secret",
+    // The ID-token signing key, rotated; the old one verifies until its tokens expire.
+    "rotate-signing-key",
     // The operator's console: readiness, the report, disable and enable (operator.rs).
     "admin",
     "admin accounts",
@@ -80,6 +89,25 @@ const REVIEWED_OPERATIONS: &[&str] = &[
     "GET /api/v1/events",
     "GET /api/v1/events/stream",
     "GET /api/v1/log/checkpoint",
+    // An app's authorization request, seen and decided by the signed-in person (the cookie
+    // session and its own-page check); consents listed and revoked by their owner.
+    "GET /api/v1/oauth/requests/{id}",
+    "POST /api/v1/oauth/requests/{id}/approve",
+    "POST /api/v1/oauth/requests/{id}/deny",
+    "GET /api/v1/oauth/consents",
+    "DELETE /api/v1/oauth/consents/{client_id}",
+];
+
+/// The OpenID provider's protocol endpoints, as discovery names them: each issues only what a
+/// person's ceremony and consent (or the app's own valid grant) already allowed.
+const REVIEWED_PROTOCOL_ENDPOINTS: &[&str] = &[
+    "authorization_endpoint /oauth2/authorize",
+    "token_endpoint /oauth2/token",
+    "introspection_endpoint /oauth2/introspect",
+    "revocation_endpoint /oauth2/revoke",
+    "userinfo_endpoint /oauth2/userinfo",
+    "end_session_endpoint /oauth2/logout",
+    "jwks_uri /oauth2/jwks",
 ];
 
 fn commands(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, Vec<String>)>) {
@@ -156,6 +184,33 @@ async fn every_api_operation_is_reviewed_and_none_acts_without_a_ceremony() {
     for op in &operations {
         assert_eq!(forbidden_word(op, FORBIDDEN), None, "{op}");
     }
+    let discovery: serde_json::Value = h
+        .http
+        .get(format!("{}/.well-known/openid-configuration", h.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let issuer = discovery["issuer"].as_str().unwrap().trim_end_matches('/');
+    let mut endpoints: Vec<String> = discovery
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| name.ends_with("_endpoint") || name.ends_with("_uri"))
+        .filter_map(|(name, url)| Some(format!("{name} {}", url.as_str()?.strip_prefix(issuer)?)))
+        .collect();
+    endpoints.sort();
+    let mut reviewed: Vec<String> = REVIEWED_PROTOCOL_ENDPOINTS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    reviewed.sort();
+    assert_eq!(
+        endpoints, reviewed,
+        "the OpenID provider changed: review it for a backdoor"
+    );
     // And nothing answers where an admin API would sit.
     for path in ["/api/v1/admin", "/api/v1/admin/accounts", "/admin"] {
         let status = h
