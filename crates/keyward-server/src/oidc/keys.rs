@@ -84,7 +84,7 @@ pub fn rotate(
     log_key: &ed25519_dalek::SigningKey,
     now: Millis,
 ) -> Result<Rotated, ServerError> {
-    let seal = SealKey::from_log_key(log_key);
+    let seal = SealKey::from_log_key(log_key)?;
     // Refuse a log key that is not this deployment's before changing anything: the old keys
     // must open with it.
     store.read(|tx| {

@@ -136,7 +136,7 @@ impl Provider {
         config_clients: &[NewClient],
         now: keyward_proto::Millis,
     ) -> Result<Provider, ServerError> {
-        let seal = SealKey::from_log_key(log_key);
+        let seal = SealKey::from_log_key(log_key)?;
         let pairwise = store.write(|tx| {
             if let Some(sealed) = tx.meta(PAIRWISE_META)? {
                 let clear = seal.open(&sealed, PAIRWISE_META.as_bytes())?;

@@ -13,17 +13,17 @@ const NONCE_LEN: usize = 12;
 pub struct SealKey(Aes256Gcm);
 
 impl SealKey {
-    pub fn from_log_key(log_key: &ed25519_dalek::SigningKey) -> SealKey {
+    pub fn from_log_key(log_key: &ed25519_dalek::SigningKey) -> Result<SealKey, ServerError> {
         let hk = hkdf::Hkdf::<sha2::Sha256>::new(
             Some(b"keyward oidc seal v1"),
             log_key.to_bytes().as_slice(),
         );
         let mut key = [0u8; 32];
-        // 32 bytes is far below HKDF-SHA256's limit (255 * 32).
-        if hk.expand(b"aes-256-gcm", &mut key).is_err() {
-            key = [0u8; 32];
-        }
-        SealKey(Aes256Gcm::new(&key.into()))
+        // Cannot fail for 32 bytes (HKDF-SHA256 gives up to 255 * 32); if it ever did, no
+        // fixed key may stand in for the derived one.
+        hk.expand(b"aes-256-gcm", &mut key)
+            .map_err(|_| ServerError::Internal("deriving the sealing key failed".into()))?;
+        Ok(SealKey(Aes256Gcm::new(&key.into())))
     }
 
     /// nonce ‖ ciphertext ‖ tag.
@@ -71,8 +71,9 @@ mod tests {
 
     #[test]
     fn a_sealed_value_opens_only_with_its_key_and_its_label() {
-        let key = SealKey::from_log_key(&ed25519_dalek::SigningKey::from_bytes(&[1; 32]));
-        let other = SealKey::from_log_key(&ed25519_dalek::SigningKey::from_bytes(&[2; 32]));
+        let key = SealKey::from_log_key(&ed25519_dalek::SigningKey::from_bytes(&[1; 32])).unwrap();
+        let other =
+            SealKey::from_log_key(&ed25519_dalek::SigningKey::from_bytes(&[2; 32])).unwrap();
         let sealed = key.seal(b"secret", b"label").unwrap();
         assert!(!sealed.windows(6).any(|w| w == b"secret"));
         assert_eq!(key.open(&sealed, b"label").unwrap(), b"secret");
