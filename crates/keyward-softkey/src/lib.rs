@@ -477,9 +477,9 @@ mod tests {
         let secret = SigningKey::from_slice(&key.credentials[0].secret).unwrap();
         let verifying = VerifyingKey::from(&secret);
         let mut signed = assertion.response.authenticator_data.to_vec();
-        signed.extend_from_slice(&Sha256::digest(
-            assertion.response.client_data_json.as_ref(),
-        ));
+        signed.extend_from_slice(&Sha256::digest(AsRef::<[u8]>::as_ref(
+            &assertion.response.client_data_json,
+        )));
         let Ok(signature) = DerSignature::from_bytes(assertion.response.signature.as_ref()) else {
             return false;
         };
