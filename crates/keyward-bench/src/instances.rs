@@ -114,57 +114,81 @@ impl Deployment {
 
     async fn start_one(&self, n: usize) -> Instance {
         let log = self.dir.path().join(format!("instance-{n}.log"));
-        let stderr = std::fs::File::create(&log).unwrap();
         let app = format!("{}-{n}", self.tag);
         let db = format!("{}&application_name={app}", self.url);
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .arg("--instance")
-            .arg(&db)
-            .arg(self.dir.path().join("log-key"))
-            .arg(ORIGIN)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        // Owned from here: dropped (killed) whatever happens next.
-        let mut instance = Instance {
-            n,
-            child,
-            base: Url::parse(ORIGIN).unwrap(),
-            log,
-            app,
-        };
-        let said = tokio::time::timeout(
-            PATIENCE,
-            tokio::task::spawn_blocking(move || {
-                let mut line = String::new();
-                std::io::BufReader::new(stdout).read_line(&mut line).ok();
-                line
-            }),
-        )
-        .await;
-        let addr = match said {
-            Ok(Ok(line)) => line
-                .trim()
-                .strip_prefix("listening on ")
-                .map(str::to_string),
-            _ => None,
-        };
-        let Some(addr) = addr else {
-            panic!(
-                "instance {n} did not start:\n{}",
-                std::fs::read_to_string(&instance.log).unwrap_or_default()
-            );
-        };
-        instance.base = Url::parse(&format!("http://{addr}")).unwrap();
+        let mut instance = launch(n, &db, &self.dir.path().join("log-key"), log, None).await;
+        instance.app = app;
         instance
     }
 }
 
+/// Starts keywardd instance `n` as a child process on `db` (a SQLite file or a PostgreSQL
+/// URL) with `log_key`, for [`ORIGIN`], its stderr in `log`; returns once it listens. With
+/// `cpus`, it runs under `taskset -c CPUS`, which execs it: the child's PID is keywardd's.
+pub(crate) async fn launch(
+    n: usize,
+    db: &str,
+    log_key: &Path,
+    log: PathBuf,
+    cpus: Option<&str>,
+) -> Instance {
+    let exe = std::env::current_exe().unwrap();
+    let mut command = match cpus {
+        Some(cpus) => {
+            let mut taskset = Command::new("taskset");
+            taskset.arg("-c").arg(cpus).arg(exe);
+            taskset
+        }
+        None => Command::new(exe),
+    };
+    let stderr = std::fs::File::create(&log).unwrap();
+    let mut child = command
+        .arg("--instance")
+        .arg(db)
+        .arg(log_key)
+        .arg(ORIGIN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Owned from here: dropped (killed) whatever happens next.
+    let mut instance = Instance {
+        n,
+        child,
+        base: Url::parse(ORIGIN).unwrap(),
+        log,
+        app: String::new(),
+    };
+    let said = tokio::time::timeout(
+        PATIENCE,
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout).read_line(&mut line).ok();
+            line
+        }),
+    )
+    .await;
+    let addr = match said {
+        Ok(Ok(line)) => line
+            .trim()
+            .strip_prefix("listening on ")
+            .map(str::to_string),
+        _ => None,
+    };
+    let Some(addr) = addr else {
+        panic!(
+            "instance {n} did not start:\n{}",
+            std::fs::read_to_string(&instance.log).unwrap_or_default()
+        );
+    };
+    instance.base = Url::parse(&format!("http://{addr}")).unwrap();
+    instance
+}
+
 /// One keywardd child process; ended when dropped.
-struct Instance {
+pub(crate) struct Instance {
     n: usize,
     child: Child,
     base: Url,
@@ -175,7 +199,7 @@ struct Instance {
 }
 
 impl Instance {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -237,7 +261,7 @@ fn bench_client(name: &str) -> ClientInfo {
 
 /// Ceremonies run against one instance for the deployment's origin, as a browser on the load
 /// balancer's name would run them whichever instance answers.
-fn ceremonies_at(instance: &Instance, name: &str) -> Ceremonies {
+pub(crate) fn ceremonies_at(instance: &Instance, name: &str) -> Ceremonies {
     let site = Site::of(&Url::parse(ORIGIN).unwrap(), "localhost").unwrap();
     Ceremonies::new(Api::new(instance.base.clone()), site, bench_client(name))
 }
@@ -537,7 +561,7 @@ async fn cross_revocations(
 // 10. Scaling over 1, 2 and 3 instances
 
 /// CPU time, from `/proc`.
-mod cpu {
+pub(crate) mod cpu {
     use std::time::Duration;
 
     /// Clock ticks per second of `/proc`'s times (`getconf CLK_TCK`; 100 on Linux).

@@ -193,9 +193,14 @@ fn config_on(location: Location, db: &Path, port: u16) -> Config {
 /// Every client here shares 127.0.0.1; production limits would (rightly) stop a load
 /// generator after 120 ceremony starts a minute. Failures stay limited.
 fn lift_load_limits(config: &mut Config) {
+    // Each begin still records its hit and reads its address's recent hits, as in production;
+    // the window is short so that "recent" stays a few rows. With a minute's window every begin
+    // read all of the last minute's hits of 127.0.0.1 (tens of thousands at full load): 28% of
+    // keywardd's CPU in section 1's profile, a cost no real address could reach, since the
+    // production limit (120 a minute) refuses long before.
     config.limits.begins_per_address = Limit {
         max: u32::MAX,
-        window_ms: 60_000,
+        window_ms: 1,
     };
     // Likewise the pending ceremonies one network may hold (64 clients, one each, would sit
     // right at the production bound).
@@ -367,48 +372,78 @@ async fn sign_in_throughput(s: &Sizes) {
     println!("== 1. Full sign-in ceremonies over loopback HTTP");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("keyward.db");
-    let (rate, mut lat) = sign_ins(Location::Sqlite(db.clone()), &db, s).await;
-    // The same run on PostgreSQL, when `./dev bench` started one (a fresh schema).
-    let on_postgres = match postgres_url() {
-        Some(url) => {
-            let url = keyward_core::store::testing::fresh_schema(&url).unwrap();
-            let pg_db = dir.path().join("postgres");
-            Some(sign_ins(Location::parse(&url).unwrap(), &pg_db, s).await)
+    let mut shared = sign_ins(db.to_str().unwrap(), &dir.path().join("shared"), s, None).await;
+    // Once more on a fresh database, keywardd and the load generator each on a core of its own.
+    let mut pinned = match two_cores() {
+        Some(cores) => {
+            let db = dir.path().join("keyward-pinned.db");
+            Some(
+                sign_ins(
+                    db.to_str().unwrap(),
+                    &dir.path().join("pinned"),
+                    s,
+                    Some(cores),
+                )
+                .await,
+            )
         }
         None => None,
     };
-    let show_postgres = |on_postgres: &mut Option<(f64, Lat)>| {
-        if let Some((rate, lat)) = on_postgres {
-            println!(
-                "   on PostgreSQL 15 (same machine, loopback, SERIALIZABLE): sign-ins/s: {rate:.0}   latency {}",
-                lat.summary()
-            );
+    // The same run on PostgreSQL, when `./dev bench` started one (a fresh schema).
+    let mut on_postgres = match postgres_url() {
+        Some(url) => {
+            let url = keyward_core::store::testing::fresh_schema(&url).unwrap();
+            Some(sign_ins(&url, &dir.path().join("postgres"), s, None).await)
         }
+        None => None,
     };
-    let mut on_postgres = on_postgres;
+    println!(
+        "   method: {} clients, each signing in again and again for {} s (begin, software key \
+         signs, finish: challenge consumed, signature verified, counter, device, session and \
+         event committed in one transaction, fsync'd) against keywardd as a child process \
+         (SQLite, WAL, synchronous=FULL); CPU times from /proc/PID/stat (utime + stime) over \
+         the run: keywardd's, this process's (the clients and their software keys) and the \
+         rest of the machine's (/proc/stat)",
+        s.clients, s.throughput_secs
+    );
+    println!("   keywardd and the clients sharing the {} cores:", cores());
+    shared.print();
+    match &mut pinned {
+        Some(run) => {
+            let (server, clients) = run.pinned.clone().unwrap_or_default();
+            println!(
+                "   keywardd on CPU {server} only, the clients on CPU {clients} only (taskset):"
+            );
+            run.print();
+        }
+        None => println!("   (the pinned run needs two cores and taskset; not run)"),
+    }
+    if let Some(run) = &mut on_postgres {
+        println!("   on PostgreSQL 15 (same machine, loopback, SERIALIZABLE), sharing the cores:");
+        run.print();
+    }
+    let cpu = shared.per_sign_in(shared.keywardd);
+    println!(
+        "   goal keywardd CPU per sign-in <= 220 us: {} ({:.0} us)",
+        verdict(cpu <= Duration::from_micros(220)),
+        cpu.as_secs_f64() * 1e6
+    );
     if std::env::var_os("KEYWARD_BENCH_SKIP_BARE").is_some() {
-        println!("   sign-ins/s: {rate:.0}   latency {}", lat.summary());
-        show_postgres(&mut on_postgres);
         return;
     }
 
     let (bare_one, bare_all) = bare_verification(s.bare_assertions, true);
-    println!(
-        "   method: {} clients, each signing in again and again for {} s (begin, software key \
-         signs, finish: challenge consumed, signature verified, counter, device, session and \
-         event committed in one transaction, fsync'd); the clients run on the same 2 cores",
-        s.clients, s.throughput_secs
-    );
-    println!("   sign-ins/s: {rate:.0}   latency {}", lat.summary());
-    show_postgres(&mut on_postgres);
+    let rate = shared.rate();
     println!(
         "   bare webauthn-rs finish_passkey_authentication: {bare_one:.0}/s on one core, \
          {bare_all:.0}/s on {} cores",
         cores()
     );
     println!(
-        "   ratio full / bare: {:.0}%   goal >= 9,000/s and >= 65%: {}",
+        "   ratio full / bare: {:.0}% (keywardd's CPU alone: {:.0}%)   goal >= 9,000/s and \
+         >= 65%: {}",
         rate / bare_all * 100.0,
+        cores() as f64 / cpu.as_secs_f64().max(1e-9) / bare_all * 100.0,
         verdict(rate >= 9000.0 && rate / bare_all >= 0.65)
     );
     println!();
@@ -426,10 +461,137 @@ async fn sign_in_throughput(s: &Sizes) {
     println!();
 }
 
-/// Section 1's load on one database: clients signing in again and again for the run's time.
-async fn sign_ins(location: Location, db: &Path, s: &Sizes) -> (f64, Lat) {
-    let (server, base) = serve_on(location, db, 0).await;
-    let c = Arc::new(ceremonies(&base, "bench client").await);
+/// One run of section 1: its latencies and the CPU time each side spent.
+struct SignIns {
+    lat: Lat,
+    elapsed: Duration,
+    keywardd: Duration,
+    /// This process: the clients, their HTTP and their software keys.
+    clients: Duration,
+    /// The whole machine's busy time (all cores), ours and other processes'.
+    machine_busy: Duration,
+    /// (keywardd's CPU, the clients' CPU) when pinned.
+    pinned: Option<(String, String)>,
+}
+
+impl SignIns {
+    fn rate(&self) -> f64 {
+        self.lat.0.len() as f64 / self.elapsed.as_secs_f64()
+    }
+    fn per_sign_in(&self, d: Duration) -> Duration {
+        d.div_f64(self.lat.0.len().max(1) as f64)
+    }
+    /// Cores `d` kept busy on average over the run.
+    fn cores(&self, d: Duration) -> f64 {
+        d.as_secs_f64() / self.elapsed.as_secs_f64()
+    }
+    fn print(&mut self) {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let keywardd = self.per_sign_in(self.keywardd);
+        let others = self
+            .machine_busy
+            .saturating_sub(self.keywardd + self.clients);
+        println!(
+            "     sign-ins/s: {:.0}   latency {}",
+            self.rate(),
+            self.lat.summary()
+        );
+        println!(
+            "     CPU per sign-in: keywardd {:.0} us ({:.2} cores), clients {:.0} us ({:.2} \
+             cores); other processes used {:.2} cores meanwhile",
+            us(keywardd),
+            self.cores(self.keywardd),
+            us(self.per_sign_in(self.clients)),
+            self.cores(self.clients),
+            self.cores(others)
+        );
+        println!(
+            "     at that CPU cost keywardd alone would serve {:.0}/s on {} cores",
+            cores() as f64 / keywardd.as_secs_f64().max(1e-9),
+            cores()
+        );
+    }
+}
+
+/// CPU times at one moment: keywardd's, this process's and the machine's (busy, total ticks).
+struct Usage {
+    at: Instant,
+    keywardd: Duration,
+    clients: Duration,
+    machine: (u64, u64),
+}
+
+impl Usage {
+    fn now(keywardd: u32, tick: f64) -> Usage {
+        Usage {
+            at: Instant::now(),
+            keywardd: instances::cpu::of_process(keywardd, tick),
+            clients: instances::cpu::of_process(std::process::id(), tick),
+            machine: instances::cpu::machine(),
+        }
+    }
+}
+
+/// The CPUs this process may run on (`Cpus_allowed_list` of /proc/self/status, as "0-1,4").
+fn allowed_cpus() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+    Some(line.trim().to_string())
+}
+
+/// Section 1's pinned run: (keywardd's CPU, the load generator's), the first two this process
+/// may use; `None` with fewer, or without `taskset` (util-linux).
+fn two_cores() -> Option<(String, String)> {
+    let taskset = std::process::Command::new("taskset")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !taskset {
+        return None;
+    }
+    let mut cpus = Vec::new();
+    for part in allowed_cpus()?.split(',') {
+        let (from, to) = part.split_once('-').unwrap_or((part, part));
+        let (from, to): (u32, u32) = (from.trim().parse().ok()?, to.trim().parse().ok()?);
+        cpus.extend(from..=to);
+        if cpus.len() >= 2 {
+            break;
+        }
+    }
+    match cpus[..] {
+        [server, clients, ..] => Some((server.to_string(), clients.to_string())),
+        _ => None,
+    }
+}
+
+/// Pins every thread of this process to `cpus` (`taskset -a -p -c`); threads started later
+/// inherit it from the thread that starts them.
+fn pin_self(cpus: &str) {
+    let done = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(done, "taskset could not pin this process to CPU {cpus}");
+}
+
+/// Section 1's load on one database, against keywardd as a child process (so that its CPU time
+/// is its own, from /proc/PID/stat): clients signing in again and again for the run's time.
+/// With `cores`, keywardd runs on the first only and this process (the clients and their
+/// software keys) on the second, for the timed part.
+async fn sign_ins(db: &str, dir: &Path, s: &Sizes, cores: Option<(String, String)>) -> SignIns {
+    std::fs::create_dir_all(dir).unwrap();
+    let keywardd = instances::launch(
+        0,
+        db,
+        &dir.join("log-key"),
+        dir.join("keywardd.log"),
+        cores.as_ref().map(|(server, _)| server.as_str()),
+    )
+    .await;
+    let c = Arc::new(instances::ceremonies_at(&keywardd, "bench client"));
     let mut users = Vec::new();
     for i in 0..s.clients {
         let mut key = VirtualKey::ephemeral();
@@ -437,8 +599,13 @@ async fn sign_ins(location: Location, db: &Path, s: &Sizes) -> (f64, Lat) {
         let me = c.create_account(&mut key, &name, None, None).await.unwrap();
         users.push((key, name, me.device_secret));
     }
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(s.throughput_secs);
+    let unpinned = allowed_cpus();
+    if let Some((_, clients)) = &cores {
+        pin_self(clients);
+    }
+    let tick = instances::cpu::ticks_per_second();
+    let before = Usage::now(keywardd.pid(), tick);
+    let deadline = Instant::now() + Duration::from_secs(s.throughput_secs);
     let mut tasks = Vec::new();
     for (mut key, name, mut secret) in users {
         let c = c.clone();
@@ -460,10 +627,23 @@ async fn sign_ins(location: Location, db: &Path, s: &Sizes) -> (f64, Lat) {
     for t in tasks {
         lat.0.extend(t.await.unwrap());
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let rate = lat.0.len() as f64 / elapsed;
-    server.shutdown(Duration::from_secs(1)).await;
-    (rate, lat)
+    let after = Usage::now(keywardd.pid(), tick);
+    if let (Some(_), Some(all)) = (&cores, unpinned) {
+        pin_self(&all);
+    }
+    let (busy, total) = (
+        after.machine.0 - before.machine.0,
+        after.machine.1 - before.machine.1,
+    );
+    let elapsed = after.at - before.at;
+    SignIns {
+        lat,
+        elapsed,
+        keywardd: after.keywardd.saturating_sub(before.keywardd),
+        clients: after.clients.saturating_sub(before.clients),
+        machine_busy: elapsed.mul_f64(busy as f64 / total.max(1) as f64 * crate::cores() as f64),
+        pinned: cores,
+    }
 }
 
 /// The calling thread's CPU time so far, in ns (Linux: the first field of its schedstat).

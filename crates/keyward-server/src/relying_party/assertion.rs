@@ -42,6 +42,9 @@ impl<'a> Presented<'a> {
 struct PreVerified {
     ceremony_state: String,
     stored_credential: String,
+    /// `stored_credential` parsed: reused under the lock when the row is unchanged, so the
+    /// credential JSON is parsed once per sign-in, not twice.
+    passkey: Passkey,
     outcome: std::result::Result<AuthenticationResult, WebauthnError>,
 }
 
@@ -202,6 +205,7 @@ impl RelyingParty {
         Some(PreVerified {
             ceremony_state: ceremony.state,
             stored_credential: authenticator.credential,
+            passkey,
             outcome,
         })
     }
@@ -252,19 +256,27 @@ impl RelyingParty {
         if let Some(reason) = client_data::refusal(client_data, &self.info.origins) {
             return fail(Some(owner), Some(authenticator), reason);
         }
-        let mut passkey: Passkey = serde_json::from_str(&authenticator.credential)
-            .map_err(|e| ServerError::Internal(format!("stored credential: {e}")))?;
+        // The check is a pure function of the ceremony state, the assertion and the stored
+        // credential; a result computed before the lock on exactly these inputs is the result
+        // (and the credential parsed from the same text is the same credential).
+        let pre = pre.filter(|p| {
+            p.ceremony_state == ceremony.state && p.stored_credential == authenticator.credential
+        });
+        let (mut passkey, pre_outcome): (Passkey, _) = match pre {
+            Some(p) => (p.passkey, Some(p.outcome)),
+            None => (
+                serde_json::from_str(&authenticator.credential)
+                    .map_err(|e| ServerError::Internal(format!("stored credential: {e}")))?,
+                None,
+            ),
+        };
         if matches!(state, AssertionState::Discoverable(_))
             && credential.get_user_unique_id().is_none()
         {
             return fail(Some(owner), Some(authenticator), "no user handle");
         }
-        // The check is a pure function of the ceremony state, the assertion and the stored
-        // credential; a result computed before the lock on exactly these inputs is the result.
-        let verified = match pre.filter(|p| {
-            p.ceremony_state == ceremony.state && p.stored_credential == authenticator.credential
-        }) {
-            Some(p) => p.outcome,
+        let verified = match pre_outcome {
+            Some(outcome) => outcome,
             None => self.check_signature(state, credential, &passkey),
         };
         let cloned_key_warning = |tx: &mut Tx<'_>, authenticator: &Authenticator| {
