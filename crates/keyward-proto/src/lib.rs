@@ -580,6 +580,45 @@ pub struct LogHead {
     pub seen_hash: Option<String>,
 }
 
+// ---------------------------------------------------------------------------------------------
+// OpenID Connect: the authorization step in the web UI
+
+/// A pending authorization request (`/oauth2/authorize`), as the web UI's consent screen sees
+/// it: who asks, where the person goes back to, and what the screen must do first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+pub struct AuthorizationRequestView {
+    pub request_id: String,
+    pub client_id: String,
+    /// The app's name, as the operator registered it.
+    pub client_name: String,
+    /// The origin of the redirect URI: where the answer sends the browser.
+    pub redirect_origin: String,
+    pub scopes: Vec<ScopeView>,
+    /// The browser has a live Keyward session.
+    pub signed_in: bool,
+    /// `prompt=login` or `max_age` asks for a ceremony newer than the session's last one:
+    /// a step-up must come before approving.
+    pub needs_fresh_sign_in: bool,
+    /// The account already consented to these scopes for this client.
+    pub already_consented: bool,
+    /// When the request expires (RFC 3339).
+    pub expires_at: String,
+}
+
+/// One scope the app asks for, with what it means in plain words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+pub struct ScopeView {
+    pub name: String,
+    pub description: String,
+}
+
+/// The answer to approving or denying a request: where to send the browser (the app's
+/// redirect URI with the code, or with `error=access_denied`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+pub struct AuthorizationDecision {
+    pub redirect_to: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct Health {
     pub status: String,

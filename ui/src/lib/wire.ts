@@ -241,6 +241,37 @@ export type ServerInfo = { rp_id: string, rp_name: string, origins: Array<string
  */
 session_idle_ms: number, session_absolute_ms: number, recovery_window_ms: number, };
 
+export type AuthorizationRequestView = { request_id: string, client_id: string, 
+/**
+ * The app's name, as the operator registered it.
+ */
+client_name: string, 
+/**
+ * The origin of the redirect URI: where the answer sends the browser.
+ */
+redirect_origin: string, scopes: Array<ScopeView>, 
+/**
+ * The browser has a live Keyward session.
+ */
+signed_in: boolean, 
+/**
+ * `prompt=login` or `max_age` asks for a ceremony newer than the session's last one:
+ * a step-up must come before approving.
+ */
+needs_fresh_sign_in: boolean, 
+/**
+ * The account already consented to these scopes for this client.
+ */
+already_consented: boolean, 
+/**
+ * When the request expires (RFC 3339).
+ */
+expires_at: string, };
+
+export type ScopeView = { name: string, description: string, };
+
+export type AuthorizationDecision = { redirect_to: string, };
+
 export type AppStatus = { server: string | null, embedded: boolean, 
 /**
  * The origin every ceremony signs for, taken from the address chosen (never from the
