@@ -904,6 +904,22 @@ pub fn alert_for(event: &SecurityEvent, my_session: Uuid) -> Option<Alert> {
                 "{key} sent an out-of-order counter {from}. The sign-in was refused; consider reporting the key lost."
             ),
         ),
+        EventKind::AppSignIn => (
+            format!(
+                "Signed in to {}",
+                event.detail.client_name.as_deref().unwrap_or("an app")
+            ),
+            format!(
+                "An app sign-in through Keyward {from}. If this was not you, end that session."
+            ),
+        ),
+        EventKind::AppTokenReused => (
+            "A copy of an app's sign-in was used".into(),
+            format!(
+                "Someone presented {}'s old token again. That app sign-in was ended; sign in to the app again.",
+                event.detail.client_name.as_deref().unwrap_or("an app")
+            ),
+        ),
         _ => return None,
     };
     Some(Alert {

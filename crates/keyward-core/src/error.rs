@@ -23,6 +23,8 @@ pub enum CoreError {
     SchemaTooNew { found: i64, known: i64 },
     #[error("that username is taken")]
     UsernameTaken,
+    #[error("a client with that ID is already registered")]
+    ClientExists,
     #[error("that credential is already registered")]
     CredentialInUse,
     #[error("the store was given no log key to sign with")]

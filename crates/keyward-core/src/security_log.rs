@@ -26,7 +26,9 @@ pub fn urgency_of(kind: EventKind, detail: &EventDetail) -> Urgency {
         | EventKind::RecoveryStarted
         | EventKind::RecoveryCancelled
         | EventKind::RecoveryCompleted
-        | EventKind::ClonedKeyWarning => Urgency::Urgent,
+        | EventKind::ClonedKeyWarning
+        | EventKind::AppSignIn
+        | EventKind::AppTokenReused => Urgency::Urgent,
         EventKind::AccountCreated
         | EventKind::SignInFailed
         | EventKind::SessionEnded

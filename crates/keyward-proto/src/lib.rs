@@ -433,6 +433,11 @@ pub enum EventKind {
     RecoveryCancelled,
     RecoveryCompleted,
     ClonedKeyWarning,
+    /// An app signed the person in through Keyward (OpenID Connect): a new app session.
+    AppSignIn,
+    /// An app's refresh token was presented a second time: someone else holds a copy. The
+    /// app's sign-in was ended.
+    AppTokenReused,
 }
 
 impl EventKind {
@@ -453,6 +458,8 @@ impl EventKind {
             EventKind::RecoveryCancelled => "recovery_cancelled",
             EventKind::RecoveryCompleted => "recovery_completed",
             EventKind::ClonedKeyWarning => "cloned_key_warning",
+            EventKind::AppSignIn => "app_sign_in",
+            EventKind::AppTokenReused => "app_token_reused",
         }
     }
 
@@ -460,7 +467,7 @@ impl EventKind {
         Self::ALL.iter().copied().find(|k| k.as_str() == s)
     }
 
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::AccountCreated,
         EventKind::SignIn,
         EventKind::SignInFailed,
@@ -476,6 +483,8 @@ impl EventKind {
         EventKind::RecoveryCancelled,
         EventKind::RecoveryCompleted,
         EventKind::ClonedKeyWarning,
+        EventKind::AppSignIn,
+        EventKind::AppTokenReused,
     ];
 }
 
@@ -509,6 +518,11 @@ pub struct EventDetail {
     /// Coarse place of the address, where the operator configured a place database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub place: Option<String>,
+    /// For `app_sign_in` and `app_token_reused`: the app, by its registered ID and name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
@@ -580,45 +594,6 @@ pub struct LogHead {
     pub seen_hash: Option<String>,
 }
 
-// ---------------------------------------------------------------------------------------------
-// OpenID Connect: the authorization step in the web UI
-
-/// A pending authorization request (`/oauth2/authorize`), as the web UI's consent screen sees
-/// it: who asks, where the person goes back to, and what the screen must do first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
-pub struct AuthorizationRequestView {
-    pub request_id: String,
-    pub client_id: String,
-    /// The app's name, as the operator registered it.
-    pub client_name: String,
-    /// The origin of the redirect URI: where the answer sends the browser.
-    pub redirect_origin: String,
-    pub scopes: Vec<ScopeView>,
-    /// The browser has a live Keyward session.
-    pub signed_in: bool,
-    /// `prompt=login` or `max_age` asks for a ceremony newer than the session's last one:
-    /// a step-up must come before approving.
-    pub needs_fresh_sign_in: bool,
-    /// The account already consented to these scopes for this client.
-    pub already_consented: bool,
-    /// When the request expires (RFC 3339).
-    pub expires_at: String,
-}
-
-/// One scope the app asks for, with what it means in plain words.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
-pub struct ScopeView {
-    pub name: String,
-    pub description: String,
-}
-
-/// The answer to approving or denying a request: where to send the browser (the app's
-/// redirect URI with the code, or with `error=access_denied`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
-pub struct AuthorizationDecision {
-    pub redirect_to: String,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct Health {
     pub status: String,
@@ -684,4 +659,102 @@ pub struct KeyPasskeys {
     pub passkeys: Vec<KeyPasskey>,
     /// The key's own estimate of how many more it can store.
     pub free_slots: u32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Apps signing in through Keyward (OpenID Connect)
+
+/// One scope an app asks for, with what it lets the app see, in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+pub struct ScopeView {
+    pub name: String,
+    pub description: String,
+}
+
+/// A pending authorization request, for the consent screen (`/#/authorize/<request_id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+pub struct AuthorizationRequestView {
+    pub request_id: String,
+    pub client_id: String,
+    pub client_name: String,
+    /// Where the browser goes afterwards (scheme://host[:port]), to show the person.
+    pub redirect_origin: String,
+    pub scopes: Vec<ScopeView>,
+    pub signed_in: bool,
+    /// `prompt=login` or `max_age` asks for a ceremony newer than the session's last: run a
+    /// step-up first.
+    pub needs_fresh_sign_in: bool,
+    pub already_consented: bool,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// Where the web UI sends the top window after an approval or a denial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+pub struct AuthorizationDecision {
+    pub redirect_to: String,
+}
+
+/// An app the account allowed (remembered consent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+pub struct AppConsentView {
+    pub client_id: String,
+    pub client_name: String,
+    pub scopes: Vec<ScopeView>,
+    pub granted_at: Millis,
+}
+
+/// What revoking an app's consent ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+pub struct RevokedConsent {
+    pub client_id: String,
+    /// App sign-ins (grants) ended with it.
+    pub grants_ended: u32,
+}
+
+/// OAuth 2.0's error body (RFC 6749 section 5.2), used by the OAuth endpoints instead of
+/// `ApiError`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OAuthErrorBody {
+    pub error: String,
+    pub error_description: String,
+}
+
+/// The token endpoint's answer (RFC 6749 section 5.1, OpenID Connect Core 3.1.3.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds.
+    pub expires_in: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    pub scope: String,
+}
+
+/// Token introspection (RFC 7662): `{"active": false}` for anything not usable now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+pub struct IntrospectionResponse {
+    pub active: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }

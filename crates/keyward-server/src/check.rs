@@ -94,6 +94,18 @@ pub fn check(config: &Config) -> Vec<Finding> {
         let problem = std::fs::metadata(path).err().map(|e| e.to_string());
         note(format!("place table {}", path.display()), problem);
     }
+    for client in &config.oidc_clients {
+        note(
+            format!(
+                "OpenID client {} ({})",
+                client.client_id.as_deref().unwrap_or("?"),
+                client.name
+            ),
+            crate::oidc::clients::check_config_client(client)
+                .err()
+                .map(|e| e.to_string()),
+        );
+    }
     found
 }
 

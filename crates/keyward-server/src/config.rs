@@ -275,6 +275,24 @@ pub fn log_key_path(named: Option<PathBuf>, db: &Location) -> Option<PathBuf> {
 /// What keywardd does besides serving (the default).
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// Register, list or remove the apps that sign people in through Keyward (OpenID
+    /// Connect). Apps can also be registered in the config file's [[oidc_clients]].
+    Client {
+        #[command(subcommand)]
+        action: ClientCommand,
+    },
+    /// Rotate the OpenID provider's ID-token signing key: a new key signs from now on (on
+    /// every running instance, from its next token); the old one stays in the JWKS until every
+    /// token it signed has expired. Exit 0 rotated, 2 nothing changed.
+    RotateSigningKey {
+        /// The database, as for serving.
+        #[arg(long)]
+        db: String,
+        /// The log key (the signing keys are sealed under a key derived from it). Default: DB
+        /// + ".log-key" for SQLite; required for PostgreSQL.
+        #[arg(long)]
+        log_key: Option<PathBuf>,
+    },
     /// Verify the security log: walk its hash chain and hold it to its latest checkpoint signed
     /// by the log key. Exit 0 if intact, 1 if tampered with, 2 if it cannot be read.
     VerifyLog {
@@ -338,6 +356,54 @@ pub enum Command {
     },
 }
 
+/// `keywardd client …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Register an app. A confidential app's secret is printed once; only its hash is kept.
+    Add {
+        /// The database, as for serving.
+        #[arg(long)]
+        db: String,
+        /// The name people see on the consent screen.
+        #[arg(long)]
+        name: String,
+        /// An exact redirect URI (repeat for several); https, or http only to localhost.
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        /// Where the app may send people after signing them out (repeat for several).
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        /// A scope it may ask for (repeat): openid, profile. Default: both.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// client_secret_basic (default), client_secret_post, or none for a public app (a
+        /// browser or native app that cannot keep a secret; PKCE is required of all apps).
+        #[arg(long)]
+        auth_method: Option<String>,
+        /// The app's OpenID back-channel logout endpoint.
+        #[arg(long)]
+        backchannel_logout_uri: Option<String>,
+        /// The client ID to use instead of a random one.
+        #[arg(long)]
+        client_id: Option<String>,
+    },
+    /// List the registered apps (never their secrets).
+    List {
+        #[arg(long)]
+        db: String,
+    },
+    /// Remove an app: its consents, sign-ins and tokens end with it.
+    Remove {
+        #[arg(long)]
+        db: String,
+        #[arg(long)]
+        client_id: String,
+    },
+    /// Make a secret for a confidential app of the config file: prints the secret (for the
+    /// app) and its hash (for the file's secret_hash). Touches no database.
+    NewSecret,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AttestedModelFile {
@@ -381,6 +447,8 @@ struct FileConfig {
     header_timeout: Option<u64>,
     max_connections: Option<usize>,
     metrics_listen: Option<SocketAddr>,
+    #[serde(default)]
+    oidc_clients: Vec<crate::oidc::NewClient>,
 }
 
 #[derive(Debug, Clone)]
@@ -419,6 +487,8 @@ pub struct Config {
     /// How often an event stream reads the log even if it heard of no commit (a PostgreSQL
     /// notification can be lost while a listener reconnects).
     pub stream_poll_every: Duration,
+    /// Apps the config file registers (`[[oidc_clients]]`), kept in the database as it says.
+    pub oidc_clients: Vec<crate::oidc::NewClient>,
     /// Refuse a request whose `Host` is not one of the origins' host:port (for a `localhost`
     /// origin, a loopback address on its port too): a page on another site that rebinds its
     /// name to 127.0.0.1 then reaches nothing. On for loopback servers (`Config::local`, the
@@ -470,6 +540,7 @@ impl Config {
             metrics_listen: None,
             stream_poll_every: crate::http::stream::POLL_EVERY,
             check_host: true,
+            oidc_clients: Vec::new(),
         }
     }
 
@@ -597,6 +668,7 @@ impl Config {
             max_streams_per_session: DEFAULT_MAX_STREAMS_PER_SESSION,
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
             stream_poll_every: crate::http::stream::POLL_EVERY,
+            oidc_clients: file.oidc_clients,
         };
         config.validate()?;
         Ok(config)

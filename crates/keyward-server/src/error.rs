@@ -48,6 +48,13 @@ pub enum ServerError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     Conflict(&'static str),
+    /// An approval that needs a newer ceremony than the session's last (`prompt=login`,
+    /// `max_age`): 409 with `step_up_required`, as the web UI contract says.
+    #[error("this app asks for a fresh sign-in: confirm it's you with your security key")]
+    FreshSignInRequired,
+    /// An OAuth endpoint's refusal, answered in OAuth's own error shape.
+    #[error("{0}")]
+    OAuth(crate::oidc::OAuthError),
     /// The database is away or too busy for now; the detail is logged, never sent.
     #[error("the service is unavailable for a moment; try again shortly")]
     Unavailable(String),
@@ -82,7 +89,10 @@ impl ServerError {
             ServerError::NotFound(_) => ErrorCode::NotFound,
             ServerError::Unauthenticated => ErrorCode::Unauthenticated,
             ServerError::SessionExpired => ErrorCode::SessionExpired,
-            ServerError::StepUpRequired => ErrorCode::StepUpRequired,
+            ServerError::StepUpRequired | ServerError::FreshSignInRequired => {
+                ErrorCode::StepUpRequired
+            }
+            ServerError::OAuth(_) => ErrorCode::InvalidInput,
             ServerError::Forbidden(_) => ErrorCode::Forbidden,
             ServerError::CeremonyExpired => ErrorCode::CeremonyExpired,
             ServerError::AuthenticationFailed => ErrorCode::AuthenticationFailed,

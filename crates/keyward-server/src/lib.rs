@@ -11,6 +11,7 @@ mod http;
 pub mod log_seal;
 mod metrics;
 mod net;
+pub mod oidc;
 mod relying_party;
 
 pub use config::{Args, Config};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use keyward_core::SystemClock;
 use keyward_core::store::Location;
-use keyward_server::config::{Command, LogFormat};
+use keyward_server::config::{ClientCommand, Command, LogFormat};
 use keyward_server::{Args, Config, log_seal};
 
 #[tokio::main]
@@ -33,6 +33,8 @@ async fn main() -> ExitCode {
         Some(Command::Backup { db, to }) => return backup(&db, &to),
         Some(Command::CheckConfig) => return check_config(args),
         Some(Command::Restore { from, db, log_key }) => return restore(&from, &db, log_key),
+        Some(Command::Client { action }) => return client(action),
+        Some(Command::RotateSigningKey { db, log_key }) => return rotate_signing_key(&db, log_key),
         None => {}
     }
     let config = match Config::from_args(args) {
@@ -179,6 +181,141 @@ fn verify_log(db: &str, log_key: Option<std::path::PathBuf>) -> ExitCode {
             eprintln!("keywardd: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `keywardd client add|list|remove|new-secret`: 0 done, 2 nothing changed.
+fn client(action: ClientCommand) -> ExitCode {
+    use keyward_server::oidc::{NewClient, clients};
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("keywardd: {e}");
+        ExitCode::from(2)
+    };
+    let open = |db: &str| {
+        tool_database(db).and_then(|l| keyward_core::Store::connect(&l).map_err(|e| e.to_string()))
+    };
+    let now = || keyward_core::Clock::now(&SystemClock);
+    match action {
+        ClientCommand::Add {
+            db,
+            name,
+            redirect_uris,
+            post_logout_redirect_uris,
+            scopes,
+            auth_method,
+            backchannel_logout_uri,
+            client_id,
+        } => {
+            let store = match open(&db) {
+                Ok(s) => s,
+                Err(e) => return fail(&e),
+            };
+            let new = NewClient {
+                client_id,
+                name,
+                redirect_uris,
+                post_logout_redirect_uris,
+                scopes,
+                auth_method,
+                secret_hash: None,
+                backchannel_logout_uri,
+            };
+            match clients::add(&store, &new, now()) {
+                Ok(r) => {
+                    println!(
+                        "registered {} as client_id {}",
+                        r.client.name, r.client.client_id
+                    );
+                    println!("auth method: {}", r.client.auth_method.as_str());
+                    if let Some(secret) = r.secret {
+                        println!("client_secret: {secret}");
+                        println!("(shown this once; Keyward keeps only its hash)");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        ClientCommand::List { db } => {
+            let listed = open(&db).and_then(|s| clients::list(&s).map_err(|e| e.to_string()));
+            match listed {
+                Ok(list) => {
+                    for c in &list {
+                        println!(
+                            "{}\t{}\t{}\tscopes: {}\tredirect: {}\t({})",
+                            c.client_id,
+                            c.name,
+                            c.auth_method.as_str(),
+                            c.scopes.join(" "),
+                            c.redirect_uris.join(" "),
+                            match c.source {
+                                keyward_core::store::ClientSource::Command => "keywardd client add",
+                                keyward_core::store::ClientSource::Config => "config file",
+                            }
+                        );
+                    }
+                    if list.is_empty() {
+                        println!("no apps registered");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        ClientCommand::Remove { db, client_id } => {
+            let removed =
+                open(&db).and_then(|s| clients::remove(&s, &client_id).map_err(|e| e.to_string()));
+            match removed {
+                Ok(true) => {
+                    println!("removed {client_id}: its consents, sign-ins and tokens ended");
+                    ExitCode::SUCCESS
+                }
+                Ok(false) => fail(&format!("no client {client_id}")),
+                Err(e) => fail(&e),
+            }
+        }
+        ClientCommand::NewSecret => {
+            let (secret, hash) = clients::new_secret_and_hash();
+            println!("client_secret: {secret}");
+            println!("secret_hash = \"{hash}\"");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `keywardd rotate-signing-key`: 0 rotated, 2 nothing changed.
+fn rotate_signing_key(db: &str, log_key: Option<std::path::PathBuf>) -> ExitCode {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("keywardd: {e}");
+        ExitCode::from(2)
+    };
+    let location = match tool_database(db) {
+        Ok(l) => l,
+        Err(e) => return fail(&e),
+    };
+    let Some(key_path) = keyward_server::config::log_key_path(log_key, &location) else {
+        return fail(&"with PostgreSQL, --log-key must name the log key's file");
+    };
+    let key = match log_seal::load_key(&key_path) {
+        Ok(Some(k)) => k,
+        Ok(None) => return fail(&format!("no log key at {}", key_path.display())),
+        Err(e) => return fail(&e),
+    };
+    let store = match keyward_core::Store::connect(&location) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let now = keyward_core::Clock::now(&SystemClock);
+    match keyward_server::oidc::keys::rotate(&store, &key, now) {
+        Ok(r) => {
+            println!(
+                "rotated: {} signs from now on; the previous key stays published for {} s",
+                r.new_kid,
+                (r.previous_published_until - now) / 1000
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -36,6 +36,12 @@ suite('describe', () => {
     expect(describe({ ...base, kind: 'session_ended', detail: { reason: 'lost_key' } }))
       .toBe('A session ended: its key was reported lost');
   });
+  it('names the app of an app sign-in and of a reused token', () => {
+    expect(describe({ ...base, kind: 'app_sign_in', detail: { client_name: 'Chat' } }))
+      .toContain('Signed in to Chat through Keyward');
+    expect(describe({ ...base, kind: 'app_token_reused', detail: { client_name: 'Chat' } }))
+      .toContain("A copy of Chat's sign-in was used");
+  });
   it('warns about cloned keys', () => {
     expect(describe({ ...base, kind: 'cloned_key_warning', detail: { authenticator_name: 'K' } }))
       .toContain('may have been cloned');

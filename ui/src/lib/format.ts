@@ -61,6 +61,8 @@ export function describe(e: SecurityEvent): string {
     case 'recovery_cancelled': return `Account recovery cancelled${e.detail.reason ? ` (${e.detail.reason})` : ''}`;
     case 'recovery_completed': return 'Account recovery completed: other sessions were ended';
     case 'cloned_key_warning': return `Security key ${key} may have been cloned: the sign-in was refused`;
+    case 'app_sign_in': return `Signed in to ${e.detail.client_name ?? 'an app'} through Keyward on ${device}${from}${place}`;
+    case 'app_token_reused': return `A copy of ${e.detail.client_name ?? 'an app'}'s sign-in was used: that app sign-in was ended`;
   }
 }
 

@@ -195,7 +195,7 @@ stale_authenticators: Array<string>,
  */
 single_point_of_failure: string | null, next_step: NextStep | null, };
 
-export type EventKind = "account_created" | "sign_in" | "sign_in_failed" | "session_ended" | "authenticator_added" | "authenticator_renamed" | "authenticator_removed" | "authenticator_reported_lost" | "recovery_key_generated" | "recovery_key_confirmed" | "recovery_key_verified" | "recovery_started" | "recovery_cancelled" | "recovery_completed" | "cloned_key_warning";
+export type EventKind = "account_created" | "sign_in" | "sign_in_failed" | "session_ended" | "authenticator_added" | "authenticator_renamed" | "authenticator_removed" | "authenticator_reported_lost" | "recovery_key_generated" | "recovery_key_confirmed" | "recovery_key_verified" | "recovery_started" | "recovery_cancelled" | "recovery_completed" | "cloned_key_warning" | "app_sign_in" | "app_token_reused";
 
 export type Urgency = "quiet" | "urgent";
 
@@ -216,7 +216,11 @@ known_device?: boolean | null, ends_at?: number | null,
 /**
  * Coarse place of the address, where the operator configured a place database.
  */
-place?: string | null, };
+place?: string | null, 
+/**
+ * For `app_sign_in` and `app_token_reused`: the app, by its registered ID and name.
+ */
+client_id?: string | null, client_name?: string | null, };
 
 export type SecurityEvent = { 
 /**
@@ -241,30 +245,18 @@ export type ServerInfo = { rp_id: string, rp_name: string, origins: Array<string
  */
 session_idle_ms: number, session_absolute_ms: number, recovery_window_ms: number, };
 
-export type AuthorizationRequestView = { request_id: string, client_id: string, 
+export type AuthorizationRequestView = { request_id: string, client_id: string, client_name: string, 
 /**
- * The app's name, as the operator registered it.
+ * Where the browser goes afterwards (scheme://host[:port]), to show the person.
  */
-client_name: string, 
+redirect_origin: string, scopes: Array<ScopeView>, signed_in: boolean, 
 /**
- * The origin of the redirect URI: where the answer sends the browser.
+ * `prompt=login` or `max_age` asks for a ceremony newer than the session's last: run a
+ * step-up first.
  */
-redirect_origin: string, scopes: Array<ScopeView>, 
+needs_fresh_sign_in: boolean, already_consented: boolean, 
 /**
- * The browser has a live Keyward session.
- */
-signed_in: boolean, 
-/**
- * `prompt=login` or `max_age` asks for a ceremony newer than the session's last one:
- * a step-up must come before approving.
- */
-needs_fresh_sign_in: boolean, 
-/**
- * The account already consented to these scopes for this client.
- */
-already_consented: boolean, 
-/**
- * When the request expires (RFC 3339).
+ * RFC 3339.
  */
 expires_at: string, };
 

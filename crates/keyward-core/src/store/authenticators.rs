@@ -130,6 +130,27 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Records that this key's attestation was verified against a configured vendor root at
+    /// registration (attested mode): the only case Keyward claims a hardware key to apps.
+    pub fn mark_authenticator_attested(&self, id: Uuid) -> Result<()> {
+        self.execute(
+            "UPDATE authenticators SET attested = ?2 WHERE id = ?1",
+            args![id.as_bytes(), true],
+        )?;
+        Ok(())
+    }
+
+    /// Whether [`Tx::mark_authenticator_attested`] was recorded for this key.
+    pub fn authenticator_attested(&self, id: Uuid) -> Result<bool> {
+        Ok(self
+            .query_row(
+                "SELECT attested FROM authenticators WHERE id = ?1",
+                args![id.as_bytes()],
+                |r| r.get::<bool>(0),
+            )?
+            .unwrap_or(false))
+    }
+
     pub fn rename_authenticator(&self, id: Uuid, nickname: &str) -> Result<()> {
         self.execute(
             "UPDATE authenticators SET nickname = ?2 WHERE id = ?1",

@@ -24,6 +24,12 @@ pub const TABLES: &[&str] = &[
     "events",
     "log_checkpoints",
     "limit_hits",
+    "oidc_keys",
+    "oidc_clients",
+    "oidc_requests",
+    "oidc_consents",
+    "oidc_grants",
+    "oidc_tokens",
 ];
 
 /// What a copy moved, and the log as the target now holds it.

@@ -34,6 +34,12 @@ mod checkpoints;
 mod copy;
 mod events;
 mod limits;
+mod oidc_clients;
+mod oidc_consents;
+mod oidc_grants;
+mod oidc_keys;
+mod oidc_requests;
+mod oidc_tokens;
 mod pg;
 mod recovery_keys;
 mod sessions;
@@ -46,6 +52,12 @@ pub use self::ceremonies::{Ceremony, CeremonyCaps};
 pub use self::checkpoints::AccountHead;
 pub use self::copy::{CopyReport, TABLES};
 pub use self::events::NewEvent;
+pub use self::oidc_clients::{ClientAuthMethod, ClientSource, OidcClient};
+pub use self::oidc_consents::Consent;
+pub use self::oidc_grants::Grant;
+pub use self::oidc_keys::SigningKeyRecord;
+pub use self::oidc_requests::PendingAuthorization;
+pub use self::oidc_tokens::{TokenKind, TokenRecord};
 pub use self::pg::{PostgresOptions, RemoteCommit, SslMode};
 pub use self::recovery_keys::RecoveryKeyRecord;
 pub use self::sessions::{Device, Session};
@@ -64,6 +76,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_event_numbers.sql"),
     include_str!("../../migrations/sqlite/0004_log_checkpoints.sql"),
     include_str!("../../migrations/sqlite/0005_limit_hits.sql"),
+    include_str!("../../migrations/sqlite/0006_oidc.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -71,6 +84,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_event_numbers.sql"),
     include_str!("../../migrations/postgres/0004_log_checkpoints.sql"),
     include_str!("../../migrations/postgres/0005_limit_hits.sql"),
+    include_str!("../../migrations/postgres/0006_oidc.sql"),
 ];
 
 /// Where the data lives: `--db`'s value, parsed.

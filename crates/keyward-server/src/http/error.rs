@@ -41,7 +41,11 @@ impl IntoResponse for ServerError {
             _ => {}
         }
         crate::metrics::refused(self.code());
-        let mut response = (status_of(self.code()), axum::Json(self.to_wire())).into_response();
+        let status = match self {
+            ServerError::FreshSignInRequired => StatusCode::CONFLICT,
+            _ => status_of(self.code()),
+        };
+        let mut response = (status, axum::Json(self.to_wire())).into_response();
         let retry_after = match self {
             ServerError::RateLimited { retry_after_secs } => Some(retry_after_secs),
             // A restart or a burst of conflicts is over in moments.

@@ -6,6 +6,7 @@ pub mod api;
 pub mod browser;
 mod error;
 pub mod extract;
+pub mod oauth;
 pub mod serve;
 pub mod stream;
 
@@ -231,7 +232,7 @@ impl AppState {
 
 /// The whole HTTP surface, with the OpenAPI document served from what was registered.
 pub fn router(state: AppState) -> Router {
-    let (routes, openapi) = api::routes().split_for_parts();
+    let (routes, openapi) = api::routes().merge(oauth::api_routes()).split_for_parts();
     let openapi = Arc::new(openapi);
     let tls = state.0.tls;
     let not_found = || async { ServerError::NotFound("endpoint").into_response() };
@@ -239,6 +240,7 @@ pub fn router(state: AppState) -> Router {
         "/api/v1/openapi.json",
         get(move || async move { Json((*openapi).clone()) }),
     );
+    let routes = routes.merge(oauth::oauth_routes());
     let routes = match &state.0.web_ui {
         Some(dir) => browser::serve_web_ui(routes.route("/api/{*rest}", any(not_found)), dir),
         None => routes.fallback(not_found),
@@ -302,7 +304,10 @@ async fn check_host(
 
 async fn security_headers(req: Request, next: Next, tls: bool) -> Response {
     let path = req.uri().path();
-    let web_page = !(path.starts_with("/api/") || path == "/healthz");
+    let web_page = !(path.starts_with("/api/")
+        || path == "/healthz"
+        || path.starts_with("/oauth2/")
+        || path.starts_with("/.well-known/"));
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     if web_page {

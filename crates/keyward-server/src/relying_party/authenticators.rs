@@ -138,6 +138,9 @@ impl RelyingParty {
                 }
                 other => other?,
             }
+            if matches!(registration, RegistrationState::Attested(_)) {
+                tx.mark_authenticator_attested(authenticator.id)?;
+            }
             let detail = EventDetail {
                 authenticator_id: Some(authenticator.id),
                 authenticator_name: Some(authenticator.nickname.clone()),

@@ -14,7 +14,7 @@ use crate::error::Result;
 
 impl RelyingParty {
     /// `session` as an actor, its device's name read from the store.
-    pub(super) fn actor<'a>(&self, tx: &Tx<'_>, session: &'a Session) -> Result<Actor<'a>> {
+    pub(crate) fn actor<'a>(&self, tx: &Tx<'_>, session: &'a Session) -> Result<Actor<'a>> {
         let device_name = tx
             .device(session.device_id)?
             .map(|d| d.name)
@@ -26,7 +26,7 @@ impl RelyingParty {
     }
 
     /// Appends an event to `account_id`'s log, by `actor` (none: the server's own doing).
-    pub(super) fn record(
+    pub(crate) fn record(
         &self,
         tx: &mut Tx<'_>,
         account_id: Uuid,

@@ -77,12 +77,12 @@ pub struct Gauges {
 }
 
 pub struct RelyingParty {
-    store: Store,
+    pub(crate) store: Store,
     webauthn: Webauthn,
-    policy: Policy,
-    clock: Arc<dyn Clock>,
-    info: ServerInfo,
-    limiter: RateLimiter,
+    pub(crate) policy: Policy,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) info: ServerInfo,
+    pub(crate) limiter: RateLimiter,
     /// Believable credential IDs for usernames that do not exist (no account enumeration).
     decoys: DecoyCredentials,
     /// Attested (AAL3) mode: the vendor roots and models allowed to register.
@@ -93,6 +93,8 @@ pub struct RelyingParty {
     last_prune: AtomicI64,
     /// The public half of the log key that signs the log's checkpoints.
     log_public_key: ed25519_dalek::VerifyingKey,
+    /// The OpenID Connect provider's own state (`crate::oidc`).
+    pub(crate) oidc: crate::oidc::Provider,
 }
 
 /// Why a relying party could not be set up from its configuration.
@@ -108,6 +110,8 @@ pub enum SetupError {
     Log(#[from] crate::log_seal::LogSealError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("the OpenID provider: {0}")]
+    Oidc(String),
 }
 
 impl RelyingParty {
@@ -135,7 +139,20 @@ impl RelyingParty {
             .map_err(|e| SetupError::Webauthn(e.to_string()))?;
 
         // Before anything else is written: the log must still extend its last signed head.
-        let log_public_key = crate::log_seal::seal(&store, &config.log_key_path()?)?;
+        let log_key_path = config.log_key_path()?;
+        let log_public_key = crate::log_seal::seal(&store, &log_key_path)?;
+        // The OpenID provider's secrets are sealed under a key derived from the log key.
+        let log_key = crate::log_seal::load_key(&log_key_path)?
+            .ok_or_else(|| SetupError::Oidc("the log key is missing".into()))?;
+        let oidc = crate::oidc::Provider::new(
+            &store,
+            &log_key,
+            first.origin().ascii_serialization(),
+            !config.attested_models.is_empty(),
+            &config.oidc_clients,
+            clock.now(),
+        )
+        .map_err(|e| SetupError::Oidc(e.to_string()))?;
 
         // The decoy-credential key must persist, or decoys would change across restarts and
         // give unknown usernames away.
@@ -199,6 +216,7 @@ impl RelyingParty {
             places,
             last_prune: AtomicI64::new(i64::MIN),
             log_public_key,
+            oidc,
         })
     }
 
@@ -212,7 +230,7 @@ impl RelyingParty {
         &self.store
     }
 
-    fn now(&self) -> Millis {
+    pub(crate) fn now(&self) -> Millis {
         self.clock.now()
     }
 
@@ -229,7 +247,7 @@ impl RelyingParty {
     }
 
     /// Unauthenticated ceremony starts are counted per address, in the start's transaction.
-    pub(super) fn count_begin(&self, tx: &Tx<'_>, address: &str) -> Result<()> {
+    pub(crate) fn count_begin(&self, tx: &Tx<'_>, address: &str) -> Result<()> {
         let key = LimitKey::Begin {
             network: Network::of(address),
         };
@@ -259,7 +277,8 @@ impl RelyingParty {
         match self.store.write(|tx| {
             let (sessions, devices) =
                 tx.prune_sessions(before, p.session_idle_ms, p.prune_batch)?;
-            let hits = tx.prune_limit_hits(now, p.prune_batch)?;
+            let hits = tx.prune_limit_hits(now, p.prune_batch)?
+                + tx.prune_pending_authorizations(now, p.prune_batch)?;
             Ok::<_, ServerError>((sessions, devices, hits))
         }) {
             Ok((0, 0, 0)) => {}
@@ -276,7 +295,10 @@ impl RelyingParty {
     }
 
     /// A transaction that commits its [`Verdict`] either way; a refusal becomes `Err` after.
-    fn write_verdict<T>(&self, f: impl FnMut(&mut Tx<'_>) -> Result<Verdict<T>>) -> Result<T> {
+    pub(crate) fn write_verdict<T>(
+        &self,
+        f: impl FnMut(&mut Tx<'_>) -> Result<Verdict<T>>,
+    ) -> Result<T> {
         match self.store.write::<Verdict<T>, ServerError>(f)? {
             Verdict::Granted(t) => Ok(t),
             Verdict::Refused(e) => Err(e),

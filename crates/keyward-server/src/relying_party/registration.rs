@@ -245,6 +245,9 @@ impl RelyingParty {
                 other => other?,
             }
             tx.insert_authenticator(&authenticator)?;
+            if matches!(state.registration, RegistrationState::Attested(_)) {
+                tx.mark_authenticator_attested(authenticator.id)?;
+            }
             let opened = self.open_session(
                 tx,
                 SessionRequest::by_key(&account, authenticator.id, &client, None, address, now),

@@ -28,7 +28,7 @@ pub struct Authed {
 }
 
 impl Authed {
-    pub(super) fn require_full(&self) -> Result<()> {
+    pub(crate) fn require_full(&self) -> Result<()> {
         if self.session.scope != SessionScope::Full {
             return Err(ServerError::RecoveryInProgress(
                 "a recovery session can only enrol a new key and recovery key once its window ends",
@@ -40,7 +40,7 @@ impl Authed {
     /// A recovery session sees only its own window and account state, never the account's
     /// sessions, devices, keys or log: a stolen recovery key must not learn what the owner
     /// does, nor watch whether they noticed. It becomes a full session once enrolment is done.
-    pub(super) fn require_not_recovery(&self) -> Result<()> {
+    pub(crate) fn require_not_recovery(&self) -> Result<()> {
         if self.session.scope == SessionScope::Recovery {
             return Err(ServerError::RecoveryInProgress(
                 "a recovery session cannot see the account's sessions, keys or log",
@@ -58,7 +58,7 @@ impl Authed {
 }
 
 /// Who acted, as the log names them: a session and its device's name at the time.
-pub(super) struct Actor<'a> {
+pub(crate) struct Actor<'a> {
     pub session: &'a Session,
     pub device_name: String,
 }
@@ -201,7 +201,7 @@ impl RelyingParty {
     }
 
     /// A full session whose last user verification is recent enough for a sensitive change.
-    pub(super) fn require_fresh(&self, authed: &Authed) -> Result<()> {
+    pub(crate) fn require_fresh(&self, authed: &Authed) -> Result<()> {
         authed.require_full()?;
         if self.now() - authed.session.verified_at > self.policy.step_up_ms {
             return Err(ServerError::StepUpRequired);

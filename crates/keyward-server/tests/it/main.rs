@@ -16,6 +16,7 @@ mod limits;
 mod log;
 mod logs;
 mod migrate;
+mod oidc;
 mod persistence;
 mod processes;
 mod recovery;
