@@ -376,7 +376,8 @@ pub enum ClientCommand {
         /// A scope it may ask for (repeat): openid, profile. Default: both.
         #[arg(long = "scope")]
         scopes: Vec<String>,
-        /// client_secret_basic (default), client_secret_post, or none for a public app (a
+        /// client_secret_basic (default), client_secret_post, private_key_jwt (with
+        /// --jwks-file), or none for a public app (a
         /// browser or native app that cannot keep a secret; PKCE is required of all apps).
         #[arg(long)]
         auth_method: Option<String>,
@@ -386,6 +387,10 @@ pub enum ClientCommand {
         /// The client ID to use instead of a random one.
         #[arg(long)]
         client_id: Option<String>,
+        /// For private_key_jwt: a file with the app's public keys (a JWKS); the app then
+        /// authenticates with JWTs signed by them instead of a secret.
+        #[arg(long)]
+        jwks_file: Option<PathBuf>,
     },
     /// List the registered apps (never their secrets).
     List {

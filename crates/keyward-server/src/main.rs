@@ -205,7 +205,12 @@ fn client(action: ClientCommand) -> ExitCode {
             auth_method,
             backchannel_logout_uri,
             client_id,
+            jwks_file,
         } => {
+            let jwks = match jwks_file.map(std::fs::read_to_string).transpose() {
+                Ok(j) => j,
+                Err(e) => return fail(&format!("--jwks-file: {e}")),
+            };
             let store = match open(&db) {
                 Ok(s) => s,
                 Err(e) => return fail(&e),
@@ -219,6 +224,7 @@ fn client(action: ClientCommand) -> ExitCode {
                 auth_method,
                 secret_hash: None,
                 backchannel_logout_uri,
+                jwks,
             };
             match clients::add(&store, &new, now()) {
                 Ok(r) => {

@@ -24,9 +24,11 @@ CREATE TABLE oidc_clients (
     post_logout_redirect_uris TEXT NOT NULL,   -- JSON array, matched exactly
     scopes                    TEXT NOT NULL,   -- space-separated, the most it may ask for
     auth_method               TEXT NOT NULL
-        CHECK (auth_method IN ('none', 'client_secret_basic', 'client_secret_post')),
+        CHECK (auth_method IN ('none', 'client_secret_basic', 'client_secret_post',
+                               'private_key_jwt')),
     secret_hash               BYTEA,            -- confidential clients only
     backchannel_logout_uri    TEXT,
+    jwks                      TEXT,            -- private_key_jwt: the app's public keys
     source                    TEXT NOT NULL CHECK (source IN ('command', 'config')),
     created_at                BIGINT NOT NULL
 );
@@ -96,3 +98,11 @@ CREATE TABLE oidc_tokens (
     used_at    BIGINT
 );
 CREATE INDEX oidc_tokens_grant ON oidc_tokens(grant_id);
+
+-- private_key_jwt: the `jti` of each client assertion accepted, until it expires, so none is
+-- accepted twice (RFC 7523 3).
+CREATE TABLE oidc_assertions (
+    jti_hash   BYTEA PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX oidc_assertions_expiry ON oidc_assertions(expires_at);

@@ -26,9 +26,11 @@ CREATE TABLE oidc_clients (
     post_logout_redirect_uris TEXT NOT NULL,   -- JSON array, matched exactly
     scopes                    TEXT NOT NULL,   -- space-separated, the most it may ask for
     auth_method               TEXT NOT NULL
-        CHECK (auth_method IN ('none', 'client_secret_basic', 'client_secret_post')),
+        CHECK (auth_method IN ('none', 'client_secret_basic', 'client_secret_post',
+                               'private_key_jwt')),
     secret_hash               BLOB,            -- confidential clients only
     backchannel_logout_uri    TEXT,
+    jwks                      TEXT,            -- private_key_jwt: the app's public keys
     source                    TEXT NOT NULL CHECK (source IN ('command', 'config')),
     created_at                INTEGER NOT NULL
 );
@@ -98,3 +100,11 @@ CREATE TABLE oidc_tokens (
     used_at    INTEGER
 );
 CREATE INDEX oidc_tokens_grant ON oidc_tokens(grant_id);
+
+-- private_key_jwt: the `jti` of each client assertion accepted, until it expires, so none is
+-- accepted twice (RFC 7523 3).
+CREATE TABLE oidc_assertions (
+    jti_hash   BLOB PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX oidc_assertions_expiry ON oidc_assertions(expires_at);

@@ -30,6 +30,7 @@ pub const TABLES: &[&str] = &[
     "oidc_consents",
     "oidc_grants",
     "oidc_tokens",
+    "oidc_assertions",
 ];
 
 /// What a copy moved, and the log as the target now holds it.

@@ -13,6 +13,8 @@ pub enum ClientAuthMethod {
     None,
     ClientSecretBasic,
     ClientSecretPost,
+    /// A JWT signed with a key of the client's registered JWKS (RFC 7523).
+    PrivateKeyJwt,
 }
 
 impl ClientAuthMethod {
@@ -21,6 +23,7 @@ impl ClientAuthMethod {
             ClientAuthMethod::None => "none",
             ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
             ClientAuthMethod::ClientSecretPost => "client_secret_post",
+            ClientAuthMethod::PrivateKeyJwt => "private_key_jwt",
         }
     }
 
@@ -29,6 +32,7 @@ impl ClientAuthMethod {
             ClientAuthMethod::None,
             ClientAuthMethod::ClientSecretBasic,
             ClientAuthMethod::ClientSecretPost,
+            ClientAuthMethod::PrivateKeyJwt,
         ]
         .into_iter()
         .find(|m| m.as_str() == s)
@@ -65,12 +69,14 @@ pub struct OidcClient {
     /// A confidential client's secret, hashed (`secret::hash_secret`).
     pub secret_hash: Option<Vec<u8>>,
     pub backchannel_logout_uri: Option<String>,
+    /// `private_key_jwt`: the client's public keys, a JWKS document.
+    pub jwks: Option<String>,
     pub source: ClientSource,
     pub created_at: Millis,
 }
 
 const CLIENT_COLS: &str = "client_id, name, redirect_uris, post_logout_redirect_uris, scopes,
-    auth_method, secret_hash, backchannel_logout_uri, source, created_at";
+    auth_method, secret_hash, backchannel_logout_uri, source, created_at, jwks";
 
 fn client_from_row(r: &Row<'_>) -> Result<OidcClient> {
     let list = |text: String| -> Result<Vec<String>> { Ok(serde_json::from_str(&text)?) };
@@ -93,6 +99,7 @@ fn client_from_row(r: &Row<'_>) -> Result<OidcClient> {
             _ => return Err(bad_value("client source", source)),
         },
         created_at: r.get(9)?,
+        jwks: r.get(10)?,
     })
 }
 
@@ -101,8 +108,8 @@ impl Tx<'_> {
     pub fn insert_oidc_client(&self, c: &OidcClient) -> Result<()> {
         let n = self.execute(
             "INSERT INTO oidc_clients (client_id, name, redirect_uris, post_logout_redirect_uris,
-                 scopes, auth_method, secret_hash, backchannel_logout_uri, source, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (client_id) DO NOTHING",
+                 scopes, auth_method, secret_hash, backchannel_logout_uri, source, created_at, jwks)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (client_id) DO NOTHING",
             args![
                 c.client_id,
                 c.name,
@@ -113,7 +120,8 @@ impl Tx<'_> {
                 c.secret_hash,
                 c.backchannel_logout_uri,
                 c.source.as_str(),
-                c.created_at
+                c.created_at,
+                c.jwks
             ],
         )?;
         if n == 0 {
@@ -127,14 +135,14 @@ impl Tx<'_> {
     pub fn put_config_client(&self, c: &OidcClient) -> Result<()> {
         let n = self.execute(
             "INSERT INTO oidc_clients (client_id, name, redirect_uris, post_logout_redirect_uris,
-                 scopes, auth_method, secret_hash, backchannel_logout_uri, source, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'config', ?9)
+                 scopes, auth_method, secret_hash, backchannel_logout_uri, source, created_at, jwks)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'config', ?9, ?10)
              ON CONFLICT (client_id) DO UPDATE SET name = excluded.name,
                  redirect_uris = excluded.redirect_uris,
                  post_logout_redirect_uris = excluded.post_logout_redirect_uris,
                  scopes = excluded.scopes, auth_method = excluded.auth_method,
                  secret_hash = excluded.secret_hash,
-                 backchannel_logout_uri = excluded.backchannel_logout_uri
+                 backchannel_logout_uri = excluded.backchannel_logout_uri, jwks = excluded.jwks
              WHERE oidc_clients.source = 'config'",
             args![
                 c.client_id,
@@ -145,7 +153,8 @@ impl Tx<'_> {
                 c.auth_method.as_str(),
                 c.secret_hash,
                 c.backchannel_logout_uri,
-                c.created_at
+                c.created_at,
+                c.jwks
             ],
         )?;
         if n == 0 {
@@ -168,6 +177,25 @@ impl Tx<'_> {
             args![],
             client_from_row,
         )
+    }
+
+    /// Records a client assertion's `jti` until it expires; false if it was seen before
+    /// (a replayed assertion). Expired ones are deleted first.
+    pub fn use_assertion_jti(
+        &self,
+        jti_hash: &[u8],
+        expires_at: Millis,
+        now: Millis,
+    ) -> Result<bool> {
+        self.execute(
+            "DELETE FROM oidc_assertions WHERE expires_at <= ?1",
+            args![now],
+        )?;
+        Ok(self.execute(
+            "INSERT INTO oidc_assertions (jti_hash, expires_at) VALUES (?1, ?2)
+             ON CONFLICT (jti_hash) DO NOTHING",
+            args![jti_hash, expires_at],
+        )? == 1)
     }
 
     /// Removes a client and, with it, its pending requests, consents, grants and tokens.
@@ -195,6 +223,7 @@ mod tests {
             auth_method: ClientAuthMethod::ClientSecretBasic,
             secret_hash: Some(vec![7; 32]),
             backchannel_logout_uri: None,
+            jwks: None,
             source,
             created_at: 5,
         }

@@ -151,6 +151,16 @@ impl Tx<'_> {
         )
     }
 
+    /// Deletes up to `batch` grants made before `before` (with their tokens): none can be in
+    /// use, since a grant lives no longer than its session's absolute lifetime.
+    pub fn prune_grants(&self, before: Millis, batch: u32) -> Result<usize> {
+        self.execute(
+            "DELETE FROM oidc_grants WHERE id IN (
+                 SELECT id FROM oidc_grants WHERE created_at < ?1 LIMIT ?2)",
+            args![before, i64::from(batch)],
+        )
+    }
+
     /// Ends every open grant a Keyward session made (an app's sign-out through Keyward).
     pub fn end_session_grants(&self, session_id: Uuid, reason: &str, now: Millis) -> Result<usize> {
         self.execute(
@@ -158,5 +168,83 @@ impl Tx<'_> {
              WHERE session_id = ?1 AND ended_at IS NULL",
             args![session_id.as_bytes(), now, reason],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::fixtures;
+    use crate::store::{ClientAuthMethod, ClientSource, OidcClient, TokenKind, TokenRecord};
+
+    #[test]
+    fn a_code_is_used_once_a_grant_ends_once_and_old_grants_go_with_their_tokens() {
+        let store = fixtures::store();
+        store
+            .write(|tx| {
+                let account = fixtures::account("ada");
+                tx.insert_account(&account)?;
+                tx.insert_oidc_client(&OidcClient {
+                    client_id: "chat".into(),
+                    name: "Chat".into(),
+                    redirect_uris: vec!["https://chat.example/cb".into()],
+                    post_logout_redirect_uris: vec![],
+                    scopes: vec!["openid".into()],
+                    auth_method: ClientAuthMethod::None,
+                    secret_hash: None,
+                    backchannel_logout_uri: None,
+                    jwks: None,
+                    source: ClientSource::Command,
+                    created_at: 1,
+                })?;
+                let grant = Grant {
+                    id: Uuid::new_v4(),
+                    account_id: account.id,
+                    client_id: "chat".into(),
+                    sid: "sid".into(),
+                    session_id: Uuid::new_v4(),
+                    scopes: "openid".into(),
+                    nonce: None,
+                    auth_time: 10,
+                    acr: "phr".into(),
+                    amr: "pop user".into(),
+                    code_hash: vec![1; 32],
+                    code_challenge: "c".into(),
+                    redirect_uri: "https://chat.example/cb".into(),
+                    code_expires_at: 70,
+                    code_used_at: None,
+                    created_at: 10,
+                    ended_at: None,
+                    ended_reason: None,
+                };
+                tx.insert_grant(&grant)?;
+                assert_eq!(tx.grant_by_code_hash(&[1; 32])?.unwrap(), grant);
+                assert!(tx.use_grant_code(grant.id, 20)?);
+                assert!(!tx.use_grant_code(grant.id, 21)?, "a code is used once");
+                tx.insert_token(&TokenRecord {
+                    hash: vec![2; 32],
+                    grant_id: grant.id,
+                    kind: TokenKind::Refresh,
+                    scopes: "openid".into(),
+                    created_at: 20,
+                    expires_at: 1000,
+                    used_at: None,
+                })?;
+                assert!(tx.use_refresh_token(&[2; 32], 30)?);
+                assert!(
+                    !tx.use_refresh_token(&[2; 32], 31)?,
+                    "a refresh token is used once"
+                );
+                assert_eq!(tx.open_grants_by_sid("sid")?.len(), 1);
+                assert!(tx.end_grant(grant.id, "test", 40)?);
+                assert!(!tx.end_grant(grant.id, "test", 41)?);
+                assert!(tx.open_grants_by_sid("sid")?.is_empty());
+                assert_eq!(tx.prune_grants(10, 100)?, 0);
+                assert_eq!(tx.prune_grants(11, 100)?, 1);
+                assert!(tx.token(&[2; 32])?.is_none(), "its tokens went with it");
+                Ok::<_, crate::CoreError>(())
+            })
+            .unwrap();
     }
 }

@@ -34,6 +34,9 @@ pub struct NewClient {
     pub secret_hash: Option<String>,
     #[serde(default)]
     pub backchannel_logout_uri: Option<String>,
+    /// `private_key_jwt`: the app's public keys as a JWKS document (JSON text).
+    #[serde(default)]
+    pub jwks: Option<String>,
 }
 
 /// A client just registered; `secret` is shown once and stored only hashed.
@@ -67,6 +70,38 @@ fn check_uri(uri: &str, what: &str) -> Result<(), ServerError> {
         "http" if loopback => Ok(()),
         _ => invalid("must be https (http only for localhost)"),
     }
+}
+
+/// A client's JWKS: public EC P-256 or RSA keys only, each with a `kid` (never a private key).
+fn check_jwks(text: &str) -> Result<String, ServerError> {
+    let invalid = |why: &str| {
+        Err(ServerError::InvalidInput(format!(
+            "the client's JWKS: {why}"
+        )))
+    };
+    let Ok(raw) = serde_json::from_str::<serde_json::Value>(text) else {
+        return invalid("not JSON");
+    };
+    let Some(keys) = raw["keys"].as_array().filter(|k| !k.is_empty()) else {
+        return invalid("no keys");
+    };
+    for key in keys {
+        if key.get("d").is_some() || key.get("p").is_some() {
+            return invalid("it holds a private key: give only the public keys");
+        }
+        if key["kid"].as_str().is_none_or(str::is_empty) {
+            return invalid("every key needs a kid");
+        }
+    }
+    let Ok(set) = serde_json::from_value::<jsonwebtoken::jwk::JwkSet>(raw.clone()) else {
+        return invalid("not a JWK set");
+    };
+    for key in &set.keys {
+        if jsonwebtoken::DecodingKey::from_jwk(key).is_err() {
+            return invalid("a key that cannot verify signatures");
+        }
+    }
+    Ok(raw.to_string())
 }
 
 /// Checks what the operator gave and builds the row (a new secret for a confidential
@@ -117,10 +152,11 @@ fn build(
         ));
     }
     let method = match new.auth_method.as_deref() {
+        None if new.jwks.is_some() => ClientAuthMethod::PrivateKeyJwt,
         None => ClientAuthMethod::ClientSecretBasic,
         Some(m) => ClientAuthMethod::parse(m).ok_or_else(|| {
             ServerError::InvalidInput(format!(
-                "auth method {m}: none, client_secret_basic or client_secret_post"
+                "auth method {m}: none, client_secret_basic, client_secret_post or private_key_jwt"
             ))
         })?,
     };
@@ -140,7 +176,27 @@ fn build(
         }
         None => b64(&keyward_core::secret::random_bytes::<16>()),
     };
+    let jwks = match (method, &new.jwks) {
+        (ClientAuthMethod::PrivateKeyJwt, Some(text)) => Some(check_jwks(text)?),
+        (ClientAuthMethod::PrivateKeyJwt, None) => {
+            return Err(ServerError::InvalidInput(
+                "a private_key_jwt client needs its public keys (a JWKS)".into(),
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(ServerError::InvalidInput(
+                "only a private_key_jwt client has a JWKS".into(),
+            ));
+        }
+        (_, None) => None,
+    };
     let (secret, secret_hash) = match (method, source, &new.secret_hash) {
+        (ClientAuthMethod::PrivateKeyJwt, _, None) => (None, None),
+        (ClientAuthMethod::PrivateKeyJwt, _, Some(_)) => {
+            return Err(ServerError::InvalidInput(
+                "a private_key_jwt client has no secret".into(),
+            ));
+        }
         (ClientAuthMethod::None, _, None) => (None, None),
         (ClientAuthMethod::None, _, Some(_)) => {
             return Err(ServerError::InvalidInput(
@@ -177,6 +233,7 @@ fn build(
             auth_method: method,
             secret_hash,
             backchannel_logout_uri: new.backchannel_logout_uri.clone(),
+            jwks,
             source,
             created_at: now,
         },
@@ -268,6 +325,11 @@ pub enum ClientAuth {
     Post { client_id: String, secret: String },
     /// Only `client_id` in the form: a public client.
     Public { client_id: String },
+    /// `client_assertion` (RFC 7523): `private_key_jwt`.
+    Assertion {
+        client_id: Option<String>,
+        assertion: String,
+    },
     /// Nothing, or more than one way at once.
     Missing,
 }
@@ -285,6 +347,21 @@ impl ClientAuth {
             }
         };
         let (form_id, form_secret) = (form("client_id"), form("client_secret"));
+        let assertion_type = form("client_assertion_type");
+        if let Some(assertion) = form("client_assertion") {
+            let jwt_bearer = assertion_type.as_deref()
+                == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+            if basic.is_some() || form_secret.is_some() || !jwt_bearer {
+                return ClientAuth::Missing;
+            }
+            return ClientAuth::Assertion {
+                client_id: form_id,
+                assertion,
+            };
+        }
+        if assertion_type.is_some() {
+            return ClientAuth::Missing;
+        }
         match basic {
             Some(header) => {
                 let Some(encoded) = header.strip_prefix("Basic ") else {
@@ -332,9 +409,18 @@ fn same_hash(a: &[u8], b: &[u8]) -> bool {
 
 /// The client `auth` proves, by the method it registered; `invalid_client` otherwise, the
 /// same for an unknown ID and a wrong secret.
-pub(super) fn authenticate(tx: &Tx<'_>, auth: &ClientAuth) -> Result<OidcClient, ServerError> {
+pub(super) fn authenticate(
+    tx: &Tx<'_>,
+    auth: &ClientAuth,
+    issuer: &str,
+    now: Millis,
+) -> Result<OidcClient, ServerError> {
     let refused = || oauth(OAuthCode::InvalidClient, "client authentication failed");
     let (client_id, secret, method) = match auth {
+        ClientAuth::Assertion {
+            client_id,
+            assertion,
+        } => return authenticate_assertion(tx, client_id.as_deref(), assertion, issuer, now),
         ClientAuth::Basic { client_id, secret } => {
             (client_id, Some(secret), ClientAuthMethod::ClientSecretBasic)
         }
@@ -357,6 +443,93 @@ pub(super) fn authenticate(tx: &Tx<'_>, auth: &ClientAuth) -> Result<OidcClient,
     Ok(client)
 }
 
+/// What a client assertion must say of itself.
+#[derive(serde::Deserialize)]
+struct AssertionClaims {
+    iss: String,
+    sub: String,
+    exp: i64,
+    jti: String,
+}
+
+/// The longest a client assertion may live: it is made for one request.
+const MAX_ASSERTION_LIFE_MS: i64 = 5 * 60_000;
+
+/// `private_key_jwt` (RFC 7523 2.2, 3): a JWT by the client about itself (`iss` = `sub` =
+/// its ID), for this token endpoint or issuer (`aud`), signed with a key of its registered
+/// JWKS, short-lived, and each `jti` accepted once.
+fn authenticate_assertion(
+    tx: &Tx<'_>,
+    named: Option<&str>,
+    assertion: &str,
+    issuer: &str,
+    now: Millis,
+) -> Result<OidcClient, ServerError> {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    let refused = || oauth(OAuthCode::InvalidClient, "client authentication failed");
+    if assertion.len() > 8 * 1024 {
+        return Err(refused());
+    }
+    let header = jsonwebtoken::decode_header(assertion).map_err(|_| refused())?;
+    if !matches!(header.alg, Algorithm::ES256 | Algorithm::RS256) {
+        return Err(refused());
+    }
+    // The issuer names the client; the signature, checked next with that client's keys,
+    // proves it.
+    let unverified: serde_json::Value = assertion
+        .split('.')
+        .nth(1)
+        .and_then(unb64)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(refused)?;
+    let client_id = unverified["iss"].as_str().ok_or_else(refused)?;
+    if named.is_some_and(|n| n != client_id) {
+        return Err(refused());
+    }
+    let client = tx.oidc_client(client_id)?.ok_or_else(refused)?;
+    if client.auth_method != ClientAuthMethod::PrivateKeyJwt {
+        return Err(refused());
+    }
+    let set: jsonwebtoken::jwk::JwkSet = client
+        .jwks
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok())
+        .ok_or_else(refused)?;
+    let jwk = match &header.kid {
+        Some(kid) => set.find(kid),
+        None if set.keys.len() == 1 => set.keys.first(),
+        None => None,
+    }
+    .ok_or_else(refused)?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| refused())?;
+    let mut validation = Validation::new(header.alg);
+    // Expiry is held to keywardd's clock below, not the library's.
+    validation.validate_exp = false;
+    validation.set_required_spec_claims(&["iss", "sub", "aud", "exp"]);
+    validation.set_issuer(&[&client.client_id]);
+    validation.set_audience(&[format!("{issuer}/oauth2/token"), issuer.to_string()]);
+    let claims = jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &validation)
+        .map_err(|_| refused())?
+        .claims;
+    let expires_at = claims.exp.saturating_mul(1000);
+    if claims.sub != client.client_id
+        || claims.iss != client.client_id
+        || expires_at <= now
+        || expires_at > now + MAX_ASSERTION_LIFE_MS
+        || claims.jti.is_empty()
+    {
+        return Err(refused());
+    }
+    let jti = hash_secret(&format!("{}\0{}", client.client_id, claims.jti));
+    if !tx.use_assertion_jti(&jti, expires_at, now)? {
+        return Err(oauth(
+            OAuthCode::InvalidClient,
+            "this client assertion was already used",
+        ));
+    }
+    Ok(client)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -372,6 +545,7 @@ mod tests {
             auth_method: None,
             secret_hash: None,
             backchannel_logout_uri: None,
+            jwks: None,
         }
     }
 

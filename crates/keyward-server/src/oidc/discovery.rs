@@ -22,6 +22,7 @@ pub struct ProviderMetadata {
     pub subject_types_supported: Vec<&'static str>,
     pub id_token_signing_alg_values_supported: Vec<&'static str>,
     pub token_endpoint_auth_methods_supported: Vec<&'static str>,
+    pub token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
     pub introspection_endpoint_auth_methods_supported: Vec<&'static str>,
     pub revocation_endpoint_auth_methods_supported: Vec<&'static str>,
     pub code_challenge_methods_supported: Vec<&'static str>,
@@ -63,15 +64,19 @@ impl Provider {
             token_endpoint_auth_methods_supported: vec![
                 "client_secret_basic",
                 "client_secret_post",
+                "private_key_jwt",
                 "none",
             ],
+            token_endpoint_auth_signing_alg_values_supported: vec!["ES256", "RS256"],
             introspection_endpoint_auth_methods_supported: vec![
                 "client_secret_basic",
                 "client_secret_post",
+                "private_key_jwt",
             ],
             revocation_endpoint_auth_methods_supported: vec![
                 "client_secret_basic",
                 "client_secret_post",
+                "private_key_jwt",
                 "none",
             ],
             code_challenge_methods_supported: vec!["S256"],

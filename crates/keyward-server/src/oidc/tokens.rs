@@ -94,8 +94,21 @@ impl RelyingParty {
     }
 
     /// `POST /oauth2/token`.
+    /// The client `auth` proves. An assertion's `jti` is recorded (a commit of its own), so
+    /// that it is accepted once.
+    fn client_of(&self, auth: &ClientAuth) -> Result<OidcClient> {
+        let now = self.now();
+        let issuer = &self.oidc.issuer;
+        match auth {
+            ClientAuth::Assertion { .. } => {
+                self.store.write(|tx| authenticate(tx, auth, issuer, now))
+            }
+            _ => self.store.read(|tx| authenticate(tx, auth, issuer, now)),
+        }
+    }
+
     pub fn token(&self, params: Vec<(String, String)>, auth: ClientAuth) -> Result<TokenResponse> {
-        let client = self.store.read(|tx| authenticate(tx, &auth))?;
+        let client = self.client_of(&auth)?;
         match required(&params, "grant_type")? {
             "authorization_code" => self.exchange_code(&client, &params),
             "refresh_token" => self.refresh(&client, &params),
@@ -316,8 +329,8 @@ impl RelyingParty {
         params: &[(String, String)],
     ) -> Result<IntrospectionResponse> {
         let token = required(params, "token")?.to_string();
+        let client = self.client_of(&auth)?;
         self.store.read(|tx| {
-            let client = authenticate(tx, &auth)?;
             if client.auth_method == ClientAuthMethod::None {
                 return Err(oauth(
                     OAuthCode::InvalidClient,
@@ -373,8 +386,8 @@ impl RelyingParty {
     pub fn revoke_token(&self, auth: ClientAuth, params: &[(String, String)]) -> Result<()> {
         let token = required(params, "token")?.to_string();
         let now = self.now();
+        let client = self.client_of(&auth)?;
         self.store.write(|tx| {
-            let client = authenticate(tx, &auth)?;
             let hash = hash_secret(&token);
             let Some(record) = tx.token(&hash)? else {
                 return Ok(());

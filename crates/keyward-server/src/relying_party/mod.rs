@@ -278,7 +278,8 @@ impl RelyingParty {
             let (sessions, devices) =
                 tx.prune_sessions(before, p.session_idle_ms, p.prune_batch)?;
             let hits = tx.prune_limit_hits(now, p.prune_batch)?
-                + tx.prune_pending_authorizations(now, p.prune_batch)?;
+                + tx.prune_pending_authorizations(now, p.prune_batch)?
+                + tx.prune_grants(before, p.prune_batch)?;
             Ok::<_, ServerError>((sessions, devices, hits))
         }) {
             Ok((0, 0, 0)) => {}
@@ -287,7 +288,7 @@ impl RelyingParty {
                     sessions,
                     devices,
                     hits,
-                    "pruned old sessions and rate-limit hits"
+                    "pruned old sessions, rate-limit hits, authorization requests and app grants"
                 )
             }
             Err(e) => tracing::warn!(error = %e, "pruning sessions failed"),

@@ -42,6 +42,7 @@ fn register(h: &Harness, name: &str, auth_method: &str) -> App {
             auth_method: Some(auth_method.into()),
             secret_hash: None,
             backchannel_logout_uri: None,
+            jwks: None,
         },
         T0,
     )
@@ -1288,6 +1289,7 @@ async fn apps_in_the_config_file_are_registered_at_start_and_follow_the_file() {
         auth_method: None,
         secret_hash: Some(hash),
         backchannel_logout_uri: None,
+        jwks: None,
     };
     let listed = wiki.clone();
     let h = Harness::start_with(move |c| c.oidc_clients = vec![listed]).await;
@@ -1436,4 +1438,117 @@ async fn max_age_asks_for_a_recent_ceremony_and_the_token_endpoint_takes_only_fo
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("unsupported_grant_type"))
     );
+}
+
+#[tokio::test]
+async fn a_private_key_jwt_client_signs_in_with_a_signed_assertion_each_used_once() {
+    use p256::pkcs8::EncodePrivateKey;
+    let h = Harness::start().await;
+    let key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let point = key.verifying_key().to_encoded_point(false);
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "kid": "app-key-1", "use": "sig", "alg": "ES256",
+        "x": URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+        "y": URL_SAFE_NO_PAD.encode(point.y().unwrap()),
+    }]});
+    let registered = clients::add(
+        &h.store(),
+        &NewClient {
+            client_id: Some("agent".into()),
+            name: "Agent".into(),
+            redirect_uris: vec![REDIRECT.into()],
+            post_logout_redirect_uris: vec![],
+            scopes: vec![],
+            auth_method: Some("private_key_jwt".into()),
+            secret_hash: None,
+            backchannel_logout_uri: None,
+            jwks: Some(jwks.to_string()),
+        },
+        T0,
+    )
+    .unwrap();
+    assert!(registered.secret.is_none());
+    let signing = jsonwebtoken::EncodingKey::from_ec_der(key.to_pkcs8_der().unwrap().as_bytes());
+    let assertion = |jti: &str, exp_secs: i64| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("app-key-1".into());
+        let now = keyward_core::Clock::now(&*h.clock) / 1000;
+        jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({"iss": "agent", "sub": "agent", "aud": format!("{}/oauth2/token", issuer(&h)), "jti": jti, "iat": now, "exp": now + exp_secs}),
+            &signing,
+        )
+        .unwrap()
+    };
+    let mut k = new_key();
+    h.create_account(&mut k, "ada").await;
+    let browser = h.signed_in_browser(&mut k).await;
+    let app = App {
+        id: "agent".into(),
+        secret: None,
+        post: false,
+    };
+    let exchange = |code: String, verifier: String, jwt: String| {
+        let base = h.base.clone();
+        async move {
+            let res = no_redirects()
+                .post(format!("{base}/oauth2/token"))
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", REDIRECT),
+                    ("code_verifier", &verifier),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", &jwt),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (res.status(), res.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (verifier, challenge) = pkce();
+    let code = get_param(
+        &h.consent_flow(&browser, &app, &challenge, &[]).await,
+        "code",
+    )
+    .unwrap();
+    let jwt = assertion("one", 60);
+    let (status, tokens) = exchange(code, verifier, jwt.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+
+    // The same assertion again is refused, as are a long-lived one and another key's.
+    let (verifier, challenge) = pkce();
+    let code = get_param(
+        &h.consent_flow(&browser, &app, &challenge, &[]).await,
+        "code",
+    )
+    .unwrap();
+    let (status, body) = exchange(code.clone(), verifier.clone(), jwt).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+    let (status, _) = exchange(code.clone(), verifier.clone(), assertion("two", 3600)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let other = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("app-key-1".into());
+    let now = keyward_core::Clock::now(&*h.clock) / 1000;
+    let forged = jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({"iss": "agent", "sub": "agent", "aud": issuer(&h), "jti": "three", "exp": now + 60}),
+        &jsonwebtoken::EncodingKey::from_ec_der(other.to_pkcs8_der().unwrap().as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(
+        exchange(code.clone(), verifier.clone(), forged).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // The code was not spent by the refused attempts: client authentication comes first.
+    let (status, body) = exchange(code, verifier, assertion("four", 60)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
