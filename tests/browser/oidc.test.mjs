@@ -199,6 +199,7 @@ test('an app that asks for a fresh sign-in (prompt=login) gets a new touch of th
   await page.goto(`${app.base}/login?prompt=login`);
   await page.locator('[data-phase="confirm"]').waitFor();
   assert.equal(await page.getByTestId('allow').count(), 0, 'consent is not asked again');
+  await page.screenshot({ path: `${process.env.SCREENSHOTS}/web-oidc-confirm.png` });
   await page.getByTestId('confirm').click();
   const { claims } = await backAtTheApp(page);
   assert.equal(claims.sub, before.sub);
@@ -221,6 +222,7 @@ test('an expired or unknown request says so and leads back to the dashboard', as
   const { page } = device;
   await page.goto(`${server.origin}/#/authorize/no-such-request`);
   await page.locator('[data-phase="missing"]').waitFor();
+  await page.screenshot({ path: `${process.env.SCREENSHOTS}/web-oidc-missing.png` });
   await page.getByTestId('to-dashboard').click();
   await page.getByTestId('tab-sign-in').waitFor();
 });
