@@ -2,9 +2,9 @@
 // ./web.ts (a browser served by keywardd) each implement it; ./ipc.ts picks one. Errors are
 // thrown as IpcError (./errors.ts).
 import type {
-  AccountView, AppStatus, AuthorizationDecision, AuthorizationRequestView, AuthenticatorView, EndedSessions, EventPage, KeyInfo, KeyKind, KeyPasskeysView,
-  KeyPrompt, NewRecoveryKey, Overview, RecoveryKeyStatus, RecoveryStarted, RemovalImpact, SecurityEvent,
-  SessionView,
+  AccountView, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView, EndedSessions,
+  EventPage, KeyInfo, KeyKind, KeyPasskeysView, KeyPrompt, NewRecoveryKey, Overview, RecoveryKeyStatus,
+  RecoveryStarted, RemovalImpact, SecurityEvent, SessionView,
 } from './types';
 
 export interface Api {

@@ -4,9 +4,9 @@ import { Channel, invoke } from '@tauri-apps/api/core';
 import type { Api } from './api';
 import { IpcError } from './errors';
 import type {
-  AccountView, AppError, AppStatus, AuthorizationDecision, AuthorizationRequestView, AuthenticatorView, EndedSessions, EventPage, FeedMessage, KeyInfo, KeyKind,
-  KeyPasskeysView, KeyPrompt, NewRecoveryKey, Overview, RecoveryKeyStatus, RecoveryStarted, RemovalImpact,
-  SecurityEvent, SessionView,
+  AccountView, AppError, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView,
+  EndedSessions, EventPage, FeedMessage, KeyInfo, KeyKind, KeyPasskeysView, KeyPrompt, NewRecoveryKey, Overview,
+  RecoveryKeyStatus, RecoveryStarted, RemovalImpact, SecurityEvent, SessionView,
 } from './types';
 
 function toError(e: unknown): IpcError {

@@ -7,8 +7,8 @@ import type { Api } from './api';
 import { fromBase64Url, toBase64Url } from './base64url';
 import { generateRandom, parse, publicKey, RecoveryKeyFormatError, sign, toDisplay, type Purpose } from './recovery';
 import type {
-  AccountView, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView, ClientInfo, EndedSessions, EventPage,
-  NewRecoveryKey, Overview, Readiness, RecoveryKeyStatus, RecoveryStarted,
+  AccountView, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView, ClientInfo,
+  EndedSessions, EventPage, NewRecoveryKey, Overview, Readiness, RecoveryKeyStatus, RecoveryStarted,
   RemovalImpact, SecurityEvent, ServerInfo, SessionView, SteppedUp,
 } from './types';
 
