@@ -1,7 +1,7 @@
 // The browser half's test harness: a real keywardd serving the built web UI on loopback, and
 // Debian's Chromium driven by playwright-core, with Chromium's own virtual authenticator (CDP
 // WebAuthn domain) standing in for the finger on the key.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer as createHttpServer } from 'node:http';
@@ -24,15 +24,22 @@ async function freePort() {
   });
 }
 
+// The binary `cargo build` made: in CARGO_TARGET_DIR when that is set, as cargo does.
+const keywarddBin = path.join(process.env.CARGO_TARGET_DIR ?? path.join(root, 'target'), 'debug/keywardd');
+
+/** Runs one of keywardd's own commands (`client add …`) to its end; its standard output. */
+export function keywarddTool(args) {
+  return execFileSync(keywarddBin, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
 /** keywardd on loopback with a fresh SQLite file, serving ui/dist at http://localhost:PORT. */
 export async function startKeywardd(extraArgs = []) {
   const port = await freePort();
   const dir = mkdtempSync(path.join(tmpdir(), 'keyward-web-'));
   const origin = `http://localhost:${port}`;
-  // The binary `cargo build` made: in CARGO_TARGET_DIR when that is set, as cargo does.
-  const target = process.env.CARGO_TARGET_DIR ?? path.join(root, 'target');
-  const child = spawn(path.join(target, 'debug/keywardd'), [
-    '--db', path.join(dir, 'keyward.db'), '--listen', `127.0.0.1:${port}`,
+  const db = path.join(dir, 'keyward.db');
+  const child = spawn(keywarddBin, [
+    '--db', db, '--listen', `127.0.0.1:${port}`,
     '--origin', origin, '--web-ui', path.join(root, 'ui/dist'), ...extraArgs,
   ], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
@@ -45,7 +52,7 @@ export async function startKeywardd(extraArgs = []) {
     await new Promise((r) => setTimeout(r, 100));
   }
   return {
-    port, origin, dir,
+    port, origin, dir, db,
     /** The same server at another origin (127.0.0.1 is another site than localhost). */
     otherOrigin: `http://127.0.0.1:${port}`,
     async stop() {

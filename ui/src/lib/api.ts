@@ -2,9 +2,9 @@
 // ./web.ts (a browser served by keywardd) each implement it; ./ipc.ts picks one. Errors are
 // thrown as IpcError (./errors.ts).
 import type {
-  AccountView, AppStatus, AuthenticatorView, EndedSessions, EventPage, KeyInfo, KeyKind, KeyPasskeysView,
-  KeyPrompt, NewRecoveryKey, Overview, RecoveryKeyStatus, RecoveryStarted, RemovalImpact, SecurityEvent,
-  SessionView,
+  AccountView, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView, EndedSessions,
+  EventPage, KeyInfo, KeyKind, KeyPasskeysView, KeyPrompt, NewRecoveryKey, Overview, RecoveryKeyStatus,
+  RecoveryStarted, RemovalImpact, SecurityEvent, SessionView,
 } from './types';
 
 export interface Api {
@@ -42,4 +42,12 @@ export interface Api {
   keyPasskeys(): Promise<KeyPasskeysView>;
   keyDeletePasskey(credentialId: string): Promise<KeyPasskeysView>;
   keyReset(): Promise<KeyInfo>;
+  /** A fresh user-verified touch of the key for the current session (step-up). */
+  stepUp(): Promise<void>;
+  // An app's OpenID Connect authorization request (web UI only: the desktop app has no
+  // browser session to authorise with, and says so).
+  authorizationRequest(id: string): Promise<AuthorizationRequestView>;
+  /** Consents (remembered for this app and these scopes); steps up first if the server asks. */
+  approveAuthorization(id: string): Promise<AuthorizationDecision>;
+  denyAuthorization(id: string): Promise<AuthorizationDecision>;
 }

@@ -4,9 +4,9 @@ import { Channel, invoke } from '@tauri-apps/api/core';
 import type { Api } from './api';
 import { IpcError } from './errors';
 import type {
-  AccountView, AppError, AppStatus, AuthenticatorView, EndedSessions, EventPage, FeedMessage, KeyInfo, KeyKind,
-  KeyPasskeysView, KeyPrompt, NewRecoveryKey, Overview, RecoveryKeyStatus, RecoveryStarted, RemovalImpact,
-  SecurityEvent, SessionView,
+  AccountView, AppError, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView,
+  EndedSessions, EventPage, FeedMessage, KeyInfo, KeyKind, KeyPasskeysView, KeyPrompt, NewRecoveryKey, Overview,
+  RecoveryKeyStatus, RecoveryStarted, RemovalImpact, SecurityEvent, SessionView,
 } from './types';
 
 function toError(e: unknown): IpcError {
@@ -16,6 +16,11 @@ function toError(e: unknown): IpcError {
   }
   return new IpcError('internal', typeof e === 'string' ? e : 'Something went wrong.');
 }
+
+/** What only the web UI does: an app's sign-in runs in the browser, with its session cookie. */
+const webOnly = <T>(what: string) => (): Promise<T> =>
+  Promise.reject(new IpcError('web_only',
+    `${what} happens in your web browser, on Keyward's web page: it is not available in the app.`));
 
 async function call<T>(command: string, args?: Record<string, unknown>): Promise<T> {
   try {
@@ -71,4 +76,10 @@ export const tauriApi: Api = {
   keyPasskeys: () => call<KeyPasskeysView>('key_passkeys'),
   keyDeletePasskey: (credentialId: string) => call<KeyPasskeysView>('key_delete_passkey', { credentialId }),
   keyReset: () => call<KeyInfo>('key_reset'),
+  // The app steps up by itself inside each command that needs it (the Rust side's
+  // step-up-and-retry); only the web UI's authorization screen asks for one on its own.
+  stepUp: webOnly<void>('Confirming an app\'s sign-in with your key'),
+  authorizationRequest: webOnly<AuthorizationRequestView>('Signing in to another app with Keyward'),
+  approveAuthorization: webOnly<AuthorizationDecision>('Signing in to another app with Keyward'),
+  denyAuthorization: webOnly<AuthorizationDecision>('Signing in to another app with Keyward'),
 };

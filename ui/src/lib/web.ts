@@ -7,8 +7,8 @@ import type { Api } from './api';
 import { fromBase64Url, toBase64Url } from './base64url';
 import { generateRandom, parse, publicKey, RecoveryKeyFormatError, sign, toDisplay, type Purpose } from './recovery';
 import type {
-  AccountView, AppStatus, AuthenticatorView, ClientInfo, EndedSessions, EventPage,
-  NewRecoveryKey, Overview, Readiness, RecoveryKeyStatus, RecoveryStarted,
+  AccountView, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView, ClientInfo,
+  EndedSessions, EventPage, NewRecoveryKey, Overview, Readiness, RecoveryKeyStatus, RecoveryStarted,
   RemovalImpact, SecurityEvent, ServerInfo, SessionView, SteppedUp,
 } from './types';
 
@@ -222,12 +222,18 @@ async function withStepUp<T>(op: () => Promise<T>): Promise<T> {
     return await op();
   } catch (e) {
     if (!(e instanceof IpcError) || e.code !== 'step_up_required') throw e;
-    const begin = await http<AssertionBegin>('POST', '/api/v1/step-up/begin');
-    const credential = await getAssertion(begin.options);
-    await http<SteppedUp>('POST', '/api/v1/step-up/finish', { ceremony_id: begin.ceremony_id, credential });
+    await stepUp();
     return op();
   }
 }
+
+async function stepUp(): Promise<void> {
+  const begin = await http<AssertionBegin>('POST', '/api/v1/step-up/begin');
+  const credential = await getAssertion(begin.options);
+  await http<SteppedUp>('POST', '/api/v1/step-up/finish', { ceremony_id: begin.ceremony_id, credential });
+}
+
+const oauthRequest = (id: string) => `/api/v1/oauth/requests/${encodeURIComponent(id)}`;
 
 /** A recovering browser that has enrolled a new key and a new recovery key becomes a full
  * session, with a new session cookie (the recovery one is refused from then on). */
@@ -361,4 +367,8 @@ export const webApi: Api = {
   keyPasskeys: desktopOnly('Listing the passkeys on a key'),
   keyDeletePasskey: desktopOnly('Deleting a passkey from a key'),
   keyReset: desktopOnly('Resetting a key'),
+  stepUp,
+  authorizationRequest: (id) => http<AuthorizationRequestView>('GET', oauthRequest(id)),
+  approveAuthorization: (id) => withStepUp(() => http<AuthorizationDecision>('POST', `${oauthRequest(id)}/approve`, {})),
+  denyAuthorization: (id) => http<AuthorizationDecision>('POST', `${oauthRequest(id)}/deny`, {}),
 };

@@ -246,6 +246,25 @@ export type ServerInfo = { rp_id: string, rp_name: string, origins: Array<string
  */
 session_idle_ms: number, session_absolute_ms: number, recovery_window_ms: number, };
 
+export type AuthorizationRequestView = { request_id: string, client_id: string, client_name: string, 
+/**
+ * Where the browser goes afterwards (scheme://host[:port]), to show the person.
+ */
+redirect_origin: string, scopes: Array<ScopeView>, signed_in: boolean, 
+/**
+ * `prompt=login` or `max_age` asks for a ceremony newer than the session's last: run a
+ * step-up first.
+ */
+needs_fresh_sign_in: boolean, already_consented: boolean, 
+/**
+ * RFC 3339.
+ */
+expires_at: string, };
+
+export type ScopeView = { name: string, description: string, };
+
+export type AuthorizationDecision = { redirect_to: string, };
+
 export type AppStatus = { server: string | null, embedded: boolean, 
 /**
  * The origin every ceremony signs for, taken from the address chosen (never from the
