@@ -76,7 +76,8 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_event_numbers.sql"),
     include_str!("../../migrations/sqlite/0004_log_checkpoints.sql"),
     include_str!("../../migrations/sqlite/0005_limit_hits.sql"),
-    include_str!("../../migrations/sqlite/0006_oidc.sql"),
+    // 0006 is main's account_disabled (issue 15): this branch's next one after the merge.
+    include_str!("../../migrations/sqlite/0007_oidc.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -84,7 +85,8 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_event_numbers.sql"),
     include_str!("../../migrations/postgres/0004_log_checkpoints.sql"),
     include_str!("../../migrations/postgres/0005_limit_hits.sql"),
-    include_str!("../../migrations/postgres/0006_oidc.sql"),
+    // 0006 is main's account_disabled (issue 15): this branch's next one after the merge.
+    include_str!("../../migrations/postgres/0007_oidc.sql"),
 ];
 
 /// Where the data lives: `--db`'s value, parsed.

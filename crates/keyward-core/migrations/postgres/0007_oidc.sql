@@ -1,4 +1,4 @@
--- OpenID Connect provider (see SQLite's 0006_oidc.sql for what each table holds); the same
+-- OpenID Connect provider (see SQLite's 0007_oidc.sql for what each table holds); the same
 -- tables and columns, in PostgreSQL's types.
 
 -- Whether an authenticator's attestation was verified against a configured vendor root when
