@@ -66,6 +66,9 @@ pub(super) fn error_redirect(
 }
 
 pub(super) fn with_query(uri: &str, pairs: &[(&str, &str)]) -> Result<String> {
+    if pairs.is_empty() {
+        return Ok(uri.to_string()); // no bare `?` added
+    }
     let mut url = Url::parse(uri)
         .map_err(|e| ServerError::Internal(format!("a registered redirect URI: {e}")))?;
     url.query_pairs_mut().extend_pairs(pairs);

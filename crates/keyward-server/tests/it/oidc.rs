@@ -1197,6 +1197,23 @@ async fn revocation_and_rp_initiated_logout_end_the_apps_sign_in() {
         .await
         .unwrap();
     assert_eq!(me.status(), StatusCode::OK);
+
+    // Without a post-logout address: a page of ours says so. A hint that is not ours: refused.
+    let tokens = h.app_tokens(&browser, &chat).await;
+    let mut url = url::Url::parse(&format!("{}/oauth2/logout", h.base)).unwrap();
+    url.query_pairs_mut()
+        .append_pair("id_token_hint", &s(&tokens, "id_token"));
+    let res = no_redirects().get(url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("signed out of Chat"));
+    assert!(!h.introspect(&chat, &s(&tokens, "access_token")).await);
+    let forged = format!("{}x", s(&tokens, "id_token"));
+    let res = no_redirects()
+        .get(format!("{}/oauth2/logout?id_token_hint={forged}", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
