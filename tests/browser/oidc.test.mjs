@@ -155,8 +155,15 @@ test('the app sends the browser to keywardd, which asks for the passkey, then co
 
 test('asked again, Allow: the app exchanges the code and openid-client verifies the ID token', async () => {
   const { page } = device;
+  // The page's start-up check (its status, behind the key overlay) answers after the request
+  // does: the consent must still end with focus on its heading once the overlay closes (CI saw
+  // focus left nowhere when the two raced).
+  const slowAccount = async (route) => { await new Promise((r) => setTimeout(r, 1500)); await route.continue(); };
+  await page.route('**/api/v1/account', slowAccount);
   await page.goto(`${app.base}/login`);
   await page.locator('[data-phase="consent"]').waitFor(); // still signed in; a denial is not remembered
+  await page.getByTestId('busy').waitFor({ state: 'detached' });
+  await page.unroute('**/api/v1/account', slowAccount);
   // Keyboard alone: from the focused heading, Tab reaches the buttons; Enter on Allow.
   assert.equal(await page.evaluate(() => document.activeElement?.id), 'authorize-title');
   await page.screenshot({ path: `${process.env.SCREENSHOTS}/web-oidc-consent.png` });
