@@ -29,15 +29,7 @@ async fn health_and_openapi_describe_every_endpoint() {
     assert_eq!(info.rp_id, "localhost");
     assert_eq!(info.origins, vec![h.origin.origin().ascii_serialization()]);
     assert_eq!(info.session_idle_ms, 15 * 60 * 1000);
-    let doc: serde_json::Value = h
-        .http
-        .get(format!("{}/api/v1/openapi.json", h.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = h.public_json("/api/v1/openapi.json").await;
     let paths = doc["paths"].as_object().unwrap();
     for p in [
         "/healthz",

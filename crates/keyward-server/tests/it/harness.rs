@@ -221,6 +221,18 @@ impl Harness {
         }
     }
 
+    /// A public document (no session): OpenAPI, discovery.
+    pub async fn public_json(&self, path: &str) -> serde_json::Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn get<R: DeserializeOwned>(&self, path: &str, token: &str) -> Res<R> {
         self.send(reqwest::Method::GET, path, Some(token), None::<&()>)
             .await

@@ -159,15 +159,7 @@ fn every_keywardd_command_is_reviewed_and_none_acts_for_a_person() {
 #[tokio::test]
 async fn every_api_operation_is_reviewed_and_none_acts_without_a_ceremony() {
     let h = Harness::start().await;
-    let doc: serde_json::Value = h
-        .http
-        .get(format!("{}/api/v1/openapi.json", h.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = h.public_json("/api/v1/openapi.json").await;
     let mut operations = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
@@ -184,15 +176,7 @@ async fn every_api_operation_is_reviewed_and_none_acts_without_a_ceremony() {
     for op in &operations {
         assert_eq!(forbidden_word(op, FORBIDDEN), None, "{op}");
     }
-    let discovery: serde_json::Value = h
-        .http
-        .get(format!("{}/.well-known/openid-configuration", h.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let discovery = h.public_json("/.well-known/openid-configuration").await;
     let issuer = discovery["issuer"].as_str().unwrap().trim_end_matches('/');
     let mut endpoints: Vec<String> = discovery
         .as_object()

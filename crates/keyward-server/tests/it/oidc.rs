@@ -204,6 +204,15 @@ impl Harness {
         .await
     }
 
+    /// The app's access token no longer introspects and its refresh token is refused.
+    async fn assert_app_sign_in_ended(&self, app: &App, tokens: &serde_json::Value) {
+        assert!(!self.introspect(app, &s(tokens, "access_token")).await);
+        assert_eq!(
+            self.refresh(app, &s(tokens, "refresh_token")).await.0,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
     async fn introspect(&self, app: &App, token: &str) -> bool {
         let res = no_redirects()
             .post(format!("{}/oauth2/introspect", self.base))
@@ -600,11 +609,7 @@ async fn ending_the_session_from_another_device_or_its_idle_expiry_ends_the_apps
         .delete(&format!("/api/v1/sessions/{browser_session}"), &fresh)
         .await
         .unwrap();
-    assert!(!h.introspect(&chat, &s(&tokens, "access_token")).await);
-    assert_eq!(
-        h.refresh(&chat, &s(&tokens, "refresh_token")).await.0,
-        StatusCode::BAD_REQUEST
-    );
+    h.assert_app_sign_in_ended(&chat, &tokens).await;
 
     // Idle expiry: nothing ends the session explicitly, the clock does.
     let (_, tokens) = h.signed_in_app(&mut key, &chat).await;
@@ -614,11 +619,7 @@ async fn ending_the_session_from_another_device_or_its_idle_expiry_ends_the_apps
         "introspection is not activity"
     );
     h.clock.advance_secs(7 * 60);
-    assert!(!h.introspect(&chat, &s(&tokens, "access_token")).await);
-    assert_eq!(
-        h.refresh(&chat, &s(&tokens, "refresh_token")).await.0,
-        StatusCode::BAD_REQUEST
-    );
+    h.assert_app_sign_in_ended(&chat, &tokens).await;
 }
 
 #[tokio::test]
@@ -1387,11 +1388,7 @@ async fn end_all_others_and_a_lost_key_end_the_apps_tokens_too() {
         .await
         .unwrap();
     assert!(res.status().is_success(), "{}", res.text().await.unwrap());
-    assert!(!h.introspect(&chat, &s(&tokens, "access_token")).await);
-    assert_eq!(
-        h.refresh(&chat, &s(&tokens, "refresh_token")).await.0,
-        StatusCode::BAD_REQUEST
-    );
+    h.assert_app_sign_in_ended(&chat, &tokens).await;
 }
 
 #[tokio::test]
