@@ -84,21 +84,30 @@ pub fn run() {
                 Some(d) => d.into(),
                 None => app.path().app_data_dir()?,
             };
-            // WebKitGTK's accelerated compositing costs the web process ~80 MB (measured
-            // under Xvfb: ~100 vs ~180 MiB PSS) and buys a page of lists and forms nothing.
-            // KEYWARD_WEBKIT_COMPOSITING=on keeps WebKit's default: WebKitWebDriver's
-            // screenshots hang without compositing, so the end-to-end tests set it.
             #[cfg(target_os = "linux")]
-            if std::env::var("KEYWARD_WEBKIT_COMPOSITING").as_deref() != Ok("on")
-                && let Some(window) = app.get_webview_window("main")
-            {
+            if let Some(window) = app.get_webview_window("main") {
                 let _ = window.with_webview(|webview| {
                     use webkit2gtk::{SettingsExt, WebViewExt};
-                    if let Some(settings) = webview.inner().settings() {
+                    let view = webview.inner();
+                    // WebKitGTK's accelerated compositing costs the web process ~80 MB
+                    // (measured under Xvfb: ~100 vs ~180 MiB PSS) and buys a page of lists and
+                    // forms nothing. KEYWARD_WEBKIT_COMPOSITING=on keeps WebKit's default:
+                    // WebKitWebDriver's screenshots hang without compositing, so the
+                    // end-to-end tests set it.
+                    if std::env::var("KEYWARD_WEBKIT_COMPOSITING").as_deref() != Ok("on")
+                        && let Some(settings) = view.settings()
+                    {
                         settings.set_hardware_acceleration_policy(
                             webkit2gtk::HardwareAccelerationPolicy::Never,
                         );
                     }
+                    // If the page's process dies (a WebKit crash, its memory limit), say why in
+                    // the log and load the dashboard again rather than leave a blank window;
+                    // the session lives in the Rust side, so nothing is lost.
+                    view.connect_web_process_terminated(|view, reason| {
+                        tracing::warn!(?reason, "the window's web process ended; reloading");
+                        view.reload();
+                    });
                 });
             }
             let desktop = desktop::Desktop::new(&data_dir, client_info())?;

@@ -27,6 +27,13 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 export KEYWARD_DATA_DIR="$work/app-data"
 export NOTIFY_LOG="$work/notifications.jsonl"
 export NO_AT_BRIDGE=1
+# The tests start the app through this, so its own log (a web process that died, and why) is
+# kept and shown when a test fails: WebKitWebDriver discards the app's output.
+if [ -z "$script" ]; then
+  printf '#!/bin/sh\nexec "%s" "$@" >>"%s" 2>&1\n' "$root/target/debug/keyward-desktop" "$KEYWARD_DATA_DIR.app.log" >"$work/app.sh"
+  chmod +x "$work/app.sh"
+  export KEYWARD_APP="$work/app.sh"
+fi
 
 # A security key on the NFC reader for the tests: pcscd with vsmartcard's vpcd reader, and a
 # virtual card (Nitrokey's fido-authenticator, PIN 4321) held to it.
@@ -59,6 +66,6 @@ dbus-run-session -- bash -c '
     WEBDRIVER_URL="http://127.0.0.1:$port" node "$KEYWARD_E2E_SCRIPT"
     exit
   fi
-  WEBDRIVER_URL="http://127.0.0.1:$port" node --test tests/e2e/ || { echo "--- tauri-driver log"; tail -50 "$KEYWARD_DATA_DIR.driver.log"; echo "--- notifications"; cat "$KEYWARD_DATA_DIR.notify.log"; exit 1; }
+  WEBDRIVER_URL="http://127.0.0.1:$port" node --test tests/e2e/ || { echo "--- tauri-driver log"; tail -50 "$KEYWARD_DATA_DIR.driver.log"; echo "--- the app log"; tail -60 "$KEYWARD_DATA_DIR.app.log" 2>/dev/null; echo "--- notifications"; cat "$KEYWARD_DATA_DIR.notify.log"; exit 1; }
 '
 [ -n "$script" ] || echo "screenshots: $root/target/screenshots"
