@@ -169,15 +169,15 @@ impl Tx<'_> {
     /// Whether any logout is due and unclaimed at `now` (a read, so that an idle sender does
     /// not take the writer every time it looks).
     pub fn logouts_due(&self, now: Millis) -> Result<bool> {
-        let due: Option<i64> = self.query_row(
-            "SELECT 1 FROM oidc_logouts
-             WHERE delivered_at IS NULL AND gave_up_at IS NULL
-               AND next_at <= ?1 AND leased_until <= ?1
-             LIMIT 1",
+        // COUNT, not a literal: PostgreSQL's `1` is an int4, which no i64 reads.
+        let due: i64 = self.query_value(
+            "SELECT COUNT(*) FROM (SELECT id FROM oidc_logouts
+                 WHERE delivered_at IS NULL AND gave_up_at IS NULL
+                   AND next_at <= ?1 AND leased_until <= ?1
+                 LIMIT 1) AS due",
             args![now],
-            |r| r.get(0),
         )?;
-        Ok(due.is_some())
+        Ok(due > 0)
     }
 
     /// Records an attempt's outcome (`detail`: what happened, e.g. "status 503") and lifts
@@ -385,6 +385,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(store.read(|tx| tx.pending_logouts()).unwrap(), 1);
+        assert!(!store.read(|tx| tx.logouts_due(499)).unwrap());
         assert!(
             store
                 .write(|tx| tx.claim_logouts(499, 1000, 10))
