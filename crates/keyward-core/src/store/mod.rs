@@ -57,7 +57,7 @@ pub use self::oidc_clients::{ClientAuthMethod, ClientSource, OidcClient};
 pub use self::oidc_consents::Consent;
 pub use self::oidc_grants::Grant;
 pub use self::oidc_keys::SigningKeyRecord;
-pub use self::oidc_logouts::{Logout, LogoutOutcome};
+pub use self::oidc_logouts::{Logout, LogoutOutcome, LogoutRecord};
 pub use self::oidc_requests::PendingAuthorization;
 pub use self::oidc_tokens::{TokenKind, TokenRecord};
 pub use self::pg::{PostgresOptions, RemoteCommit, SslMode};

@@ -24,6 +24,17 @@ pub struct Logout {
     pub attempts: i64,
 }
 
+/// A logout as the outbox holds it (for operators and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutRecord {
+    pub sid: String,
+    pub delivered_at: Option<Millis>,
+    pub gave_up_at: Option<Millis>,
+    pub attempts: i64,
+    /// What the last attempt met, e.g. "status 503".
+    pub last_outcome: Option<String>,
+}
+
 /// What became of one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogoutOutcome {
@@ -211,16 +222,21 @@ impl Tx<'_> {
         )
     }
 
-    /// Each logout of a client: (sid, delivered_at, gave_up_at, attempts, last_outcome).
-    pub fn client_logouts(
-        &self,
-        client_id: &str,
-    ) -> Result<Vec<(String, Option<Millis>, Option<Millis>, i64, Option<String>)>> {
+    /// Each logout of a client, oldest first.
+    pub fn client_logouts(&self, client_id: &str) -> Result<Vec<LogoutRecord>> {
         self.query_rows(
             "SELECT sid, delivered_at, gave_up_at, attempts, last_outcome FROM oidc_logouts
              WHERE client_id = ?1 ORDER BY created_at",
             args![client_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            |r| {
+                Ok(LogoutRecord {
+                    sid: r.get(0)?,
+                    delivered_at: r.get(1)?,
+                    gave_up_at: r.get(2)?,
+                    attempts: r.get(3)?,
+                    last_outcome: r.get(4)?,
+                })
+            },
         )
     }
 

@@ -140,10 +140,7 @@ async fn verify_logout_token(
 }
 
 /// The logouts queued for an app, as the store holds them.
-fn logouts_of(
-    h: &Harness,
-    app: &App,
-) -> Vec<(String, Option<i64>, Option<i64>, i64, Option<String>)> {
+fn logouts_of(h: &Harness, app: &App) -> Vec<keyward_core::store::LogoutRecord> {
     h.store().read(|tx| tx.client_logouts(&app.id)).unwrap()
 }
 
@@ -237,7 +234,9 @@ async fn every_way_a_session_ends_sends_each_app_a_logout_token_that_verifies() 
     let delivered = logouts_of(&h, &chat);
     assert_eq!(delivered.len(), 5);
     assert!(
-        delivered.iter().all(|l| l.1.is_some() && l.3 == 1),
+        delivered
+            .iter()
+            .all(|l| l.delivered_at.is_some() && l.attempts == 1),
         "{delivered:?}"
     );
     assert_eq!(logouts_of(&h, &wiki).len(), 1);
@@ -311,7 +310,10 @@ async fn a_failed_delivery_is_retried_after_a_restart_and_a_refusal_is_not() {
     assert_eq!(got.answered, 200);
     verify_logout_token(&h, &chat, &got, &s(&tokens, "id_token")).await;
     let rows = logouts_of(&h, &chat);
-    assert!(rows[0].1.is_some() && rows[0].3 == 2, "{rows:?}");
+    assert!(
+        rows[0].delivered_at.is_some() && rows[0].attempts == 2,
+        "{rows:?}"
+    );
 
     // A 400 is the app refusing the token: recorded, and never sent again.
     end.answer_next_with(&[400]);
@@ -320,11 +322,14 @@ async fn a_failed_delivery_is_retried_after_a_restart_and_a_refusal_is_not() {
     assert_eq!(end.next().await.answered, 400);
     let refused = loop {
         let rows = logouts_of(&h, &chat);
-        if let Some(row) = rows.iter().find(|r| r.2.is_some()) {
+        if let Some(row) = rows.iter().find(|r| r.gave_up_at.is_some()) {
             break row.clone();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!((refused.3, refused.4.as_deref()), (1, Some("status 400")));
+    assert_eq!(
+        (refused.attempts, refused.last_outcome.as_deref()),
+        (1, Some("status 400"))
+    );
     assert_eq!(h.store().read(|tx| tx.pending_logouts()).unwrap(), 0);
 }
