@@ -333,3 +333,32 @@ async fn a_failed_delivery_is_retried_after_a_restart_and_a_refusal_is_not() {
     );
     assert_eq!(h.store().read(|tx| tx.pending_logouts()).unwrap(), 0);
 }
+
+#[tokio::test]
+async fn two_instances_on_one_database_send_each_logout_once() {
+    let h = Harness::start().await;
+    let other = h.second_instance().await;
+    let mut key = new_key();
+    h.create_account(&mut key, "ada").await;
+    let mut end = Receiver::start().await;
+    let chat = register_app(&h, "Chat", "client_secret_basic", Some(end.uri.clone()));
+    let (browser, tokens) = h.signed_in_app(&mut key, &chat).await;
+    // Ended through the second instance; both instances' senders look for due rows.
+    let res = other
+        .as_own_page(other.browser_request(&browser, Method::POST, "/api/v1/sign-out"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let got = end.next().await;
+    verify_logout_token(&h, &chat, &got, &s(&tokens, "id_token")).await;
+    let row = loop {
+        let rows = logouts_of(&h, &chat);
+        if rows[0].delivered_at.is_some() {
+            break rows[0].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Each claim counts an attempt: one attempt, so one sender took it.
+    assert_eq!(row.attempts, 1, "{row:?}");
+}
