@@ -5,6 +5,7 @@
 //! over it; `config` reads flags, environment and TOML; `error` is the crate's one error.
 
 pub mod admin;
+mod backchannel;
 pub mod check;
 pub mod config;
 mod error;

@@ -10,8 +10,11 @@
 //!   a rate-limit refusal, `unavailable` a database away).
 //! - `keyward_commit_seconds{engine, durability}`: how long write transactions take to commit
 //!   (recorded by the store).
+//! - `keyward_backchannel_deliveries_total{outcome}`: back-channel logout attempts, by what
+//!   became of them (`delivered`, `retry`, `gave_up`).
 //! - Read at each scrape: `keyward_ceremonies_pending` beside `keyward_ceremonies_cap`,
-//!   `keyward_sessions_open`, `keyward_event_streams_open`.
+//!   `keyward_sessions_open`, `keyward_event_streams_open`, `keyward_backchannel_pending`
+//!   (logouts neither delivered nor given up).
 //!
 //! Labels hold routes, codes and reasons only: no address, username, ID or token.
 
@@ -84,6 +87,14 @@ fn describe() {
         "keyward_event_streams_open",
         "Event streams open on this instance"
     );
+    describe_counter!(
+        "keyward_backchannel_deliveries_total",
+        "Back-channel logout attempts, by outcome (delivered, retry, gave_up)"
+    );
+    describe_gauge!(
+        "keyward_backchannel_pending",
+        "Back-channel logouts neither delivered nor given up"
+    );
 }
 
 /// Serves `GET /metrics` on `listener` until the process ends (the task is aborted on
@@ -115,6 +126,7 @@ async fn scrape(State((state, handle)): State<(AppState, &'static PrometheusHand
             metrics::gauge!("keyward_ceremonies_pending").set(g.ceremonies_pending as f64);
             metrics::gauge!("keyward_ceremonies_cap").set(g.ceremonies_cap as f64);
             metrics::gauge!("keyward_sessions_open").set(g.sessions_open as f64);
+            metrics::gauge!("keyward_backchannel_pending").set(g.backchannel_pending as f64);
         }
         Err(error) => tracing::warn!(%error, "reading the gauges for /metrics"),
     }
@@ -162,4 +174,14 @@ pub(crate) fn refused(code: keyward_proto::ErrorCode) {
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
     metrics::counter!("keyward_refusals_total", "code" => code).increment(1);
+}
+
+pub(crate) fn logout_attempted(outcome: keyward_core::store::LogoutOutcome) {
+    use keyward_core::store::LogoutOutcome;
+    let outcome = match outcome {
+        LogoutOutcome::Delivered => "delivered",
+        LogoutOutcome::RetryAt(_) => "retry",
+        LogoutOutcome::GaveUp => "gave_up",
+    };
+    metrics::counter!("keyward_backchannel_deliveries_total", "outcome" => outcome).increment(1);
 }

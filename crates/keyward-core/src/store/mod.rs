@@ -38,6 +38,7 @@ mod oidc_clients;
 mod oidc_consents;
 mod oidc_grants;
 mod oidc_keys;
+mod oidc_logouts;
 mod oidc_requests;
 mod oidc_tokens;
 mod pg;
@@ -56,6 +57,7 @@ pub use self::oidc_clients::{ClientAuthMethod, ClientSource, OidcClient};
 pub use self::oidc_consents::Consent;
 pub use self::oidc_grants::Grant;
 pub use self::oidc_keys::SigningKeyRecord;
+pub use self::oidc_logouts::{Logout, LogoutOutcome, LogoutRecord};
 pub use self::oidc_requests::PendingAuthorization;
 pub use self::oidc_tokens::{TokenKind, TokenRecord};
 pub use self::pg::{PostgresOptions, RemoteCommit, SslMode};
@@ -78,6 +80,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_limit_hits.sql"),
     include_str!("../../migrations/sqlite/0006_account_disabled.sql"),
     include_str!("../../migrations/sqlite/0007_oidc.sql"),
+    include_str!("../../migrations/sqlite/0008_backchannel.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -87,6 +90,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_limit_hits.sql"),
     include_str!("../../migrations/postgres/0006_account_disabled.sql"),
     include_str!("../../migrations/postgres/0007_oidc.sql"),
+    include_str!("../../migrations/postgres/0008_backchannel.sql"),
 ];
 
 /// Where the data lives: `--db`'s value, parsed.
@@ -142,6 +146,7 @@ impl From<&Path> for Location {
 }
 
 type CommitHook = Box<dyn Fn(&[SecurityEvent]) + Send + Sync>;
+type LogoutHook = Box<dyn Fn() + Send + Sync>;
 
 enum Backend {
     /// One connection behind a lock: writes are serialised, which is also what gives the
@@ -153,6 +158,8 @@ enum Backend {
 pub struct Store {
     backend: Backend,
     on_commit: RwLock<Option<CommitHook>>,
+    /// Called after each commit that queued back-channel logouts: wakes the sender.
+    on_logouts: RwLock<Option<LogoutHook>>,
     /// The server's log key: with it, every commit that appends events also signs the new head.
     log_key: RwLock<Option<SigningKey>>,
 }
@@ -191,6 +198,7 @@ impl Store {
         Store {
             backend,
             on_commit: RwLock::new(None),
+            on_logouts: RwLock::new(None),
             log_key: RwLock::new(None),
         }
     }
@@ -205,6 +213,12 @@ impl Store {
     /// Called with the events of each committed write, after the commit: the live stream.
     pub fn set_commit_hook(&self, hook: impl Fn(&[SecurityEvent]) + Send + Sync + 'static) {
         *self.on_commit.write() = Some(Box::new(hook));
+    }
+
+    /// Called after each commit that queued back-channel logouts (`oidc_logouts`), on this
+    /// instance; the hook must not block.
+    pub fn set_logout_hook(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self.on_logouts.write() = Some(Box::new(hook));
     }
 
     /// Hands `hook` what other instances on the same database commit, as it happens (a
@@ -259,15 +273,15 @@ impl Store {
         let value = match &self.backend {
             Backend::Sqlite(conn) => {
                 let mut conn = conn.lock();
-                let (value, appended) = sqlite_transact(&mut conn, durability, key, f)?;
+                let (value, committed) = sqlite_transact(&mut conn, durability, key, f)?;
                 // Published while the writer lock is still held, so live subscribers see
                 // events in commit order. The hook must not block.
-                self.publish(&appended);
+                self.publish(&committed);
                 value
             }
             Backend::Postgres(pool) => {
                 let (value, appended) =
-                    pool.transact(durability, key, f, |appended| self.publish(appended))?;
+                    pool.transact(durability, key, f, |committed| self.publish(committed))?;
                 debug_assert!(durability == Durability::Synced || appended == 0);
                 value
             }
@@ -286,11 +300,16 @@ impl Store {
         Ok(value)
     }
 
-    fn publish(&self, appended: &[SecurityEvent]) {
-        if !appended.is_empty()
+    fn publish(&self, committed: &Committed) {
+        if !committed.events.is_empty()
             && let Some(hook) = self.on_commit.read().as_ref()
         {
-            hook(appended);
+            hook(&committed.events);
+        }
+        if committed.logouts_queued
+            && let Some(hook) = self.on_logouts.read().as_ref()
+        {
+            hook();
         }
     }
 
@@ -345,7 +364,7 @@ fn sqlite_transact<T, E: From<CoreError>>(
     durability: Durability,
     log_key: Option<&SigningKey>,
     f: impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
-) -> std::result::Result<(T, Vec<SecurityEvent>), E> {
+) -> std::result::Result<(T, Committed), E> {
     if durability == Durability::Unsynced {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(CoreError::from)?;
@@ -362,7 +381,7 @@ fn sqlite_commit<T, E: From<CoreError>>(
     conn: &mut Connection,
     log_key: Option<&SigningKey>,
     mut f: impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
-) -> std::result::Result<(T, Vec<SecurityEvent>), E> {
+) -> std::result::Result<(T, Committed), E> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(CoreError::from)?;
@@ -388,6 +407,14 @@ fn migrate_sqlite(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// What a committed write did that others are told of after the commit.
+pub(crate) struct Committed {
+    /// The events it appended (the live stream).
+    pub events: Vec<SecurityEvent>,
+    /// Whether it queued back-channel logouts (the sender is woken).
+    pub logouts_queued: bool,
+}
+
 /// One transaction, read or write, on either engine. Each table's module adds its methods.
 pub struct Tx<'c> {
     db: Db<'c>,
@@ -398,6 +425,8 @@ pub struct Tx<'c> {
     /// The log's head once this transaction appended to it: (seq, hash, at). Later appends
     /// and the checkpoint at commit start from it instead of reading the head again.
     appended_head: Option<(i64, [u8; 32], keyward_proto::Millis)>,
+    /// Whether this transaction queued a back-channel logout (the sender is woken on commit).
+    logouts_queued: std::cell::Cell<bool>,
 }
 
 impl<'c> Tx<'c> {
@@ -407,11 +436,12 @@ impl<'c> Tx<'c> {
             appended: Vec::new(),
             replaced_tokens: Vec::new(),
             appended_head: None,
+            logouts_queued: std::cell::Cell::new(false),
         }
     }
 
-    /// Signs the new head if events were appended, then commits; the events appended.
-    fn finish(self, log_key: Option<&SigningKey>) -> Result<Vec<SecurityEvent>> {
+    /// Signs the new head if events were appended, then commits; what it committed.
+    fn finish(self, log_key: Option<&SigningKey>) -> Result<Committed> {
         if let Some(key) = log_key
             && let Some((seq, hash, at)) = self.appended_head
         {
@@ -424,7 +454,10 @@ impl<'c> Tx<'c> {
                 futures::executor::block_on(tx.commit())?
             }
         }
-        Ok(self.appended)
+        Ok(Committed {
+            events: self.appended,
+            logouts_queued: self.logouts_queued.get(),
+        })
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {

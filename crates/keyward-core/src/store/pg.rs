@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use futures::executor::block_on;
-use keyward_proto::SecurityEvent;
 use tokio_postgres::IsolationLevel;
 
 use super::sql::{Db, PgTx, args};
@@ -393,7 +392,7 @@ impl Pool {
         durability: Durability,
         log_key: Option<&SigningKey>,
         mut f: impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
-        publish: impl Fn(&[SecurityEvent]),
+        publish: impl Fn(&super::Committed),
     ) -> std::result::Result<(T, usize), E> {
         let mut conn = self.get()?;
         block_on(
@@ -422,7 +421,7 @@ impl Pool {
         durability: Durability,
         log_key: Option<&SigningKey>,
         f: &mut impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
-        publish: &impl Fn(&[SecurityEvent]),
+        publish: &impl Fn(&super::Committed),
     ) -> std::result::Result<(T, usize), E> {
         let started = std::time::Instant::now();
         let mut attempt = 0;
@@ -465,9 +464,9 @@ impl Pool {
             if !wrapped.conflicted() {
                 match outcome {
                     Ok(value) => match wrapped.finish(log_key) {
-                        Ok(appended) => {
-                            publish(&appended);
-                            return Ok((value, appended.len()));
+                        Ok(committed) => {
+                            publish(&committed);
+                            return Ok((value, committed.events.len()));
                         }
                         Err(e) if e.is_conflict() => {}
                         Err(e) => return Err(e.into()),

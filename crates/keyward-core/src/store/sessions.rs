@@ -80,6 +80,10 @@ fn device_from_row(r: &Row<'_>) -> Result<Device> {
 const LAST_ACTIVE: &str =
     "(CASE WHEN last_seen_at > active_from THEN last_seen_at ELSE active_from END)";
 
+/// `LAST_ACTIVE` of a session aliased `s` in a join.
+pub(super) const LAST_ACTIVE_OF_S: &str =
+    "(CASE WHEN s.last_seen_at > s.active_from THEN s.last_seen_at ELSE s.active_from END)";
+
 const SESSION_COLS: &str = "id, account_id, device_id, scope, created_at, last_seen_at,
     verified_at, expires_at, opened_by, address, ended_at, ended_reason, active_from";
 
@@ -300,13 +304,18 @@ impl Tx<'_> {
         )
     }
 
-    /// Ends a session if it is still open; true if this call ended it.
+    /// Ends a session if it is still open; true if this call ended it. Every app signed in
+    /// through it with a back-channel logout URI gets a logout queued in this same
+    /// transaction (`oidc_logouts`), whatever the reason: this is the one place sessions end.
     pub fn end_session(&self, id: Uuid, reason: &str, now: Millis) -> Result<bool> {
         let n = self.execute(
             "UPDATE sessions SET ended_at = ?2, ended_reason = ?3
              WHERE id = ?1 AND ended_at IS NULL",
             args![id.as_bytes(), now, reason],
         )?;
+        if n == 1 {
+            self.enqueue_session_logouts(id, reason, now)?;
+        }
         Ok(n == 1)
     }
 

@@ -77,6 +77,8 @@ pub struct RunningServer {
     handle: axum_server::Handle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     metrics: Option<tokio::task::JoinHandle<()>>,
+    /// The back-channel logout sender (`crate::backchannel`).
+    logouts: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for RunningServer {
@@ -84,6 +86,7 @@ impl Drop for RunningServer {
         if let Some(metrics) = &self.metrics {
             metrics.abort();
         }
+        self.logouts.abort();
     }
 }
 
@@ -92,6 +95,9 @@ impl RunningServer {
     pub async fn shutdown(mut self, grace: Duration) {
         self.handle.graceful_shutdown(Some(grace));
         let _ = (&mut self.task).await;
+        // A delivery cut short here is sent again once its lease runs out.
+        self.logouts.abort();
+        let _ = (&mut self.logouts).await;
     }
 
     /// Waits until the server stops by itself (it does not, unless it fails).
@@ -192,6 +198,7 @@ pub async fn start_on(
             }
         }
     };
+    let logouts = crate::backchannel::spawn(state.clone());
     tracing::info!(%addr, rp_id = %config.rp_id, tls = config.tls.is_some(), ?metrics_addr, "keywardd listening");
     Ok(RunningServer {
         addr,
@@ -200,6 +207,7 @@ pub async fn start_on(
         handle,
         task,
         metrics,
+        logouts,
     })
 }
 

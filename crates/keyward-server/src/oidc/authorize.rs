@@ -613,6 +613,7 @@ impl RelyingParty {
         let now = self.now();
         self.store.write(|tx| {
             let had = tx.delete_consent(authed.account.id, client_id)?;
+            tx.enqueue_client_logouts(authed.account.id, client_id, "consent_revoked", now)?;
             let ended =
                 tx.end_client_grants(authed.account.id, client_id, "consent_revoked", now)?;
             if !had && ended == 0 {

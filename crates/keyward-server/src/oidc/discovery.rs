@@ -36,6 +36,8 @@ pub struct ProviderMetadata {
     pub authorization_response_iss_parameter_supported: bool,
     pub frontchannel_logout_supported: bool,
     pub backchannel_logout_supported: bool,
+    /// Every logout token carries the `sid` of the sign-in it ends.
+    pub backchannel_logout_session_supported: bool,
 }
 
 impl Provider {
@@ -102,8 +104,9 @@ impl Provider {
             request_uri_parameter_supported: false,
             authorization_response_iss_parameter_supported: true,
             frontchannel_logout_supported: false,
-            // Back-channel logout URIs are registered, not yet delivered to.
-            backchannel_logout_supported: false,
+            // Delivered from a persistent outbox (`logout_tokens`, `crate::backchannel`).
+            backchannel_logout_supported: true,
+            backchannel_logout_session_supported: true,
         }
     }
 }

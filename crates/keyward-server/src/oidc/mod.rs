@@ -6,13 +6,15 @@
 //! `seal` (AES-256-GCM under a key derived from the log key), `clients` (registration and
 //! client authentication), `claims` (scopes, `acr`/`amr`, pairwise identifiers, the ID token),
 //! `authorize` (the authorization endpoint, pending requests, consent), `tokens` (the token
-//! endpoint, introspection, userinfo, revocation, logout), `discovery`.
+//! endpoint, introspection, userinfo, revocation, logout), `logout_tokens` (back-channel
+//! logout: the outbox's claims, logout tokens, retries), `discovery`.
 
 mod authorize;
 mod claims;
 pub mod clients;
 mod discovery;
 pub mod keys;
+pub mod logout_tokens;
 mod seal;
 mod tokens;
 

@@ -145,7 +145,9 @@ impl RelyingParty {
                 return refused(OAuthCode::InvalidGrant, BAD_CODE);
             }
             if !tx.use_grant_code(grant.id, now)? {
-                // A second presentation: someone else has the code. Whatever it issued ends.
+                // A second presentation: someone else has the code. Whatever it issued ends,
+                // and the app is told (back-channel logout) if it holds a sign-in from it.
+                tx.enqueue_grant_logout(grant.id, "code_reused", now)?;
                 tx.end_grant(grant.id, "code_reused", now)?;
                 return refused(OAuthCode::InvalidGrant, BAD_CODE);
             }
@@ -198,7 +200,9 @@ impl RelyingParty {
             }
             if !tx.use_refresh_token(&hash, now)? {
                 // Rotation means a refresh token is used once: a second use is a copy in
-                // someone else's hands. The grant ends, and the person is told at once.
+                // someone else's hands. The grant ends, and the person is told at once (and
+                // the app, by back-channel logout).
+                tx.enqueue_grant_logout(grant.id, "refresh_token_reused", now)?;
                 if tx.end_grant(grant.id, "refresh_token_reused", now)? {
                     let detail = EventDetail {
                         client_id: Some(client.client_id.clone()),

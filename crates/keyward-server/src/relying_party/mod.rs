@@ -75,6 +75,7 @@ pub struct Gauges {
     pub ceremonies_pending: i64,
     pub ceremonies_cap: i64,
     pub sessions_open: i64,
+    pub backchannel_pending: i64,
 }
 
 pub struct RelyingParty {
@@ -243,6 +244,7 @@ impl RelyingParty {
                 ceremonies_pending: tx.pending_ceremonies()?,
                 ceremonies_cap: i64::from(self.policy.max_pending_ceremonies),
                 sessions_open: tx.open_sessions(now, self.policy.session_idle_ms)?,
+                backchannel_pending: tx.pending_logouts()?,
             })
         })
     }
@@ -280,7 +282,8 @@ impl RelyingParty {
                 tx.prune_sessions(before, p.session_idle_ms, p.prune_batch)?;
             let hits = tx.prune_limit_hits(now, p.prune_batch)?
                 + tx.prune_pending_authorizations(now, p.prune_batch)?
-                + tx.prune_grants(before, p.prune_batch)?;
+                + tx.prune_grants(before, p.prune_batch)?
+                + tx.prune_logouts(before, p.prune_batch)?;
             Ok::<_, ServerError>((sessions, devices, hits))
         }) {
             Ok((0, 0, 0)) => {}
@@ -289,7 +292,7 @@ impl RelyingParty {
                     sessions,
                     devices,
                     hits,
-                    "pruned old sessions, rate-limit hits, authorization requests and app grants"
+                    "pruned old sessions, rate-limit hits, authorization requests, app grants and logouts"
                 )
             }
             Err(e) => tracing::warn!(error = %e, "pruning sessions failed"),

@@ -20,6 +20,8 @@ use sha2::{Digest, Sha256};
 use crate::browser::Browser;
 use crate::harness::*;
 
+mod backchannel;
+
 const REDIRECT: &str = "https://chat.example/callback";
 
 /// A registered app, as its operator was told: ID and (confidential) secret.
@@ -31,6 +33,16 @@ struct App {
 }
 
 fn register(h: &Harness, name: &str, auth_method: &str) -> App {
+    register_app(h, name, auth_method, None)
+}
+
+/// `register`, with a back-channel logout URI.
+fn register_app(
+    h: &Harness,
+    name: &str,
+    auth_method: &str,
+    backchannel_logout_uri: Option<String>,
+) -> App {
     let r = clients::add(
         &h.store(),
         &NewClient {
@@ -41,7 +53,7 @@ fn register(h: &Harness, name: &str, auth_method: &str) -> App {
             scopes: vec![],
             auth_method: Some(auth_method.into()),
             secret_hash: None,
-            backchannel_logout_uri: None,
+            backchannel_logout_uri,
             jwks: None,
         },
         T0,
@@ -418,6 +430,8 @@ async fn discovery_says_what_an_app_needs_and_the_issuer_is_the_origin() {
         serde_json::json!(["S256"])
     );
     assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(m["backchannel_logout_supported"], true);
+    assert_eq!(m["backchannel_logout_session_supported"], true);
     assert_eq!(
         m["subject_types_supported"],
         serde_json::json!(["pairwise"])
