@@ -21,7 +21,8 @@ type SignedIn = { account: AccountView; session: SessionView };
 
 type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
-async function http<T>(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+async function http<T>(method: Method, path: string, body?: unknown, headers: Record<string, string> = {},
+  retried = false): Promise<T> {
   lastRequestAt = Date.now();
   let res: Response;
   try {
@@ -48,6 +49,11 @@ async function http<T>(method: Method, path: string, body?: unknown, headers: Re
   if (!res.ok) {
     if (data && typeof data === 'object' && 'code' in data && 'message' in data) {
       const { code, message } = data as { code: string; message: string };
+      // A bound session's cookie lapsed, or this request raced a renewal that replaced it: the
+      // key renews it, and the request is asked once more.
+      if (code === 'unauthenticated' && !retried && (await renew().catch(() => 'ended')) === 'renewed') {
+        return http<T>(method, path, body, headers, true);
+      }
       if (code === 'unauthenticated' || code === 'session_expired') statusIsStale = true;
       throw new IpcError(code, message);
     }
@@ -187,7 +193,7 @@ async function startRenewing(): Promise<void> {
   });
 }
 
-async function freshStatus(renewed = false): Promise<AppStatus> {
+async function freshStatus(): Promise<AppStatus> {
   const server = await info();
   let account: AccountView | null = null;
   let current: SessionView | undefined;
@@ -197,8 +203,6 @@ async function freshStatus(renewed = false): Promise<AppStatus> {
     current = await http<SessionView>('GET', '/api/v1/session');
   } catch (e) {
     if (!(e instanceof IpcError) || !['unauthenticated', 'session_expired'].includes(e.code)) throw e;
-    // A bound session's cookie lapsed while the page was closed: the key renews it.
-    if (!renewed && (await renew().catch(() => 'ended')) === 'renewed') return freshStatus(true);
     account = null;
   }
   if (current && (await holdsKeyFor(current.id))) void startRenewing();
