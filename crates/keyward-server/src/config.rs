@@ -470,6 +470,7 @@ struct FileConfig {
     origins: Vec<Url>,
     idle_timeout: Option<u64>,
     session_lifetime: Option<u64>,
+    browser_cookie_life: Option<u64>,
     recovery_window: Option<u64>,
     recovery_enrolment_deadline: Option<u64>,
     #[serde(default)]
@@ -636,7 +637,7 @@ impl Config {
         if let Some(ms) = secs(args.session_lifetime.or(file.session_lifetime)) {
             policy.session_absolute_ms = ms;
         }
-        if let Some(ms) = secs(args.browser_cookie_life) {
+        if let Some(ms) = secs(args.browser_cookie_life.or(file.browser_cookie_life)) {
             policy.browser_cookie_ms = ms;
         }
         if let Some(ms) = secs(args.recovery_window.or(file.recovery_window)) {
