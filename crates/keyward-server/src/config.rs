@@ -640,6 +640,8 @@ impl Config {
         if let Some(ms) = secs(args.browser_cookie_life.or(file.browser_cookie_life)) {
             policy.browser_cookie_ms = ms;
         }
+        // A cookie outliving the idle timeout would be refused before it expired anyway.
+        policy.browser_cookie_ms = policy.browser_cookie_ms.min(policy.session_idle_ms);
         if let Some(ms) = secs(args.recovery_window.or(file.recovery_window)) {
             policy.recovery_window_ms = ms;
         }
@@ -761,11 +763,8 @@ impl Config {
         if p.session_idle_ms > p.session_absolute_ms {
             return invalid("the idle timeout cannot exceed the session lifetime".into());
         }
-        if p.browser_cookie_ms < 1000 || p.browser_cookie_ms > p.session_idle_ms {
-            return invalid(
-                "a browser-bound cookie lives at least a second and at most the idle timeout"
-                    .into(),
-            );
+        if p.browser_cookie_ms < 1000 {
+            return invalid("a browser-bound cookie lives at least a second".into());
         }
         if p.ceremony_ttl_ms > 5 * 60_000 {
             return invalid("ceremonies may live at most 5 minutes".into());
