@@ -230,7 +230,7 @@ impl RelyingParty {
         let now = self.now();
         self.store.write(|tx| {
             let binding = tx.browser_binding(authed.session.id)?.ok_or_else(refused)?;
-            if !binding.challenge_expires_at.is_some_and(|t| now < t)
+            if binding.challenge_expires_at.is_none_or(|t| now >= t)
                 || !tx.take_browser_challenge(authed.session.id, &hash_secret(&challenge))?
             {
                 return Err(refused());
