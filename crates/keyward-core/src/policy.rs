@@ -41,6 +41,9 @@ pub struct Policy {
     /// Refuse synced passkeys (BE=1): keys must be device-bound (AAL3). Restricting *models*
     /// needs attestation and lives with the server's WebAuthn configuration.
     pub require_device_bound: bool,
+    /// A browser session bound to a key in the browser (WebCrypto or DBSC): how long each
+    /// cookie token lives before the key must sign a refresh for a new one.
+    pub browser_cookie_ms: i64,
 }
 
 pub const MINUTE_MS: i64 = 60_000;
@@ -67,6 +70,7 @@ impl Default for Policy {
             drill_interval_ms: 90 * DAY_MS,
             stale_after_ms: 180 * DAY_MS,
             require_device_bound: false,
+            browser_cookie_ms: 5 * MINUTE_MS,
         }
     }
 }

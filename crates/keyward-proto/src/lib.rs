@@ -266,6 +266,24 @@ pub enum SessionScope {
     Recovery,
 }
 
+/// What a session's token is bound to, so that the token alone is worth little.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionBinding {
+    /// A bearer token (or cookie): whoever holds it is the session.
+    #[default]
+    Unbound,
+    /// A key the client keeps in software (the OS secret store).
+    Software,
+    /// A key in hardware (TPM, Secure Enclave).
+    Hardware,
+    /// The web UI's non-extractable WebCrypto key: the cookie lives minutes and is refreshed
+    /// only by a proof that key signs.
+    Browser,
+    /// The browser's own Device Bound Session Credentials key.
+    Dbsc,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct SessionView {
     pub id: Uuid,
@@ -284,6 +302,9 @@ pub struct SessionView {
     pub address: String,
     /// True for the session making this request.
     pub current: bool,
+    /// What the session's token is bound to.
+    #[serde(default)]
+    pub binding: SessionBinding,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
@@ -573,6 +594,9 @@ pub struct ServerInfo {
     pub session_idle_ms: i64,
     pub session_absolute_ms: i64,
     pub recovery_window_ms: i64,
+    /// How long a browser-bound session's cookie lives before its key must refresh it.
+    #[serde(default)]
+    pub browser_cookie_ms: i64,
 }
 
 /// The server's signed statement to one account: "this account's event `id` (its own

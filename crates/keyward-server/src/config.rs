@@ -90,6 +90,10 @@ pub struct Args {
     /// Absolute session lifetime in seconds (default 43200: NIST AAL3).
     #[arg(long, env = "KEYWARD_SESSION_LIFETIME")]
     pub session_lifetime: Option<u64>,
+    /// Seconds a browser-bound session's cookie lives before the browser's key must sign a
+    /// refresh for a new one (default 300).
+    #[arg(long, env = "KEYWARD_BROWSER_COOKIE_LIFE")]
+    pub browser_cookie_life: Option<u64>,
     /// Seconds a redeemed recovery key waits before it takes effect (default 86400; 0 = at once).
     #[arg(long, env = "KEYWARD_RECOVERY_WINDOW")]
     pub recovery_window: Option<u64>,
@@ -466,6 +470,7 @@ struct FileConfig {
     origins: Vec<Url>,
     idle_timeout: Option<u64>,
     session_lifetime: Option<u64>,
+    browser_cookie_life: Option<u64>,
     recovery_window: Option<u64>,
     recovery_enrolment_deadline: Option<u64>,
     #[serde(default)]
@@ -632,6 +637,11 @@ impl Config {
         if let Some(ms) = secs(args.session_lifetime.or(file.session_lifetime)) {
             policy.session_absolute_ms = ms;
         }
+        if let Some(ms) = secs(args.browser_cookie_life.or(file.browser_cookie_life)) {
+            policy.browser_cookie_ms = ms;
+        }
+        // A cookie outliving the idle timeout would be refused before it expired anyway.
+        policy.browser_cookie_ms = policy.browser_cookie_ms.min(policy.session_idle_ms);
         if let Some(ms) = secs(args.recovery_window.or(file.recovery_window)) {
             policy.recovery_window_ms = ms;
         }
@@ -752,6 +762,9 @@ impl Config {
         }
         if p.session_idle_ms > p.session_absolute_ms {
             return invalid("the idle timeout cannot exceed the session lifetime".into());
+        }
+        if p.browser_cookie_ms < 1000 {
+            return invalid("a browser-bound cookie lives at least a second".into());
         }
         if p.ceremony_ttl_ms > 5 * 60_000 {
             return invalid("ceremonies may live at most 5 minutes".into());

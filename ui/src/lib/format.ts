@@ -1,4 +1,4 @@
-import type { KeyPrompt, SecurityEvent } from './types';
+import type { KeyPrompt, SecurityEvent, SessionBinding } from './types';
 
 /** "just now", "5 min ago", "3 h ago", else a date. `now` is an argument so tests are exact. */
 export function ago(at: number, now: number = Date.now()): string {
@@ -106,4 +106,20 @@ export function announcement(batch: readonly SecurityEvent[]): { polite: string;
     polite: say(batch.filter((e) => e.urgency !== 'urgent')),
     assertive: say(batch.filter((e) => e.urgency === 'urgent')),
   };
+}
+
+/** How strongly a session's token is bound, as the sessions list says it. */
+export function bindingLabel(binding: SessionBinding): string {
+  switch (binding) {
+    case 'hardware':
+      return 'Bound by hardware';
+    case 'software':
+      return 'Bound in software';
+    case 'browser':
+      return "Bound by the browser (this page's key)";
+    case 'dbsc':
+      return 'Bound by the browser (DBSC)';
+    case 'unbound':
+      return 'Unbound';
+  }
 }

@@ -5,6 +5,7 @@
 import { IpcError } from './errors';
 import type { Api } from './api';
 import { fromBase64Url, toBase64Url } from './base64url';
+import { forgetKey, holdsKeyFor, keepRenewing, keyIsFor, newKeyHeader, renew } from './browserKey';
 import { generateRandom, parse, publicKey, RecoveryKeyFormatError, sign, toDisplay, type Purpose } from './recovery';
 import type {
   AccountView, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView, ClientInfo,
@@ -20,7 +21,8 @@ type SignedIn = { account: AccountView; session: SessionView };
 
 type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
-async function http<T>(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+async function http<T>(method: Method, path: string, body?: unknown, headers: Record<string, string> = {},
+  retried = false): Promise<T> {
   lastRequestAt = Date.now();
   let res: Response;
   try {
@@ -47,6 +49,11 @@ async function http<T>(method: Method, path: string, body?: unknown, headers: Re
   if (!res.ok) {
     if (data && typeof data === 'object' && 'code' in data && 'message' in data) {
       const { code, message } = data as { code: string; message: string };
+      // A bound session's cookie lapsed, or this request raced a renewal that replaced it: the
+      // key renews it, and the request is asked once more.
+      if (code === 'unauthenticated' && !retried && (await renew().catch(() => 'ended')) === 'renewed') {
+        return http<T>(method, path, body, headers, true);
+      }
       if (code === 'unauthenticated' || code === 'session_expired') statusIsStale = true;
       throw new IpcError(code, message);
     }
@@ -177,6 +184,15 @@ async function info(): Promise<ServerInfo> {
   return serverInfo;
 }
 
+/** Keeps this page's key renewing the session cookie (`browserKey`); a refused renewal means
+ * the session is over, and the next status check returns the page to sign-in. */
+async function startRenewing(): Promise<void> {
+  keepRenewing((await info()).browser_cookie_ms, () => {
+    statusIsStale = true;
+    window.dispatchEvent(new Event('keyward-session-ended'));
+  });
+}
+
 async function freshStatus(): Promise<AppStatus> {
   const server = await info();
   let account: AccountView | null = null;
@@ -189,6 +205,7 @@ async function freshStatus(): Promise<AppStatus> {
     if (!(e instanceof IpcError) || !['unauthenticated', 'session_expired'].includes(e.code)) throw e;
     account = null;
   }
+  if (current && (await holdsKeyFor(current.id))) void startRenewing();
   status = {
     server: location.origin,
     embedded: false,
@@ -266,6 +283,12 @@ const desktopOnly = (what: string) => () =>
 
 const cookie = { 'X-Keyward-Session': 'cookie' };
 
+/** The new session is the one this page's key is bound to; renewing starts. */
+async function boundTo(signed: SignedIn): Promise<void> {
+  await keyIsFor(signed.session.id);
+  await startRenewing();
+}
+
 export const webApi: Api = {
   status: () => (status && !statusIsStale && !idledOut() ? Promise.resolve(status) : freshStatus()),
   connect: () => freshStatus(),
@@ -274,18 +297,23 @@ export const webApi: Api = {
       { username, display_name: displayName });
     const credential = await createCredential(begin.options);
     const signed = await http<SignedIn>('POST', '/api/v1/registration/finish',
-      { ceremony_id: begin.ceremony_id, credential, nickname: null, client: thisBrowser() }, cookie);
+      { ceremony_id: begin.ceremony_id, credential, nickname: null, client: thisBrowser() },
+      { ...cookie, ...(await newKeyHeader()) });
+    await boundTo(signed);
     return changed(signed.account);
   },
   signIn: async (username) => {
     const begin = await http<AssertionBegin>('POST', '/api/v1/sign-in/begin', { username });
     const credential = await getAssertion(begin.options);
     const signed = await http<SignedIn>('POST', '/api/v1/sign-in/finish',
-      { ceremony_id: begin.ceremony_id, credential, client: thisBrowser() }, cookie);
+      { ceremony_id: begin.ceremony_id, credential, client: thisBrowser() },
+      { ...cookie, ...(await newKeyHeader()) });
+    await boundTo(signed);
     return changed(signed.account);
   },
   signOut: async () => {
     changed(await http<EndedSessions>('POST', '/api/v1/sign-out').catch(() => null));
+    await forgetKey();
   },
   overview: async () => {
     const [account, readiness, sessions, authenticators] = await Promise.all([

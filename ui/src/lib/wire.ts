@@ -115,6 +115,8 @@ place: string | null, };
 
 export type SessionScope = "full" | "recovery";
 
+export type SessionBinding = "unbound" | "software" | "hardware" | "browser" | "dbsc";
+
 export type SessionView = { id: string, device: DeviceView, scope: SessionScope, created_at: number, last_seen_at: number, 
 /**
  * When the idle timeout ends this session if it stays unused.
@@ -135,7 +137,11 @@ opened_by: string | null, address: string,
 /**
  * True for the session making this request.
  */
-current: boolean, };
+current: boolean, 
+/**
+ * What the session's token is bound to.
+ */
+binding: SessionBinding, };
 
 export type SteppedUp = { 
 /**
@@ -244,7 +250,11 @@ export type ServerInfo = { rp_id: string, rp_name: string, origins: Array<string
 /**
  * Idle timeout and absolute session lifetime, in milliseconds.
  */
-session_idle_ms: number, session_absolute_ms: number, recovery_window_ms: number, };
+session_idle_ms: number, session_absolute_ms: number, recovery_window_ms: number, 
+/**
+ * How long a browser-bound session's cookie lives before its key must refresh it.
+ */
+browser_cookie_ms: number, };
 
 export type AuthorizationRequestView = { request_id: string, client_id: string, client_name: string, 
 /**

@@ -32,6 +32,7 @@ pub const TABLES: &[&str] = &[
     "oidc_tokens",
     "oidc_assertions",
     "oidc_logouts",
+    "browser_bindings",
 ];
 
 /// What a copy moved, and the log as the target now holds it.

@@ -29,6 +29,7 @@ use crate::error::{CoreError, Result};
 mod accounts;
 mod authenticators;
 pub mod backup;
+mod browser_bindings;
 mod ceremonies;
 mod checkpoints;
 mod copy;
@@ -49,6 +50,7 @@ pub mod testing;
 
 pub use self::accounts::{Account, Disabled, PendingRecovery};
 pub use self::authenticators::Authenticator;
+pub use self::browser_bindings::{BrowserBinding, BrowserBindingKind};
 pub use self::ceremonies::{Ceremony, CeremonyCaps};
 pub use self::checkpoints::AccountHead;
 pub use self::copy::{CopyReport, TABLES};
@@ -81,6 +83,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_account_disabled.sql"),
     include_str!("../../migrations/sqlite/0007_oidc.sql"),
     include_str!("../../migrations/sqlite/0008_backchannel.sql"),
+    include_str!("../../migrations/sqlite/0009_browser_bindings.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -91,6 +94,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0006_account_disabled.sql"),
     include_str!("../../migrations/postgres/0007_oidc.sql"),
     include_str!("../../migrations/postgres/0008_backchannel.sql"),
+    include_str!("../../migrations/postgres/0009_browser_bindings.sql"),
 ];
 
 /// Where the data lives: `--db`'s value, parsed.

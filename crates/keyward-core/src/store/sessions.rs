@@ -293,6 +293,19 @@ impl Tx<'_> {
         Ok(n == 1)
     }
 
+    /// Gives a session a new bearer token whatever its current one (a browser session's
+    /// refresh, proven by its key rather than by the token); the old one is refused from now on.
+    pub fn replace_session_token(&mut self, id: Uuid, new_hash: &[u8]) -> Result<bool> {
+        let n = self.execute(
+            "UPDATE sessions SET token_hash = ?2 WHERE id = ?1 AND ended_at IS NULL",
+            args![id.as_bytes(), new_hash],
+        )?;
+        if n == 1 {
+            self.replaced_tokens.push(id);
+        }
+        Ok(n == 1)
+    }
+
     /// Sessions neither ended nor lapsed (idle or absolute) at `now`.
     pub fn open_sessions(&self, now: Millis, idle_ms: i64) -> Result<i64> {
         self.query_value(

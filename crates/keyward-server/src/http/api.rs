@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::browser::{self, Carrier, Delivery};
+use super::browser_binding::{self, BrowserKey};
 use super::extract::{ApiJson, ApiPath, ApiQuery, ClientAddr, UserAgent};
 use crate::error::Result;
 use crate::relying_party::Authed;
@@ -55,6 +56,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(end_session))
         .routes(routes!(end_other_sessions))
         .routes(routes!(sign_out))
+        .routes(routes!(browser_binding::dbsc_register))
+        .routes(routes!(browser_binding::browser_session_refresh))
         .routes(routes!(recovery_key_status, set_recovery_key))
         .routes(routes!(recovery_challenge))
         .routes(routes!(recovery_verify))
@@ -107,13 +110,14 @@ async fn registration_finish(
     ClientAddr(addr): ClientAddr,
     UserAgent(ua): UserAgent,
     delivery: Delivery,
+    key: BrowserKey,
     ApiJson(mut req): ApiJson<RegistrationFinishRequest>,
 ) -> Result<Response> {
     req.device_secret = delivery.device_secret(req.device_secret.take());
     let signed_in = s
         .blocking(move |s| s.registration_finish(req, &addr, &ua))
         .await?;
-    Ok(delivery.respond(signed_in))
+    browser_binding::respond_signed_in(&s, delivery, key, signed_in).await
 }
 
 // ---- sign-in -------------------------------------------------------------------------------
@@ -141,13 +145,14 @@ async fn sign_in_finish(
     ClientAddr(addr): ClientAddr,
     UserAgent(ua): UserAgent,
     delivery: Delivery,
+    key: BrowserKey,
     ApiJson(mut req): ApiJson<SignInFinishRequest>,
 ) -> Result<Response> {
     req.device_secret = delivery.device_secret(req.device_secret.take());
     let signed_in = s
         .blocking(move |s| s.sign_in_finish(req, &addr, &ua))
         .await?;
-    Ok(delivery.respond(signed_in))
+    browser_binding::respond_signed_in(&s, delivery, key, signed_in).await
 }
 
 /// Start a step-up: a fresh user-verified assertion for sensitive operations.

@@ -229,6 +229,11 @@ fn with_cookies(
     response
 }
 
+/// Sets a browser-bound session's short-lived session cookie (`browser_binding`).
+pub fn with_session_cookie(response: Response, token: &str, max_age_secs: u64) -> Response {
+    with_cookies(response, token, None, Some(max_age_secs))
+}
+
 /// Tells the browser to drop its session cookie (sign-out); harmless to other clients.
 pub fn clear_session_cookie(mut response: Response) -> Response {
     let expired =

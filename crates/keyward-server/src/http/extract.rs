@@ -146,6 +146,13 @@ impl FromRequestParts<AppState> for Authed {
                 token
             }
         };
-        state.blocking(move |s| s.authenticate(&token)).await
+        state
+            .blocking(move |s| {
+                let authed = s.authenticate(&token)?;
+                // A browser-bound session's token lives minutes (`browser_binding`).
+                s.check_browser_binding(&authed)?;
+                Ok(authed)
+            })
+            .await
     }
 }

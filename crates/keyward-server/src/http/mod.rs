@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod browser;
+pub mod browser_binding;
 mod error;
 pub mod extract;
 pub mod oauth;

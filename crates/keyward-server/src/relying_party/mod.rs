@@ -36,6 +36,7 @@ macro_rules! granted {
 
 mod assertion;
 mod authenticators;
+pub mod browser_binding;
 mod ceremony;
 mod client_data;
 mod decoys;
@@ -211,6 +212,7 @@ impl RelyingParty {
                 session_idle_ms: config.policy.session_idle_ms,
                 session_absolute_ms: config.policy.session_absolute_ms,
                 recovery_window_ms: config.policy.recovery_window_ms,
+                browser_cookie_ms: config.policy.browser_cookie_ms,
             },
             limiter: RateLimiter::new(config.limits.clone()),
             decoys: DecoyCredentials::new(decoy_key),

@@ -49,6 +49,8 @@ async fn health_and_openapi_describe_every_endpoint() {
         "/api/v1/sessions/{id}",
         "/api/v1/sessions/end-others",
         "/api/v1/sign-out",
+        "/api/v1/browser-session/register",
+        "/api/v1/browser-session/refresh",
         "/api/v1/recovery-key",
         "/api/v1/recovery-key/challenge",
         "/api/v1/recovery-key/verify",

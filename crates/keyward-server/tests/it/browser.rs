@@ -56,7 +56,7 @@ impl Harness {
     }
 
     /// A read as `browser` makes it, answered with JSON.
-    async fn browser_get<R: serde::de::DeserializeOwned>(
+    pub(crate) async fn browser_get<R: serde::de::DeserializeOwned>(
         &self,
         browser: &Browser,
         path: &str,
@@ -76,7 +76,7 @@ impl Harness {
             .header(CSRF_HEADER, "1")
     }
 
-    async fn browser_sign_in(
+    pub(crate) async fn browser_sign_in(
         &self,
         key: &mut keyward_softkey::SoftKey,
         device_cookie: Option<&str>,

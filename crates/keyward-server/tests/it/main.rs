@@ -9,6 +9,7 @@ mod api;
 mod attacks;
 mod backup;
 mod browser;
+mod browser_binding;
 mod check_config;
 mod flows;
 mod fuzz;

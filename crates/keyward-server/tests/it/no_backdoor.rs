@@ -77,6 +77,10 @@ const REVIEWED_OPERATIONS: &[&str] = &[
     "DELETE /api/v1/sessions/{id}",
     "POST /api/v1/sessions/end-others",
     "POST /api/v1/sign-out",
+    // A browser-bound session's DBSC registration and cookie refresh: proven by the browser's
+    // key over a server challenge; they never open a session, only renew a bound one's cookie.
+    "POST /api/v1/browser-session/register",
+    "POST /api/v1/browser-session/refresh",
     "GET /api/v1/recovery-key",
     "PUT /api/v1/recovery-key",
     "POST /api/v1/recovery-key/challenge",
