@@ -60,6 +60,60 @@ pub fn event_hash(prev: &[u8; 32], event: &SecurityEvent) -> [u8; 32] {
         .into()
 }
 
+/// hash = SHA-256(previous hash ‖ the canonical JSON of a sealed event): format 2, for events
+/// written since the details are sealed ([`crate::details`]). It covers what is in the clear
+/// (place in the log, account, kind, time, urgency, session and device IDs, all opaque) and
+/// the ciphertext of the details instead of the details, so it verifies with the account's data
+/// key gone. The leading 2 keeps it from ever equalling a format-1 hash's input.
+pub fn sealed_event_hash(prev: &[u8; 32], event: &SecurityEvent, sealed: &[u8]) -> [u8; 32] {
+    let canonical = serde_json::json!([
+        2,
+        event.id,
+        event.account_id,
+        event.kind,
+        event.at,
+        event.urgency,
+        event.session_id,
+        event.device_id,
+        hex(sealed),
+    ]);
+    Sha256::new_with_prefix(prev)
+        .chain_update(canonical.to_string().as_bytes())
+        .finalize()
+        .into()
+}
+
+/// One row of the log as the chain has it: the event (its `id` the global place), its sealed
+/// details if it is of format 2 (then its own detail fields are not part of the hash), and
+/// the hash stored with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainEntry {
+    pub event: SecurityEvent,
+    pub sealed: Option<Vec<u8>>,
+    pub hash: [u8; 32],
+}
+
+/// A format-1 entry: the event's details in the clear and hashed as they are.
+impl From<(SecurityEvent, [u8; 32])> for ChainEntry {
+    fn from((event, hash): (SecurityEvent, [u8; 32])) -> Self {
+        ChainEntry {
+            event,
+            sealed: None,
+            hash,
+        }
+    }
+}
+
+impl ChainEntry {
+    /// The hash this entry should have after `prev`, by its format.
+    pub fn expected_hash(&self, prev: &[u8; 32]) -> [u8; 32] {
+        match &self.sealed {
+            Some(sealed) => sealed_event_hash(prev, &self.event, sealed),
+            None => event_hash(prev, &self.event),
+        }
+    }
+}
+
 /// Lower-case hex, for showing a hash to a person (operators' tools).
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -77,20 +131,20 @@ pub struct ChainReport {
 /// stored one. Stops at the first mismatch (counting it in `events`), or at the first error the
 /// source yields, so an engine can stream rows straight from its cursor.
 pub fn verify_chain<E>(
-    log: impl IntoIterator<Item = Result<(SecurityEvent, [u8; 32]), E>>,
+    log: impl IntoIterator<Item = Result<ChainEntry, E>>,
 ) -> Result<ChainReport, E> {
     let mut prev = GENESIS_HASH;
     let mut count = 0u64;
     for entry in log {
-        let (event, stored) = entry?;
+        let entry = entry?;
         count += 1;
-        if event_hash(&prev, &event) != stored {
+        if entry.expected_hash(&prev) != entry.hash {
             return Ok(ChainReport {
                 events: count,
-                first_broken: Some(event.id),
+                first_broken: Some(entry.event.id),
             });
         }
-        prev = stored;
+        prev = entry.hash;
     }
     Ok(ChainReport {
         events: count,
@@ -274,7 +328,7 @@ pub struct LogReport {
 /// commit that appends events also writes a checkpoint of the new head). Truncating the tail,
 /// recomputing every hash, or appending without the key is each caught here.
 pub fn verify_log<E>(
-    log: impl IntoIterator<Item = Result<(SecurityEvent, [u8; 32]), E>>,
+    log: impl IntoIterator<Item = Result<ChainEntry, E>>,
     checkpoint: Option<&Checkpoint>,
     key: Option<&VerifyingKey>,
 ) -> Result<LogReport, E> {
@@ -289,9 +343,10 @@ pub fn verify_log<E>(
         problem,
     };
     for entry in log {
-        let (event, stored) = entry?;
+        let entry = entry?;
+        let (event, stored) = (&entry.event, entry.hash);
         events += 1;
-        if event_hash(&prev, &event) != stored {
+        if entry.expected_hash(&prev) != stored {
             return Ok(report(events, head, Some(LogProblem::Broken(event.id))));
         }
         if checkpoint.is_some_and(|c| c.seq == event.id) {
@@ -363,7 +418,7 @@ mod tests {
     }
 
     fn verify(log: Vec<(SecurityEvent, [u8; 32])>) -> ChainReport {
-        verify_chain(log.into_iter().map(Ok::<_, Infallible>)).unwrap()
+        verify_chain(log.into_iter().map(|e| Ok::<_, Infallible>(e.into()))).unwrap()
     }
 
     #[test]
@@ -430,7 +485,10 @@ mod tests {
 
     #[test]
     fn a_source_error_stops_the_walk() {
-        let log = chain(2).into_iter().map(Ok).chain([Err("disk")]);
+        let log = chain(2)
+            .into_iter()
+            .map(|e| Ok(ChainEntry::from(e)))
+            .chain([Err("disk")]);
         assert_eq!(verify_chain(log), Err("disk"));
     }
 
@@ -462,7 +520,11 @@ mod tests {
         checkpoint: Option<&Checkpoint>,
         key: Option<&VerifyingKey>,
     ) -> Option<LogProblem> {
-        verify_log(log.into_iter().map(Ok::<_, Infallible>), checkpoint, key)
+        verify_log(
+            log.into_iter().map(|e| Ok::<_, Infallible>(e.into())),
+            checkpoint,
+            key,
+        )
             .unwrap()
             .problem
     }
@@ -473,7 +535,7 @@ mod tests {
         let log = chain(4);
         let cp = checkpoint_at(&log, 4, &k);
         let report = verify_log(
-            log.clone().into_iter().map(Ok::<_, Infallible>),
+            log.clone().into_iter().map(|e| Ok::<_, Infallible>(e.into())),
             Some(&cp),
             Some(&k.verifying_key()),
         )

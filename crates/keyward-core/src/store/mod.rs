@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use keyward_proto::SecurityEvent;
 
+use crate::details::DetailKek;
 use crate::error::{CoreError, Result};
 
 mod accounts;
@@ -78,6 +79,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_limit_hits.sql"),
     include_str!("../../migrations/sqlite/0006_account_disabled.sql"),
     include_str!("../../migrations/sqlite/0007_oidc.sql"),
+    include_str!("../../migrations/sqlite/0012_sealed_details.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -87,6 +89,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_limit_hits.sql"),
     include_str!("../../migrations/postgres/0006_account_disabled.sql"),
     include_str!("../../migrations/postgres/0007_oidc.sql"),
+    include_str!("../../migrations/postgres/0012_sealed_details.sql"),
 ];
 
 /// Where the data lives: `--db`'s value, parsed.
@@ -155,6 +158,8 @@ pub struct Store {
     on_commit: RwLock<Option<CommitHook>>,
     /// The server's log key: with it, every commit that appends events also signs the new head.
     log_key: RwLock<Option<SigningKey>>,
+    /// Derived from the log key: seals the accounts' data keys, so events' details are sealed.
+    kek: RwLock<Option<DetailKek>>,
 }
 
 impl Store {
@@ -182,6 +187,9 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Deleted rows are overwritten with zeros, not left in free space: a deleted account's
+        // names and addresses must not stay readable in the file.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.set_prepared_statement_cache_capacity(64);
         migrate_sqlite(&mut conn)?;
         Ok(Self::with_backend(Backend::Sqlite(Mutex::new(conn))))
@@ -192,6 +200,7 @@ impl Store {
             backend,
             on_commit: RwLock::new(None),
             log_key: RwLock::new(None),
+            kek: RwLock::new(None),
         }
     }
 
@@ -222,6 +231,7 @@ impl Store {
     /// From now on every commit that appends events also stores a checkpoint of the new head
     /// signed with `key`, in the same transaction.
     pub fn set_log_key(&self, key: SigningKey) {
+        *self.kek.write() = Some(DetailKek::from_log_key(&key));
         *self.log_key.write() = Some(key);
     }
 
@@ -256,10 +266,11 @@ impl Store {
             Durability::Synced => key.as_ref(),
             Durability::Unsynced => None,
         };
+        let kek = self.kek.read().clone();
         let value = match &self.backend {
             Backend::Sqlite(conn) => {
                 let mut conn = conn.lock();
-                let (value, appended) = sqlite_transact(&mut conn, durability, key, f)?;
+                let (value, appended) = sqlite_transact(&mut conn, durability, key, kek, f)?;
                 // Published while the writer lock is still held, so live subscribers see
                 // events in commit order. The hook must not block.
                 self.publish(&appended);
@@ -267,7 +278,7 @@ impl Store {
             }
             Backend::Postgres(pool) => {
                 let (value, appended) =
-                    pool.transact(durability, key, f, |appended| self.publish(appended))?;
+                    pool.transact(durability, key, kek, f, |appended| self.publish(appended))?;
                 debug_assert!(durability == Durability::Synced || appended == 0);
                 value
             }
@@ -299,15 +310,16 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
+        let kek = self.kek.read().clone();
         match &self.backend {
             Backend::Sqlite(conn) => {
                 let mut conn = conn.lock();
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Deferred)
                     .map_err(CoreError::from)?;
-                f(&mut Tx::new(Db::Sqlite(tx)))
+                f(&mut Tx::new(Db::Sqlite(tx), kek))
             }
-            Backend::Postgres(pool) => pool.read(f),
+            Backend::Postgres(pool) => pool.read(kek, f),
         }
     }
 
@@ -320,6 +332,18 @@ impl Store {
     }
 
     /// Walks the security log from the start and recomputes every hash.
+    /// After a deletion: SQLite's write-ahead log still holds the pages as they were before
+    /// it, so it is checkpointed into the file (whose deleted cells `secure_delete` zeroed) and
+    /// truncated. PostgreSQL keeps deleted rows' old versions until VACUUM reclaims them
+    /// (autovacuum, or the operator's own); nothing to do here.
+    pub fn erase_freed(&self) -> Result<()> {
+        if let Backend::Sqlite(conn) = &self.backend {
+            conn.lock()
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
     pub fn verify_chain(&self) -> Result<ChainReport> {
         self.read(|tx| tx.verify_log())
     }
@@ -344,13 +368,14 @@ fn sqlite_transact<T, E: From<CoreError>>(
     conn: &mut Connection,
     durability: Durability,
     log_key: Option<&SigningKey>,
+    kek: Option<DetailKek>,
     f: impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
 ) -> std::result::Result<(T, Vec<SecurityEvent>), E> {
     if durability == Durability::Unsynced {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(CoreError::from)?;
     }
-    let outcome = sqlite_commit(conn, log_key, f);
+    let outcome = sqlite_commit(conn, log_key, kek, f);
     if durability == Durability::Unsynced {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(CoreError::from)?;
@@ -361,12 +386,13 @@ fn sqlite_transact<T, E: From<CoreError>>(
 fn sqlite_commit<T, E: From<CoreError>>(
     conn: &mut Connection,
     log_key: Option<&SigningKey>,
+    kek: Option<DetailKek>,
     mut f: impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
 ) -> std::result::Result<(T, Vec<SecurityEvent>), E> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(CoreError::from)?;
-    let mut wrapped = Tx::new(Db::Sqlite(tx));
+    let mut wrapped = Tx::new(Db::Sqlite(tx), kek);
     let value = f(&mut wrapped)?;
     let appended = wrapped.finish(log_key)?;
     Ok((value, appended))
@@ -391,6 +417,8 @@ fn migrate_sqlite(conn: &mut Connection) -> Result<()> {
 /// One transaction, read or write, on either engine. Each table's module adds its methods.
 pub struct Tx<'c> {
     db: Db<'c>,
+    /// Opens and seals the accounts' data keys; None without a log key (details in clear).
+    kek: Option<DetailKek>,
     /// Events appended so far, published by [`Store::write`] once the commit succeeds.
     appended: Vec<SecurityEvent>,
     /// Sessions whose token this transaction replaced (told to other instances on commit).
@@ -401,9 +429,10 @@ pub struct Tx<'c> {
 }
 
 impl<'c> Tx<'c> {
-    fn new(db: Db<'c>) -> Self {
+    fn new(db: Db<'c>, kek: Option<DetailKek>) -> Self {
         Tx {
             db,
+            kek,
             appended: Vec::new(),
             replaced_tokens: Vec::new(),
             appended_head: None,
