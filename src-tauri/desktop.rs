@@ -931,6 +931,10 @@ pub fn alert_for(event: &SecurityEvent, my_session: Uuid) -> Option<Alert> {
                 event.detail.client_name.as_deref().unwrap_or("an app")
             ),
         ),
+        EventKind::AccountDeleted => (
+            "Your account was deleted".into(),
+            "Every session was ended and its keys removed. This app is signed out.".into(),
+        ),
         _ => return None,
     };
     Some(Alert {

@@ -100,11 +100,19 @@ impl DetailKek {
     }
 
     pub fn seal_data_key(&self, account_id: Uuid, key: &DataKey) -> Result<Vec<u8>> {
-        seal(&self.0, &key.0, &[DATA_KEY_AAD, account_id.as_bytes()].concat())
+        seal(
+            &self.0,
+            &key.0,
+            &[DATA_KEY_AAD, account_id.as_bytes()].concat(),
+        )
     }
 
     pub fn open_data_key(&self, account_id: Uuid, sealed: &[u8]) -> Result<DataKey> {
-        let clear = open(&self.0, sealed, &[DATA_KEY_AAD, account_id.as_bytes()].concat())?;
+        let clear = open(
+            &self.0,
+            sealed,
+            &[DATA_KEY_AAD, account_id.as_bytes()].concat(),
+        )?;
         <[u8; 32]>::try_from(clear.as_slice())
             .map(DataKey)
             .map_err(|_| CoreError::Corrupt("an account data key is not 32 bytes".into()))
@@ -167,8 +175,14 @@ mod tests {
         let sealed = key.seal_details(ada, 7, &details).unwrap();
         assert!(!sealed.windows(9).any(|w| w == b"Zebrafish"));
         assert_eq!(key.open_details(ada, 7, &sealed).unwrap(), details);
-        assert!(key.open_details(ada, 8, &sealed).is_err(), "bound to its place");
-        assert!(key.open_details(bob, 7, &sealed).is_err(), "bound to its account");
+        assert!(
+            key.open_details(ada, 8, &sealed).is_err(),
+            "bound to its place"
+        );
+        assert!(
+            key.open_details(bob, 7, &sealed).is_err(),
+            "bound to its account"
+        );
         assert!(DataKey::generate().open_details(ada, 7, &sealed).is_err());
     }
 }

@@ -30,7 +30,8 @@ pub fn urgency_of(kind: EventKind, detail: &EventDetail) -> Urgency {
         | EventKind::AccountDisabled
         | EventKind::AccountEnabled
         | EventKind::AppSignIn
-        | EventKind::AppTokenReused => Urgency::Urgent,
+        | EventKind::AppTokenReused
+        | EventKind::AccountDeleted => Urgency::Urgent,
         EventKind::AccountCreated
         | EventKind::SignInFailed
         | EventKind::SessionEnded
@@ -289,6 +290,156 @@ impl AccountCheckpoint {
     }
 }
 
+/// Domain separation of an export's signature.
+const EXPORT_CONTEXT: &[u8] = b"keyward log export v1\0";
+
+/// What an export's signature covers: context ‖ account ‖ exported_at (8 bytes, big-endian) ‖
+/// for each event, seq (8 bytes, big-endian) ‖ its chain hash.
+pub fn export_message(
+    account_id: Uuid,
+    exported_at: Millis,
+    entries: &[(i64, [u8; 32])],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(EXPORT_CONTEXT.len() + 24 + entries.len() * 40);
+    m.extend_from_slice(EXPORT_CONTEXT);
+    m.extend_from_slice(account_id.as_bytes());
+    m.extend_from_slice(&exported_at.to_be_bytes());
+    for (seq, hash) in entries {
+        m.extend_from_slice(&seq.to_be_bytes());
+        m.extend_from_slice(hash);
+    }
+    m
+}
+
+/// The format an export names.
+pub const EXPORT_FORMAT: &str = "keyward-log-export-v1";
+
+/// Why an export does not verify, found by [`verify_export`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportProblem {
+    #[error("not a keyward-log-export-v1 file")]
+    Format,
+    #[error("the export's public key is not the one expected")]
+    OtherKey,
+    #[error("a field is not valid {0}")]
+    Encoding(&'static str),
+    #[error("event {0} is not in log order or not the account's")]
+    Order(i64),
+    #[error("event {0}'s details are not what its sealed details hold")]
+    Details(i64),
+    #[error("event {0}'s hash does not follow from the hash before it: it was changed")]
+    Hash(i64),
+    #[error(
+        "the server's signature over the export does not verify: events were changed, added or removed"
+    )]
+    Signature,
+    #[error("the account checkpoint is not signed by the log key or is not the newest event")]
+    Checkpoint,
+}
+
+fn unhex32(text: &str) -> Result<[u8; 32], ExportProblem> {
+    let bytes: Option<Vec<u8>> = (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    bytes
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .ok_or(ExportProblem::Encoding("hex"))
+}
+
+fn unb64(text: &str) -> Result<Vec<u8>, ExportProblem> {
+    crate::secret::unb64(text).ok_or(ExportProblem::Encoding("base64url"))
+}
+
+/// Checks a person's export on its own: every event's hash recomputed from the hash before it
+/// (over its sealed details, opened with the export's data key and compared with the details
+/// shown, or over the details in the clear for an event written before sealing), in log order
+/// and all the account's; the server's signature over every (seq, hash) with `public_key`; and
+/// the account checkpoint, if any, signed by it and naming the newest event. With `expected`,
+/// the public key must be that one (the key a client remembers). Returns the number of events.
+pub fn verify_export(
+    export: &keyward_proto::LogExport,
+    expected: Option<&VerifyingKey>,
+) -> Result<usize, ExportProblem> {
+    use crate::details::{DataKey, Details};
+    if export.format != EXPORT_FORMAT {
+        return Err(ExportProblem::Format);
+    }
+    let key_bytes = <[u8; 32]>::try_from(unb64(&export.public_key)?.as_slice())
+        .map_err(|_| ExportProblem::Encoding("public key"))?;
+    let key =
+        VerifyingKey::from_bytes(&key_bytes).map_err(|_| ExportProblem::Encoding("public key"))?;
+    if expected.is_some_and(|e| *e != key) {
+        return Err(ExportProblem::OtherKey);
+    }
+    let data_key = export
+        .data_key
+        .as_deref()
+        .map(|k| {
+            <[u8; 32]>::try_from(unb64(k)?.as_slice())
+                .map(DataKey::from_bytes)
+                .map_err(|_| ExportProblem::Encoding("data key"))
+        })
+        .transpose()?;
+    let mut signed = Vec::with_capacity(export.events.len());
+    let (mut last_seq, mut last_number) = (0, 0);
+    for e in &export.events {
+        let number = e.event.id;
+        if e.seq <= last_seq || number <= last_number || e.event.account_id != export.account_id {
+            return Err(ExportProblem::Order(number));
+        }
+        (last_seq, last_number) = (e.seq, number);
+        let (prev, stored) = (unhex32(&e.prev_hash)?, unhex32(&e.hash)?);
+        let mut event = e.event.clone();
+        event.id = e.seq;
+        let expected_hash = match &e.sealed {
+            Some(sealed) => {
+                let sealed = unb64(sealed)?;
+                let opened = data_key
+                    .as_ref()
+                    .and_then(|k| k.open_details(event.account_id, e.seq, &sealed).ok())
+                    .ok_or(ExportProblem::Details(number))?;
+                if opened != Details::take(&mut event) {
+                    return Err(ExportProblem::Details(number));
+                }
+                sealed_event_hash(&prev, &event, &sealed)
+            }
+            None => event_hash(&prev, &event),
+        };
+        if expected_hash != stored {
+            return Err(ExportProblem::Hash(number));
+        }
+        signed.push((e.seq, stored));
+    }
+    let signature = <[u8; 64]>::try_from(unb64(&export.signature)?.as_slice())
+        .map_err(|_| ExportProblem::Encoding("signature"))?;
+    key.verify_strict(
+        &export_message(export.account_id, export.exported_at, &signed),
+        &Signature::from_bytes(&signature),
+    )
+    .map_err(|_| ExportProblem::Signature)?;
+    if let Some(c) = &export.checkpoint {
+        let newest = export.events.last().ok_or(ExportProblem::Checkpoint)?;
+        let checkpoint = AccountCheckpoint {
+            account_id: c.account_id,
+            number: c.id,
+            digest: unhex32(&c.hash)?,
+            at: c.at,
+            signature: <[u8; 64]>::try_from(unb64(&c.signature)?.as_slice())
+                .map_err(|_| ExportProblem::Encoding("signature"))?,
+        };
+        if !checkpoint.is_signed_by(&key)
+            || (c.account_id, c.id, c.at) != (export.account_id, newest.event.id, newest.event.at)
+        {
+            return Err(ExportProblem::Checkpoint);
+        }
+    }
+    Ok(export.events.len())
+}
+
 /// What is wrong with a log, found by [`verify_log`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LogProblem {
@@ -525,8 +676,8 @@ mod tests {
             checkpoint,
             key,
         )
-            .unwrap()
-            .problem
+        .unwrap()
+        .problem
     }
 
     #[test]
@@ -535,7 +686,9 @@ mod tests {
         let log = chain(4);
         let cp = checkpoint_at(&log, 4, &k);
         let report = verify_log(
-            log.clone().into_iter().map(|e| Ok::<_, Infallible>(e.into())),
+            log.clone()
+                .into_iter()
+                .map(|e| Ok::<_, Infallible>(e.into())),
             Some(&cp),
             Some(&k.verifying_key()),
         )

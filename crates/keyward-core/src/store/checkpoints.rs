@@ -155,9 +155,7 @@ mod tests {
     fn edit_and_reseal(location: &Location, seq: i64) {
         tamper(location, |tx| {
             fixtures::drop_trigger(tx, "events_no_update", "events")?;
-            tx.raw_execute(&format!(
-                "UPDATE events SET at = at + 1 WHERE seq = {seq}"
-            ))?;
+            tx.raw_execute(&format!("UPDATE events SET at = at + 1 WHERE seq = {seq}"))?;
             let rows = tx.query_rows(
                 &format!("SELECT {EVENT_COLS} FROM events ORDER BY seq"),
                 args![],

@@ -52,7 +52,7 @@ pub use self::authenticators::Authenticator;
 pub use self::ceremonies::{Ceremony, CeremonyCaps};
 pub use self::checkpoints::AccountHead;
 pub use self::copy::{CopyReport, TABLES};
-pub use self::events::NewEvent;
+pub use self::events::{ExportedRow, NewEvent};
 pub use self::oidc_clients::{ClientAuthMethod, ClientSource, OidcClient};
 pub use self::oidc_consents::Consent;
 pub use self::oidc_grants::Grant;
@@ -342,6 +342,21 @@ impl Store {
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         }
         Ok(())
+    }
+
+    /// The log key's signature over an account's export: its (seq, chain hash) pairs, as
+    /// [`crate::security_log::export_message`] frames them (a message of its own context).
+    pub fn sign_export(
+        &self,
+        account_id: Uuid,
+        exported_at: keyward_proto::Millis,
+        entries: &[(i64, [u8; 32])],
+    ) -> Result<[u8; 64]> {
+        use ed25519_dalek::Signer;
+        let key = self.log_key.read();
+        let key = key.as_ref().ok_or(CoreError::NoLogKey)?;
+        let message = crate::security_log::export_message(account_id, exported_at, entries);
+        Ok(key.sign(&message).to_bytes())
     }
 
     pub fn verify_chain(&self) -> Result<ChainReport> {

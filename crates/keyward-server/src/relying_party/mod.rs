@@ -39,6 +39,7 @@ mod authenticators;
 mod ceremony;
 mod client_data;
 mod decoys;
+mod erasure;
 mod events;
 mod input;
 mod operator;

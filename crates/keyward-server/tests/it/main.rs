@@ -10,6 +10,7 @@ mod attacks;
 mod backup;
 mod browser;
 mod check_config;
+mod erasure;
 mod flows;
 mod fuzz;
 mod instances;
