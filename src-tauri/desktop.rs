@@ -536,6 +536,20 @@ impl Desktop {
         Ok(ended)
     }
 
+    /// Deletes the account after a fresh touch of the key; this app is signed out.
+    pub async fn delete_account(&self) -> Result<()> {
+        self.sensitive(|api| async move { api.delete_account().await })
+            .await?;
+        self.conn.lock().await.session = None;
+        self.vault.clear();
+        Ok(())
+    }
+
+    pub async fn export_log(&self) -> Result<LogExport> {
+        let (api, _) = self.session().await?;
+        self.checked(api.export_log().await).await
+    }
+
     pub async fn end_other_sessions(&self) -> Result<EndedSessions> {
         self.sensitive(|api| async move { api.end_other_sessions().await })
             .await

@@ -8,7 +8,7 @@ import { fromBase64Url, toBase64Url } from './base64url';
 import { generateRandom, parse, publicKey, RecoveryKeyFormatError, sign, toDisplay, type Purpose } from './recovery';
 import type {
   AccountView, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView, ClientInfo,
-  EndedSessions, EventPage, NewRecoveryKey, Overview, Readiness, RecoveryKeyStatus, RecoveryStarted,
+  EndedSessions, EventPage, LogExport, NewRecoveryKey, Overview, Readiness, RecoveryKeyStatus, RecoveryStarted,
   RemovalImpact, SecurityEvent, ServerInfo, SessionView, SteppedUp,
 } from './types';
 
@@ -298,6 +298,12 @@ export const webApi: Api = {
     return { account, readiness, sessions, authenticators } satisfies Overview;
   },
   sessions: () => http<SessionView[]>('GET', '/api/v1/sessions'),
+  exportLog: () => http<LogExport>('GET', '/api/v1/events/export'),
+  deleteAccount: async () => {
+    // Always a touch of the key first, however fresh the session: this cannot be undone.
+    await stepUp();
+    changed(await http<null>('DELETE', '/api/v1/account'));
+  },
   endSession: async (id) => {
     const ended = await withStepUp(() => http<EndedSessions>('DELETE', `/api/v1/sessions/${id}`));
     return id === status?.session_id ? changed(ended) : ended;
