@@ -328,7 +328,8 @@ export const webApi: Api = {
     const source = new EventSource(`/api/v1/events/stream?after=${after ?? 0}`);
     source.addEventListener('security_event', (m) => {
       const event = JSON.parse((m as MessageEvent<string>).data) as SecurityEvent;
-      if (event.kind === 'session_ended' && event.detail.ended_session_id === status?.session_id) {
+      if ((event.kind === 'session_ended' && event.detail.ended_session_id === status?.session_id)
+        || event.kind === 'account_deleted') {
         statusIsStale = true;
       }
       onEvent(event);
