@@ -195,7 +195,7 @@ stale_authenticators: Array<string>,
  */
 single_point_of_failure: string | null, next_step: NextStep | null, };
 
-export type EventKind = "account_created" | "sign_in" | "sign_in_failed" | "session_ended" | "authenticator_added" | "authenticator_renamed" | "authenticator_removed" | "authenticator_reported_lost" | "recovery_key_generated" | "recovery_key_confirmed" | "recovery_key_verified" | "recovery_started" | "recovery_cancelled" | "recovery_completed" | "cloned_key_warning" | "account_disabled" | "account_enabled" | "app_sign_in" | "app_token_reused";
+export type EventKind = "account_created" | "sign_in" | "sign_in_failed" | "session_ended" | "authenticator_added" | "authenticator_renamed" | "authenticator_removed" | "authenticator_reported_lost" | "recovery_key_generated" | "recovery_key_confirmed" | "recovery_key_verified" | "recovery_started" | "recovery_cancelled" | "recovery_completed" | "cloned_key_warning" | "account_disabled" | "account_enabled" | "app_sign_in" | "app_token_reused" | "account_deleted";
 
 export type Urgency = "quiet" | "urgent";
 
@@ -239,6 +239,12 @@ export type EventPage = { events: Array<SecurityEvent>,
  * Pass as `before` to get the next (older) page; absent on the last page.
  */
 next_before: number | null, };
+
+export type LogCheckpoint = { account_id: string, id: number, hash: string, at: number, signature: string, };
+
+export type ExportedEvent = { event: SecurityEvent, seq: number, prev_hash: string, hash: string, sealed: string | null, };
+
+export type LogExport = { format: string, account_id: string, username: string, exported_at: number, public_key: string, data_key: string | null, events: Array<ExportedEvent>, checkpoint: LogCheckpoint | null, signature: string, };
 
 export type ServerInfo = { rp_id: string, rp_name: string, origins: Array<string>, version: string, 
 /**

@@ -437,6 +437,43 @@ mod tests {
     }
 
     #[test]
+    fn with_a_log_key_details_are_sealed_and_deleting_the_account_leaves_the_chain_whole() {
+        let store = fixtures::store();
+        store.set_log_key(ed25519_dalek::SigningKey::from_bytes(&[3; 32]));
+        let a = fixtures::account("ada");
+        store
+            .write(|tx| {
+                tx.insert_account(&a)?;
+                let mut e = NewEvent::new(a.id, EventKind::SignIn);
+                e.device_name = Some("Zebrafish laptop".into());
+                e.address = Some("192.0.2.7".into());
+                tx.append_event(e, 10)?;
+                tx.append_event(NewEvent::new(a.id, EventKind::SessionEnded), 11)?;
+                Ok::<_, CoreError>(())
+            })
+            .unwrap();
+        let (clear, sealed): (Option<String>, Option<Vec<u8>>) = store
+            .read(|tx| {
+                let clear = tx.raw_value("SELECT device_name FROM events WHERE seq = 1", &[])?;
+                let sealed = tx.raw_value("SELECT sealed FROM events WHERE seq = 1", &[])?;
+                Ok::<_, CoreError>((clear, sealed))
+            })
+            .unwrap();
+        assert_eq!(clear, None, "no detail in the clear");
+        assert!(sealed.is_some_and(|s| !s.windows(9).any(|w| w == b"Zebrafish")));
+        let shown = store.read(|tx| tx.events_page(a.id, None, 10)).unwrap();
+        assert_eq!(shown[1].device_name.as_deref(), Some("Zebrafish laptop"));
+        assert_eq!(shown[1].address.as_deref(), Some("192.0.2.7"));
+
+        assert!(store.write(|tx| tx.delete_account(a.id)).unwrap());
+        let after = store.read(|tx| tx.events_page(a.id, None, 10)).unwrap();
+        assert_eq!(after.len(), 2, "the events stay");
+        assert_eq!(after[1].device_name, None, "their details cannot be opened");
+        assert_eq!(store.verify_chain().unwrap().first_broken, None);
+        assert!(!store.write(|tx| tx.delete_account(a.id)).unwrap());
+    }
+
+    #[test]
     fn a_tampered_row_is_found_by_verify_chain() {
         let store = fixtures::store();
         let a = fixtures::account("ada");
