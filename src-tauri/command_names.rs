@@ -12,6 +12,8 @@ pub const ALL: &[&str] = &[
     "sessions",
     "end_session",
     "end_other_sessions",
+    "delete_account",
+    "export_log",
     "authenticators",
     "add_key",
     "rename_key",

@@ -93,6 +93,16 @@ pub async fn end_other_sessions(desktop: State<'_, Desktop>) -> Result<EndedSess
 }
 
 #[tauri::command]
+pub async fn delete_account(desktop: State<'_, Desktop>) -> Result<()> {
+    desktop.delete_account().await
+}
+
+#[tauri::command]
+pub async fn export_log(desktop: State<'_, Desktop>) -> Result<LogExport> {
+    desktop.export_log().await
+}
+
+#[tauri::command]
 pub async fn authenticators(desktop: State<'_, Desktop>) -> Result<Vec<AuthenticatorView>> {
     desktop.authenticators().await
 }

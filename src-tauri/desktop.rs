@@ -536,6 +536,20 @@ impl Desktop {
         Ok(ended)
     }
 
+    /// Deletes the account after a fresh touch of the key; this app is signed out.
+    pub async fn delete_account(&self) -> Result<()> {
+        self.sensitive(|api| async move { api.delete_account().await })
+            .await?;
+        self.conn.lock().await.session = None;
+        self.vault.clear();
+        Ok(())
+    }
+
+    pub async fn export_log(&self) -> Result<LogExport> {
+        let (api, _) = self.session().await?;
+        self.checked(api.export_log().await).await
+    }
+
     pub async fn end_other_sessions(&self) -> Result<EndedSessions> {
         self.sensitive(|api| async move { api.end_other_sessions().await })
             .await
@@ -930,6 +944,10 @@ pub fn alert_for(event: &SecurityEvent, my_session: Uuid) -> Option<Alert> {
                 "Someone presented {}'s old token again. That app sign-in was ended; sign in to the app again.",
                 event.detail.client_name.as_deref().unwrap_or("an app")
             ),
+        ),
+        EventKind::AccountDeleted => (
+            "Your account was deleted".into(),
+            "Every session was ended and its keys removed. This app is signed out.".into(),
         ),
         _ => return None,
     };

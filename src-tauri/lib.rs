@@ -45,6 +45,8 @@ pub fn with_commands<R: tauri::Runtime>(builder: tauri::Builder<R>) -> tauri::Bu
         commands::sessions,
         commands::end_session,
         commands::end_other_sessions,
+        commands::delete_account,
+        commands::export_log,
         commands::authenticators,
         commands::add_key,
         commands::rename_key,

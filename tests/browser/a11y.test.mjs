@@ -123,6 +123,11 @@ test('every screen and dialog passes axe (WCAG 2.2 A and AA) in light and dark',
     await page.getByTestId('readiness').waitFor();
     await audit(page, 'overview');
     await shoot(page, 'overview');
+    await page.getByTestId('delete-account').click();
+    await page.getByTestId('delete-dialog').waitFor();
+    await audit(page, 'the delete-account dialog');
+    await page.keyboard.press('Escape');
+    await page.getByTestId('delete-dialog').waitFor({ state: 'detached' });
 
     // Another device signs in: an urgent alert arrives live and is announced at once.
     const phone = await signInElsewhere(laptop, 'ada');

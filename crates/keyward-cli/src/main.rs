@@ -61,6 +61,21 @@ enum Command {
     /// Manage the security key itself (USB or NFC).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Export the account's security log as JSON, with what verifies it against the chain.
+    Export {
+        #[arg(long, env = "KEYWARD_TOKEN")]
+        token: String,
+    },
+    /// Check a security-log export (`GET /api/v1/events/export`, the app's "Export my log") on
+    /// its own: every event's hash recomputed from the one before it over its sealed details,
+    /// the details opened and compared, and the server's signature. Prints the event count.
+    VerifyExport {
+        /// The export's JSON file ("-" for stdin).
+        file: PathBuf,
+        /// The server's log key (base64url) you expect, e.g. the one your app remembers.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
     /// A WebAuthn ceremony for any relying party, from its options JSON; prints the
     /// credential as WebAuthn L3's `PublicKeyCredential.toJSON()` writes it, to send back.
     #[command(subcommand)]
@@ -151,6 +166,8 @@ enum CliError {
     Client(#[from] ClientError),
     #[error("{0}")]
     Input(String),
+    #[error("the export does not verify: {0}")]
+    Export(#[from] keyward_core::security_log::ExportProblem),
 }
 
 impl From<AuthenticatorError> for CliError {
@@ -169,6 +186,7 @@ impl CliError {
     fn code(&self) -> serde_json::Value {
         match self {
             CliError::Input(_) => "invalid_input".into(),
+            CliError::Export(_) => "export_invalid".into(),
             CliError::Client(ClientError::Authenticator(a)) => a.code().into(),
             CliError::Client(ClientError::Site(_)) => "wrong_site".into(),
             CliError::Client(other) => other
@@ -215,6 +233,11 @@ fn current_pin() -> Result<String, CliError> {
 }
 
 fn read_options<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T, CliError> {
+    read_json(path, "WebAuthn options")
+}
+
+/// JSON from a file, or stdin for "-".
+fn read_json<T: serde::de::DeserializeOwned>(path: &PathBuf, what: &str) -> Result<T, CliError> {
     let mut text = String::new();
     let read = if path.as_os_str() == "-" {
         std::io::stdin().read_to_string(&mut text).map(|_| ())
@@ -223,7 +246,7 @@ fn read_options<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T, Cli
     };
     read.map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
     serde_json::from_str(&text)
-        .map_err(|e| CliError::Input(format!("{}: not WebAuthn options: {e}", path.display())))
+        .map_err(|e| CliError::Input(format!("{}: not {what}: {e}", path.display())))
 }
 
 fn client(name: &str) -> ClientInfo {
@@ -258,6 +281,25 @@ async fn run(cli: Cli) -> Result<serde_json::Value, CliError> {
             Ok(json(
                 &c.sign_in(key.as_mut(), username.as_deref(), None).await?,
             ))
+        }
+        Command::Export { token } => Ok(json(&api.with_token(token).export_log().await?)),
+        Command::VerifyExport { file, public_key } => {
+            let export: keyward_proto::LogExport = read_json(&file, "a security-log export")?;
+            let expected = public_key
+                .map(|k| {
+                    keyward_core::secret::unb64(&k)
+                        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+                        .ok_or_else(|| CliError::Input("--public-key is not an Ed25519 key".into()))
+                })
+                .transpose()?;
+            let events = keyward_core::security_log::verify_export(&export, expected.as_ref())?;
+            Ok(serde_json::json!({
+                "verified": true,
+                "events": events,
+                "account_id": export.account_id,
+                "public_key": export.public_key,
+            }))
         }
         Command::Account { token } => Ok(json(&api.with_token(token).account().await?)),
         Command::Sessions { token } => Ok(json(&api.with_token(token).sessions().await?)),

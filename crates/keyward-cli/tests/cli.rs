@@ -289,3 +289,73 @@ async fn an_nfc_key_is_managed_and_used_from_the_command_line_through_pcscd() {
     // And ceremonies for another site, over NFC.
     ceremonies_for_another_site(&[], &pin).await;
 }
+
+#[tokio::test]
+async fn an_export_of_the_log_verifies_and_a_tampered_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let origin = Url::parse(&format!("http://localhost:{port}")).unwrap();
+    let _server = keyward_server::start_on(
+        listener,
+        keyward_server::Config::local(dir.path().join("k.db"), origin),
+        Arc::new(keyward_core::SystemClock),
+    )
+    .await
+    .unwrap();
+    let server = format!("http://localhost:{port}");
+    let key_file = dir.path().join("key.json");
+    let key_file = key_file.to_str().unwrap();
+    let signed = keyward(
+        &[
+            "--server",
+            &server,
+            "sign-up",
+            "ada",
+            "--key-file",
+            key_file,
+        ],
+        &[],
+    )
+    .await;
+    assert!(signed.ok, "{}", signed.stderr);
+    let again = keyward(
+        &[
+            "--server",
+            &server,
+            "sign-in",
+            "--key-file",
+            key_file,
+            "--name",
+            "Heron desk",
+        ],
+        &[],
+    )
+    .await;
+    assert!(again.ok, "{}", again.stderr);
+    let token = again.stdout["token"].as_str().unwrap().to_string();
+
+    let export = keyward(&["--server", &server, "export", "--token", &token], &[]).await;
+    assert!(export.ok, "{}", export.stderr);
+    let events = export.stdout["events"].as_array().unwrap().clone();
+    let heron = events
+        .iter()
+        .position(|e| e["event"]["device_name"] == "Heron desk")
+        .expect("the sign-in's device, opened");
+    let file = dir.path().join("export.json");
+    std::fs::write(&file, export.stdout.to_string()).unwrap();
+    let checked = keyward(&["verify-export", file.to_str().unwrap()], &[]).await;
+    assert!(checked.ok, "{}", checked.stderr);
+    assert_eq!(checked.stdout["events"], events.len());
+
+    let mut tampered = export.stdout.clone();
+    tampered["events"][heron]["event"]["address"] = "198.51.100.1".into();
+    std::fs::write(&file, tampered.to_string()).unwrap();
+    let refused = keyward(&["verify-export", file.to_str().unwrap()], &[]).await;
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("export_invalid"),
+        "{}",
+        refused.stderr
+    );
+}

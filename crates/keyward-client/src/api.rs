@@ -307,6 +307,34 @@ impl Api {
     }
 
     // ---- events ----------------------------------------------------------------------------
+    /// Deletes the account (needs a fresh step-up: `Ceremonies::with_step_up`). keywardd
+    /// answers 204 with no body.
+    pub async fn delete_account(&self) -> Result<()> {
+        let path = "/api/v1/account";
+        let res = self
+            .request(Method::DELETE, path)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: self.url(path),
+                message: e.to_string(),
+            })?;
+        if res.status().is_success() {
+            return Ok(());
+        }
+        let status = res.status().as_u16();
+        let error = res.json::<ApiError>().await.unwrap_or_else(|_| ApiError {
+            code: ErrorCode::Internal,
+            message: format!("keywardd answered {status}"),
+        });
+        Err(ClientError::Api { status, error })
+    }
+
+    /// The account's whole log with what verifies it (`keyward verify-export`).
+    pub async fn export_log(&self) -> Result<LogExport> {
+        self.get("/api/v1/events/export").await
+    }
+
     pub async fn events(&self, before: Option<i64>, limit: u32) -> Result<EventPage> {
         let mut path = format!("/api/v1/events?limit={limit}");
         if let Some(b) = before {

@@ -4,6 +4,7 @@
 
 pub mod aaguid;
 pub mod clock;
+pub mod details;
 pub mod error;
 pub mod policy;
 pub mod readiness;

@@ -30,7 +30,8 @@ pub fn urgency_of(kind: EventKind, detail: &EventDetail) -> Urgency {
         | EventKind::AccountDisabled
         | EventKind::AccountEnabled
         | EventKind::AppSignIn
-        | EventKind::AppTokenReused => Urgency::Urgent,
+        | EventKind::AppTokenReused
+        | EventKind::AccountDeleted => Urgency::Urgent,
         EventKind::AccountCreated
         | EventKind::SignInFailed
         | EventKind::SessionEnded
@@ -60,6 +61,60 @@ pub fn event_hash(prev: &[u8; 32], event: &SecurityEvent) -> [u8; 32] {
         .into()
 }
 
+/// hash = SHA-256(previous hash ‖ the canonical JSON of a sealed event): format 2, for events
+/// written since the details are sealed ([`crate::details`]). It covers what is in the clear
+/// (place in the log, account, kind, time, urgency, session and device IDs, all opaque) and
+/// the ciphertext of the details instead of the details, so it verifies with the account's data
+/// key gone. The leading 2 keeps it from ever equalling a format-1 hash's input.
+pub fn sealed_event_hash(prev: &[u8; 32], event: &SecurityEvent, sealed: &[u8]) -> [u8; 32] {
+    let canonical = serde_json::json!([
+        2,
+        event.id,
+        event.account_id,
+        event.kind,
+        event.at,
+        event.urgency,
+        event.session_id,
+        event.device_id,
+        hex(sealed),
+    ]);
+    Sha256::new_with_prefix(prev)
+        .chain_update(canonical.to_string().as_bytes())
+        .finalize()
+        .into()
+}
+
+/// One row of the log as the chain has it: the event (its `id` the global place), its sealed
+/// details if it is of format 2 (then its own detail fields are not part of the hash), and
+/// the hash stored with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainEntry {
+    pub event: SecurityEvent,
+    pub sealed: Option<Vec<u8>>,
+    pub hash: [u8; 32],
+}
+
+/// A format-1 entry: the event's details in the clear and hashed as they are.
+impl From<(SecurityEvent, [u8; 32])> for ChainEntry {
+    fn from((event, hash): (SecurityEvent, [u8; 32])) -> Self {
+        ChainEntry {
+            event,
+            sealed: None,
+            hash,
+        }
+    }
+}
+
+impl ChainEntry {
+    /// The hash this entry should have after `prev`, by its format.
+    pub fn expected_hash(&self, prev: &[u8; 32]) -> [u8; 32] {
+        match &self.sealed {
+            Some(sealed) => sealed_event_hash(prev, &self.event, sealed),
+            None => event_hash(prev, &self.event),
+        }
+    }
+}
+
 /// Lower-case hex, for showing a hash to a person (operators' tools).
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -77,20 +132,20 @@ pub struct ChainReport {
 /// stored one. Stops at the first mismatch (counting it in `events`), or at the first error the
 /// source yields, so an engine can stream rows straight from its cursor.
 pub fn verify_chain<E>(
-    log: impl IntoIterator<Item = Result<(SecurityEvent, [u8; 32]), E>>,
+    log: impl IntoIterator<Item = Result<ChainEntry, E>>,
 ) -> Result<ChainReport, E> {
     let mut prev = GENESIS_HASH;
     let mut count = 0u64;
     for entry in log {
-        let (event, stored) = entry?;
+        let entry = entry?;
         count += 1;
-        if event_hash(&prev, &event) != stored {
+        if entry.expected_hash(&prev) != entry.hash {
             return Ok(ChainReport {
                 events: count,
-                first_broken: Some(event.id),
+                first_broken: Some(entry.event.id),
             });
         }
-        prev = stored;
+        prev = entry.hash;
     }
     Ok(ChainReport {
         events: count,
@@ -235,6 +290,156 @@ impl AccountCheckpoint {
     }
 }
 
+/// Domain separation of an export's signature.
+const EXPORT_CONTEXT: &[u8] = b"keyward log export v1\0";
+
+/// What an export's signature covers: context ‖ account ‖ exported_at (8 bytes, big-endian) ‖
+/// for each event, seq (8 bytes, big-endian) ‖ its chain hash.
+pub fn export_message(
+    account_id: Uuid,
+    exported_at: Millis,
+    entries: &[(i64, [u8; 32])],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(EXPORT_CONTEXT.len() + 24 + entries.len() * 40);
+    m.extend_from_slice(EXPORT_CONTEXT);
+    m.extend_from_slice(account_id.as_bytes());
+    m.extend_from_slice(&exported_at.to_be_bytes());
+    for (seq, hash) in entries {
+        m.extend_from_slice(&seq.to_be_bytes());
+        m.extend_from_slice(hash);
+    }
+    m
+}
+
+/// The format an export names.
+pub const EXPORT_FORMAT: &str = "keyward-log-export-v1";
+
+/// Why an export does not verify, found by [`verify_export`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportProblem {
+    #[error("not a keyward-log-export-v1 file")]
+    Format,
+    #[error("the export's public key is not the one expected")]
+    OtherKey,
+    #[error("a field is not valid {0}")]
+    Encoding(&'static str),
+    #[error("event {0} is not in log order or not the account's")]
+    Order(i64),
+    #[error("event {0}'s details are not what its sealed details hold")]
+    Details(i64),
+    #[error("event {0}'s hash does not follow from the hash before it: it was changed")]
+    Hash(i64),
+    #[error(
+        "the server's signature over the export does not verify: events were changed, added or removed"
+    )]
+    Signature,
+    #[error("the account checkpoint is not signed by the log key or is not the newest event")]
+    Checkpoint,
+}
+
+fn unhex32(text: &str) -> Result<[u8; 32], ExportProblem> {
+    let bytes: Option<Vec<u8>> = (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    bytes
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .ok_or(ExportProblem::Encoding("hex"))
+}
+
+fn unb64(text: &str) -> Result<Vec<u8>, ExportProblem> {
+    crate::secret::unb64(text).ok_or(ExportProblem::Encoding("base64url"))
+}
+
+/// Checks a person's export on its own: every event's hash recomputed from the hash before it
+/// (over its sealed details, opened with the export's data key and compared with the details
+/// shown, or over the details in the clear for an event written before sealing), in log order
+/// and all the account's; the server's signature over every (seq, hash) with `public_key`; and
+/// the account checkpoint, if any, signed by it and naming the newest event. With `expected`,
+/// the public key must be that one (the key a client remembers). Returns the number of events.
+pub fn verify_export(
+    export: &keyward_proto::LogExport,
+    expected: Option<&VerifyingKey>,
+) -> Result<usize, ExportProblem> {
+    use crate::details::{DataKey, Details};
+    if export.format != EXPORT_FORMAT {
+        return Err(ExportProblem::Format);
+    }
+    let key_bytes = <[u8; 32]>::try_from(unb64(&export.public_key)?.as_slice())
+        .map_err(|_| ExportProblem::Encoding("public key"))?;
+    let key =
+        VerifyingKey::from_bytes(&key_bytes).map_err(|_| ExportProblem::Encoding("public key"))?;
+    if expected.is_some_and(|e| *e != key) {
+        return Err(ExportProblem::OtherKey);
+    }
+    let data_key = export
+        .data_key
+        .as_deref()
+        .map(|k| {
+            <[u8; 32]>::try_from(unb64(k)?.as_slice())
+                .map(DataKey::from_bytes)
+                .map_err(|_| ExportProblem::Encoding("data key"))
+        })
+        .transpose()?;
+    let mut signed = Vec::with_capacity(export.events.len());
+    let (mut last_seq, mut last_number) = (0, 0);
+    for e in &export.events {
+        let number = e.event.id;
+        if e.seq <= last_seq || number <= last_number || e.event.account_id != export.account_id {
+            return Err(ExportProblem::Order(number));
+        }
+        (last_seq, last_number) = (e.seq, number);
+        let (prev, stored) = (unhex32(&e.prev_hash)?, unhex32(&e.hash)?);
+        let mut event = e.event.clone();
+        event.id = e.seq;
+        let expected_hash = match &e.sealed {
+            Some(sealed) => {
+                let sealed = unb64(sealed)?;
+                let opened = data_key
+                    .as_ref()
+                    .and_then(|k| k.open_details(event.account_id, e.seq, &sealed).ok())
+                    .ok_or(ExportProblem::Details(number))?;
+                if opened != Details::take(&mut event) {
+                    return Err(ExportProblem::Details(number));
+                }
+                sealed_event_hash(&prev, &event, &sealed)
+            }
+            None => event_hash(&prev, &event),
+        };
+        if expected_hash != stored {
+            return Err(ExportProblem::Hash(number));
+        }
+        signed.push((e.seq, stored));
+    }
+    let signature = <[u8; 64]>::try_from(unb64(&export.signature)?.as_slice())
+        .map_err(|_| ExportProblem::Encoding("signature"))?;
+    key.verify_strict(
+        &export_message(export.account_id, export.exported_at, &signed),
+        &Signature::from_bytes(&signature),
+    )
+    .map_err(|_| ExportProblem::Signature)?;
+    if let Some(c) = &export.checkpoint {
+        let newest = export.events.last().ok_or(ExportProblem::Checkpoint)?;
+        let checkpoint = AccountCheckpoint {
+            account_id: c.account_id,
+            number: c.id,
+            digest: unhex32(&c.hash)?,
+            at: c.at,
+            signature: <[u8; 64]>::try_from(unb64(&c.signature)?.as_slice())
+                .map_err(|_| ExportProblem::Encoding("signature"))?,
+        };
+        if !checkpoint.is_signed_by(&key)
+            || (c.account_id, c.id, c.at) != (export.account_id, newest.event.id, newest.event.at)
+        {
+            return Err(ExportProblem::Checkpoint);
+        }
+    }
+    Ok(export.events.len())
+}
+
 /// What is wrong with a log, found by [`verify_log`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LogProblem {
@@ -274,7 +479,7 @@ pub struct LogReport {
 /// commit that appends events also writes a checkpoint of the new head). Truncating the tail,
 /// recomputing every hash, or appending without the key is each caught here.
 pub fn verify_log<E>(
-    log: impl IntoIterator<Item = Result<(SecurityEvent, [u8; 32]), E>>,
+    log: impl IntoIterator<Item = Result<ChainEntry, E>>,
     checkpoint: Option<&Checkpoint>,
     key: Option<&VerifyingKey>,
 ) -> Result<LogReport, E> {
@@ -289,9 +494,10 @@ pub fn verify_log<E>(
         problem,
     };
     for entry in log {
-        let (event, stored) = entry?;
+        let entry = entry?;
+        let (event, stored) = (&entry.event, entry.hash);
         events += 1;
-        if event_hash(&prev, &event) != stored {
+        if entry.expected_hash(&prev) != stored {
             return Ok(report(events, head, Some(LogProblem::Broken(event.id))));
         }
         if checkpoint.is_some_and(|c| c.seq == event.id) {
@@ -363,7 +569,7 @@ mod tests {
     }
 
     fn verify(log: Vec<(SecurityEvent, [u8; 32])>) -> ChainReport {
-        verify_chain(log.into_iter().map(Ok::<_, Infallible>)).unwrap()
+        verify_chain(log.into_iter().map(|e| Ok::<_, Infallible>(e.into()))).unwrap()
     }
 
     #[test]
@@ -430,7 +636,10 @@ mod tests {
 
     #[test]
     fn a_source_error_stops_the_walk() {
-        let log = chain(2).into_iter().map(Ok).chain([Err("disk")]);
+        let log = chain(2)
+            .into_iter()
+            .map(|e| Ok(ChainEntry::from(e)))
+            .chain([Err("disk")]);
         assert_eq!(verify_chain(log), Err("disk"));
     }
 
@@ -462,9 +671,13 @@ mod tests {
         checkpoint: Option<&Checkpoint>,
         key: Option<&VerifyingKey>,
     ) -> Option<LogProblem> {
-        verify_log(log.into_iter().map(Ok::<_, Infallible>), checkpoint, key)
-            .unwrap()
-            .problem
+        verify_log(
+            log.into_iter().map(|e| Ok::<_, Infallible>(e.into())),
+            checkpoint,
+            key,
+        )
+        .unwrap()
+        .problem
     }
 
     #[test]
@@ -473,7 +686,9 @@ mod tests {
         let log = chain(4);
         let cp = checkpoint_at(&log, 4, &k);
         let report = verify_log(
-            log.clone().into_iter().map(Ok::<_, Infallible>),
+            log.clone()
+                .into_iter()
+                .map(|e| Ok::<_, Infallible>(e.into())),
             Some(&cp),
             Some(&k.verifying_key()),
         )

@@ -466,6 +466,9 @@ pub enum EventKind {
     /// An app's refresh token was presented a second time: someone else holds a copy. The
     /// app's sign-in was ended.
     AppTokenReused,
+    /// The account was deleted (by its owner, or by the service's operator): every session
+    /// ends, and its events' details can no longer be read.
+    AccountDeleted,
 }
 
 impl EventKind {
@@ -490,6 +493,7 @@ impl EventKind {
             EventKind::AccountEnabled => "account_enabled",
             EventKind::AppSignIn => "app_sign_in",
             EventKind::AppTokenReused => "app_token_reused",
+            EventKind::AccountDeleted => "account_deleted",
         }
     }
 
@@ -497,7 +501,7 @@ impl EventKind {
         Self::ALL.iter().copied().find(|k| k.as_str() == s)
     }
 
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::AccountCreated,
         EventKind::SignIn,
         EventKind::SignInFailed,
@@ -517,6 +521,7 @@ impl EventKind {
         EventKind::AccountEnabled,
         EventKind::AppSignIn,
         EventKind::AppTokenReused,
+        EventKind::AccountDeleted,
     ];
 }
 
@@ -628,6 +633,51 @@ pub struct LogHead {
     /// The digest (hex) at the account's event `seen`, when asked; None if the log does not
     /// hold it.
     pub seen_hash: Option<String>,
+}
+
+/// One of the person's events in their export, with what verifies it against the server's
+/// hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+pub struct ExportedEvent {
+    /// The event with its details opened; `id` is the account's own number.
+    pub event: SecurityEvent,
+    /// Its place in the server's one log (the chain hashes it there).
+    pub seq: i64,
+    /// The chain hash of the log's event before it (hex; zeros for the first).
+    pub prev_hash: String,
+    /// The chain hash stored with it (hex).
+    pub hash: String,
+    /// Its details as the chain holds them: AES-256-GCM under the account's data key
+    /// (base64url, nonce first). None for an event written before details were sealed, whose
+    /// hash covers its details in the clear.
+    pub sealed: Option<String>,
+}
+
+/// The person's whole security log, to keep or to check: `keyward verify-export FILE`
+/// recomputes every event's hash from the one before it, opens each sealed event's details
+/// with `data_key` and compares them, and checks `signature` (and `checkpoint`) with
+/// `public_key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+pub struct LogExport {
+    /// `keyward-log-export-v1`.
+    pub format: String,
+    pub account_id: Uuid,
+    pub username: String,
+    pub exported_at: Millis,
+    /// The server's log key: an Ed25519 public key, base64url.
+    pub public_key: String,
+    /// The account's data key (base64url): the key its events' details are sealed under, so
+    /// they can be checked against the chain. Destroyed on the server when the account is
+    /// deleted. None if the account has no sealed events.
+    pub data_key: Option<String>,
+    /// Oldest first.
+    pub events: Vec<ExportedEvent>,
+    /// The account's newest event, signed as `/api/v1/log/checkpoint` signs it.
+    pub checkpoint: Option<LogCheckpoint>,
+    /// Ed25519 by the log key over "keyward log export v1\0" ‖ account_id (16 bytes) ‖
+    /// exported_at (8 bytes, big-endian) ‖ for each event, seq (8 bytes, big-endian) ‖ hash
+    /// (32 bytes); base64url.
+    pub signature: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]

@@ -35,6 +35,10 @@ pub fn run(
             let changed = rp.operator_enable(&username).map_err(|e| e.to_string())?;
             json!({ "username": username, "disabled": false, "changed": changed })
         }
+        AdminCommand::Delete { username } => {
+            rp.operator_delete(&username).map_err(|e| e.to_string())?;
+            json!({ "username": username, "deleted": true })
+        }
     };
     serde_json::to_string_pretty(&out).map_err(|e| e.to_string())
 }

@@ -295,6 +295,10 @@ pub enum AdminCommand {
     },
     /// Enable a disabled account again.
     Enable { username: String },
+    /// Delete an account (abuse, a legal order): its sessions are told and end, its keys,
+    /// recovery key, devices and app sign-ins are removed, and its events' details can no
+    /// longer be read. Nothing of it can be signed in to or recovered afterwards.
+    Delete { username: String },
 }
 
 /// What keywardd does besides serving (the default).

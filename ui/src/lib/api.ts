@@ -3,7 +3,7 @@
 // thrown as IpcError (./errors.ts).
 import type {
   AccountView, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView, EndedSessions,
-  EventPage, KeyInfo, KeyKind, KeyPasskeysView, KeyPrompt, NewRecoveryKey, Overview, RecoveryKeyStatus,
+  EventPage, LogExport, KeyInfo, KeyKind, KeyPasskeysView, KeyPrompt, NewRecoveryKey, Overview, RecoveryKeyStatus,
   RecoveryStarted, RemovalImpact, SecurityEvent, SessionView,
 } from './types';
 
@@ -24,6 +24,10 @@ export interface Api {
   removeKey(id: string): Promise<EndedSessions>;
   reportLost(id: string): Promise<EndedSessions>;
   events(before: number | null): Promise<EventPage>;
+  /** The whole security log with what verifies it (`keyward verify-export`). */
+  exportLog(): Promise<LogExport>;
+  /** Deletes the account after a fresh touch of the key; signed out afterwards. */
+  deleteAccount(): Promise<void>;
   /** Streams new events to `onEvent`; `onOpen` gets the session a clicked desktop alert is about. */
   watchEvents(
     onEvent: (e: SecurityEvent) => void, onOpen: (sessionId: string | null) => void, after: number | null,

@@ -66,6 +66,7 @@ export function describe(e: SecurityEvent): string {
     case 'account_enabled': return "The service's operator enabled this account again";
     case 'app_sign_in': return `Signed in to ${e.detail.client_name ?? 'an app'} through Keyward on ${device}${from}${place}`;
     case 'app_token_reused': return `A copy of ${e.detail.client_name ?? 'an app'}'s sign-in was used: that app sign-in was ended`;
+    case 'account_deleted': return 'This account was deleted: every session ended and its keys were removed';
   }
 }
 

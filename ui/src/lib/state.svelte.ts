@@ -91,6 +91,10 @@ export function startFeed() {
       app.notice = 'This session was ended from another device.';
       void refreshStatus();
     }
+    if (e.kind === 'account_deleted') {
+      app.notice = 'This account was deleted: every session was ended and its keys removed.';
+      void refreshStatus();
+    }
   }, (sessionId) => {
     // The user acted on a desktop notification: show that session.
     app.screen = 'sessions';

@@ -5,7 +5,7 @@ import type { Api } from './api';
 import { IpcError } from './errors';
 import type {
   AccountView, AppError, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView,
-  EndedSessions, EventPage, FeedMessage, KeyInfo, KeyKind, KeyPasskeysView, KeyPrompt, NewRecoveryKey, Overview,
+  EndedSessions, EventPage, FeedMessage, KeyInfo, LogExport, KeyKind, KeyPasskeysView, KeyPrompt, NewRecoveryKey, Overview,
   RecoveryKeyStatus, RecoveryStarted, RemovalImpact, SecurityEvent, SessionView,
 } from './types';
 
@@ -48,6 +48,8 @@ export const tauriApi: Api = {
   removeKey: (id: string) => call<EndedSessions>('remove_key', { id }),
   reportLost: (id: string) => call<EndedSessions>('report_lost', { id }),
   events: (before: number | null) => call<EventPage>('events', { before }),
+  exportLog: () => call<LogExport>('export_log'),
+  deleteAccount: () => call<void>('delete_account'),
   watchEvents: (onEvent: (e: SecurityEvent) => void, onOpen: (sessionId: string | null) => void, after: number | null) => {
     const channel = new Channel<FeedMessage>();
     channel.onmessage = (m) => {

@@ -9,7 +9,7 @@ import { forgetKey, holdsKeyFor, keepRenewing, keyIsFor, newKeyHeader, renew } f
 import { generateRandom, parse, publicKey, RecoveryKeyFormatError, sign, toDisplay, type Purpose } from './recovery';
 import type {
   AccountView, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView, ClientInfo,
-  EndedSessions, EventPage, NewRecoveryKey, Overview, Readiness, RecoveryKeyStatus, RecoveryStarted,
+  EndedSessions, EventPage, LogExport, NewRecoveryKey, Overview, Readiness, RecoveryKeyStatus, RecoveryStarted,
   RemovalImpact, SecurityEvent, ServerInfo, SessionView, SteppedUp,
 } from './types';
 
@@ -326,6 +326,12 @@ export const webApi: Api = {
     return { account, readiness, sessions, authenticators } satisfies Overview;
   },
   sessions: () => http<SessionView[]>('GET', '/api/v1/sessions'),
+  exportLog: () => http<LogExport>('GET', '/api/v1/events/export'),
+  deleteAccount: async () => {
+    // Always a touch of the key first, however fresh the session: this cannot be undone.
+    await stepUp();
+    changed(await http<null>('DELETE', '/api/v1/account'));
+  },
   endSession: async (id) => {
     const ended = await withStepUp(() => http<EndedSessions>('DELETE', `/api/v1/sessions/${id}`));
     return id === status?.session_id ? changed(ended) : ended;
@@ -350,7 +356,8 @@ export const webApi: Api = {
     const source = new EventSource(`/api/v1/events/stream?after=${after ?? 0}`);
     source.addEventListener('security_event', (m) => {
       const event = JSON.parse((m as MessageEvent<string>).data) as SecurityEvent;
-      if (event.kind === 'session_ended' && event.detail.ended_session_id === status?.session_id) {
+      if ((event.kind === 'session_ended' && event.detail.ended_session_id === status?.session_id)
+        || event.kind === 'account_deleted') {
         statusIsStale = true;
       }
       onEvent(event);

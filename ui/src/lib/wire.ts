@@ -201,7 +201,7 @@ stale_authenticators: Array<string>,
  */
 single_point_of_failure: string | null, next_step: NextStep | null, };
 
-export type EventKind = "account_created" | "sign_in" | "sign_in_failed" | "session_ended" | "authenticator_added" | "authenticator_renamed" | "authenticator_removed" | "authenticator_reported_lost" | "recovery_key_generated" | "recovery_key_confirmed" | "recovery_key_verified" | "recovery_started" | "recovery_cancelled" | "recovery_completed" | "cloned_key_warning" | "account_disabled" | "account_enabled" | "app_sign_in" | "app_token_reused";
+export type EventKind = "account_created" | "sign_in" | "sign_in_failed" | "session_ended" | "authenticator_added" | "authenticator_renamed" | "authenticator_removed" | "authenticator_reported_lost" | "recovery_key_generated" | "recovery_key_confirmed" | "recovery_key_verified" | "recovery_started" | "recovery_cancelled" | "recovery_completed" | "cloned_key_warning" | "account_disabled" | "account_enabled" | "app_sign_in" | "app_token_reused" | "account_deleted";
 
 export type Urgency = "quiet" | "urgent";
 
@@ -245,6 +245,75 @@ export type EventPage = { events: Array<SecurityEvent>,
  * Pass as `before` to get the next (older) page; absent on the last page.
  */
 next_before: number | null, };
+
+export type LogCheckpoint = { account_id: string, id: number, 
+/**
+ * The digest, lower-case hex (32 bytes).
+ */
+hash: string, 
+/**
+ * The event's time.
+ */
+at: number, 
+/**
+ * Ed25519 over "keyward account log checkpoint v1\0" ‖ account_id (16 bytes) ‖ id (8
+ * bytes, big-endian) ‖ digest (32 bytes) ‖ at (8 bytes, big-endian), base64url.
+ */
+signature: string, };
+
+export type ExportedEvent = { 
+/**
+ * The event with its details opened; `id` is the account's own number.
+ */
+event: SecurityEvent, 
+/**
+ * Its place in the server's one log (the chain hashes it there).
+ */
+seq: number, 
+/**
+ * The chain hash of the log's event before it (hex; zeros for the first).
+ */
+prev_hash: string, 
+/**
+ * The chain hash stored with it (hex).
+ */
+hash: string, 
+/**
+ * Its details as the chain holds them: AES-256-GCM under the account's data key
+ * (base64url, nonce first). None for an event written before details were sealed, whose
+ * hash covers its details in the clear.
+ */
+sealed: string | null, };
+
+export type LogExport = { 
+/**
+ * `keyward-log-export-v1`.
+ */
+format: string, account_id: string, username: string, exported_at: number, 
+/**
+ * The server's log key: an Ed25519 public key, base64url.
+ */
+public_key: string, 
+/**
+ * The account's data key (base64url): the key its events' details are sealed under, so
+ * they can be checked against the chain. Destroyed on the server when the account is
+ * deleted. None if the account has no sealed events.
+ */
+data_key: string | null, 
+/**
+ * Oldest first.
+ */
+events: Array<ExportedEvent>, 
+/**
+ * The account's newest event, signed as `/api/v1/log/checkpoint` signs it.
+ */
+checkpoint: LogCheckpoint | null, 
+/**
+ * Ed25519 by the log key over "keyward log export v1\0" ‖ account_id (16 bytes) ‖
+ * exported_at (8 bytes, big-endian) ‖ for each event, seq (8 bytes, big-endian) ‖ hash
+ * (32 bytes); base64url.
+ */
+signature: string, };
 
 export type ServerInfo = { rp_id: string, rp_name: string, origins: Array<string>, version: string, 
 /**

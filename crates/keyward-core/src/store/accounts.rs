@@ -106,6 +106,29 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Deletes the account and everything that is its own: app tokens, grants and consents,
+    /// sessions, devices, keys, the recovery key, pending ceremonies, and its data key (so its
+    /// events' sealed details can never be opened again). Its events stay, as the chain needs
+    /// them: opaque IDs, kinds, times and ciphertext. Returns whether the account existed.
+    pub fn delete_account(&self, id: Uuid) -> Result<bool> {
+        let id = id.as_bytes();
+        for sql in [
+            "DELETE FROM oidc_tokens WHERE grant_id IN
+                 (SELECT id FROM oidc_grants WHERE account_id = ?1)",
+            "DELETE FROM oidc_grants WHERE account_id = ?1",
+            "DELETE FROM oidc_consents WHERE account_id = ?1",
+            "DELETE FROM ceremonies WHERE account_id = ?1",
+            "DELETE FROM sessions WHERE account_id = ?1",
+            "DELETE FROM devices WHERE account_id = ?1",
+            "DELETE FROM authenticators WHERE account_id = ?1",
+            "DELETE FROM recovery_keys WHERE account_id = ?1",
+        ] {
+            self.execute(sql, args![id])?;
+        }
+        self.destroy_data_key(Uuid::from_bytes(*id))?;
+        Ok(self.execute("DELETE FROM accounts WHERE id = ?1", args![id])? > 0)
+    }
+
     pub fn account(&self, id: Uuid) -> Result<Option<Account>> {
         self.query_row(
             &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"),

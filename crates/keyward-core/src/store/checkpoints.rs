@@ -150,25 +150,23 @@ mod tests {
         Store::connect(location).unwrap().write(f).unwrap();
     }
 
-    /// Edits event `seq`'s address past the trigger and recomputes every hash of the chain,
-    /// as the unkeyed chain allows.
+    /// Edits event `seq`'s time past the trigger and recomputes every hash of the chain, as
+    /// the unkeyed chain allows.
     fn edit_and_reseal(location: &Location, seq: i64) {
         tamper(location, |tx| {
             fixtures::drop_trigger(tx, "events_no_update", "events")?;
-            tx.raw_execute(&format!(
-                "UPDATE events SET address = '203.0.113.9' WHERE seq = {seq}"
-            ))?;
+            tx.raw_execute(&format!("UPDATE events SET at = at + 1 WHERE seq = {seq}"))?;
             let rows = tx.query_rows(
                 &format!("SELECT {EVENT_COLS} FROM events ORDER BY seq"),
                 args![],
                 event_from_row,
             )?;
             let mut prev = security_log::GENESIS_HASH;
-            for (event, _) in rows {
-                let hash = security_log::event_hash(&prev, &event);
+            for entry in rows {
+                let hash = entry.expected_hash(&prev);
                 tx.execute(
                     "UPDATE events SET hash = ?1 WHERE seq = ?2",
-                    args![hash.as_slice(), event.id],
+                    args![hash.as_slice(), entry.event.id],
                 )?;
                 prev = hash;
             }

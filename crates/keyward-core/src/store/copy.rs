@@ -33,6 +33,7 @@ pub const TABLES: &[&str] = &[
     "oidc_assertions",
     "oidc_logouts",
     "browser_bindings",
+    "account_keys",
 ];
 
 /// What a copy moved, and the log as the target now holds it.

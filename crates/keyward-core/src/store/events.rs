@@ -7,8 +7,11 @@ use keyward_proto::{EventDetail, EventKind, Millis, SecurityEvent, Urgency};
 
 use super::sql::{Row, args};
 use super::{Tx, opt_uuid, uuid_of};
+use crate::details::{DataKey, Details};
 use crate::error::{CoreError, Result};
-use crate::security_log::{self, ChainReport, GENESIS_HASH, event_hash, urgency_of};
+use crate::security_log::{
+    self, ChainEntry, ChainReport, GENESIS_HASH, event_hash, sealed_event_hash, urgency_of,
+};
 
 /// An event about to be appended; the store gives it its place, time and hash.
 #[derive(Debug, Clone)]
@@ -43,26 +46,48 @@ fn urgency_str(u: Urgency) -> &'static str {
     }
 }
 
-pub(super) const EVENT_COLS: &str =
-    "seq, account_id, kind, at, urgency, session_id, device_id, device_name,
-    address, detail, hash, account_seq";
+/// Qualified, so a query may join another table (or `events` again) beside them.
+pub(super) const EVENT_COLS: &str = "events.seq, events.account_id, events.kind, events.at,
+    events.urgency, events.session_id, events.device_id, events.device_name, events.address,
+    events.detail, events.hash, events.account_seq, events.sealed";
 
 /// An `events` row as the event clients see: numbered within its account (`account_seq`), so
-/// the numbers say nothing about other accounts' activity.
-fn wire_event_from_row(r: &Row<'_>) -> Result<SecurityEvent> {
-    let (mut event, _) = event_from_row(r)?;
-    event.id = r.get(11)?;
-    Ok(event)
+/// the numbers say nothing about other accounts' activity, its details opened with the
+/// account's data `key` (none once the account is deleted: then they stay sealed, and empty).
+fn wire_event_from_row(r: &Row<'_>, key: Option<&DataKey>) -> Result<SecurityEvent> {
+    let mut entry = event_from_row(r)?;
+    open_details(&mut entry, key)?;
+    entry.event.id = r.get(11)?;
+    Ok(entry.event)
+}
+
+/// Puts a sealed entry's details, opened with `key`, into its event.
+fn open_details(entry: &mut ChainEntry, key: Option<&DataKey>) -> Result<()> {
+    if let (Some(sealed), Some(key)) = (&entry.sealed, key) {
+        key.open_details(entry.event.account_id, entry.event.id, sealed)?
+            .put(&mut entry.event);
+    }
+    Ok(())
+}
+
+/// One of an account's events with what verifies it against the chain: its account number,
+/// the entry (details opened, `id` its global place) and the hash of the event before it.
+#[derive(Debug, Clone)]
+pub struct ExportedRow {
+    pub number: i64,
+    pub entry: ChainEntry,
+    pub prev_hash: [u8; 32],
 }
 
 /// An `events` row as the hash chain has it: `id` is the row's place in the one global log
-/// (`seq`), with its stored (raw) hash.
-pub(super) fn event_from_row(r: &Row<'_>) -> Result<(SecurityEvent, [u8; 32])> {
+/// (`seq`), with its stored (raw) hash and, for format 2, its sealed details (the event's
+/// own detail fields then empty).
+pub(super) fn event_from_row(r: &Row<'_>) -> Result<ChainEntry> {
     let kind: String = r.get(2)?;
     let urgency: String = r.get(4)?;
     let detail: String = r.get(9)?;
     let hash = stored_hash(r.get(10)?)?;
-    let event = SecurityEvent {
+    let mut event = SecurityEvent {
         id: r.get(0)?,
         account_id: uuid_of(r.get(1)?)?,
         kind: EventKind::parse(&kind)
@@ -79,7 +104,16 @@ pub(super) fn event_from_row(r: &Row<'_>) -> Result<(SecurityEvent, [u8; 32])> {
         address: r.get(8)?,
         detail: serde_json::from_str(&detail)?,
     };
-    Ok((event, hash))
+    let sealed: Option<Vec<u8>> = r.get(12)?;
+    if sealed.is_some() {
+        // Format 2: its details are the ciphertext's alone (the chain covers nothing else).
+        Details::take(&mut event);
+    }
+    Ok(ChainEntry {
+        event,
+        sealed,
+        hash,
+    })
 }
 
 fn stored_hash(bytes: Vec<u8>) -> Result<[u8; 32]> {
@@ -122,24 +156,36 @@ impl Tx<'_> {
             detail: e.detail,
         };
         // The chain hashes the event at its global place; clients get its account's number.
-        let hash = event_hash(&prev, &event);
+        // With a log key the details are sealed under the account's data key, and the hash
+        // covers their ciphertext (format 2); without one, they are hashed in the clear.
+        let (stored, sealed, hash) = match self.data_key_for_writing(e.account_id, now)? {
+            Some(key) => {
+                let mut stored = event.clone();
+                let details = Details::take(&mut stored);
+                let sealed = key.seal_details(event.account_id, seq, &details)?;
+                let hash = sealed_event_hash(&prev, &stored, &sealed);
+                (stored, Some(sealed), hash)
+            }
+            None => (event.clone(), None, event_hash(&prev, &event)),
+        };
         self.execute(
             "INSERT INTO events (seq, account_id, kind, at, urgency, session_id, device_id,
-                 device_name, address, detail, hash, account_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 device_name, address, detail, hash, account_seq, sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             args![
                 seq,
-                event.account_id.as_bytes(),
-                event.kind.as_str(),
-                event.at,
+                stored.account_id.as_bytes(),
+                stored.kind.as_str(),
+                stored.at,
                 urgency_str(urgency),
-                event.session_id.map(|u| u.as_bytes().to_vec()),
-                event.device_id.map(|u| u.as_bytes().to_vec()),
-                event.device_name,
-                event.address,
-                serde_json::to_string(&event.detail)?,
+                stored.session_id.map(|u| u.as_bytes().to_vec()),
+                stored.device_id.map(|u| u.as_bytes().to_vec()),
+                stored.device_name,
+                stored.address,
+                serde_json::to_string(&stored.detail)?,
                 hash.as_slice(),
-                number
+                number,
+                sealed
             ],
         )?;
         event.id = number;
@@ -155,6 +201,7 @@ impl Tx<'_> {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<SecurityEvent>> {
+        let key = self.data_key(account_id)?;
         self.query_rows(
             &format!(
                 "SELECT {EVENT_COLS}
@@ -166,7 +213,7 @@ impl Tx<'_> {
                 before.unwrap_or(i64::MAX),
                 i64::from(limit)
             ],
-            wire_event_from_row,
+            |r| wire_event_from_row(r, key.as_ref()),
         )
     }
 
@@ -177,6 +224,7 @@ impl Tx<'_> {
         after: i64,
         limit: u32,
     ) -> Result<Vec<SecurityEvent>> {
+        let key = self.data_key(account_id)?;
         self.query_rows(
             &format!(
                 "SELECT {EVENT_COLS}
@@ -184,8 +232,79 @@ impl Tx<'_> {
                  ORDER BY account_seq ASC LIMIT ?3"
             ),
             args![account_id.as_bytes(), after, i64::from(limit)],
-            wire_event_from_row,
+            |r| wire_event_from_row(r, key.as_ref()),
         )
+    }
+
+    /// Every event of the account's, oldest first, each with its details opened and what
+    /// verifies it against the chain; and the account's data key (None if it has none: its
+    /// events were written without a log key, in the clear).
+    pub fn export_rows(&self, account_id: Uuid) -> Result<(Vec<ExportedRow>, Option<DataKey>)> {
+        let key = self.data_key(account_id)?;
+        let rows = self.query_rows(
+            &format!(
+                "SELECT {EVENT_COLS}, prev.hash
+                 FROM events LEFT JOIN events AS prev ON prev.seq = events.seq - 1
+                 WHERE events.account_id = ?1 ORDER BY events.seq"
+            ),
+            args![account_id.as_bytes()],
+            |r| {
+                let mut entry = event_from_row(r)?;
+                open_details(&mut entry, key.as_ref())?;
+                let prev: Option<Vec<u8>> = r.get(13)?;
+                Ok(ExportedRow {
+                    number: r.get(11)?,
+                    entry,
+                    prev_hash: prev.map(stored_hash).transpose()?.unwrap_or(GENESIS_HASH),
+                })
+            },
+        )?;
+        Ok((rows, key))
+    }
+
+    /// The account's data key, opened; None if it has none or the store holds no log key.
+    pub fn data_key(&self, account_id: Uuid) -> Result<Option<DataKey>> {
+        let Some(kek) = &self.kek else {
+            return Ok(None);
+        };
+        let sealed: Option<Vec<u8>> = self.query_row(
+            "SELECT sealed_key FROM account_keys WHERE account_id = ?1",
+            args![account_id.as_bytes()],
+            |r| r.get(0),
+        )?;
+        sealed
+            .map(|sealed| kek.open_data_key(account_id, &sealed))
+            .transpose()
+    }
+
+    /// The key to seal the account's next event under, made on its first event; None without
+    /// a log key.
+    fn data_key_for_writing(&self, account_id: Uuid, now: Millis) -> Result<Option<DataKey>> {
+        let Some(kek) = self.kek.clone() else {
+            return Ok(None);
+        };
+        if let Some(key) = self.data_key(account_id)? {
+            return Ok(Some(key));
+        }
+        let key = DataKey::generate();
+        self.execute(
+            "INSERT INTO account_keys (account_id, sealed_key, created_at) VALUES (?1, ?2, ?3)",
+            args![
+                account_id.as_bytes(),
+                kek.seal_data_key(account_id, &key)?,
+                now
+            ],
+        )?;
+        Ok(Some(key))
+    }
+
+    /// Destroys the account's data key: its events' details can never be opened again, while
+    /// their hashes, over the ciphertext, still verify. Returns whether there was one.
+    pub fn destroy_data_key(&self, account_id: Uuid) -> Result<bool> {
+        Ok(self.execute(
+            "DELETE FROM account_keys WHERE account_id = ?1",
+            args![account_id.as_bytes()],
+        )? > 0)
     }
 
     /// The account's newest event id, or 0 if it has none.
@@ -215,7 +334,7 @@ impl Tx<'_> {
     /// Hands the whole log, in order, as `(event, stored hash)` rows to `f`.
     pub(super) fn walk_log<T>(
         &self,
-        f: impl FnOnce(&mut dyn Iterator<Item = Result<(SecurityEvent, [u8; 32])>>) -> Result<T>,
+        f: impl FnOnce(&mut dyn Iterator<Item = Result<ChainEntry>>) -> Result<T>,
     ) -> Result<T> {
         self.stream(
             &format!("SELECT {EVENT_COLS} FROM events ORDER BY seq"),
@@ -315,6 +434,43 @@ mod tests {
             Ok::<_, CoreError>(())
         });
         assert!(delete.is_err(), "the log must refuse deletes");
+    }
+
+    #[test]
+    fn with_a_log_key_details_are_sealed_and_deleting_the_account_leaves_the_chain_whole() {
+        let store = fixtures::store();
+        store.set_log_key(ed25519_dalek::SigningKey::from_bytes(&[3; 32]));
+        let a = fixtures::account("ada");
+        store
+            .write(|tx| {
+                tx.insert_account(&a)?;
+                let mut e = NewEvent::new(a.id, EventKind::SignIn);
+                e.device_name = Some("Zebrafish laptop".into());
+                e.address = Some("192.0.2.7".into());
+                tx.append_event(e, 10)?;
+                tx.append_event(NewEvent::new(a.id, EventKind::SessionEnded), 11)?;
+                Ok::<_, CoreError>(())
+            })
+            .unwrap();
+        let (clear, sealed): (Option<String>, Option<Vec<u8>>) = store
+            .read(|tx| {
+                let clear = tx.raw_value("SELECT device_name FROM events WHERE seq = 1", &[])?;
+                let sealed = tx.raw_value("SELECT sealed FROM events WHERE seq = 1", &[])?;
+                Ok::<_, CoreError>((clear, sealed))
+            })
+            .unwrap();
+        assert_eq!(clear, None, "no detail in the clear");
+        assert!(sealed.is_some_and(|s| !s.windows(9).any(|w| w == b"Zebrafish")));
+        let shown = store.read(|tx| tx.events_page(a.id, None, 10)).unwrap();
+        assert_eq!(shown[1].device_name.as_deref(), Some("Zebrafish laptop"));
+        assert_eq!(shown[1].address.as_deref(), Some("192.0.2.7"));
+
+        assert!(store.write(|tx| tx.delete_account(a.id)).unwrap());
+        let after = store.read(|tx| tx.events_page(a.id, None, 10)).unwrap();
+        assert_eq!(after.len(), 2, "the events stay");
+        assert_eq!(after[1].device_name, None, "their details cannot be opened");
+        assert_eq!(store.verify_chain().unwrap().first_broken, None);
+        assert!(!store.write(|tx| tx.delete_account(a.id)).unwrap());
     }
 
     #[test]

@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use keyward_proto::SecurityEvent;
 
+use crate::details::DetailKek;
 use crate::error::{CoreError, Result};
 
 mod accounts;
@@ -54,7 +55,7 @@ pub use self::browser_bindings::{BrowserBinding, BrowserBindingKind};
 pub use self::ceremonies::{Ceremony, CeremonyCaps};
 pub use self::checkpoints::AccountHead;
 pub use self::copy::{CopyReport, TABLES};
-pub use self::events::NewEvent;
+pub use self::events::{ExportedRow, NewEvent};
 pub use self::oidc_clients::{ClientAuthMethod, ClientSource, OidcClient};
 pub use self::oidc_consents::Consent;
 pub use self::oidc_grants::Grant;
@@ -84,6 +85,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_oidc.sql"),
     include_str!("../../migrations/sqlite/0008_backchannel.sql"),
     include_str!("../../migrations/sqlite/0009_browser_bindings.sql"),
+    include_str!("../../migrations/sqlite/0010_sealed_details.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -95,6 +97,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0007_oidc.sql"),
     include_str!("../../migrations/postgres/0008_backchannel.sql"),
     include_str!("../../migrations/postgres/0009_browser_bindings.sql"),
+    include_str!("../../migrations/postgres/0010_sealed_details.sql"),
 ];
 
 /// Where the data lives: `--db`'s value, parsed.
@@ -166,6 +169,8 @@ pub struct Store {
     on_logouts: RwLock<Option<LogoutHook>>,
     /// The server's log key: with it, every commit that appends events also signs the new head.
     log_key: RwLock<Option<SigningKey>>,
+    /// Derived from the log key: seals the accounts' data keys, so events' details are sealed.
+    kek: RwLock<Option<DetailKek>>,
 }
 
 impl Store {
@@ -193,6 +198,9 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Deleted rows are overwritten with zeros, not left in free space: a deleted account's
+        // names and addresses must not stay readable in the file.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.set_prepared_statement_cache_capacity(64);
         migrate_sqlite(&mut conn)?;
         Ok(Self::with_backend(Backend::Sqlite(Mutex::new(conn))))
@@ -204,6 +212,7 @@ impl Store {
             on_commit: RwLock::new(None),
             on_logouts: RwLock::new(None),
             log_key: RwLock::new(None),
+            kek: RwLock::new(None),
         }
     }
 
@@ -240,6 +249,7 @@ impl Store {
     /// From now on every commit that appends events also stores a checkpoint of the new head
     /// signed with `key`, in the same transaction.
     pub fn set_log_key(&self, key: SigningKey) {
+        *self.kek.write() = Some(DetailKek::from_log_key(&key));
         *self.log_key.write() = Some(key);
     }
 
@@ -274,10 +284,11 @@ impl Store {
             Durability::Synced => key.as_ref(),
             Durability::Unsynced => None,
         };
+        let kek = self.kek.read().clone();
         let value = match &self.backend {
             Backend::Sqlite(conn) => {
                 let mut conn = conn.lock();
-                let (value, committed) = sqlite_transact(&mut conn, durability, key, f)?;
+                let (value, committed) = sqlite_transact(&mut conn, durability, key, kek, f)?;
                 // Published while the writer lock is still held, so live subscribers see
                 // events in commit order. The hook must not block.
                 self.publish(&committed);
@@ -285,7 +296,7 @@ impl Store {
             }
             Backend::Postgres(pool) => {
                 let (value, appended) =
-                    pool.transact(durability, key, f, |committed| self.publish(committed))?;
+                    pool.transact(durability, key, kek, f, |committed| self.publish(committed))?;
                 debug_assert!(durability == Durability::Synced || appended == 0);
                 value
             }
@@ -322,15 +333,16 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
+        let kek = self.kek.read().clone();
         match &self.backend {
             Backend::Sqlite(conn) => {
                 let mut conn = conn.lock();
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Deferred)
                     .map_err(CoreError::from)?;
-                f(&mut Tx::new(Db::Sqlite(tx)))
+                f(&mut Tx::new(Db::Sqlite(tx), kek))
             }
-            Backend::Postgres(pool) => pool.read(f),
+            Backend::Postgres(pool) => pool.read(kek, f),
         }
     }
 
@@ -343,6 +355,33 @@ impl Store {
     }
 
     /// Walks the security log from the start and recomputes every hash.
+    /// After a deletion: SQLite's write-ahead log still holds the pages as they were before
+    /// it, so it is checkpointed into the file (whose deleted cells `secure_delete` zeroed) and
+    /// truncated. PostgreSQL keeps deleted rows' old versions until VACUUM reclaims them
+    /// (autovacuum, or the operator's own); nothing to do here.
+    pub fn erase_freed(&self) -> Result<()> {
+        if let Backend::Sqlite(conn) = &self.backend {
+            conn.lock()
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    /// The log key's signature over an account's export: its (seq, chain hash) pairs, as
+    /// [`crate::security_log::export_message`] frames them (a message of its own context).
+    pub fn sign_export(
+        &self,
+        account_id: Uuid,
+        exported_at: keyward_proto::Millis,
+        entries: &[(i64, [u8; 32])],
+    ) -> Result<[u8; 64]> {
+        use ed25519_dalek::Signer;
+        let key = self.log_key.read();
+        let key = key.as_ref().ok_or(CoreError::NoLogKey)?;
+        let message = crate::security_log::export_message(account_id, exported_at, entries);
+        Ok(key.sign(&message).to_bytes())
+    }
+
     pub fn verify_chain(&self) -> Result<ChainReport> {
         self.read(|tx| tx.verify_log())
     }
@@ -367,13 +406,14 @@ fn sqlite_transact<T, E: From<CoreError>>(
     conn: &mut Connection,
     durability: Durability,
     log_key: Option<&SigningKey>,
+    kek: Option<DetailKek>,
     f: impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
 ) -> std::result::Result<(T, Committed), E> {
     if durability == Durability::Unsynced {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(CoreError::from)?;
     }
-    let outcome = sqlite_commit(conn, log_key, f);
+    let outcome = sqlite_commit(conn, log_key, kek, f);
     if durability == Durability::Unsynced {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(CoreError::from)?;
@@ -384,12 +424,13 @@ fn sqlite_transact<T, E: From<CoreError>>(
 fn sqlite_commit<T, E: From<CoreError>>(
     conn: &mut Connection,
     log_key: Option<&SigningKey>,
+    kek: Option<DetailKek>,
     mut f: impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
 ) -> std::result::Result<(T, Committed), E> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(CoreError::from)?;
-    let mut wrapped = Tx::new(Db::Sqlite(tx));
+    let mut wrapped = Tx::new(Db::Sqlite(tx), kek);
     let value = f(&mut wrapped)?;
     let appended = wrapped.finish(log_key)?;
     Ok((value, appended))
@@ -422,6 +463,8 @@ pub(crate) struct Committed {
 /// One transaction, read or write, on either engine. Each table's module adds its methods.
 pub struct Tx<'c> {
     db: Db<'c>,
+    /// Opens and seals the accounts' data keys; None without a log key (details in clear).
+    kek: Option<DetailKek>,
     /// Events appended so far, published by [`Store::write`] once the commit succeeds.
     appended: Vec<SecurityEvent>,
     /// Sessions whose token this transaction replaced (told to other instances on commit).
@@ -434,9 +477,10 @@ pub struct Tx<'c> {
 }
 
 impl<'c> Tx<'c> {
-    fn new(db: Db<'c>) -> Self {
+    fn new(db: Db<'c>, kek: Option<DetailKek>) -> Self {
         Tx {
             db,
+            kek,
             appended: Vec::new(),
             replaced_tokens: Vec::new(),
             appended_head: None,

@@ -20,6 +20,7 @@ use tokio_postgres::IsolationLevel;
 
 use super::sql::{Db, PgTx, args};
 use super::{Durability, Tx};
+use crate::details::DetailKek;
 use crate::error::{CoreError, Result, with_causes};
 
 pub use self::tls::SslMode;
@@ -391,6 +392,7 @@ impl Pool {
         &self,
         durability: Durability,
         log_key: Option<&SigningKey>,
+        kek: Option<DetailKek>,
         mut f: impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
         publish: impl Fn(&super::Committed),
     ) -> std::result::Result<(T, usize), E> {
@@ -403,7 +405,7 @@ impl Pool {
         // Until the unlock succeeds: should `f` panic, or the unlock fail, the pool closes the
         // connection rather than keep it (`Manager::has_broken`), and closing releases the lock.
         conn.may_hold_lock = true;
-        let outcome = self.attempts(&mut conn, durability, log_key, &mut f, &publish);
+        let outcome = self.attempts(&mut conn, durability, log_key, kek, &mut f, &publish);
         match block_on(
             conn.client
                 .execute("SELECT pg_advisory_unlock($1)", &[&WRITER_LOCK]),
@@ -420,6 +422,7 @@ impl Pool {
         conn: &mut Connection,
         durability: Durability,
         log_key: Option<&SigningKey>,
+        kek: Option<DetailKek>,
         f: &mut impl FnMut(&mut Tx<'_>) -> std::result::Result<T, E>,
         publish: &impl Fn(&super::Committed),
     ) -> std::result::Result<(T, usize), E> {
@@ -437,11 +440,14 @@ impl Pool {
                     .start(),
             )
             .map_err(CoreError::from)?;
-            let mut wrapped = Tx::new(Db::Postgres(RefCell::new(PgTx {
-                tx,
-                statements,
-                conflicted: false,
-            })));
+            let mut wrapped = Tx::new(
+                Db::Postgres(RefCell::new(PgTx {
+                    tx,
+                    statements,
+                    conflicted: false,
+                })),
+                kek.clone(),
+            );
             if durability == Durability::Unsynced {
                 wrapped.execute("SET LOCAL synchronous_commit = off", &[])?;
             }
@@ -535,6 +541,7 @@ impl Pool {
     /// Runs `f` in a read-only REPEATABLE READ transaction: one snapshot, then rolled back.
     pub(super) fn read<T, E: From<CoreError>>(
         &self,
+        kek: Option<DetailKek>,
         f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         let mut conn = self.get()?;
@@ -549,11 +556,14 @@ impl Pool {
                 .start(),
         )
         .map_err(CoreError::from)?;
-        f(&mut Tx::new(Db::Postgres(RefCell::new(PgTx {
-            tx,
-            statements,
-            conflicted: false,
-        }))))
+        f(&mut Tx::new(
+            Db::Postgres(RefCell::new(PgTx {
+                tx,
+                statements,
+                conflicted: false,
+            })),
+            kek,
+        ))
     }
 }
 

@@ -43,7 +43,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sign_in_finish))
         .routes(routes!(step_up_begin))
         .routes(routes!(step_up_finish))
-        .routes(routes!(get_account))
+        .routes(routes!(get_account, delete_account))
+        .routes(routes!(export_log))
         .routes(routes!(get_readiness))
         .routes(routes!(list_authenticators))
         .routes(routes!(add_authenticator_begin))
@@ -191,6 +192,27 @@ async fn step_up_finish(
     responses((status = 200, body = AccountView), (status = 401, body = ApiError)))]
 async fn get_account(State(s): State<AppState>, authed: Authed) -> Json<AccountView> {
     Json(s.relying_party().account(&authed))
+}
+
+/// Delete the account: needs a step-up within the last minutes. Every session's stream first
+/// gets an urgent `account_deleted` event, then the account, its sessions, devices, keys,
+/// recovery key and app sign-ins are gone, and its events' details can no longer be read.
+#[utoipa::path(delete, path = "/api/v1/account", tag = "account",
+    responses((status = 204), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
+async fn delete_account(State(s): State<AppState>, authed: Authed) -> Result<Response> {
+    s.blocking(move |s| s.delete_account(&authed)).await?;
+    Ok(browser::clear_session_cookie(
+        axum::http::StatusCode::NO_CONTENT.into_response(),
+    ))
+}
+
+/// The account's whole security log as JSON, with the details, and what verifies each event
+/// against the server's hash chain (`keyward verify-export FILE`).
+#[utoipa::path(get, path = "/api/v1/events/export", tag = "events",
+    responses((status = 200, body = LogExport), (status = 401, body = ApiError),
+        (status = 403, body = ApiError)))]
+async fn export_log(State(s): State<AppState>, authed: Authed) -> Result<Json<LogExport>> {
+    s.blocking(move |s| s.export_log(&authed)).await.map(Json)
 }
 
 /// How protected the account is, and the next step that matters.

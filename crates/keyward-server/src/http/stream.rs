@@ -209,8 +209,11 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>> {
         .transpose()
 }
 
+/// The event that ends this stream: its session ended, or the whole account deleted (every
+/// stream of the account gets that alert last).
 fn ends_session(e: &SecurityEvent, session_id: uuid::Uuid) -> bool {
-    e.kind == EventKind::SessionEnded && e.detail.ended_session_id == Some(session_id)
+    e.kind == EventKind::AccountDeleted
+        || (e.kind == EventKind::SessionEnded && e.detail.ended_session_id == Some(session_id))
 }
 
 #[cfg(test)]

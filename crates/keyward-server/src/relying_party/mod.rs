@@ -40,6 +40,7 @@ pub mod browser_binding;
 mod ceremony;
 mod client_data;
 mod decoys;
+mod erasure;
 mod events;
 mod input;
 mod operator;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
-use keyward_core::security_log::{AccountCheckpoint, GENESIS_HASH, account_digest, event_hash};
+use keyward_core::security_log::{
+    AccountCheckpoint, GENESIS_HASH, account_digest, event_hash, sealed_event_hash,
+};
 use keyward_core::store::{Engine, Location};
 use keyward_core::{ManualClock, Store};
 use keyward_proto::*;
@@ -88,7 +90,8 @@ fn drop_trigger(tx: &keyward_core::store::Tx<'_>, name: &str) -> keyward_core::R
     }
 }
 
-/// Edits event 2 and recomputes every hash after it, as the unkeyed chain allows.
+/// Edits event 2 and recomputes every hash after it, as the unkeyed chain allows (over the
+/// sealed details, which need no key to hash).
 fn rewrite_and_reseal(db: &Stopped, account: Uuid) {
     let events = db
         .store()
@@ -96,14 +99,21 @@ fn rewrite_and_reseal(db: &Stopped, account: Uuid) {
         .unwrap();
     tamper(db, |tx| {
         drop_trigger(tx, "events_no_update")?;
-        tx.raw_execute("UPDATE events SET address = '203.0.113.9' WHERE seq = 2")?;
+        tx.raw_execute("UPDATE events SET at = at + 1 WHERE seq = 2")?;
         let mut prev = GENESIS_HASH;
         for event in &events {
             let mut event = event.clone();
             if event.id == 2 {
-                event.address = Some("203.0.113.9".into());
+                event.at += 1;
             }
-            let hash = event_hash(&prev, &event);
+            let sealed: Option<Vec<u8>> = tx.raw_value(
+                &format!("SELECT sealed FROM events WHERE seq = {}", event.id),
+                &[],
+            )?;
+            let hash = match &sealed {
+                Some(sealed) => sealed_event_hash(&prev, &event, sealed),
+                None => event_hash(&prev, &event),
+            };
             tx.raw_execute(&format!(
                 "UPDATE events SET hash = {} WHERE seq = {}",
                 blob_literal(tx, &hash),
@@ -124,7 +134,7 @@ fn blob_literal(tx: &keyward_core::store::Tx<'_>, bytes: &[u8]) -> String {
     }
 }
 
-fn verify_log(db: &str, key: &Path) -> (i32, String) {
+pub(crate) fn verify_log(db: &str, key: &Path) -> (i32, String) {
     keywardd_tool([
         "verify-log".as_ref(),
         "--db".as_ref(),

@@ -11,6 +11,7 @@ mod backup;
 mod browser;
 mod browser_binding;
 mod check_config;
+mod erasure;
 mod flows;
 mod fuzz;
 mod instances;

@@ -49,6 +49,9 @@ const REVIEWED_COMMANDS: &[&str] = &[
     "admin report",
     "admin disable",
     "admin enable",
+    // Deleting an account (abuse, a legal order; erasure.rs): it ends and removes, it gives
+    // no one a session or a key, and nothing of the account can be signed in to afterwards.
+    "admin delete",
 ];
 
 /// The API, each operation reviewed: every one that opens a session or changes a credential
@@ -64,6 +67,7 @@ const REVIEWED_OPERATIONS: &[&str] = &[
     "POST /api/v1/step-up/begin",
     "POST /api/v1/step-up/finish",
     "GET /api/v1/account",
+    "DELETE /api/v1/account",
     "GET /api/v1/readiness",
     "GET /api/v1/authenticators",
     "POST /api/v1/authenticators/begin",
@@ -91,6 +95,7 @@ const REVIEWED_OPERATIONS: &[&str] = &[
     "POST /api/v1/recovery/cancel/finish",
     "POST /api/v1/recovery/complete",
     "GET /api/v1/events",
+    "GET /api/v1/events/export",
     "GET /api/v1/events/stream",
     "GET /api/v1/log/checkpoint",
     // An app's authorization request, seen and decided by the signed-in person (the cookie

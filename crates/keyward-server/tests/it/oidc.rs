@@ -608,6 +608,29 @@ async fn tokens_work_until_the_keyward_session_ends_and_a_refresh_is_activity() 
 }
 
 #[tokio::test]
+async fn deleting_the_account_ends_the_apps_tokens() {
+    let h = Harness::start().await;
+    let mut key = new_key();
+    h.create_account(&mut key, "ada").await;
+    let chat = register(&h, "Chat", "client_secret_basic");
+    let (browser, tokens) = h.signed_in_app(&mut key, &chat).await;
+    let access = s(&tokens, "access_token");
+    assert!(h.introspect(&chat, &access).await);
+    // The browser's session has just signed in: fresh enough to delete.
+    let res = h
+        .as_own_page(h.browser_request(&browser, Method::DELETE, "/api/v1/account"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert!(!h.introspect(&chat, &access).await);
+    assert_eq!(h.userinfo(&access).await, StatusCode::UNAUTHORIZED);
+    let (status, body) = h.refresh(&chat, &s(&tokens, "refresh_token")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_grant");
+}
+
+#[tokio::test]
 async fn ending_the_session_from_another_device_or_its_idle_expiry_ends_the_apps_tokens() {
     let h = Harness::start().await;
     let mut key = new_key();
