@@ -30,7 +30,8 @@ pub fn urgency_of(kind: EventKind, detail: &EventDetail) -> Urgency {
         | EventKind::AccountDisabled
         | EventKind::AccountEnabled
         | EventKind::AppSignIn
-        | EventKind::AppTokenReused => Urgency::Urgent,
+        | EventKind::AppTokenReused
+        | EventKind::AgentAuthorized => Urgency::Urgent,
         EventKind::AccountCreated
         | EventKind::SignInFailed
         | EventKind::SessionEnded

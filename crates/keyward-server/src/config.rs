@@ -90,6 +90,13 @@ pub struct Args {
     /// Absolute session lifetime in seconds (default 43200: NIST AAL3).
     #[arg(long, env = "KEYWARD_SESSION_LIFETIME")]
     pub session_lifetime: Option<u64>,
+    /// Seconds an agent's session (a device code approved) may stay unused (default 28800;
+    /// at most 86400).
+    #[arg(long, env = "KEYWARD_AGENT_IDLE_TIMEOUT")]
+    pub agent_idle_timeout: Option<u64>,
+    /// An agent's session's absolute lifetime in seconds (default 604800; at most 2592000).
+    #[arg(long, env = "KEYWARD_AGENT_LIFETIME")]
+    pub agent_lifetime: Option<u64>,
     /// Seconds a redeemed recovery key waits before it takes effect (default 86400; 0 = at once).
     #[arg(long, env = "KEYWARD_RECOVERY_WINDOW")]
     pub recovery_window: Option<u64>,
@@ -397,7 +404,7 @@ pub enum ClientCommand {
         #[arg(long)]
         name: String,
         /// An exact redirect URI (repeat for several); https, or http only to localhost.
-        #[arg(long = "redirect-uri", required = true)]
+        #[arg(long = "redirect-uri", required_unless_present = "device")]
         redirect_uris: Vec<String>,
         /// Where the app may send people after signing them out (repeat for several).
         #[arg(long = "post-logout-redirect-uri")]
@@ -416,6 +423,10 @@ pub enum ClientCommand {
         /// The client ID to use instead of a random one.
         #[arg(long)]
         client_id: Option<String>,
+        /// Allow the device authorization grant (RFC 8628): an AI agent or CLI shows a code
+        /// that the person approves with a key touch. Needs no redirect URI.
+        #[arg(long)]
+        device: bool,
         /// For private_key_jwt: a file with the app's public keys (a JWKS); the app then
         /// authenticates with JWTs signed by them instead of a secret.
         #[arg(long)]
@@ -466,6 +477,8 @@ struct FileConfig {
     origins: Vec<Url>,
     idle_timeout: Option<u64>,
     session_lifetime: Option<u64>,
+    agent_idle_timeout: Option<u64>,
+    agent_lifetime: Option<u64>,
     recovery_window: Option<u64>,
     recovery_enrolment_deadline: Option<u64>,
     #[serde(default)]
@@ -632,6 +645,12 @@ impl Config {
         if let Some(ms) = secs(args.session_lifetime.or(file.session_lifetime)) {
             policy.session_absolute_ms = ms;
         }
+        if let Some(ms) = secs(args.agent_idle_timeout.or(file.agent_idle_timeout)) {
+            policy.agent_idle_ms = ms;
+        }
+        if let Some(ms) = secs(args.agent_lifetime.or(file.agent_lifetime)) {
+            policy.agent_absolute_ms = ms;
+        }
         if let Some(ms) = secs(args.recovery_window.or(file.recovery_window)) {
             policy.recovery_window_ms = ms;
         }
@@ -752,6 +771,16 @@ impl Config {
         }
         if p.session_idle_ms > p.session_absolute_ms {
             return invalid("the idle timeout cannot exceed the session lifetime".into());
+        }
+        if p.agent_idle_ms <= 0 || p.agent_idle_ms > keyward_core::policy::AGENT_IDLE_CAP_MS {
+            return invalid("an agent's idle timeout is 1 s to 24 h".into());
+        }
+        if p.agent_absolute_ms < p.agent_idle_ms
+            || p.agent_absolute_ms > keyward_core::policy::AGENT_ABSOLUTE_CAP_MS
+        {
+            return invalid(
+                "an agent's lifetime is at least its idle timeout and at most 30 days".into(),
+            );
         }
         if p.ceremony_ttl_ms > 5 * 60_000 {
             return invalid("ceremonies may live at most 5 minutes".into());

@@ -31,6 +31,7 @@ pub const TABLES: &[&str] = &[
     "oidc_grants",
     "oidc_tokens",
     "oidc_assertions",
+    "oidc_device_codes",
 ];
 
 /// What a copy moved, and the log as the target now holds it.

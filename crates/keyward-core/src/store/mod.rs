@@ -36,6 +36,7 @@ mod events;
 mod limits;
 mod oidc_clients;
 mod oidc_consents;
+mod oidc_device_codes;
 mod oidc_grants;
 mod oidc_keys;
 mod oidc_requests;
@@ -54,6 +55,7 @@ pub use self::copy::{CopyReport, TABLES};
 pub use self::events::NewEvent;
 pub use self::oidc_clients::{ClientAuthMethod, ClientSource, OidcClient};
 pub use self::oidc_consents::Consent;
+pub use self::oidc_device_codes::{DeviceCode, DeviceCodeStatus};
 pub use self::oidc_grants::Grant;
 pub use self::oidc_keys::SigningKeyRecord;
 pub use self::oidc_requests::PendingAuthorization;
@@ -78,6 +80,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_limit_hits.sql"),
     include_str!("../../migrations/sqlite/0006_account_disabled.sql"),
     include_str!("../../migrations/sqlite/0007_oidc.sql"),
+    include_str!("../../migrations/sqlite/0009_device_grant.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -87,6 +90,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_limit_hits.sql"),
     include_str!("../../migrations/postgres/0006_account_disabled.sql"),
     include_str!("../../migrations/postgres/0007_oidc.sql"),
+    include_str!("../../migrations/postgres/0009_device_grant.sql"),
 ];
 
 /// Where the data lives: `--db`'s value, parsed.

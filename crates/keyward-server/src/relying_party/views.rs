@@ -83,6 +83,11 @@ impl RelyingParty {
             opened_by: s.opened_by,
             address: s.address.clone(),
             current: Some(s.id) == current,
+            kind: match s.agent_client_id {
+                Some(_) => keyward_proto::SessionKind::Agent,
+                None => keyward_proto::SessionKind::Person,
+            },
+            agent_client_id: s.agent_client_id.clone(),
         })
     }
 }

@@ -43,6 +43,7 @@ fn register(h: &Harness, name: &str, auth_method: &str) -> App {
             secret_hash: None,
             backchannel_logout_uri: None,
             jwks: None,
+            device_grant: false,
         },
         T0,
     )
@@ -1308,6 +1309,7 @@ async fn apps_in_the_config_file_are_registered_at_start_and_follow_the_file() {
         secret_hash: Some(hash),
         backchannel_logout_uri: None,
         jwks: None,
+        device_grant: false,
     };
     let listed = wiki.clone();
     let h = Harness::start_with(move |c| c.oidc_clients = vec![listed]).await;
@@ -1477,6 +1479,7 @@ async fn a_private_key_jwt_client_signs_in_with_a_signed_assertion_each_used_onc
             secret_hash: None,
             backchannel_logout_uri: None,
             jwks: Some(jwks.to_string()),
+            device_grant: false,
         },
         T0,
     )
