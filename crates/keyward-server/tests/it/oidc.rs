@@ -23,14 +23,19 @@ use crate::harness::*;
 const REDIRECT: &str = "https://chat.example/callback";
 
 /// A registered app, as its operator was told: ID and (confidential) secret.
-struct App {
-    id: String,
-    secret: Option<String>,
+pub(crate) struct App {
+    pub(crate) id: String,
+    pub(crate) secret: Option<String>,
     /// client_secret_post rather than client_secret_basic.
-    post: bool,
+    pub(crate) post: bool,
 }
 
 fn register(h: &Harness, name: &str, auth_method: &str) -> App {
+    register_with(h, name, auth_method, false)
+}
+
+/// An app registered by the operator's command; `device_grant` allows it the device grant.
+pub(crate) fn register_with(h: &Harness, name: &str, auth_method: &str, device_grant: bool) -> App {
     let r = clients::add(
         &h.store(),
         &NewClient {
@@ -43,7 +48,7 @@ fn register(h: &Harness, name: &str, auth_method: &str) -> App {
             secret_hash: None,
             backchannel_logout_uri: None,
             jwks: None,
-            device_grant: false,
+            device_grant,
         },
         T0,
     )
@@ -55,13 +60,13 @@ fn register(h: &Harness, name: &str, auth_method: &str) -> App {
     }
 }
 
-fn issuer(h: &Harness) -> String {
+pub(crate) fn issuer(h: &Harness) -> String {
     h.origin.origin().ascii_serialization()
 }
 
 /// The app's HTTP client: never follows redirects (oauth2's advice against SSRF), and the
 /// browser here is our own requests, so every 303 is looked at.
-fn no_redirects() -> reqwest::Client {
+pub(crate) fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -160,7 +165,11 @@ impl Harness {
     }
 
     /// `POST /oauth2/token` (form, client_secret_basic if the app has a secret).
-    async fn token(&self, app: &App, form: &[(&str, &str)]) -> (StatusCode, serde_json::Value) {
+    pub(crate) async fn token(
+        &self,
+        app: &App,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, serde_json::Value) {
         let mut req = no_redirects().post(format!("{}/oauth2/token", self.base));
         let mut form = form.to_vec();
         match &app.secret {
@@ -194,7 +203,11 @@ impl Harness {
         .await
     }
 
-    async fn refresh(&self, app: &App, refresh_token: &str) -> (StatusCode, serde_json::Value) {
+    pub(crate) async fn refresh(
+        &self,
+        app: &App,
+        refresh_token: &str,
+    ) -> (StatusCode, serde_json::Value) {
         self.token(
             app,
             &[
@@ -214,7 +227,7 @@ impl Harness {
         );
     }
 
-    async fn introspect(&self, app: &App, token: &str) -> bool {
+    pub(crate) async fn introspect(&self, app: &App, token: &str) -> bool {
         let res = no_redirects()
             .post(format!("{}/oauth2/introspect", self.base))
             .basic_auth(&app.id, app.secret.as_ref())
@@ -227,7 +240,7 @@ impl Harness {
         body.active
     }
 
-    async fn userinfo(&self, access_token: &str) -> StatusCode {
+    pub(crate) async fn userinfo(&self, access_token: &str) -> StatusCode {
         no_redirects()
             .get(format!("{}/oauth2/userinfo", self.base))
             .bearer_auth(access_token)
@@ -258,7 +271,7 @@ impl Harness {
     }
 }
 
-fn s(v: &serde_json::Value, k: &str) -> String {
+pub(crate) fn s(v: &serde_json::Value, k: &str) -> String {
     v[k].as_str()
         .unwrap_or_else(|| panic!("{k} missing in {v}"))
         .to_string()
