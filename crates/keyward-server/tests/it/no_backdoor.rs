@@ -96,6 +96,11 @@ const REVIEWED_OPERATIONS: &[&str] = &[
     "POST /api/v1/oauth/requests/{id}/deny",
     "GET /api/v1/oauth/consents",
     "DELETE /api/v1/oauth/consents/{client_id}",
+    // An agent's device code (RFC 8628), looked up and decided by a signed-in person; approval
+    // carries its own key ceremony, verified in that request (agents.rs proves a used one fails).
+    "POST /api/v1/oauth/device/lookup",
+    "POST /api/v1/oauth/device/approve",
+    "POST /api/v1/oauth/device/deny",
 ];
 
 /// The OpenID provider's protocol endpoints, as discovery names them: each issues only what a
