@@ -113,6 +113,8 @@ const REVIEWED_PROTOCOL_ENDPOINTS: &[&str] = &[
     "userinfo_endpoint /oauth2/userinfo",
     "end_session_endpoint /oauth2/logout",
     "jwks_uri /oauth2/jwks",
+    // RFC 8628: issues codes only; nothing is granted until a person approves with a key.
+    "device_authorization_endpoint /oauth2/device_authorization",
 ];
 
 fn commands(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, Vec<String>)>) {
