@@ -949,6 +949,15 @@ pub fn alert_for(event: &SecurityEvent, my_session: Uuid) -> Option<Alert> {
             "Your account was deleted".into(),
             "Every session was ended and its keys removed. This app is signed out.".into(),
         ),
+        EventKind::AgentAuthorized => (
+            format!(
+                "{} may now act for you",
+                event.detail.client_name.as_deref().unwrap_or("An agent")
+            ),
+            format!(
+                "A device code was approved with {key} {from}: the agent has a session of its own. If this was not you, end it in Sessions."
+            ),
+        ),
         _ => return None,
     };
     Some(Alert {

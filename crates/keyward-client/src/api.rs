@@ -257,6 +257,31 @@ impl Api {
         self.post_empty("/api/v1/sign-out").await
     }
 
+    // ---- agents (the device grant) ---------------------------------------------------------
+    /// What a device code an agent shows asks for (which agent, from where, which scopes).
+    pub async fn device_request(&self, user_code: &str) -> Result<DeviceRequestView> {
+        self.post(
+            "/api/v1/oauth/device/lookup",
+            &DeviceCodeEntry {
+                user_code: user_code.to_string(),
+            },
+        )
+        .await
+    }
+    /// Approves a device code with a step-up assertion made for this approval.
+    pub async fn approve_device(&self, approval: &DeviceApproval) -> Result<DeviceDecision> {
+        self.post("/api/v1/oauth/device/approve", approval).await
+    }
+    pub async fn deny_device(&self, user_code: &str) -> Result<DeviceDecision> {
+        self.post(
+            "/api/v1/oauth/device/deny",
+            &DeviceCodeEntry {
+                user_code: user_code.to_string(),
+            },
+        )
+        .await
+    }
+
     // ---- recovery --------------------------------------------------------------------------
     pub async fn recovery_key_status(&self) -> Result<RecoveryKeyStatus> {
         self.get("/api/v1/recovery-key").await

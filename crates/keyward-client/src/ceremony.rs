@@ -167,6 +167,27 @@ impl Ceremonies {
         Ok(stepped.session)
     }
 
+    /// Approves an agent's device code with a fresh touch of `key`, made for this approval
+    /// alone (the session's token stays as it is).
+    pub async fn approve_device(
+        &self,
+        session: &Api,
+        key: &mut dyn Authenticator,
+        user_code: &str,
+    ) -> Result<DeviceDecision> {
+        let begin = session.step_up_begin().await?;
+        let credential = self.authenticate(key, &begin.options)?;
+        session
+            .approve_device(&DeviceApproval {
+                user_code: user_code.to_string(),
+                assertion: AssertionFinishRequest {
+                    ceremony_id: begin.ceremony_id,
+                    credential,
+                },
+            })
+            .await
+    }
+
     /// Registers another key; `key` also gives the fresh touch if the server asks for one
     /// (then `session` holds the session's new token).
     pub async fn add_key(

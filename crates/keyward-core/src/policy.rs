@@ -7,6 +7,13 @@ pub struct Policy {
     pub session_idle_ms: i64,
     /// Absolute lifetime: a session ends this long after sign-in whatever happens (AAL3: 12 h).
     pub session_absolute_ms: i64,
+    /// An agent's session (a device code a person approved): ended if unused this long. An
+    /// agent refreshing its tokens is using it. Config may lower it, never past
+    /// [`AGENT_IDLE_CAP_MS`].
+    pub agent_idle_ms: i64,
+    /// An agent's session ends this long after approval whatever happens; capped at
+    /// [`AGENT_ABSOLUTE_CAP_MS`].
+    pub agent_absolute_ms: i64,
     /// A ceremony's challenge is good for this long (at most 5 minutes).
     pub ceremony_ttl_ms: i64,
     /// Unauthenticated ceremonies in flight across the whole server; a bound against memory
@@ -49,12 +56,17 @@ pub struct Policy {
 pub const MINUTE_MS: i64 = 60_000;
 pub const HOUR_MS: i64 = 60 * MINUTE_MS;
 pub const DAY_MS: i64 = 24 * HOUR_MS;
+/// The most an agent's session may be configured to stay idle, and to live.
+pub const AGENT_IDLE_CAP_MS: i64 = 24 * HOUR_MS;
+pub const AGENT_ABSOLUTE_CAP_MS: i64 = 30 * DAY_MS;
 
 impl Default for Policy {
     fn default() -> Self {
         Policy {
             session_idle_ms: 15 * MINUTE_MS,
             session_absolute_ms: 12 * HOUR_MS,
+            agent_idle_ms: 8 * HOUR_MS,
+            agent_absolute_ms: 7 * DAY_MS,
             ceremony_ttl_ms: 5 * MINUTE_MS,
             max_pending_ceremonies: 10_000,
             max_pending_per_session: 8,

@@ -31,7 +31,8 @@ pub fn urgency_of(kind: EventKind, detail: &EventDetail) -> Urgency {
         | EventKind::AccountEnabled
         | EventKind::AppSignIn
         | EventKind::AppTokenReused
-        | EventKind::AccountDeleted => Urgency::Urgent,
+        | EventKind::AccountDeleted
+        | EventKind::AgentAuthorized => Urgency::Urgent,
         EventKind::AccountCreated
         | EventKind::SignInFailed
         | EventKind::SessionEnded

@@ -305,6 +305,19 @@ pub struct SessionView {
     /// What the session's token is bound to.
     #[serde(default)]
     pub binding: SessionBinding,
+    /// `person` (a browser or the desktop app signed in with a key) or `agent` (an AI agent or
+    /// CLI a person approved with the device grant; `device.name` is the app's name).
+    pub kind: SessionKind,
+    /// An agent's session: the client ID of the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_client_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    Person,
+    Agent,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
@@ -469,6 +482,9 @@ pub enum EventKind {
     /// The account was deleted (by its owner, or by the service's operator): every session
     /// ends, and its events' details can no longer be read.
     AccountDeleted,
+    /// The person approved a device code (RFC 8628) with a key: an AI agent or CLI now has a
+    /// session of its own on the account.
+    AgentAuthorized,
 }
 
 impl EventKind {
@@ -494,6 +510,7 @@ impl EventKind {
             EventKind::AppSignIn => "app_sign_in",
             EventKind::AppTokenReused => "app_token_reused",
             EventKind::AccountDeleted => "account_deleted",
+            EventKind::AgentAuthorized => "agent_authorized",
         }
     }
 
@@ -501,7 +518,7 @@ impl EventKind {
         Self::ALL.iter().copied().find(|k| k.as_str() == s)
     }
 
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::AccountCreated,
         EventKind::SignIn,
         EventKind::SignInFailed,
@@ -522,6 +539,7 @@ impl EventKind {
         EventKind::AppSignIn,
         EventKind::AppTokenReused,
         EventKind::AccountDeleted,
+        EventKind::AgentAuthorized,
     ];
 }
 
@@ -773,6 +791,61 @@ pub struct AuthorizationRequestView {
     pub already_consented: bool,
     /// RFC 3339.
     pub expires_at: String,
+}
+
+/// A device authorization request (RFC 8628) waiting for the person, shown before they
+/// approve it with a key (`/#/device`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+pub struct DeviceRequestView {
+    /// As the person should see it: `XXXX-XXXX`.
+    pub user_code: String,
+    pub client_id: String,
+    pub client_name: String,
+    /// The network address the agent asked from, and its place if known.
+    pub address: String,
+    pub place: Option<String>,
+    pub scopes: Vec<ScopeView>,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// How long the agent's session may stay unused, and its whole lifetime, if approved.
+    pub idle_limit_ms: i64,
+    pub lifetime_ms: i64,
+}
+
+/// The user code a person typed (or the address carried), to look up or deny.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
+pub struct DeviceCodeEntry {
+    pub user_code: String,
+}
+
+/// Approving a device code: the user code and a fresh step-up assertion (begun with
+/// `/api/v1/step-up/begin`), verified in this very request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
+pub struct DeviceApproval {
+    pub user_code: String,
+    pub assertion: AssertionFinishRequest,
+}
+
+/// The person's decision on a device code; an approval names the agent's new session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+pub struct DeviceDecision {
+    pub approved: bool,
+    pub client_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<Uuid>,
+}
+
+/// The device authorization endpoint's answer (RFC 8628 3.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceAuthorizationResponse {
+    pub device_code: String,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: String,
+    /// Seconds.
+    pub expires_in: i64,
+    /// Seconds between polls.
+    pub interval: i64,
 }
 
 /// Where the web UI sends the top window after an approval or a denial.

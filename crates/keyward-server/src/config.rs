@@ -94,6 +94,13 @@ pub struct Args {
     /// refresh for a new one (default 300).
     #[arg(long, env = "KEYWARD_BROWSER_COOKIE_LIFE")]
     pub browser_cookie_life: Option<u64>,
+    /// Seconds an agent's session (a device code approved) may stay unused (default 28800;
+    /// at most 86400).
+    #[arg(long, env = "KEYWARD_AGENT_IDLE_TIMEOUT")]
+    pub agent_idle_timeout: Option<u64>,
+    /// An agent's session's absolute lifetime in seconds (default 604800; at most 2592000).
+    #[arg(long, env = "KEYWARD_AGENT_LIFETIME")]
+    pub agent_lifetime: Option<u64>,
     /// Seconds a redeemed recovery key waits before it takes effect (default 86400; 0 = at once).
     #[arg(long, env = "KEYWARD_RECOVERY_WINDOW")]
     pub recovery_window: Option<u64>,
@@ -405,7 +412,7 @@ pub enum ClientCommand {
         #[arg(long)]
         name: String,
         /// An exact redirect URI (repeat for several); https, or http only to localhost.
-        #[arg(long = "redirect-uri", required = true)]
+        #[arg(long = "redirect-uri", required_unless_present = "device")]
         redirect_uris: Vec<String>,
         /// Where the app may send people after signing them out (repeat for several).
         #[arg(long = "post-logout-redirect-uri")]
@@ -424,6 +431,10 @@ pub enum ClientCommand {
         /// The client ID to use instead of a random one.
         #[arg(long)]
         client_id: Option<String>,
+        /// Allow the device authorization grant (RFC 8628): an AI agent or CLI shows a code
+        /// that the person approves with a key touch. Needs no redirect URI.
+        #[arg(long)]
+        device: bool,
         /// For private_key_jwt: a file with the app's public keys (a JWKS); the app then
         /// authenticates with JWTs signed by them instead of a secret.
         #[arg(long)]
@@ -475,6 +486,8 @@ struct FileConfig {
     idle_timeout: Option<u64>,
     session_lifetime: Option<u64>,
     browser_cookie_life: Option<u64>,
+    agent_idle_timeout: Option<u64>,
+    agent_lifetime: Option<u64>,
     recovery_window: Option<u64>,
     recovery_enrolment_deadline: Option<u64>,
     #[serde(default)]
@@ -646,6 +659,12 @@ impl Config {
         }
         // A cookie outliving the idle timeout would be refused before it expired anyway.
         policy.browser_cookie_ms = policy.browser_cookie_ms.min(policy.session_idle_ms);
+        if let Some(ms) = secs(args.agent_idle_timeout.or(file.agent_idle_timeout)) {
+            policy.agent_idle_ms = ms;
+        }
+        if let Some(ms) = secs(args.agent_lifetime.or(file.agent_lifetime)) {
+            policy.agent_absolute_ms = ms;
+        }
         if let Some(ms) = secs(args.recovery_window.or(file.recovery_window)) {
             policy.recovery_window_ms = ms;
         }
@@ -769,6 +788,16 @@ impl Config {
         }
         if p.browser_cookie_ms < 1000 {
             return invalid("a browser-bound cookie lives at least a second".into());
+        }
+        if p.agent_idle_ms <= 0 || p.agent_idle_ms > keyward_core::policy::AGENT_IDLE_CAP_MS {
+            return invalid("an agent's idle timeout is 1 s to 24 h".into());
+        }
+        if p.agent_absolute_ms < p.agent_idle_ms
+            || p.agent_absolute_ms > keyward_core::policy::AGENT_ABSOLUTE_CAP_MS
+        {
+            return invalid(
+                "an agent's lifetime is at least its idle timeout and at most 30 days".into(),
+            );
         }
         if p.ceremony_ttl_ms > 5 * 60_000 {
             return invalid("ceremonies may live at most 5 minutes".into());

@@ -228,6 +228,7 @@ fn client(action: ClientCommand) -> ExitCode {
             backchannel_logout_uri,
             client_id,
             jwks_file,
+            device,
         } => {
             let jwks = match jwks_file.map(std::fs::read_to_string).transpose() {
                 Ok(j) => j,
@@ -247,6 +248,7 @@ fn client(action: ClientCommand) -> ExitCode {
                 secret_hash: None,
                 backchannel_logout_uri,
                 jwks,
+                device_grant: device,
             };
             match clients::add(&store, &new, now()) {
                 Ok(r) => {

@@ -2,7 +2,8 @@
 // ./web.ts (a browser served by keywardd) each implement it; ./ipc.ts picks one. Errors are
 // thrown as IpcError (./errors.ts).
 import type {
-  AccountView, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView, EndedSessions,
+  AccountView, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView, DeviceDecision,
+  DeviceRequestView, EndedSessions,
   EventPage, LogExport, KeyInfo, KeyKind, KeyPasskeysView, KeyPrompt, NewRecoveryKey, Overview, RecoveryKeyStatus,
   RecoveryStarted, RemovalImpact, SecurityEvent, SessionView,
 } from './types';
@@ -54,4 +55,9 @@ export interface Api {
   /** Consents (remembered for this app and these scopes); steps up first if the server asks. */
   approveAuthorization(id: string): Promise<AuthorizationDecision>;
   denyAuthorization(id: string): Promise<AuthorizationDecision>;
+  // An AI agent's or CLI's device code (RFC 8628): what it asks for, then approve with a fresh
+  // touch of the key (made for this approval alone) or deny.
+  deviceRequest(userCode: string): Promise<DeviceRequestView>;
+  approveDevice(userCode: string): Promise<DeviceDecision>;
+  denyDevice(userCode: string): Promise<DeviceDecision>;
 }

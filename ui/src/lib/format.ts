@@ -65,6 +65,7 @@ export function describe(e: SecurityEvent): string {
     case 'account_disabled': return `The service's operator disabled this account: ${e.detail.reason ?? 'no reason given'}`;
     case 'account_enabled': return "The service's operator enabled this account again";
     case 'app_sign_in': return `Signed in to ${e.detail.client_name ?? 'an app'} through Keyward on ${device}${from}${place}`;
+    case 'agent_authorized': return `${e.detail.client_name ?? 'An agent'} was approved to act for you with a device code: it has a session of its own`;
     case 'app_token_reused': return `A copy of ${e.detail.client_name ?? 'an app'}'s sign-in was used: that app sign-in was ended`;
     case 'account_deleted': return 'This account was deleted: every session ended and its keys were removed';
   }

@@ -5,6 +5,7 @@ import type { Api } from './api';
 import { IpcError } from './errors';
 import type {
   AccountView, AppError, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView,
+  DeviceDecision, DeviceRequestView,
   EndedSessions, EventPage, FeedMessage, KeyInfo, LogExport, KeyKind, KeyPasskeysView, KeyPrompt, NewRecoveryKey, Overview,
   RecoveryKeyStatus, RecoveryStarted, RemovalImpact, SecurityEvent, SessionView,
 } from './types';
@@ -84,4 +85,9 @@ export const tauriApi: Api = {
   authorizationRequest: webOnly<AuthorizationRequestView>('Signing in to another app with Keyward'),
   approveAuthorization: webOnly<AuthorizationDecision>('Signing in to another app with Keyward'),
   denyAuthorization: webOnly<AuthorizationDecision>('Signing in to another app with Keyward'),
+  // The desktop app has the same API in keyward-client (Ceremonies::approve_device); its
+  // screen for it is not built yet, so the web UI approves device codes.
+  deviceRequest: webOnly<DeviceRequestView>('Approving an agent\'s device code'),
+  approveDevice: webOnly<DeviceDecision>('Approving an agent\'s device code'),
+  denyDevice: webOnly<DeviceDecision>('Approving an agent\'s device code'),
 };

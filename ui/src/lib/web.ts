@@ -8,7 +8,8 @@ import { fromBase64Url, toBase64Url } from './base64url';
 import { forgetKey, holdsKeyFor, keepRenewing, keyIsFor, newKeyHeader, renew } from './browserKey';
 import { generateRandom, parse, publicKey, RecoveryKeyFormatError, sign, toDisplay, type Purpose } from './recovery';
 import type {
-  AccountView, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView, ClientInfo,
+  AccountView, AppStatus, AuthenticatorView, AuthorizationDecision, AuthorizationRequestView, ClientInfo, DeviceDecision,
+  DeviceRequestView,
   EndedSessions, EventPage, LogExport, NewRecoveryKey, Overview, Readiness, RecoveryKeyStatus, RecoveryStarted,
   RemovalImpact, SecurityEvent, ServerInfo, SessionView, SteppedUp,
 } from './types';
@@ -406,4 +407,14 @@ export const webApi: Api = {
   authorizationRequest: (id) => http<AuthorizationRequestView>('GET', oauthRequest(id)),
   approveAuthorization: (id) => withStepUp(() => http<AuthorizationDecision>('POST', `${oauthRequest(id)}/approve`, {})),
   denyAuthorization: (id) => http<AuthorizationDecision>('POST', `${oauthRequest(id)}/deny`, {}),
+  deviceRequest: (userCode) => http<DeviceRequestView>('POST', '/api/v1/oauth/device/lookup', { user_code: userCode }),
+  // The step-up's assertion goes with the approval itself (keywardd verifies it there): the
+  // session's token is not replaced, and no earlier touch counts.
+  approveDevice: async (userCode) => {
+    const begin = await http<AssertionBegin>('POST', '/api/v1/step-up/begin');
+    const credential = await getAssertion(begin.options);
+    return http<DeviceDecision>('POST', '/api/v1/oauth/device/approve',
+      { user_code: userCode, assertion: { ceremony_id: begin.ceremony_id, credential } });
+  },
+  denyDevice: (userCode) => http<DeviceDecision>('POST', '/api/v1/oauth/device/deny', { user_code: userCode }),
 };

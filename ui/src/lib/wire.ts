@@ -141,7 +141,18 @@ current: boolean,
 /**
  * What the session's token is bound to.
  */
-binding: SessionBinding, };
+binding: SessionBinding, 
+/**
+ * `person` (a browser or the desktop app signed in with a key) or `agent` (an AI agent or
+ * CLI a person approved with the device grant; `device.name` is the app's name).
+ */
+kind: SessionKind, 
+/**
+ * An agent's session: the client ID of the agent.
+ */
+agent_client_id?: string | null, };
+
+export type SessionKind = "person" | "agent";
 
 export type SteppedUp = { 
 /**
@@ -201,7 +212,7 @@ stale_authenticators: Array<string>,
  */
 single_point_of_failure: string | null, next_step: NextStep | null, };
 
-export type EventKind = "account_created" | "sign_in" | "sign_in_failed" | "session_ended" | "authenticator_added" | "authenticator_renamed" | "authenticator_removed" | "authenticator_reported_lost" | "recovery_key_generated" | "recovery_key_confirmed" | "recovery_key_verified" | "recovery_started" | "recovery_cancelled" | "recovery_completed" | "cloned_key_warning" | "account_disabled" | "account_enabled" | "app_sign_in" | "app_token_reused" | "account_deleted";
+export type EventKind = "account_created" | "sign_in" | "sign_in_failed" | "session_ended" | "authenticator_added" | "authenticator_renamed" | "authenticator_removed" | "authenticator_reported_lost" | "recovery_key_generated" | "recovery_key_confirmed" | "recovery_key_verified" | "recovery_started" | "recovery_cancelled" | "recovery_completed" | "cloned_key_warning" | "account_disabled" | "account_enabled" | "app_sign_in" | "app_token_reused" | "account_deleted" | "agent_authorized";
 
 export type Urgency = "quiet" | "urgent";
 
@@ -343,6 +354,26 @@ expires_at: string, };
 export type ScopeView = { name: string, description: string, };
 
 export type AuthorizationDecision = { redirect_to: string, };
+
+export type DeviceRequestView = { 
+/**
+ * As the person should see it: `XXXX-XXXX`.
+ */
+user_code: string, client_id: string, client_name: string, 
+/**
+ * The network address the agent asked from, and its place if known.
+ */
+address: string, place: string | null, scopes: Array<ScopeView>, 
+/**
+ * RFC 3339.
+ */
+expires_at: string, 
+/**
+ * How long the agent's session may stay unused, and its whole lifetime, if approved.
+ */
+idle_limit_ms: number, lifetime_ms: number, };
+
+export type DeviceDecision = { approved: boolean, client_name: string, session_id?: string | null, };
 
 export type AppStatus = { server: string | null, embedded: boolean, 
 /**

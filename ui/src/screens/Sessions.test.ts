@@ -9,7 +9,7 @@ function session(id: string, name: string, current: boolean, binding: SessionVie
   const now = Date.now();
   return {
     id, scope: 'full', created_at: now, last_seen_at: now, idle_expires_at: now + 900_000,
-    expires_at: now + 43_200_000, verified_at: now, opened_by: null, address: '127.0.0.1', current, binding,
+    expires_at: now + 43_200_000, verified_at: now, opened_by: null, address: '127.0.0.1', current, binding, kind: 'person',
     device: { id: `d-${id}`, name, platform: 'Linux', first_seen_at: now, last_seen_at: now, address: '127.0.0.1', place: null },
   };
 }

@@ -34,6 +34,7 @@ pub const TABLES: &[&str] = &[
     "oidc_logouts",
     "browser_bindings",
     "account_keys",
+    "oidc_device_codes",
 ];
 
 /// What a copy moved, and the log as the target now holds it.

@@ -38,6 +38,7 @@ mod events;
 mod limits;
 mod oidc_clients;
 mod oidc_consents;
+mod oidc_device_codes;
 mod oidc_grants;
 mod oidc_keys;
 mod oidc_logouts;
@@ -58,6 +59,7 @@ pub use self::copy::{CopyReport, TABLES};
 pub use self::events::{ExportedRow, NewEvent};
 pub use self::oidc_clients::{ClientAuthMethod, ClientSource, OidcClient};
 pub use self::oidc_consents::Consent;
+pub use self::oidc_device_codes::{DeviceCode, DeviceCodeStatus};
 pub use self::oidc_grants::Grant;
 pub use self::oidc_keys::SigningKeyRecord;
 pub use self::oidc_logouts::{Logout, LogoutOutcome, LogoutRecord};
@@ -86,6 +88,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_backchannel.sql"),
     include_str!("../../migrations/sqlite/0009_browser_bindings.sql"),
     include_str!("../../migrations/sqlite/0010_sealed_details.sql"),
+    include_str!("../../migrations/sqlite/0011_device_grant.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -98,6 +101,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0008_backchannel.sql"),
     include_str!("../../migrations/postgres/0009_browser_bindings.sql"),
     include_str!("../../migrations/postgres/0010_sealed_details.sql"),
+    include_str!("../../migrations/postgres/0011_device_grant.sql"),
 ];
 
 /// Where the data lives: `--db`'s value, parsed.

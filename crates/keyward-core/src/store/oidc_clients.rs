@@ -71,12 +71,14 @@ pub struct OidcClient {
     pub backchannel_logout_uri: Option<String>,
     /// `private_key_jwt`: the client's public keys, a JWKS document.
     pub jwks: Option<String>,
+    /// Allowed the device authorization grant (RFC 8628): an agent or CLI with no browser.
+    pub device_grant: bool,
     pub source: ClientSource,
     pub created_at: Millis,
 }
 
 const CLIENT_COLS: &str = "client_id, name, redirect_uris, post_logout_redirect_uris, scopes,
-    auth_method, secret_hash, backchannel_logout_uri, source, created_at, jwks";
+    auth_method, secret_hash, backchannel_logout_uri, source, created_at, jwks, device_grant";
 
 fn client_from_row(r: &Row<'_>) -> Result<OidcClient> {
     let list = |text: String| -> Result<Vec<String>> { Ok(serde_json::from_str(&text)?) };
@@ -100,6 +102,7 @@ fn client_from_row(r: &Row<'_>) -> Result<OidcClient> {
         },
         created_at: r.get(9)?,
         jwks: r.get(10)?,
+        device_grant: r.get(11)?,
     })
 }
 
@@ -108,8 +111,10 @@ impl Tx<'_> {
     pub fn insert_oidc_client(&self, c: &OidcClient) -> Result<()> {
         let n = self.execute(
             "INSERT INTO oidc_clients (client_id, name, redirect_uris, post_logout_redirect_uris,
-                 scopes, auth_method, secret_hash, backchannel_logout_uri, source, created_at, jwks)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (client_id) DO NOTHING",
+                 scopes, auth_method, secret_hash, backchannel_logout_uri, source, created_at, jwks,
+                 device_grant)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (client_id) DO NOTHING",
             args![
                 c.client_id,
                 c.name,
@@ -121,7 +126,8 @@ impl Tx<'_> {
                 c.backchannel_logout_uri,
                 c.source.as_str(),
                 c.created_at,
-                c.jwks
+                c.jwks,
+                c.device_grant
             ],
         )?;
         if n == 0 {
@@ -135,14 +141,16 @@ impl Tx<'_> {
     pub fn put_config_client(&self, c: &OidcClient) -> Result<()> {
         let n = self.execute(
             "INSERT INTO oidc_clients (client_id, name, redirect_uris, post_logout_redirect_uris,
-                 scopes, auth_method, secret_hash, backchannel_logout_uri, source, created_at, jwks)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'config', ?9, ?10)
+                 scopes, auth_method, secret_hash, backchannel_logout_uri, source, created_at, jwks,
+                 device_grant)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'config', ?9, ?10, ?11)
              ON CONFLICT (client_id) DO UPDATE SET name = excluded.name,
                  redirect_uris = excluded.redirect_uris,
                  post_logout_redirect_uris = excluded.post_logout_redirect_uris,
                  scopes = excluded.scopes, auth_method = excluded.auth_method,
                  secret_hash = excluded.secret_hash,
-                 backchannel_logout_uri = excluded.backchannel_logout_uri, jwks = excluded.jwks
+                 backchannel_logout_uri = excluded.backchannel_logout_uri, jwks = excluded.jwks,
+                 device_grant = excluded.device_grant
              WHERE oidc_clients.source = 'config'",
             args![
                 c.client_id,
@@ -154,7 +162,8 @@ impl Tx<'_> {
                 c.secret_hash,
                 c.backchannel_logout_uri,
                 c.created_at,
-                c.jwks
+                c.jwks,
+                c.device_grant
             ],
         )?;
         if n == 0 {
@@ -224,6 +233,7 @@ mod tests {
             secret_hash: Some(vec![7; 32]),
             backchannel_logout_uri: None,
             jwks: None,
+            device_grant: false,
             source,
             created_at: 5,
         }

@@ -195,6 +195,7 @@ mod tests {
                     secret_hash: None,
                     backchannel_logout_uri: None,
                     jwks: None,
+                    device_grant: false,
                     source: ClientSource::Command,
                     created_at: 1,
                 })?;

@@ -36,6 +36,11 @@ pub struct Session {
     /// The idle clock runs from here or from the last use, whichever is later. A recovery
     /// session becomes usable only when its window ends, so its idle clock starts then.
     pub active_from: Millis,
+    /// An agent's session (the device grant): its own idle limit, in place of the
+    /// deployment's. None for every other session.
+    pub idle_ms: Option<i64>,
+    /// An agent's session: the client (agent, CLI) it was approved for.
+    pub agent_client_id: Option<String>,
 }
 
 impl Session {
@@ -43,10 +48,12 @@ impl Session {
     /// but never past its absolute lifetime. A recovery session has no idle timeout, only its
     /// lifetime (the window's end plus the enrolment deadline): it ends, or becomes a full
     /// session, when enrolment is done.
+    /// An agent's session uses its own idle limit in place of `idle_ms`.
     pub fn idle_expires_at(&self, idle_ms: i64) -> Millis {
         if self.scope == SessionScope::Recovery {
             return self.expires_at;
         }
+        let idle_ms = self.idle_ms.unwrap_or(idle_ms);
         (self.last_seen_at.max(self.active_from) + idle_ms).min(self.expires_at)
     }
     pub fn is_live(&self, now: Millis, idle_ms: i64) -> bool {
@@ -83,9 +90,14 @@ const LAST_ACTIVE: &str =
 /// `LAST_ACTIVE` of a session aliased `s` in a join.
 pub(super) const LAST_ACTIVE_OF_S: &str =
     "(CASE WHEN s.last_seen_at > s.active_from THEN s.last_seen_at ELSE s.active_from END)";
+/// A session's idle limit: its own (an agent's), else the deployment's, bound as `?N`.
+fn idle_of(param: &str) -> String {
+    format!("COALESCE(idle_ms, {param})")
+}
 
 const SESSION_COLS: &str = "id, account_id, device_id, scope, created_at, last_seen_at,
-    verified_at, expires_at, opened_by, address, ended_at, ended_reason, active_from";
+    verified_at, expires_at, opened_by, address, ended_at, ended_reason, active_from, idle_ms,
+    agent_client_id";
 
 fn session_from_row(r: &Row<'_>) -> Result<Session> {
     let scope: String = r.get(3)?;
@@ -107,6 +119,8 @@ fn session_from_row(r: &Row<'_>) -> Result<Session> {
         ended_at: r.get(10)?,
         ended_reason: r.get(11)?,
         active_from: r.get(12)?,
+        idle_ms: r.get(13)?,
+        agent_client_id: r.get(14)?,
     })
 }
 
@@ -176,8 +190,9 @@ impl Tx<'_> {
         // Prepared once per connection: the benchmark writes a million sessions through here.
         self.execute(
             "INSERT INTO sessions (id, account_id, device_id, token_hash, scope, created_at,
-                 last_seen_at, verified_at, expires_at, opened_by, address, active_from)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 last_seen_at, verified_at, expires_at, opened_by, address, active_from, idle_ms,
+                 agent_client_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             args![
                 s.id.as_bytes(),
                 s.account_id.as_bytes(),
@@ -190,7 +205,9 @@ impl Tx<'_> {
                 s.expires_at,
                 s.opened_by.map(|u| u.as_bytes().to_vec()),
                 s.address,
-                s.active_from
+                s.active_from,
+                s.idle_ms,
+                s.agent_client_id
             ],
         )?;
         Ok(())
@@ -224,10 +241,11 @@ impl Tx<'_> {
             &format!(
                 "SELECT {SESSION_COLS} FROM sessions
                  WHERE account_id = ?1 AND ended_at IS NULL AND expires_at > ?2
-                   AND (scope = 'recovery' OR {LAST_ACTIVE} > ?3)
-                 ORDER BY created_at DESC"
+                   AND (scope = 'recovery' OR {LAST_ACTIVE} + {idle} > ?2)
+                 ORDER BY created_at DESC",
+                idle = idle_of("?3")
             ),
-            args![account_id.as_bytes(), now, now - idle_ms],
+            args![account_id.as_bytes(), now, idle_ms],
             session_from_row,
         )
     }
@@ -311,7 +329,8 @@ impl Tx<'_> {
         self.query_value(
             &format!(
                 "SELECT COUNT(*) FROM sessions
-                 WHERE ended_at IS NULL AND expires_at > ?1 AND {LAST_ACTIVE} + ?2 > ?1"
+                 WHERE ended_at IS NULL AND expires_at > ?1 AND {LAST_ACTIVE} + {idle} > ?1",
+                idle = idle_of("?2")
             ),
             args![now, idle_ms],
         )
@@ -346,9 +365,10 @@ impl Tx<'_> {
             &format!(
                 "DELETE FROM sessions WHERE id IN (
                      SELECT id FROM sessions
-                     WHERE COALESCE(ended_at, CASE WHEN {LAST_ACTIVE} + ?2 < expires_at
-                         THEN {LAST_ACTIVE} + ?2 ELSE expires_at END) < ?1
-                     LIMIT ?3)"
+                     WHERE COALESCE(ended_at, CASE WHEN {LAST_ACTIVE} + {idle} < expires_at
+                         THEN {LAST_ACTIVE} + {idle} ELSE expires_at END) < ?1
+                     LIMIT ?3)",
+                idle = idle_of("?2")
             ),
             args![before, idle_ms, i64::from(batch)],
         )?;
@@ -388,6 +408,8 @@ mod tests {
             ended_at: None,
             ended_reason: None,
             active_from: created_at,
+            idle_ms: None,
+            agent_client_id: None,
         }
     }
 

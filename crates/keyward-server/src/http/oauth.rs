@@ -12,15 +12,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use keyward_proto::{
-    ApiError, AppConsentView, AuthorizationDecision, AuthorizationRequestView, OAuthErrorBody,
-    RevokedConsent,
+    ApiError, AppConsentView, AuthorizationDecision, AuthorizationRequestView, DeviceApproval,
+    DeviceCodeEntry, DeviceDecision, DeviceRequestView, OAuthErrorBody, RevokedConsent,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::browser;
-use super::extract::{ApiPath, ClientAddr};
+use super::extract::{ApiJson, ApiPath, ClientAddr};
 use crate::error::ServerError;
 use crate::oidc::{Authorization, ClientAuth, EndSession, OAuthCode};
 use crate::relying_party::Authed;
@@ -30,6 +30,10 @@ pub fn oauth_routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/oauth2/authorize", get(authorize_get).post(authorize_post))
         .route("/oauth2/token", axum::routing::post(token))
+        .route(
+            "/oauth2/device_authorization",
+            axum::routing::post(device_authorization),
+        )
         .route("/oauth2/introspect", axum::routing::post(introspect))
         .route("/oauth2/revoke", axum::routing::post(revoke))
         .route("/oauth2/userinfo", get(userinfo).post(userinfo))
@@ -47,6 +51,9 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deny))
         .routes(routes!(list_consents))
         .routes(routes!(revoke_consent))
+        .routes(routes!(device_lookup))
+        .routes(routes!(device_approve))
+        .routes(routes!(device_deny))
 }
 
 // ---- answers --------------------------------------------------------------------------------
@@ -242,6 +249,27 @@ async fn token(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
     }
 }
 
+/// RFC 8628 3.1: an agent or CLI asks for a device code and a user code to show.
+async fn device_authorization(
+    State(s): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = match form_body(&headers, &body) {
+        Ok(p) => p,
+        Err(e) => return oauth_error(e),
+    };
+    let auth = client_auth(&headers, &params);
+    match s
+        .blocking(move |rp| rp.device_authorization(params, auth, &addr))
+        .await
+    {
+        Ok(d) => no_store(Json(d).into_response()),
+        Err(e) => oauth_error(e),
+    }
+}
+
 async fn introspect(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let params = match form_body(&headers, &body) {
         Ok(p) => p,
@@ -419,6 +447,57 @@ async fn revoke_consent(
     ApiPath(client_id): ApiPath<String>,
 ) -> Result<Json<RevokedConsent>, ServerError> {
     s.blocking(move |rp| rp.revoke_app_consent(&authed, &client_id))
+        .await
+        .map(Json)
+}
+
+/// A device code an agent shows (RFC 8628): which agent asks, from where, for what. A code
+/// that names no waiting request counts against the network.
+#[utoipa::path(post, path = "/api/v1/oauth/device/lookup", tag = "apps",
+    request_body = DeviceCodeEntry,
+    responses((status = 200, body = DeviceRequestView), (status = 401, body = ApiError),
+        (status = 404, body = ApiError), (status = 429, body = ApiError)))]
+async fn device_lookup(
+    State(s): State<AppState>,
+    authed: Authed,
+    ClientAddr(addr): ClientAddr,
+    ApiJson(entry): ApiJson<DeviceCodeEntry>,
+) -> Result<Json<DeviceRequestView>, ServerError> {
+    s.blocking(move |rp| rp.device_request(&authed, &entry.user_code, &addr))
+        .await
+        .map(Json)
+}
+
+/// Approve a device code with a fresh key ceremony (a step-up assertion begun with
+/// `/api/v1/step-up/begin`, verified here): the agent gets a session of its own.
+#[utoipa::path(post, path = "/api/v1/oauth/device/approve", tag = "apps",
+    request_body = DeviceApproval,
+    responses((status = 200, body = DeviceDecision), (status = 400, body = ApiError),
+        (status = 401, body = ApiError), (status = 404, body = ApiError),
+        (status = 429, body = ApiError)))]
+async fn device_approve(
+    State(s): State<AppState>,
+    authed: Authed,
+    ClientAddr(addr): ClientAddr,
+    ApiJson(approval): ApiJson<DeviceApproval>,
+) -> Result<Json<DeviceDecision>, ServerError> {
+    s.blocking(move |rp| rp.approve_device(&authed, &approval, &addr))
+        .await
+        .map(Json)
+}
+
+/// Deny a device code: the agent is told `access_denied`.
+#[utoipa::path(post, path = "/api/v1/oauth/device/deny", tag = "apps",
+    request_body = DeviceCodeEntry,
+    responses((status = 200, body = DeviceDecision), (status = 401, body = ApiError),
+        (status = 404, body = ApiError), (status = 429, body = ApiError)))]
+async fn device_deny(
+    State(s): State<AppState>,
+    authed: Authed,
+    ClientAddr(addr): ClientAddr,
+    ApiJson(entry): ApiJson<DeviceCodeEntry>,
+) -> Result<Json<DeviceDecision>, ServerError> {
+    s.blocking(move |rp| rp.deny_device(&authed, &entry.user_code, &addr))
         .await
         .map(Json)
 }

@@ -114,7 +114,7 @@ fn needs_fresh(
 }
 
 /// An RFC 3339 UTC time from Unix milliseconds (days-to-civil, Howard Hinnant's algorithm).
-fn rfc3339(ms: Millis) -> String {
+pub(super) fn rfc3339(ms: Millis) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;

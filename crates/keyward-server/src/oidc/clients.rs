@@ -37,6 +37,10 @@ pub struct NewClient {
     /// `private_key_jwt`: the app's public keys as a JWKS document (JSON text).
     #[serde(default)]
     pub jwks: Option<String>,
+    /// Allowed the device authorization grant (RFC 8628): an agent or CLI signs in by a code
+    /// the person approves with a key. Such a client may have no redirect URI.
+    #[serde(default)]
+    pub device_grant: bool,
 }
 
 /// A client just registered; `secret` is shown once and stored only hashed.
@@ -117,9 +121,9 @@ fn build(
             "a client's name is 1-100 characters, none of them control characters".into(),
         ));
     }
-    if new.redirect_uris.is_empty() {
+    if new.redirect_uris.is_empty() && !new.device_grant {
         return Err(ServerError::InvalidInput(
-            "a client needs at least one redirect URI".into(),
+            "a client needs at least one redirect URI (or the device grant)".into(),
         ));
     }
     for uri in &new.redirect_uris {
@@ -234,6 +238,7 @@ fn build(
             secret_hash,
             backchannel_logout_uri: new.backchannel_logout_uri.clone(),
             jwks,
+            device_grant: new.device_grant,
             source,
             created_at: now,
         },
@@ -546,6 +551,7 @@ mod tests {
             secret_hash: None,
             backchannel_logout_uri: None,
             jwks: None,
+            device_grant: false,
         }
     }
 

@@ -15,6 +15,8 @@ pub struct ProviderMetadata {
     pub introspection_endpoint: String,
     pub revocation_endpoint: String,
     pub end_session_endpoint: String,
+    /// RFC 8628: where an agent or CLI asks for a device code.
+    pub device_authorization_endpoint: String,
     pub scopes_supported: Vec<&'static str>,
     pub response_types_supported: Vec<&'static str>,
     pub response_modes_supported: Vec<&'static str>,
@@ -57,10 +59,15 @@ impl Provider {
             introspection_endpoint: at("/oauth2/introspect"),
             revocation_endpoint: at("/oauth2/revoke"),
             end_session_endpoint: at("/oauth2/logout"),
+            device_authorization_endpoint: at("/oauth2/device_authorization"),
             scopes_supported: SUPPORTED_SCOPES.to_vec(),
             response_types_supported: vec!["code"],
             response_modes_supported: vec!["query"],
-            grant_types_supported: vec!["authorization_code", "refresh_token"],
+            grant_types_supported: vec![
+                "authorization_code",
+                "refresh_token",
+                super::device::DEVICE_CODE_GRANT,
+            ],
             subject_types_supported: vec!["pairwise"],
             id_token_signing_alg_values_supported: vec!["ES256"],
             token_endpoint_auth_methods_supported: vec![

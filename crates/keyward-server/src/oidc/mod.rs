@@ -7,11 +7,13 @@
 //! client authentication), `claims` (scopes, `acr`/`amr`, pairwise identifiers, the ID token),
 //! `authorize` (the authorization endpoint, pending requests, consent), `tokens` (the token
 //! endpoint, introspection, userinfo, revocation, logout), `logout_tokens` (back-channel
-//! logout: the outbox's claims, logout tokens, retries), `discovery`.
+//! logout: the outbox's claims, logout tokens, retries), `device` (the device authorization
+//! grant for agents and CLIs, RFC 8628, and the person's approval), `discovery`.
 
 mod authorize;
 mod claims;
 pub mod clients;
+mod device;
 mod discovery;
 pub mod keys;
 pub mod logout_tokens;
@@ -36,6 +38,10 @@ pub const CODE_TTL_MS: i64 = 60_000;
 pub const ID_TOKEN_TTL_MS: i64 = 5 * 60_000;
 pub const ACCESS_TOKEN_TTL_MS: i64 = 10 * 60_000;
 pub const REQUEST_TTL_MS: i64 = 10 * 60_000;
+/// A device code (RFC 8628) waits this long for the person, and is polled no faster than
+/// every `DEVICE_INTERVAL_MS` (more at every `slow_down`).
+pub const DEVICE_CODE_TTL_MS: i64 = 10 * 60_000;
+pub const DEVICE_INTERVAL_MS: i64 = 5_000;
 
 /// OAuth 2.0's error codes (RFC 6749 4.1.2.1 and 5.2, RFC 6750, OpenID Connect Core 3.1.2.6,
 /// OpenID Connect's unmet authentication requirements).
@@ -55,6 +61,12 @@ pub enum OAuthCode {
     RequestNotSupported,
     RequestUriNotSupported,
     UnmetAuthenticationRequirements,
+    /// RFC 8628 3.5: the person has not decided yet; poll again after the interval.
+    AuthorizationPending,
+    /// RFC 8628 3.5: polling too fast; the interval grew by 5 seconds.
+    SlowDown,
+    /// RFC 8628 3.5: the device code expired; start again.
+    ExpiredToken,
     InvalidToken,
     ServerError,
     TemporarilyUnavailable,
@@ -77,6 +89,9 @@ impl OAuthCode {
             OAuthCode::RequestNotSupported => "request_not_supported",
             OAuthCode::RequestUriNotSupported => "request_uri_not_supported",
             OAuthCode::UnmetAuthenticationRequirements => "unmet_authentication_requirements",
+            OAuthCode::AuthorizationPending => "authorization_pending",
+            OAuthCode::SlowDown => "slow_down",
+            OAuthCode::ExpiredToken => "expired_token",
             OAuthCode::InvalidToken => "invalid_token",
             OAuthCode::ServerError => "server_error",
             OAuthCode::TemporarilyUnavailable => "temporarily_unavailable",

@@ -45,7 +45,7 @@ struct Hint {
     sid: String,
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Result<Option<&'a str>> {
+pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Result<Option<&'a str>> {
     let mut found = params.iter().filter(|(k, _)| k == name);
     match (found.next(), found.next()) {
         (Some((_, v)), None) => Ok(Some(v.as_str())),
@@ -57,7 +57,7 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Result<Option<&'a st
     }
 }
 
-fn required<'a>(params: &'a [(String, String)], name: &str) -> Result<&'a str> {
+pub(super) fn required<'a>(params: &'a [(String, String)], name: &str) -> Result<&'a str> {
     param(params, name)?
         .ok_or_else(|| oauth(OAuthCode::InvalidRequest, format!("{name} is missing")))
 }
@@ -69,19 +69,23 @@ fn valid_verifier(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }
 
-fn refused<T>(code: OAuthCode, description: &str) -> Result<Verdict<T>> {
+pub(super) fn refused<T>(code: OAuthCode, description: &str) -> Result<Verdict<T>> {
     Ok(Verdict::Refused(oauth(code, description)))
 }
 
 const BAD_CODE: &str = "the code is unknown, expired, already used or not this client's";
 const BAD_REFRESH: &str =
     "the refresh token is unknown, expired, already used or not this client's";
-const SESSION_OVER: &str = "the Keyward session that signed the person in has ended";
+pub(super) const SESSION_OVER: &str = "the Keyward session that signed the person in has ended";
 
 impl RelyingParty {
     /// The Keyward session behind a grant, if it is still live (not ended, not idle or past
     /// its lifetime, not a recovery session).
-    fn live_session_of(&self, tx: &Tx<'_>, grant: &Grant) -> Result<Option<(Session, Account)>> {
+    pub(super) fn live_session_of(
+        &self,
+        tx: &Tx<'_>,
+        grant: &Grant,
+    ) -> Result<Option<(Session, Account)>> {
         let now = self.now();
         let Some(session) = tx.session(grant.session_id)? else {
             return Ok(None);
@@ -96,7 +100,7 @@ impl RelyingParty {
     /// `POST /oauth2/token`.
     /// The client `auth` proves. An assertion's `jti` is recorded (a commit of its own), so
     /// that it is accepted once.
-    fn client_of(&self, auth: &ClientAuth) -> Result<OidcClient> {
+    pub(super) fn client_of(&self, auth: &ClientAuth) -> Result<OidcClient> {
         let now = self.now();
         let issuer = &self.oidc.issuer;
         match auth {
@@ -112,9 +116,16 @@ impl RelyingParty {
         match required(&params, "grant_type")? {
             "authorization_code" => self.exchange_code(&client, &params),
             "refresh_token" => self.refresh(&client, &params),
+            super::device::DEVICE_CODE_GRANT if client.device_grant => {
+                self.exchange_device_code(&client, &params)
+            }
+            super::device::DEVICE_CODE_GRANT => Err(oauth(
+                OAuthCode::UnauthorizedClient,
+                "this client is not allowed the device authorization grant",
+            )),
             _ => Err(oauth(
                 OAuthCode::UnsupportedGrantType,
-                "grant_type may be authorization_code or refresh_token",
+                "grant_type may be authorization_code, refresh_token or the device code",
             )),
         }
     }
@@ -248,7 +259,8 @@ impl RelyingParty {
     }
 
     /// A new access token, refresh token and ID token for `grant`, none outliving `session`.
-    fn issue_tokens(
+    /// Every grant type issues through here (a sender constraint, `cnf`, is added here).
+    pub(super) fn issue_tokens(
         &self,
         tx: &mut Tx<'_>,
         grant: &Grant,

@@ -19,7 +19,7 @@ use super::{RelyingParty, Verdict};
 use crate::error::{Result, ServerError};
 
 /// An assertion presented to finish a ceremony, and its signature check done before the lock.
-pub(super) struct Presented<'a> {
+pub(crate) struct Presented<'a> {
     ceremony_id: Uuid,
     credential: &'a PublicKeyCredential,
     pre: Option<PreVerified>,
@@ -29,7 +29,7 @@ impl<'a> Presented<'a> {
     /// What one attempt of a transaction consumes. A PostgreSQL transaction that loses a
     /// serialisation conflict runs again; the retry checks the signature inside the
     /// transaction, since the pre-check has been used up.
-    pub(super) fn attempt(&mut self) -> Presented<'a> {
+    pub(crate) fn attempt(&mut self) -> Presented<'a> {
         Presented {
             ceremony_id: self.ceremony_id,
             credential: self.credential,
@@ -162,7 +162,7 @@ impl RelyingParty {
     }
 
     /// The assertion as presented, with its signature checked before the writer lock.
-    pub(super) fn present<'a>(
+    pub(crate) fn present<'a>(
         &self,
         ceremony_id: Uuid,
         credential: &'a PublicKeyCredential,

@@ -33,6 +33,7 @@ macro_rules! granted {
         }
     };
 }
+pub(crate) use granted;
 
 mod assertion;
 mod authenticators;
@@ -55,6 +56,7 @@ mod sign_in;
 mod tests;
 mod views;
 
+pub(crate) use sessions::AgentLimits;
 pub use sessions::Authed;
 
 use decoys::DecoyCredentials;
@@ -92,7 +94,7 @@ pub struct RelyingParty {
     /// Attested (AAL3) mode: the vendor roots and models allowed to register.
     attestation: Option<AttestationCaList>,
     /// The operator's offline address → coarse place table; empty when none is configured.
-    places: PlaceDb,
+    pub(crate) places: PlaceDb,
     /// When sessions and devices were last pruned.
     last_prune: AtomicI64,
     /// The public half of the log key that signs the log's checkpoints.
@@ -285,6 +287,7 @@ impl RelyingParty {
                 tx.prune_sessions(before, p.session_idle_ms, p.prune_batch)?;
             let hits = tx.prune_limit_hits(now, p.prune_batch)?
                 + tx.prune_pending_authorizations(now, p.prune_batch)?
+                + tx.prune_device_codes(now, p.prune_batch)?
                 + tx.prune_grants(before, p.prune_batch)?
                 + tx.prune_logouts(before, p.prune_batch)?;
             Ok::<_, ServerError>((sessions, devices, hits))

@@ -48,6 +48,9 @@ pub struct Limits {
     pub recovery_failures_per_address: Limit,
     /// Key renames per account (each is a synced write and a permanent log row).
     pub renames_per_account: Limit,
+    /// Device-grant user codes entered that name no waiting request, per network: a user
+    /// code has about 34.6 bits (8 of 20 letters), so guessing must be slow (RFC 8628 5.1).
+    pub user_code_failures_per_address: Limit,
 }
 
 impl Default for Limits {
@@ -72,6 +75,10 @@ impl Default for Limits {
             },
             renames_per_account: Limit {
                 max: 20,
+                window_ms: 60 * MIN,
+            },
+            user_code_failures_per_address: Limit {
+                max: 10,
                 window_ms: 60 * MIN,
             },
         }
@@ -157,6 +164,8 @@ pub enum LimitKey {
     RecoveryFailure { network: Network },
     /// Renames of the account's keys.
     Rename { account: Uuid },
+    /// Wrong device-grant user codes from a network.
+    UserCodeFailure { network: Network },
 }
 
 impl LimitKey {
@@ -167,6 +176,7 @@ impl LimitKey {
             LimitKey::TargetFailure { .. } => limits.failures_per_target_address,
             LimitKey::RecoveryFailure { .. } => limits.recovery_failures_per_address,
             LimitKey::Rename { .. } => limits.renames_per_account,
+            LimitKey::UserCodeFailure { .. } => limits.user_code_failures_per_address,
         }
     }
 
@@ -181,6 +191,7 @@ impl LimitKey {
             }
             LimitKey::RecoveryFailure { network } => format!("recovery {}", network.as_str()),
             LimitKey::Rename { account } => format!("rename {}", account.simple()),
+            LimitKey::UserCodeFailure { network } => format!("user_code {}", network.as_str()),
         }
     }
 }

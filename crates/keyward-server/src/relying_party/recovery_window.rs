@@ -135,6 +135,7 @@ impl RelyingParty {
                     address,
                     scope: SessionScope::Recovery,
                     active_from: ends_at,
+                    agent: None,
                 },
             )?;
             let pending = PendingRecovery {

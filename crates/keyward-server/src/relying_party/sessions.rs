@@ -75,6 +75,16 @@ pub(super) struct SessionRequest<'a> {
     pub scope: SessionScope,
     /// Usable from then on; its absolute lifetime counts from then too.
     pub active_from: Millis,
+    /// An agent's session (a device code approved): its client and own limits.
+    pub agent: Option<AgentLimits>,
+}
+
+/// An agent's session: the client it is for, and its own idle and absolute limits (already
+/// bounded by the deployment's policy).
+pub(crate) struct AgentLimits {
+    pub client_id: String,
+    pub idle_ms: i64,
+    pub absolute_ms: i64,
 }
 
 impl<'a> SessionRequest<'a> {
@@ -95,6 +105,7 @@ impl<'a> SessionRequest<'a> {
             address,
             scope: SessionScope::Full,
             active_from: now,
+            agent: None,
         }
     }
 }
@@ -273,15 +284,18 @@ impl RelyingParty {
             // A recovery session lives until the enrolment deadline after its window, with no
             // idle timeout (`Session::idle_expires_at`); every other, the absolute lifetime.
             expires_at: req.active_from
-                + match req.scope {
-                    SessionScope::Recovery => self.policy.recovery_enrolment_ms,
-                    SessionScope::Full => self.policy.session_absolute_ms,
+                + match (&req.agent, req.scope) {
+                    (_, SessionScope::Recovery) => self.policy.recovery_enrolment_ms,
+                    (Some(agent), SessionScope::Full) => agent.absolute_ms,
+                    (None, SessionScope::Full) => self.policy.session_absolute_ms,
                 },
             opened_by: req.opened_by,
             address: req.address.to_string(),
             ended_at: None,
             ended_reason: None,
             active_from: req.active_from,
+            idle_ms: req.agent.as_ref().map(|a| a.idle_ms),
+            agent_client_id: req.agent.as_ref().map(|a| a.client_id.clone()),
         };
         tx.insert_session(&session, &hash_secret(&token))?;
         Ok(OpenedSession {
@@ -291,6 +305,33 @@ impl RelyingParty {
             device,
             known_device,
         })
+    }
+
+    /// An agent's session (a device code approved by `key`'s ceremony): on a device of its
+    /// own named for the agent, at the address the agent asked from, with its own limits. No
+    /// one holds its bearer token or device secret (both thrown away): it is used only through
+    /// the OAuth tokens of its grant.
+    pub(crate) fn open_agent_session(
+        &self,
+        tx: &mut Tx<'_>,
+        account: &Account,
+        key: Uuid,
+        agent_name: &str,
+        address: &str,
+        limits: AgentLimits,
+    ) -> Result<Session> {
+        let client = ClientInfo {
+            name: agent_name.to_string(),
+            platform: "agent".into(),
+        };
+        let opened = self.open_session(
+            tx,
+            SessionRequest {
+                agent: Some(limits),
+                ..SessionRequest::by_key(account, key, &client, None, address, self.now())
+            },
+        )?;
+        Ok(opened.session)
     }
 
     /// Ends each of `sessions` still open, with a `session_ended` event each.

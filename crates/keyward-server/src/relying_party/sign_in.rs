@@ -6,7 +6,7 @@ use keyward_proto::{
     SignInBeginRequest, SignInFinishRequest, SignedIn, SteppedUp,
 };
 
-use super::assertion::Proven;
+use super::assertion::{Presented, Proven};
 use super::ceremony::{Begun, CeremonyKind};
 use super::input::{clean_client, normalize_username};
 use super::sessions::{Authed, SessionRequest};
@@ -115,6 +115,27 @@ impl RelyingParty {
                 Begun::BySession(authed.session.id),
             )
         })
+    }
+
+    /// A step-up assertion presented with the very request it approves (a device code): the
+    /// ceremony begun by this session with `step_up_begin`, used up either way, failures
+    /// counted as a step-up's. The key it proved; the session itself is left as it was (its
+    /// token is not replaced: nothing about it changed).
+    pub(crate) fn verify_fresh_ceremony(
+        &self,
+        tx: &mut keyward_core::store::Tx<'_>,
+        authed: &Authed,
+        presented: Presented<'_>,
+        address: &str,
+    ) -> Result<Verdict<keyward_core::store::Authenticator>> {
+        authed.require_full()?;
+        self.take_and_verify(
+            tx,
+            CeremonyKind::StepUp,
+            presented,
+            address,
+            Some(authed.session.id),
+        )
     }
 
     /// A fresh user verification on this session, which also replaces its token (ASVS 5.0:

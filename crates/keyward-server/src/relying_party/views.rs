@@ -84,6 +84,11 @@ impl RelyingParty {
             address: s.address.clone(),
             current: Some(s.id) == current,
             binding: self.browser_binding_of(tx, s.id)?,
+            kind: match s.agent_client_id {
+                Some(_) => keyward_proto::SessionKind::Agent,
+                None => keyward_proto::SessionKind::Person,
+            },
+            agent_client_id: s.agent_client_id.clone(),
         })
     }
 }

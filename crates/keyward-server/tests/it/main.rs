@@ -5,6 +5,7 @@
 mod harness;
 
 mod admin;
+mod agents;
 mod api;
 mod attacks;
 mod backup;

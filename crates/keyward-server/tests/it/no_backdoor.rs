@@ -105,6 +105,11 @@ const REVIEWED_OPERATIONS: &[&str] = &[
     "POST /api/v1/oauth/requests/{id}/deny",
     "GET /api/v1/oauth/consents",
     "DELETE /api/v1/oauth/consents/{client_id}",
+    // An agent's device code (RFC 8628), looked up and decided by a signed-in person; approval
+    // carries its own key ceremony, verified in that request (agents.rs proves a used one fails).
+    "POST /api/v1/oauth/device/lookup",
+    "POST /api/v1/oauth/device/approve",
+    "POST /api/v1/oauth/device/deny",
 ];
 
 /// The OpenID provider's protocol endpoints, as discovery names them: each issues only what a
@@ -117,6 +122,8 @@ const REVIEWED_PROTOCOL_ENDPOINTS: &[&str] = &[
     "userinfo_endpoint /oauth2/userinfo",
     "end_session_endpoint /oauth2/logout",
     "jwks_uri /oauth2/jwks",
+    // RFC 8628: issues codes only; nothing is granted until a person approves with a key.
+    "device_authorization_endpoint /oauth2/device_authorization",
 ];
 
 fn commands(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, Vec<String>)>) {

@@ -25,15 +25,15 @@ mod backchannel;
 const REDIRECT: &str = "https://chat.example/callback";
 
 /// A registered app, as its operator was told: ID and (confidential) secret.
-struct App {
-    id: String,
-    secret: Option<String>,
+pub(crate) struct App {
+    pub(crate) id: String,
+    pub(crate) secret: Option<String>,
     /// client_secret_post rather than client_secret_basic.
-    post: bool,
+    pub(crate) post: bool,
 }
 
 fn register(h: &Harness, name: &str, auth_method: &str) -> App {
-    register_app(h, name, auth_method, None)
+    register_full(h, name, auth_method, None, false)
 }
 
 /// `register`, with a back-channel logout URI.
@@ -42,6 +42,21 @@ fn register_app(
     name: &str,
     auth_method: &str,
     backchannel_logout_uri: Option<String>,
+) -> App {
+    register_full(h, name, auth_method, backchannel_logout_uri, false)
+}
+
+/// An app registered by the operator's command; `device_grant` allows it the device grant.
+pub(crate) fn register_with(h: &Harness, name: &str, auth_method: &str, device_grant: bool) -> App {
+    register_full(h, name, auth_method, None, device_grant)
+}
+
+fn register_full(
+    h: &Harness,
+    name: &str,
+    auth_method: &str,
+    backchannel_logout_uri: Option<String>,
+    device_grant: bool,
 ) -> App {
     let r = clients::add(
         &h.store(),
@@ -55,6 +70,7 @@ fn register_app(
             secret_hash: None,
             backchannel_logout_uri,
             jwks: None,
+            device_grant,
         },
         T0,
     )
@@ -66,13 +82,13 @@ fn register_app(
     }
 }
 
-fn issuer(h: &Harness) -> String {
+pub(crate) fn issuer(h: &Harness) -> String {
     h.origin.origin().ascii_serialization()
 }
 
 /// The app's HTTP client: never follows redirects (oauth2's advice against SSRF), and the
 /// browser here is our own requests, so every 303 is looked at.
-fn no_redirects() -> reqwest::Client {
+pub(crate) fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -171,7 +187,11 @@ impl Harness {
     }
 
     /// `POST /oauth2/token` (form, client_secret_basic if the app has a secret).
-    async fn token(&self, app: &App, form: &[(&str, &str)]) -> (StatusCode, serde_json::Value) {
+    pub(crate) async fn token(
+        &self,
+        app: &App,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, serde_json::Value) {
         let mut req = no_redirects().post(format!("{}/oauth2/token", self.base));
         let mut form = form.to_vec();
         match &app.secret {
@@ -205,7 +225,11 @@ impl Harness {
         .await
     }
 
-    async fn refresh(&self, app: &App, refresh_token: &str) -> (StatusCode, serde_json::Value) {
+    pub(crate) async fn refresh(
+        &self,
+        app: &App,
+        refresh_token: &str,
+    ) -> (StatusCode, serde_json::Value) {
         self.token(
             app,
             &[
@@ -225,7 +249,7 @@ impl Harness {
         );
     }
 
-    async fn introspect(&self, app: &App, token: &str) -> bool {
+    pub(crate) async fn introspect(&self, app: &App, token: &str) -> bool {
         let res = no_redirects()
             .post(format!("{}/oauth2/introspect", self.base))
             .basic_auth(&app.id, app.secret.as_ref())
@@ -238,7 +262,7 @@ impl Harness {
         body.active
     }
 
-    async fn userinfo(&self, access_token: &str) -> StatusCode {
+    pub(crate) async fn userinfo(&self, access_token: &str) -> StatusCode {
         no_redirects()
             .get(format!("{}/oauth2/userinfo", self.base))
             .bearer_auth(access_token)
@@ -269,7 +293,7 @@ impl Harness {
     }
 }
 
-fn s(v: &serde_json::Value, k: &str) -> String {
+pub(crate) fn s(v: &serde_json::Value, k: &str) -> String {
     v[k].as_str()
         .unwrap_or_else(|| panic!("{k} missing in {v}"))
         .to_string()
@@ -1345,6 +1369,7 @@ async fn apps_in_the_config_file_are_registered_at_start_and_follow_the_file() {
         secret_hash: Some(hash),
         backchannel_logout_uri: None,
         jwks: None,
+        device_grant: false,
     };
     let listed = wiki.clone();
     let h = Harness::start_with(move |c| c.oidc_clients = vec![listed]).await;
@@ -1514,6 +1539,7 @@ async fn a_private_key_jwt_client_signs_in_with_a_signed_assertion_each_used_onc
             secret_hash: None,
             backchannel_logout_uri: None,
             jwks: Some(jwks.to_string()),
+            device_grant: false,
         },
         T0,
     )
