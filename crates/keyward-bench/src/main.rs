@@ -335,6 +335,8 @@ fn insert_sessions(
                     ended_at: None,
                     ended_reason: None,
                     active_from: now,
+                    binding: keyward_proto::SessionBinding::Unbound,
+                    binding_jkt: None,
                 };
                 tx.insert_session(&session, &hash_secret(&token))?;
                 tokens.push(token);

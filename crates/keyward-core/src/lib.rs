@@ -6,6 +6,7 @@ pub mod aaguid;
 pub mod clock;
 pub mod error;
 pub mod policy;
+pub mod proof_key;
 pub mod readiness;
 pub mod recovery_key;
 pub mod secret;

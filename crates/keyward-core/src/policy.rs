@@ -41,6 +41,10 @@ pub struct Policy {
     /// Refuse synced passkeys (BE=1): keys must be device-bound (AAL3). Restricting *models*
     /// needs attestation and lives with the server's WebAuthn configuration.
     pub require_device_bound: bool,
+    /// Open only sessions bound to a key on the client's device (DPoP); a finish request
+    /// without a `binding` is refused. Off for a standalone keywardd (browsers bind their own
+    /// way); on in the desktop app's embedded one.
+    pub require_bound_sessions: bool,
 }
 
 pub const MINUTE_MS: i64 = 60_000;
@@ -67,6 +71,7 @@ impl Default for Policy {
             drill_interval_ms: 90 * DAY_MS,
             stale_after_ms: 180 * DAY_MS,
             require_device_bound: false,
+            require_bound_sessions: false,
         }
     }
 }

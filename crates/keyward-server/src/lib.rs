@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod check;
 pub mod config;
+pub mod dpop;
 mod error;
 mod http;
 pub mod log_seal;

@@ -31,6 +31,7 @@ pub const TABLES: &[&str] = &[
     "oidc_grants",
     "oidc_tokens",
     "oidc_assertions",
+    "proof_replays",
 ];
 
 /// What a copy moved, and the log as the target now holds it.

@@ -41,6 +41,7 @@ mod oidc_keys;
 mod oidc_requests;
 mod oidc_tokens;
 mod pg;
+mod proof_replays;
 mod recovery_keys;
 mod sessions;
 pub(crate) mod sql;
@@ -78,6 +79,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_limit_hits.sql"),
     include_str!("../../migrations/sqlite/0006_account_disabled.sql"),
     include_str!("../../migrations/sqlite/0007_oidc.sql"),
+    include_str!("../../migrations/sqlite/0010_session_binding.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -87,6 +89,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_limit_hits.sql"),
     include_str!("../../migrations/postgres/0006_account_disabled.sql"),
     include_str!("../../migrations/postgres/0007_oidc.sql"),
+    include_str!("../../migrations/postgres/0010_session_binding.sql"),
 ];
 
 /// Where the data lives: `--db`'s value, parsed.

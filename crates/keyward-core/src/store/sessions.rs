@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use keyward_proto::{Millis, SessionScope};
+use keyward_proto::{Millis, SessionBinding, SessionScope};
 
 use super::sql::{Row, args};
 use super::{Tx, bad_value, opt_uuid, uuid_of};
@@ -36,6 +36,10 @@ pub struct Session {
     /// The idle clock runs from here or from the last use, whichever is later. A recovery
     /// session becomes usable only when its window ends, so its idle clock starts then.
     pub active_from: Millis,
+    /// How its token is bound to a key on the device, and that key's RFC 7638 thumbprint
+    /// (`None` exactly when unbound).
+    pub binding: SessionBinding,
+    pub binding_jkt: Option<String>,
 }
 
 impl Session {
@@ -52,6 +56,27 @@ impl Session {
     pub fn is_live(&self, now: Millis, idle_ms: i64) -> bool {
         self.ended_at.is_none() && now < self.idle_expires_at(idle_ms)
     }
+}
+
+fn binding_str(b: SessionBinding) -> &'static str {
+    match b {
+        SessionBinding::Unbound => "unbound",
+        SessionBinding::Software => "software",
+        SessionBinding::Hardware => "hardware",
+        SessionBinding::Browser => "browser",
+        SessionBinding::Dbsc => "dbsc",
+    }
+}
+
+fn binding_of(text: String) -> Result<SessionBinding> {
+    Ok(match text.as_str() {
+        "unbound" => SessionBinding::Unbound,
+        "software" => SessionBinding::Software,
+        "hardware" => SessionBinding::Hardware,
+        "browser" => SessionBinding::Browser,
+        "dbsc" => SessionBinding::Dbsc,
+        _ => return Err(bad_value("session binding", text)),
+    })
 }
 
 fn scope_str(s: SessionScope) -> &'static str {
@@ -81,7 +106,8 @@ const LAST_ACTIVE: &str =
     "(CASE WHEN last_seen_at > active_from THEN last_seen_at ELSE active_from END)";
 
 const SESSION_COLS: &str = "id, account_id, device_id, scope, created_at, last_seen_at,
-    verified_at, expires_at, opened_by, address, ended_at, ended_reason, active_from";
+    verified_at, expires_at, opened_by, address, ended_at, ended_reason, active_from,
+    binding_kind, binding_jkt";
 
 fn session_from_row(r: &Row<'_>) -> Result<Session> {
     let scope: String = r.get(3)?;
@@ -103,6 +129,8 @@ fn session_from_row(r: &Row<'_>) -> Result<Session> {
         ended_at: r.get(10)?,
         ended_reason: r.get(11)?,
         active_from: r.get(12)?,
+        binding: binding_of(r.get(13)?)?,
+        binding_jkt: r.get(14)?,
     })
 }
 
@@ -172,8 +200,9 @@ impl Tx<'_> {
         // Prepared once per connection: the benchmark writes a million sessions through here.
         self.execute(
             "INSERT INTO sessions (id, account_id, device_id, token_hash, scope, created_at,
-                 last_seen_at, verified_at, expires_at, opened_by, address, active_from)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 last_seen_at, verified_at, expires_at, opened_by, address, active_from,
+                 binding_kind, binding_jkt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             args![
                 s.id.as_bytes(),
                 s.account_id.as_bytes(),
@@ -186,7 +215,9 @@ impl Tx<'_> {
                 s.expires_at,
                 s.opened_by.map(|u| u.as_bytes().to_vec()),
                 s.address,
-                s.active_from
+                s.active_from,
+                binding_str(s.binding),
+                s.binding_jkt
             ],
         )?;
         Ok(())
@@ -366,6 +397,8 @@ mod tests {
             ended_at: None,
             ended_reason: None,
             active_from: created_at,
+            binding: SessionBinding::Unbound,
+            binding_jkt: None,
         }
     }
 

@@ -83,6 +83,7 @@ impl RelyingParty {
             opened_by: s.opened_by,
             address: s.address.clone(),
             current: Some(s.id) == current,
+            binding: s.binding,
         })
     }
 }

@@ -8,6 +8,7 @@ mod admin;
 mod api;
 mod attacks;
 mod backup;
+mod bound;
 mod browser;
 mod check_config;
 mod flows;
