@@ -47,9 +47,13 @@ impl Ceremonies {
     /// From now on, sessions opened here are bound to `key` (kept in software by the caller,
     /// apart from the token): the server accepts their token only with a DPoP proof by it.
     /// Use the token with [`Api::with_bound_token`] and this key.
-    pub fn binding_sessions_to(mut self, key: keyward_core::proof_key::ProofKey) -> Ceremonies {
-        self.session_key = Some(key);
-        self
+    pub fn binding_sessions_to(&self, key: keyward_core::proof_key::ProofKey) -> Ceremonies {
+        Ceremonies {
+            api: self.api.clone(),
+            site: self.site.clone(),
+            client: self.client.clone(),
+            session_key: Some(key),
+        }
     }
 
     fn binding(&self) -> Option<SessionKeyBinding> {

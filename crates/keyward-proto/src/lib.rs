@@ -477,6 +477,13 @@ pub struct Readiness {
     /// The one loss that would lock the account out, in words, if there is one.
     pub single_point_of_failure: Option<String>,
     pub next_step: Option<NextStep>,
+    /// Live sessions whose token is not bound to a key on their device: a copy of such a
+    /// token works anywhere until the session ends.
+    #[serde(default)]
+    pub unbound_sessions: u32,
+    /// That risk in words, when there is one.
+    #[serde(default)]
+    pub session_risk: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,10 +5,10 @@ import type { SessionView } from '../lib/types';
 
 vi.mock('@tauri-apps/api/core', () => ({ invoke: vi.fn(), Channel: class {} }));
 
-function session(id: string, name: string, current: boolean): SessionView {
+function session(id: string, name: string, current: boolean, binding: SessionView['binding'] = 'unbound'): SessionView {
   const now = Date.now();
   return {
-    id, scope: 'full', created_at: now, last_seen_at: now, idle_expires_at: now + 900_000,
+    id, scope: 'full', binding, created_at: now, last_seen_at: now, idle_expires_at: now + 900_000,
     expires_at: now + 43_200_000, verified_at: now, opened_by: null, address: '127.0.0.1', current,
     device: { id: `d-${id}`, name, platform: 'Linux', first_seen_at: now, last_seen_at: now, address: '127.0.0.1', place: null },
   };
@@ -29,5 +29,18 @@ describe('Sessions', () => {
     await fireEvent.click(other.querySelector('[data-testid="end-session"]')!);
     await waitFor(() => expect(client.endSession).toHaveBeenCalledWith('x'));
     await waitFor(() => expect(screen.getAllByTestId('session')).toHaveLength(1));
+  });
+
+  it('says how each session is bound to its device', async () => {
+    const list = [session('me', 'This laptop', true, 'software'), session('b', 'Firefox', false, 'browser'), session('x', 'Old PC', false)];
+    const client = { sessions: vi.fn(async () => list), endSession: vi.fn(), endOtherSessions: vi.fn() };
+    render(Sessions, { props: { client } });
+    await waitFor(() => expect(screen.getAllByTestId('session-binding')).toHaveLength(3));
+    const texts = screen.getAllByTestId('session-binding').map((el) => el.textContent?.trim());
+    expect(texts).toEqual([
+      "Bound to this device's key (software)",
+      'Bound by the browser',
+      'Not bound: a copy of its token would work anywhere',
+    ]);
   });
 });
