@@ -27,6 +27,7 @@ fn declarations() -> String {
         AuthenticatorView::decl(&cfg),
         DeviceView::decl(&cfg),
         SessionScope::decl(&cfg),
+        SessionBinding::decl(&cfg),
         SessionView::decl(&cfg),
         SteppedUp::decl(&cfg),
         EndedSessions::decl(&cfg),

@@ -1,4 +1,4 @@
-import { fireEvent, render, screen, waitFor } from '@testing-library/svelte';
+import { fireEvent, render, screen, waitFor, within } from '@testing-library/svelte';
 import { describe, expect, it, vi } from 'vitest';
 import Sessions from './Sessions.svelte';
 import type { SessionView } from '../lib/types';
@@ -34,9 +34,9 @@ describe('Sessions', () => {
   it('says how each session is bound to its device', async () => {
     const list = [session('me', 'This laptop', true, 'software'), session('b', 'Firefox', false, 'browser'), session('x', 'Old PC', false)];
     const client = { sessions: vi.fn(async () => list), endSession: vi.fn(), endOtherSessions: vi.fn() };
-    render(Sessions, { props: { client } });
-    await waitFor(() => expect(screen.getAllByTestId('session-binding')).toHaveLength(3));
-    const texts = screen.getAllByTestId('session-binding').map((el) => el.textContent?.trim());
+    const view = within(render(Sessions, { props: { client } }).container);
+    await waitFor(() => expect(view.getAllByTestId('session-binding')).toHaveLength(3));
+    const texts = view.getAllByTestId('session-binding').map((el) => el.textContent?.trim());
     expect(texts).toEqual([
       "Bound to this device's key (software)",
       'Bound by the browser',
