@@ -115,10 +115,6 @@ place: string | null, };
 
 export type SessionScope = "full" | "recovery";
 
-/**
- * How a session's token is bound to a key that stays on its device. A bound session's token
- * is accepted only with a proof signed by that key.
- */
 export type SessionBinding = "unbound" | "software" | "hardware" | "browser" | "dbsc";
 
 export type SessionView = { id: string, device: DeviceView, scope: SessionScope, created_at: number, last_seen_at: number, 
