@@ -439,7 +439,10 @@ impl Desktop {
     /// apart from the token (software-bound: no TPM or Secure Enclave path yet).
     async fn binding_ceremonies(&self) -> Result<(Ceremonies, ProofKey)> {
         let key = ProofKey::generate();
-        Ok((self.ceremonies().await?.binding_sessions_to(key.clone()), key))
+        Ok((
+            self.ceremonies().await?.binding_sessions_to(key.clone()),
+            key,
+        ))
     }
 
     /// Holds a new session (or a recovery session's new token), bound to `key` if it is.

@@ -142,7 +142,9 @@ pub fn note_unbound_sessions(readiness: &mut Readiness, unbound: u32) {
     readiness.unbound_sessions = unbound;
     readiness.session_risk = match unbound {
         0 => None,
-        1 => Some("1 session is not bound to its device: a copy of its token would work anywhere.".into()),
+        1 => Some(
+            "1 session is not bound to its device: a copy of its token would work anywhere.".into(),
+        ),
         n => Some(format!(
             "{n} sessions are not bound to their device: a copy of their token would work anywhere."
         )),

@@ -325,19 +325,25 @@ async fn a_bound_session_proves_every_request_and_its_token_alone_is_refused() {
     let mut key = VirtualKey::ephemeral();
     let session_key = keyward_core::proof_key::ProofKey::generate();
     let bound = c.binding_sessions_to(session_key.clone());
-    let me = bound.create_account(&mut key, "ada", None, None).await.unwrap();
+    let me = bound
+        .create_account(&mut key, "ada", None, None)
+        .await
+        .unwrap();
     assert_eq!(me.session.binding, SessionBinding::Software);
-    let mut session = c
-        .api
-        .with_bound_token_at(&me.token, session_key.clone(), server.clock.clone());
+    let mut session =
+        c.api
+            .with_bound_token_at(&me.token, session_key.clone(), server.clock.clone());
     let sessions = session.sessions().await.unwrap();
     assert_eq!(sessions[0].binding, SessionBinding::Software);
 
+    c.step_up(&mut session, &mut key).await.unwrap();
+    assert_eq!(
+        session.proof_key().unwrap().thumbprint(),
+        session_key.thumbprint()
+    );
+    session.account().await.unwrap();
     let (mut events, _task) = EventFeed::spawn(session.clone(), me.session.id, None);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    c.step_up(&mut session, &mut key).await.unwrap();
-    assert_eq!(session.proof_key().unwrap().thumbprint(), session_key.thumbprint());
-    session.account().await.unwrap();
     c.sign_in(&mut key, None, None).await.unwrap();
     let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
         .await
