@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::error::{DesktopError, Result};
 use crate::vault::{OsVault, SavedSession, TokenVault};
+use keyward_core::proof_key::ProofKey;
 
 fn client_error(e: keyward_client::AuthenticatorError) -> DesktopError {
     DesktopError::Client(e.into())
@@ -197,8 +198,10 @@ impl Desktop {
                 let _ = std::fs::write(&port_file, port.to_string());
                 let origin = Url::parse(&format!("http://localhost:{port}"))
                     .map_err(|e| DesktopError::EmbeddedServer(e.to_string()))?;
-                let config =
+                let mut config =
                     keyward_server::Config::local(self.data_dir.join("keyward.db"), origin.clone());
+                // Only this app signs in here, and it binds every session to its own key.
+                config.policy.require_bound_sessions = true;
                 let running =
                     keyward_server::start_on(listener, config, Arc::new(keyward_core::SystemClock))
                         .await
@@ -221,7 +224,14 @@ impl Desktop {
             .load()
             .filter(|s| s.server == ceremonies.api.base().as_str())
         {
-            let api = ceremonies.api.with_token(&saved.token);
+            let api = match self
+                .vault
+                .load_session_key()
+                .and_then(|k| ProofKey::from_secret(&k).ok())
+            {
+                Some(key) => ceremonies.api.with_bound_token(&saved.token, key),
+                None => ceremonies.api.with_token(&saved.token),
+            };
             let current = current_session_id(&api).await;
             match (api.account().await, current) {
                 (Ok(account), Some(id)) => {
@@ -425,10 +435,24 @@ impl Desktop {
         }
     }
 
-    async fn adopt(&self, signed: SignedIn) -> Result<AccountView> {
+    /// Ceremonies whose new session is bound to a fresh P-256 key, kept in the secret store
+    /// apart from the token (software-bound: no TPM or Secure Enclave path yet).
+    async fn binding_ceremonies(&self) -> Result<(Ceremonies, ProofKey)> {
+        let key = ProofKey::generate();
+        Ok((
+            self.ceremonies().await?.binding_sessions_to(key.clone()),
+            key,
+        ))
+    }
+
+    /// Holds a new session (or a recovery session's new token), bound to `key` if it is.
+    async fn adopt(&self, signed: SignedIn, key: Option<ProofKey>) -> Result<AccountView> {
         let c = self.ceremonies().await?;
         self.remember(&signed);
         let account = signed.account.clone();
+        if let Some(k) = &key {
+            self.vault.save_session_key(&k.to_secret());
+        }
         self.vault.save(&SavedSession {
             server: c.api.base().to_string(),
             token: signed.token.clone(),
@@ -437,7 +461,10 @@ impl Desktop {
         let mut conn = self.conn.lock().await;
         conn.locked = false;
         conn.session = Some(Session {
-            api: watch::Sender::new(c.api.with_token(&signed.token)),
+            api: watch::Sender::new(match key {
+                Some(k) => c.api.with_bound_token(&signed.token, k),
+                None => c.api.with_token(&signed.token),
+            }),
             id: signed.session.id,
             account: signed.account,
             last_used: self.clock.now(),
@@ -451,17 +478,17 @@ impl Desktop {
         username: &str,
         display_name: Option<&str>,
     ) -> Result<AccountView> {
-        let c = self.ceremonies().await?;
+        let (c, key) = self.binding_ceremonies().await?;
         let mut keys = self.keys.lock().await;
         let signed = c
             .create_account(&mut *keys, username, display_name, None)
             .await?;
         drop(keys);
-        self.adopt(signed).await
+        self.adopt(signed, Some(key)).await
     }
 
     pub async fn sign_in(&self, username: Option<&str>) -> Result<AccountView> {
-        let c = self.ceremonies().await?;
+        let (c, key) = self.binding_ceremonies().await?;
         let mut keys = self.keys.lock().await;
         let signed = c
             .sign_in(
@@ -471,7 +498,7 @@ impl Desktop {
             )
             .await?;
         drop(keys);
-        self.adopt(signed).await
+        self.adopt(signed, Some(key)).await
     }
 
     pub async fn sign_out(&self) -> Result<()> {
@@ -684,7 +711,8 @@ impl Desktop {
         };
         match api.complete_recovery().await {
             Ok(signed) => {
-                self.adopt(signed).await?;
+                // The same session, so the same key it is bound to.
+                self.adopt(signed, api.proof_key().cloned()).await?;
                 Ok(())
             }
             // Not both enrolled yet: the next enrolment step finishes it.
@@ -752,14 +780,15 @@ impl Desktop {
         username: &str,
         typed: &str,
     ) -> Result<RecoveryStarted> {
-        let c = self.ceremonies().await?;
+        let (c, key) = self.binding_ceremonies().await?;
         let started = c.redeem_recovery_key(username, typed).await?;
+        self.vault.save_session_key(&key.to_secret());
         self.vault.save(&SavedSession {
             server: c.api.base().to_string(),
             token: started.token.clone(),
             recovery: true,
         });
-        let api = c.api.with_token(&started.token);
+        let api = c.api.with_bound_token(&started.token, key);
         let id = current_session_id(&api).await.unwrap_or_default();
         self.conn.lock().await.session = Some(Session {
             api: watch::Sender::new(api),

@@ -33,6 +33,10 @@ pub trait TokenVault: Send + Sync {
     fn load_device_secret(&self) -> Option<String>;
     /// False if it could not be stored (it then lives in memory only).
     fn save_device_secret(&self, secret: &str) -> bool;
+    /// The private half of the key the resting session is bound to (DPoP), in an entry of
+    /// its own apart from the token: the token alone, read from its entry, is refused.
+    fn load_session_key(&self) -> Option<String>;
+    fn save_session_key(&self, secret: &str) -> bool;
 }
 
 impl<T: TokenVault> TokenVault for std::sync::Arc<T> {
@@ -51,11 +55,21 @@ impl<T: TokenVault> TokenVault for std::sync::Arc<T> {
     fn save_device_secret(&self, secret: &str) -> bool {
         (**self).save_device_secret(secret)
     }
+    fn load_session_key(&self) -> Option<String> {
+        (**self).load_session_key()
+    }
+    fn save_session_key(&self, secret: &str) -> bool {
+        (**self).save_session_key(secret)
+    }
 }
 
 /// Keeps nothing past the process: for tests, and where no secret store exists.
 #[derive(Default)]
-pub struct MemoryVault(Mutex<Option<SavedSession>>, Mutex<Option<String>>);
+pub struct MemoryVault(
+    Mutex<Option<SavedSession>>,
+    Mutex<Option<String>>,
+    Mutex<Option<String>>,
+);
 
 impl TokenVault for MemoryVault {
     fn load(&self) -> Option<SavedSession> {
@@ -70,6 +84,9 @@ impl TokenVault for MemoryVault {
         if let Ok(mut s) = self.0.lock() {
             *s = None;
         }
+        if let Ok(mut k) = self.2.lock() {
+            *k = None;
+        }
     }
     fn load_device_secret(&self) -> Option<String> {
         self.1.lock().ok()?.clone()
@@ -80,12 +97,23 @@ impl TokenVault for MemoryVault {
             .map(|mut s| *s = Some(secret.to_string()))
             .is_ok()
     }
+    fn load_session_key(&self) -> Option<String> {
+        self.2.lock().ok()?.clone()
+    }
+    fn save_session_key(&self, secret: &str) -> bool {
+        self.2
+            .lock()
+            .map(|mut s| *s = Some(secret.to_string()))
+            .is_ok()
+    }
 }
 
 /// The OS secret store, one entry per data folder (so test and portable installs stay apart).
 pub struct OsVault {
     entry: Option<keyring::Entry>,
     device: Option<keyring::Entry>,
+    /// The session's DPoP key, apart from the token.
+    session_key: Option<keyring::Entry>,
     /// The device secret, when no secret store takes it.
     device_in_memory: MemoryVault,
 }
@@ -102,9 +130,15 @@ impl OsVault {
             &data_dir.display().to_string(),
         )
         .ok();
+        let session_key = keyring::Entry::new(
+            "app.keyward.desktop.session-key",
+            &data_dir.display().to_string(),
+        )
+        .ok();
         OsVault {
             entry,
             device,
+            session_key,
             device_in_memory: MemoryVault::default(),
         }
     }
@@ -128,6 +162,9 @@ impl TokenVault for OsVault {
         if let Some(entry) = &self.entry {
             let _ = entry.delete_credential();
         }
+        if let Some(entry) = &self.session_key {
+            let _ = entry.delete_credential();
+        }
     }
     fn load_device_secret(&self) -> Option<String> {
         self.device_in_memory.load_device_secret().or_else(|| {
@@ -142,6 +179,18 @@ impl TokenVault for OsVault {
             Some(entry) => entry
                 .set_password(secret)
                 .map_err(|e| tracing::info!(error = %e, "could not store the device secret in the OS secret store; it stays in memory"))
+                .is_ok(),
+            None => false,
+        }
+    }
+    fn load_session_key(&self) -> Option<String> {
+        self.session_key.as_ref()?.get_password().ok()
+    }
+    fn save_session_key(&self, secret: &str) -> bool {
+        match &self.session_key {
+            Some(entry) => entry
+                .set_password(secret)
+                .map_err(|e| tracing::info!(error = %e, "could not store the session key in the OS secret store; the session stays in memory"))
                 .is_ok(),
             None => false,
         }

@@ -430,6 +430,7 @@ async fn cross_alerts(s: &Sizes, on_a: &Ceremonies, b: &Url, key: &mut VirtualKe
                 credential,
                 client: on_a.client.clone(),
                 device_secret: None,
+                binding: None,
             })
             .await
             .unwrap();

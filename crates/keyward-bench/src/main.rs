@@ -337,6 +337,8 @@ fn insert_sessions(
                     active_from: now,
                     idle_ms: None,
                     agent_client_id: None,
+                    binding: keyward_proto::SessionBinding::Unbound,
+                    binding_jkt: None,
                 };
                 tx.insert_session(&session, &hash_secret(&token))?;
                 tokens.push(token);
@@ -760,6 +762,14 @@ async fn session_checks(s: &Sizes) {
         "   goal p99 < 200 us for the check: {}",
         verdict(on_sqlite.direct.pct(0.99) < Duration::from_micros(200))
     );
+    println!(
+        "   bound session (DPoP proof verified, its jti recorded: a write): check in keywardd {}",
+        on_sqlite.bound_direct.summary()
+    );
+    println!(
+        "   bound session, whole HTTP request with its proof signed by the client: {}",
+        on_sqlite.bound_http.summary()
+    );
     if let Some(pg) = &mut on_postgres {
         println!(
             "   on PostgreSQL 15 (same machine, loopback; {} checks across {} sessions, stored in \
@@ -780,6 +790,11 @@ async fn session_checks(s: &Sizes) {
             "     goal p99 < 200 us for the check: {}",
             verdict(pg.direct.pct(0.99) < Duration::from_micros(200))
         );
+        println!(
+            "     bound session: check in keywardd {}; whole HTTP request {}",
+            pg.bound_direct.summary(),
+            pg.bound_http.summary()
+        );
     }
     println!();
 }
@@ -790,6 +805,9 @@ struct Checks {
     sampled: usize,
     direct: Lat,
     http: Lat,
+    /// The same for one session bound to a device key: proof verified, jti recorded.
+    bound_direct: Lat,
+    bound_http: Lat,
 }
 
 /// Section 2 on one database: the sessions stored, then the checks over HTTP and in keywardd.
@@ -837,9 +855,43 @@ async fn checks_on(location: Location, db: &Path, sessions: usize, s: &Sizes) ->
         keep_active();
         for token in chunk {
             let t = Instant::now();
-            state.relying_party().authenticate(token).unwrap();
+            state.relying_party().authenticate(token, None).unwrap();
             direct.0.push(t.elapsed());
         }
+    }
+    // A session bound to a device key (DPoP): each check verifies a fresh proof (signed
+    // beforehand, outside the timing) and records its jti once, so it always writes.
+    let proof_key = keyward_core::proof_key::ProofKey::generate();
+    let bound = c
+        .binding_sessions_to(proof_key.clone())
+        .sign_in(&mut key, Some("ada"), None)
+        .await
+        .unwrap();
+    let url = format!("{}/api/v1/account", base.as_str().trim_end_matches('/'));
+    let rp = state.relying_party();
+    let mut bound_direct = Lat(Vec::new());
+    for _ in 0..sample.len().min(2_000) {
+        let proof = keyward_server::RequestProof {
+            proof: proof_key.dpop_proof(
+                "GET",
+                &url,
+                keyward_core::Clock::now(&keyward_core::SystemClock) / 1000,
+                Some(&bound.token),
+                Some(&rp.dpop_nonce()),
+            ),
+            method: "GET".into(),
+            urls: vec![url.clone()],
+        };
+        let t = Instant::now();
+        rp.authenticate(&bound.token, Some(&proof)).unwrap();
+        bound_direct.0.push(t.elapsed());
+    }
+    let bound_api = api.with_bound_token(&bound.token, proof_key);
+    let mut bound_http = Lat(Vec::new());
+    for _ in 0..sample.len().min(2_000) {
+        let t = Instant::now();
+        bound_api.account().await.unwrap();
+        bound_http.0.push(t.elapsed());
     }
     server.shutdown(Duration::from_secs(1)).await;
     Checks {
@@ -847,6 +899,8 @@ async fn checks_on(location: Location, db: &Path, sessions: usize, s: &Sizes) ->
         sampled: sample.len(),
         direct,
         http,
+        bound_direct,
+        bound_http,
     }
 }
 

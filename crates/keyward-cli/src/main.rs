@@ -15,6 +15,7 @@ use keyward_client::{
     Api, Authenticator, AuthenticatorError, CancelSwitch, Ceremonies, ClientError, KeyPrompter,
     SecurityKey, Site, SiteError, UsbOrNfc, VirtualKey,
 };
+use keyward_core::proof_key::ProofKey;
 use keyward_proto::{ClientInfo, CreationChallengeResponse, KeyPrompt, RequestChallengeResponse};
 use url::Url;
 
@@ -38,6 +39,10 @@ enum Command {
         key_file: Option<PathBuf>,
         #[arg(long, default_value = "keyward command line")]
         name: String,
+        /// Bind the new session to a fresh P-256 key kept in this file (owner-only, apart
+        /// from the token): its token then works only with proofs by that key (DPoP).
+        #[arg(long)]
+        session_key: Option<PathBuf>,
     },
     /// Sign in with your key (usernameless unless --username); prints the new session.
     SignIn {
@@ -47,16 +52,26 @@ enum Command {
         username: Option<String>,
         #[arg(long, default_value = "keyward command line")]
         name: String,
+        /// Bind the new session to a fresh P-256 key kept in this file (owner-only, apart
+        /// from the token): its token then works only with proofs by that key (DPoP).
+        #[arg(long)]
+        session_key: Option<PathBuf>,
     },
     /// Print the account a session token belongs to.
     Account {
         #[arg(long, env = "KEYWARD_TOKEN")]
         token: String,
+        /// The session key file the token is bound to (from sign-up or sign-in).
+        #[arg(long, env = "KEYWARD_SESSION_KEY")]
+        session_key: Option<PathBuf>,
     },
     /// Print the account's live sessions.
     Sessions {
         #[arg(long, env = "KEYWARD_TOKEN")]
         token: String,
+        /// The session key file the token is bound to (from sign-up or sign-in).
+        #[arg(long, env = "KEYWARD_SESSION_KEY")]
+        session_key: Option<PathBuf>,
     },
     /// Manage the security key itself (USB or NFC).
     #[command(subcommand)]
@@ -256,6 +271,65 @@ fn client(name: &str) -> ClientInfo {
     }
 }
 
+/// With `--session-key`: a fresh P-256 key, written owner-only to that file (never beside the
+/// token, which is printed), that the new session is bound to.
+fn bind(c: Ceremonies, path: Option<&PathBuf>) -> Result<(Ceremonies, bool), CliError> {
+    let Some(path) = path else {
+        return Ok((c, false));
+    };
+    let key = ProofKey::generate();
+    write_owner_only(path, &key.to_secret())?;
+    Ok((c.binding_sessions_to(key), true))
+}
+
+/// The new session as JSON, and how its token is bound, in words.
+fn signed_in(signed: &keyward_proto::SignedIn, bound: bool) -> serde_json::Value {
+    let mut out = json(signed);
+    out["binding"] = if bound {
+        "software-bound: the token works only with proofs by the key in the session key file".into()
+    } else {
+        "unbound: whoever holds the token holds the session".into()
+    };
+    out
+}
+
+/// The API acting as `token`, bound to the key in `path` when given.
+fn session(api: &Api, token: String, path: Option<&PathBuf>) -> Result<Api, CliError> {
+    Ok(match path {
+        Some(p) => {
+            let secret = std::fs::read_to_string(p)
+                .map_err(|e| CliError::Input(format!("{}: {e}", p.display())))?;
+            let key = ProofKey::from_secret(&secret)
+                .map_err(|e| CliError::Input(format!("{}: {e}", p.display())))?;
+            api.with_bound_token(token, key)
+        }
+        None => api.with_token(token),
+    })
+}
+
+/// Writes `text` to a new file only its owner may read (0600 on Unix).
+fn write_owner_only(path: &PathBuf, text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+    }
+    file.write_all(text.as_bytes())
+        .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))
+}
+
 async fn run(cli: Cli) -> Result<serde_json::Value, CliError> {
     let api = Api::new(cli.server.clone());
     match cli.command {
@@ -263,24 +337,31 @@ async fn run(cli: Cli) -> Result<serde_json::Value, CliError> {
             username,
             key_file,
             name,
+            session_key,
         } => {
-            let c = Ceremonies::connect(cli.server, client(&name)).await?;
+            let (c, bound) = bind(
+                Ceremonies::connect(cli.server, client(&name)).await?,
+                session_key.as_ref(),
+            )?;
             let mut key = authenticator(key_file.as_ref())?;
-            Ok(json(
-                &c.create_account(key.as_mut(), &username, None, None)
-                    .await?,
-            ))
+            let signed = c
+                .create_account(key.as_mut(), &username, None, None)
+                .await?;
+            Ok(signed_in(&signed, bound))
         }
         Command::SignIn {
             key_file,
             username,
             name,
+            session_key,
         } => {
-            let c = Ceremonies::connect(cli.server, client(&name)).await?;
+            let (c, bound) = bind(
+                Ceremonies::connect(cli.server, client(&name)).await?,
+                session_key.as_ref(),
+            )?;
             let mut key = authenticator(key_file.as_ref())?;
-            Ok(json(
-                &c.sign_in(key.as_mut(), username.as_deref(), None).await?,
-            ))
+            let signed = c.sign_in(key.as_mut(), username.as_deref(), None).await?;
+            Ok(signed_in(&signed, bound))
         }
         Command::Export { token } => Ok(json(&api.with_token(token).export_log().await?)),
         Command::VerifyExport { file, public_key } => {
@@ -301,8 +382,16 @@ async fn run(cli: Cli) -> Result<serde_json::Value, CliError> {
                 "public_key": export.public_key,
             }))
         }
-        Command::Account { token } => Ok(json(&api.with_token(token).account().await?)),
-        Command::Sessions { token } => Ok(json(&api.with_token(token).sessions().await?)),
+        Command::Account { token, session_key } => Ok(json(
+            &session(&api, token, session_key.as_ref())?
+                .account()
+                .await?,
+        )),
+        Command::Sessions { token, session_key } => Ok(json(
+            &session(&api, token, session_key.as_ref())?
+                .sessions()
+                .await?,
+        )),
         Command::Key(op) => {
             let key = security_key();
             Ok(match op {

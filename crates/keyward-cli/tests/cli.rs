@@ -359,3 +359,104 @@ async fn an_export_of_the_log_verifies_and_a_tampered_one_does_not() {
         refused.stderr
     );
 }
+
+/// `--session-key`: the new session is bound to a key kept in its own owner-only file, apart
+/// from the printed token. The token alone (or with another key) is refused; with the key
+/// file it works. The token copied off the machine is worth nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_bound_to_a_key_file_refuses_its_token_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let origin = Url::parse(&format!("http://localhost:{port}")).unwrap();
+    let _server = keyward_server::start_on(
+        listener,
+        keyward_server::Config::local(dir.path().join("k.db"), origin),
+        Arc::new(keyward_core::SystemClock),
+    )
+    .await
+    .unwrap();
+    let server = format!("http://localhost:{port}");
+    let key_file = dir.path().join("key.json");
+    let session_key = dir.path().join("session.key");
+    let signed = keyward(
+        &[
+            "--server",
+            &server,
+            "sign-up",
+            "ada",
+            "--key-file",
+            key_file.to_str().unwrap(),
+            "--session-key",
+            session_key.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(signed.ok, "{}", signed.stderr);
+    assert_eq!(signed.stdout["session"]["binding"], "software");
+    assert!(
+        signed.stdout["binding"]
+            .as_str()
+            .unwrap()
+            .starts_with("software-bound")
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&session_key)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the session key file is the owner's only"
+        );
+    }
+    let token = signed.stdout["token"].as_str().unwrap().to_string();
+    let key_text = std::fs::read_to_string(&session_key).unwrap();
+    assert!(!key_text.contains(&token) && !token.contains(key_text.trim()));
+
+    let with_key = keyward(
+        &[
+            "--server",
+            &server,
+            "sessions",
+            "--token",
+            &token,
+            "--session-key",
+            session_key.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(with_key.ok, "{}", with_key.stderr);
+    assert_eq!(with_key.stdout[0]["binding"], "software");
+
+    // The token copied to another machine: alone, then with that machine's own key.
+    let alone = keyward(&["--server", &server, "account", "--token", &token], &[]).await;
+    assert!(!alone.ok);
+    assert!(alone.stderr.contains("proof_required"), "{}", alone.stderr);
+    let other_key = dir.path().join("other.key");
+    std::fs::write(
+        &other_key,
+        keyward_core::proof_key::ProofKey::generate().to_secret(),
+    )
+    .unwrap();
+    let other = keyward(
+        &[
+            "--server",
+            &server,
+            "account",
+            "--token",
+            &token,
+            "--session-key",
+            other_key.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(!other.ok);
+    assert!(other.stderr.contains("proof_invalid"), "{}", other.stderr);
+}

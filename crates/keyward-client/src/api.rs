@@ -1,5 +1,8 @@
 use keyward_proto::*;
-use reqwest::{Method, StatusCode};
+use std::sync::{Arc, Mutex};
+
+use keyward_core::proof_key::ProofKey;
+use reqwest::{Method, StatusCode, header};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
@@ -33,12 +36,22 @@ impl ClientError {
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
-/// The keywardd API. Cheap to clone; the bearer token, if any, travels with the value.
+/// The keywardd API. Cheap to clone; the session token, if any, travels with the value, and
+/// so does the key the session is bound to: then every request carries a DPoP proof by it
+/// (RFC 9449) with the server's latest nonce, and the token is sent as `DPoP`, never `Bearer`.
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
     base: Url,
     token: Option<String>,
+    proof: Option<Arc<ProofState>>,
+}
+
+/// A session key, the server's latest DPoP nonce, and the clock proofs are dated by.
+struct ProofState {
+    key: ProofKey,
+    nonce: Mutex<Option<String>>,
+    clock: Arc<dyn keyward_core::Clock>,
 }
 
 impl std::fmt::Debug for Api {
@@ -47,6 +60,7 @@ impl std::fmt::Debug for Api {
         f.debug_struct("Api")
             .field("base", &self.base.as_str())
             .field("signed_in", &self.token.is_some())
+            .field("bound", &self.proof.is_some())
             .finish()
     }
 }
@@ -57,6 +71,7 @@ impl Api {
             http: reqwest::Client::new(),
             base,
             token: None,
+            proof: None,
         }
     }
 
@@ -72,8 +87,37 @@ impl Api {
         }
     }
 
+    /// The same server, acting with this session token bound to `key`: every request signs
+    /// a DPoP proof. A step-up's new token (`with_token`) keeps the key.
+    pub fn with_bound_token(&self, token: impl Into<String>, key: ProofKey) -> Api {
+        self.with_bound_token_at(token, key, Arc::new(keyward_core::SystemClock))
+    }
+
+    /// As `with_bound_token`, dating proofs by `clock` (tests hold it to the server's).
+    pub fn with_bound_token_at(
+        &self,
+        token: impl Into<String>,
+        key: ProofKey,
+        clock: Arc<dyn keyward_core::Clock>,
+    ) -> Api {
+        Api {
+            token: Some(token.into()),
+            proof: Some(Arc::new(ProofState {
+                key,
+                nonce: Mutex::new(None),
+                clock,
+            })),
+            ..self.clone()
+        }
+    }
+
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
+    }
+
+    /// The key this session is bound to, if it is.
+    pub fn proof_key(&self) -> Option<&ProofKey> {
+        self.proof.as_ref().map(|p| &p.key)
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -81,14 +125,49 @@ impl Api {
     }
 
     pub(crate) fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let req = self.http.request(method, self.url(path));
-        match &self.token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
+        let url = self.url(path);
+        let req = self.http.request(method.clone(), &url);
+        match (&self.token, &self.proof) {
+            (Some(t), Some(p)) => {
+                let nonce = p.nonce.lock().ok().and_then(|n| n.clone());
+                let iat = p.clock.now().div_euclid(1000);
+                let proof = p
+                    .key
+                    .dpop_proof(method.as_str(), &url, iat, Some(t), nonce.as_deref());
+                req.header(header::AUTHORIZATION, format!("DPoP {t}"))
+                    .header("DPoP", proof)
+            }
+            (Some(t), None) => req.bearer_auth(t),
+            _ => req,
+        }
+    }
+
+    /// Keeps the server's latest DPoP nonce for the next proof.
+    pub(crate) fn note_nonce(&self, headers: &reqwest::header::HeaderMap) {
+        if let Some(p) = &self.proof
+            && let Some(n) = headers.get("dpop-nonce").and_then(|v| v.to_str().ok())
+            && let Ok(mut slot) = p.nonce.lock()
+        {
+            *slot = Some(n.to_string());
         }
     }
 
     async fn call<R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<R> {
+        match self.call_once(method.clone(), path, body).await {
+            // The server wants its newer nonce in the proof (which `call_once` noted): once more.
+            Err(e) if e.code() == Some(ErrorCode::ProofNonceRequired) => {
+                self.call_once(method, path, body).await
+            }
+            other => other,
+        }
+    }
+
+    async fn call_once<R: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -102,6 +181,7 @@ impl Api {
             url: self.url(path),
             message: e.to_string(),
         })?;
+        self.note_nonce(res.headers());
         let status = res.status();
         let bytes = res.bytes().await.map_err(|e| ClientError::Unreachable {
             url: self.url(path),

@@ -16,6 +16,9 @@ pub struct Ceremonies {
     pub api: Api,
     site: Site,
     pub client: ClientInfo,
+    /// The key a new session (account creation, sign-in, recovery redemption) is bound to,
+    /// if any: see [`Ceremonies::binding_sessions_to`].
+    session_key: Option<keyward_core::proof_key::ProofKey>,
 }
 
 impl Ceremonies {
@@ -28,12 +31,36 @@ impl Ceremonies {
         let api = Api::new(base);
         let info = api.server_info().await?;
         let site = Site::of(api.base(), &info.rp_id)?;
-        Ok(Ceremonies { api, site, client })
+        Ok(Ceremonies::new(api, site, client))
     }
 
     /// Ceremonies over `api` for a site the caller has already validated.
     pub fn new(api: Api, site: Site, client: ClientInfo) -> Ceremonies {
-        Ceremonies { api, site, client }
+        Ceremonies {
+            api,
+            site,
+            client,
+            session_key: None,
+        }
+    }
+
+    /// From now on, sessions opened here are bound to `key` (kept in software by the caller,
+    /// apart from the token): the server accepts their token only with a DPoP proof by it.
+    /// Use the token with [`Api::with_bound_token`] and this key.
+    pub fn binding_sessions_to(&self, key: keyward_core::proof_key::ProofKey) -> Ceremonies {
+        Ceremonies {
+            api: self.api.clone(),
+            site: self.site.clone(),
+            client: self.client.clone(),
+            session_key: Some(key),
+        }
+    }
+
+    fn binding(&self) -> Option<SessionKeyBinding> {
+        self.session_key.as_ref().map(|k| SessionKeyBinding {
+            jwk: k.public_jwk(),
+            kind: DeviceKeyKind::Software,
+        })
     }
 
     /// The site every ceremony and recovery proof here is bound to.
@@ -113,6 +140,7 @@ impl Ceremonies {
                 nickname: nickname.map(str::to_string),
                 client: self.client.clone(),
                 device_secret: None,
+                binding: self.binding(),
             })
             .await
     }
@@ -137,6 +165,7 @@ impl Ceremonies {
                 credential,
                 client: self.client.clone(),
                 device_secret,
+                binding: self.binding(),
             })
             .await
     }
@@ -262,6 +291,7 @@ impl Ceremonies {
                 challenge_id: c.challenge_id,
                 signature,
                 client: self.client.clone(),
+                binding: self.binding(),
             })
             .await
     }
@@ -276,6 +306,7 @@ impl Ceremonies {
                 credential,
                 client: self.client.clone(),
                 device_secret: None,
+                binding: None,
             })
             .await
     }

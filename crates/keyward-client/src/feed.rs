@@ -72,6 +72,8 @@ async fn run(
     tx: mpsc::Sender<SecurityEvent>,
 ) -> FeedEnd {
     let mut backoff = Duration::from_millis(200);
+    // At most one immediate retry for a fresh nonce between two successful connections.
+    let mut nonce_retried = false;
     loop {
         // Marks the token as seen: a change after this is a newer one.
         let current = api.borrow_and_update().clone();
@@ -81,6 +83,17 @@ async fn run(
         }
         match req.send().await {
             Ok(res) if res.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                current.note_nonce(res.headers());
+                let wants_nonce = res
+                    .headers()
+                    .get(reqwest::header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("use_dpop_nonce"));
+                if wants_nonce && !nonce_retried {
+                    // A bound session's proof needs the server's newer nonce, now noted.
+                    nonce_retried = true;
+                    continue;
+                }
                 // Refused: unless a new token arrives (a step-up), the session is over.
                 match tokio::time::timeout(RENEWAL_GRACE, api.changed()).await {
                     Ok(Ok(())) => continue,
@@ -89,6 +102,7 @@ async fn run(
             }
             Ok(res) if res.status().is_success() => {
                 backoff = Duration::from_millis(200);
+                nonce_retried = false;
                 let mut body = res.bytes_stream();
                 let mut buf = String::new();
                 while let Some(chunk) = body.next().await {

@@ -34,6 +34,9 @@ pub enum CoreError {
     /// A file a backup, restore or tool reads or writes (the message names it).
     #[error("{0}")]
     File(String),
+    /// A stored session key (proof_key.rs) that is not one.
+    #[error("{0}")]
+    BadKey(String),
     #[error(transparent)]
     RecoveryKeyFormat(#[from] crate::recovery_key::RecoveryKeyFormatError),
 }

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod details;
 pub mod error;
 pub mod policy;
+pub mod proof_key;
 pub mod readiness;
 pub mod recovery_key;
 pub mod secret;

@@ -51,6 +51,10 @@ pub struct Policy {
     /// A browser session bound to a key in the browser (WebCrypto or DBSC): how long each
     /// cookie token lives before the key must sign a refresh for a new one.
     pub browser_cookie_ms: i64,
+    /// Open only sessions bound to a key on the client's device (DPoP); a finish request
+    /// without a `binding` is refused. Off for a standalone keywardd (browsers bind their own
+    /// way); on in the desktop app's embedded one.
+    pub require_bound_sessions: bool,
 }
 
 pub const MINUTE_MS: i64 = 60_000;
@@ -83,6 +87,7 @@ impl Default for Policy {
             stale_after_ms: 180 * DAY_MS,
             require_device_bound: false,
             browser_cookie_ms: 5 * MINUTE_MS,
+            require_bound_sessions: false,
         }
     }
 }

@@ -131,7 +131,24 @@ pub fn assess(
         stale_authenticators,
         single_point_of_failure,
         next_step,
+        unbound_sessions: 0,
+        session_risk: None,
     }
+}
+
+/// Names the account's live sessions that are not bound to a key on their device as a risk:
+/// a stolen copy of their token is a way in until they end.
+pub fn note_unbound_sessions(readiness: &mut Readiness, unbound: u32) {
+    readiness.unbound_sessions = unbound;
+    readiness.session_risk = match unbound {
+        0 => None,
+        1 => Some(
+            "1 session is not bound to its device: a copy of its token would work anywhere.".into(),
+        ),
+        n => Some(format!(
+            "{n} sessions are not bound to their device: a copy of their token would work anywhere."
+        )),
+    };
 }
 
 #[cfg(test)]

@@ -64,6 +64,18 @@ pub enum ErrorCode {
     /// The service's operator disabled this account (for abuse); the message says why. Told
     /// only to whoever proved they hold one of the account's keys.
     AccountDisabled,
+    /// The session is bound to a key on its device, and the request carried no proof of it
+    /// (`Authorization: DPoP <token>` with a `DPoP` proof header, RFC 9449): a copied token
+    /// alone is refused.
+    ProofRequired,
+    /// The session's proof of possession was refused: malformed, signed by another key, for
+    /// another method or URL, too old, from the future, or replayed. The message says which.
+    ProofInvalid,
+    /// The proof must carry the server's current nonce: retry with the `DPoP-Nonce` header's.
+    ProofNonceRequired,
+    /// This deployment opens only sessions bound to a key on the device
+    /// (`--require-bound-sessions`): the finish request must carry a `binding`.
+    BindingRequired,
     /// The server cannot reach its database for now (restarting, or too busy): try again
     /// shortly (`Retry-After`). Nothing was changed unless the answer was lost on the way.
     Unavailable,
@@ -80,6 +92,47 @@ pub struct ClientInfo {
     pub name: String,
     /// Operating system or browser family, e.g. "Linux".
     pub platform: String,
+}
+
+/// How a session's token is bound to a key that stays on its device. A bound session's token
+/// is accepted only with a proof signed by that key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionBinding {
+    /// A bearer token: whoever holds it is the session.
+    #[default]
+    Unbound,
+    /// A key the client keeps in software (the OS secret store, an owner-only file), apart
+    /// from the token; every request carries a DPoP proof by it.
+    Software,
+    /// As software, but the client says the key is non-exportable hardware (a TPM, the
+    /// Secure Enclave). The client's claim: no attestation of it is checked.
+    Hardware,
+    /// The web UI's non-extractable WebCrypto key: the cookie lives minutes and is refreshed
+    /// only by a proof that key signs.
+    Browser,
+    /// The browser's Device Bound Session Credentials.
+    Dbsc,
+}
+
+/// Where the client keeps the private half of its session key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKeyKind {
+    Software,
+    Hardware,
+}
+
+/// The public key a client binds its new session to (the finish request of a sign-in,
+/// account creation or recovery redemption). From then on every request of the session
+/// carries a DPoP proof (RFC 9449) signed by it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
+pub struct SessionKeyBinding {
+    /// Public EC P-256 key as a JWK (`kty`, `crv`, `x`, `y`); never the private part.
+    #[schema(value_type = Object)]
+    #[ts(type = "JsonWebKey")]
+    pub jwk: serde_json::Value,
+    pub kind: DeviceKeyKind,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
@@ -111,6 +164,9 @@ pub struct RegistrationFinishRequest {
     /// The secret this device got at an earlier sign-in, if any; lets the server recognise it.
     #[serde(default)]
     pub device_secret: Option<String>,
+    /// Bind the new session to this key on the device (see [`SessionKeyBinding`]).
+    #[serde(default)]
+    pub binding: Option<SessionKeyBinding>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
@@ -139,6 +195,9 @@ pub struct SignInFinishRequest {
     pub client: ClientInfo,
     #[serde(default)]
     pub device_secret: Option<String>,
+    /// Bind the new session to this key on the device (see [`SessionKeyBinding`]).
+    #[serde(default)]
+    pub binding: Option<SessionKeyBinding>,
 }
 
 /// A ceremony that only proves presence of an enrolled key (step-up, cancelling a recovery).
@@ -266,24 +325,6 @@ pub enum SessionScope {
     Recovery,
 }
 
-/// What a session's token is bound to, so that the token alone is worth little.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, TS)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionBinding {
-    /// A bearer token (or cookie): whoever holds it is the session.
-    #[default]
-    Unbound,
-    /// A key the client keeps in software (the OS secret store).
-    Software,
-    /// A key in hardware (TPM, Secure Enclave).
-    Hardware,
-    /// The web UI's non-extractable WebCrypto key: the cookie lives minutes and is refreshed
-    /// only by a proof that key signs.
-    Browser,
-    /// The browser's own Device Bound Session Credentials key.
-    Dbsc,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
 pub struct SessionView {
     pub id: Uuid,
@@ -386,6 +427,9 @@ pub struct RedeemFinishRequest {
     pub signature: String,
     #[serde(default)]
     pub client: ClientInfo,
+    /// Bind the new session to this key on the device (see [`SessionKeyBinding`]).
+    #[serde(default)]
+    pub binding: Option<SessionKeyBinding>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, TS)]
@@ -447,6 +491,13 @@ pub struct Readiness {
     /// The one loss that would lock the account out, in words, if there is one.
     pub single_point_of_failure: Option<String>,
     pub next_step: Option<NextStep>,
+    /// Live sessions whose token is not bound to a key on their device: a copy of such a
+    /// token works anywhere until the session ends.
+    #[serde(default)]
+    pub unbound_sessions: u32,
+    /// That risk in words, when there is one.
+    #[serde(default)]
+    pub session_risk: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

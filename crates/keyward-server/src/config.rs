@@ -111,6 +111,10 @@ pub struct Args {
     /// Refuse synced passkeys: only device-bound keys may register or sign in (AAL3 mode).
     #[arg(long, env = "KEYWARD_REQUIRE_DEVICE_BOUND")]
     pub require_device_bound: bool,
+    /// Open only sessions bound to a key on the client's device: every request then carries
+    /// a DPoP proof by it (RFC 9449), and a sign-in without a key to bind to is refused.
+    #[arg(long, env = "KEYWARD_REQUIRE_BOUND_SESSIONS")]
+    pub require_bound_sessions: bool,
     /// Refuse requests whose Host is not an origin's host:port (DNS rebinding). Leave off
     /// behind a proxy that rewrites Host to the upstream address.
     #[arg(long, env = "KEYWARD_CHECK_HOST")]
@@ -493,6 +497,8 @@ struct FileConfig {
     #[serde(default)]
     require_device_bound: bool,
     #[serde(default)]
+    require_bound_sessions: bool,
+    #[serde(default)]
     check_host: bool,
     place_db: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
@@ -675,6 +681,7 @@ impl Config {
             policy.recovery_enrolment_ms = ms;
         }
         policy.require_device_bound = args.require_device_bound || file.require_device_bound;
+        policy.require_bound_sessions = args.require_bound_sessions || file.require_bound_sessions;
         let attested_models = file
             .attested_models
             .into_iter()
@@ -1032,7 +1039,7 @@ mod tests {
             #[test]
             fn known_keys_with_arbitrary_values_are_read_or_refused(
                 key in proptest::sample::select(vec!["rp_id", "origins", "idle_timeout", "listen",
-                    "db", "session_lifetime", "recovery_window", "require_device_bound", "log_key",
+                    "db", "session_lifetime", "recovery_window", "require_device_bound", "require_bound_sessions", "log_key",
                     "db_ca_file", "db_cert_file", "db_key_file", "db_crl_file"]),
                 value in "\\PC{0,40}",
             ) {

@@ -59,6 +59,21 @@ pub enum ServerError {
     /// An OAuth endpoint's refusal, answered in OAuth's own error shape.
     #[error("{0}")]
     OAuth(crate::oidc::OAuthError),
+    /// A bound session's token came without a proof of its key (as a bearer token, or with
+    /// no `DPoP` header).
+    #[error(
+        "this session is bound to its device's key: send its token as `Authorization: DPoP` with a DPoP proof"
+    )]
+    ProofRequired,
+    /// A bound session's proof was refused; the message says why (never a secret).
+    #[error("the session's proof of possession was refused: {0}")]
+    ProofInvalid(String),
+    /// The proof lacked the server's current nonce, which goes back in `DPoP-Nonce`.
+    #[error("{message}: retry with the nonce in the DPoP-Nonce header")]
+    ProofNonceRequired { message: String, nonce: String },
+    /// `require_bound_sessions`: a finish request without a key to bind the session to.
+    #[error("this server opens only sessions bound to a key on the device; this client sent none")]
+    BindingRequired,
     /// The database is away or too busy for now; the detail is logged, never sent.
     #[error("the service is unavailable for a moment; try again shortly")]
     Unavailable(String),
@@ -109,6 +124,10 @@ impl ServerError {
             ServerError::RateLimited { .. } => ErrorCode::RateLimited,
             ServerError::Conflict(_) => ErrorCode::Conflict,
             ServerError::AccountDisabled(_) => ErrorCode::AccountDisabled,
+            ServerError::ProofRequired => ErrorCode::ProofRequired,
+            ServerError::ProofInvalid(_) => ErrorCode::ProofInvalid,
+            ServerError::ProofNonceRequired { .. } => ErrorCode::ProofNonceRequired,
+            ServerError::BindingRequired => ErrorCode::BindingRequired,
             ServerError::Unavailable(_) => ErrorCode::Unavailable,
             ServerError::Internal(_) => ErrorCode::Internal,
         }

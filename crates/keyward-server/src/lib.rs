@@ -8,6 +8,7 @@ pub mod admin;
 mod backchannel;
 pub mod check;
 pub mod config;
+pub mod dpop;
 mod error;
 mod http;
 pub mod log_seal;
@@ -23,4 +24,4 @@ pub use http::browser::{CSRF_HEADER, DELIVERY_HEADER, DEVICE_COOKIE, SESSION_COO
 pub use http::serve::{RunningServer, StartError, start, start_on};
 pub use net::Cidr;
 pub use relying_party::rate_limit::{Limit, Limits};
-pub use relying_party::{Authed, RelyingParty, SetupError};
+pub use relying_party::{Authed, RelyingParty, RequestProof, SetupError};

@@ -110,18 +110,19 @@ export function announcement(batch: readonly SecurityEvent[]): { polite: string;
   };
 }
 
-/** How strongly a session's token is bound, as the sessions list says it. */
+/** How strongly a session's token is bound, as the sessions list says it: a copied unbound
+ *  token works anywhere. */
 export function bindingLabel(binding: SessionBinding): string {
   switch (binding) {
     case 'hardware':
-      return 'Bound by hardware';
+      return "Bound to this device's key (hardware)";
     case 'software':
-      return 'Bound in software';
+      return "Bound to this device's key (software)";
     case 'browser':
       return "Bound by the browser (this page's key)";
     case 'dbsc':
       return 'Bound by the browser (DBSC)';
     case 'unbound':
-      return 'Unbound';
+      return 'Not bound: a copy of its token would work anywhere';
   }
 }

@@ -65,7 +65,7 @@ free_slots: number,
  */
 missing_on_key: Array<string>, };
 
-export type ErrorCode = "invalid_input" | "malformed_body" | "unsupported_media_type" | "payload_too_large" | "not_found" | "unauthenticated" | "session_expired" | "step_up_required" | "forbidden" | "ceremony_expired" | "authentication_failed" | "registration_failed" | "username_unavailable" | "policy_refused" | "last_authenticator" | "recovery_failed" | "recovery_in_progress" | "rate_limited" | "conflict" | "account_disabled" | "unavailable" | "internal";
+export type ErrorCode = "invalid_input" | "malformed_body" | "unsupported_media_type" | "payload_too_large" | "not_found" | "unauthenticated" | "session_expired" | "step_up_required" | "forbidden" | "ceremony_expired" | "authentication_failed" | "registration_failed" | "username_unavailable" | "policy_refused" | "last_authenticator" | "recovery_failed" | "recovery_in_progress" | "rate_limited" | "conflict" | "account_disabled" | "proof_required" | "proof_invalid" | "proof_nonce_required" | "binding_required" | "unavailable" | "internal";
 
 export type ClientInfo = { 
 /**
@@ -210,7 +210,16 @@ stale_authenticators: Array<string>,
 /**
  * The one loss that would lock the account out, in words, if there is one.
  */
-single_point_of_failure: string | null, next_step: NextStep | null, };
+single_point_of_failure: string | null, next_step: NextStep | null, 
+/**
+ * Live sessions whose token is not bound to a key on their device: a copy of such a
+ * token works anywhere until the session ends.
+ */
+unbound_sessions: number, 
+/**
+ * That risk in words, when there is one.
+ */
+session_risk: string | null, };
 
 export type EventKind = "account_created" | "sign_in" | "sign_in_failed" | "session_ended" | "authenticator_added" | "authenticator_renamed" | "authenticator_removed" | "authenticator_reported_lost" | "recovery_key_generated" | "recovery_key_confirmed" | "recovery_key_verified" | "recovery_started" | "recovery_cancelled" | "recovery_completed" | "cloned_key_warning" | "account_disabled" | "account_enabled" | "app_sign_in" | "app_token_reused" | "account_deleted" | "agent_authorized";
 

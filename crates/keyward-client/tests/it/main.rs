@@ -314,3 +314,54 @@ async fn a_feed_that_follows_the_token_survives_a_step_up() {
     assert_eq!(e.kind, EventKind::SignIn);
     assert!(!task.is_finished());
 }
+
+/// A session bound to a key the client generated: every request (and the event stream) is
+/// proven with it, fetching the server's nonce on the first refusal; a step-up keeps the key.
+/// The same token without the key, or with another key, is refused.
+#[tokio::test]
+async fn a_bound_session_proves_every_request_and_its_token_alone_is_refused() {
+    let server = Server::start().await;
+    let c = server.ceremonies("cli");
+    let mut key = VirtualKey::ephemeral();
+    let session_key = keyward_core::proof_key::ProofKey::generate();
+    let bound = c.binding_sessions_to(session_key.clone());
+    let me = bound
+        .create_account(&mut key, "ada", None, None)
+        .await
+        .unwrap();
+    assert_eq!(me.session.binding, SessionBinding::Software);
+    let mut session =
+        c.api
+            .with_bound_token_at(&me.token, session_key.clone(), server.clock.clone());
+    let sessions = session.sessions().await.unwrap();
+    assert_eq!(sessions[0].binding, SessionBinding::Software);
+
+    c.step_up(&mut session, &mut key).await.unwrap();
+    assert_eq!(
+        session.proof_key().unwrap().thumbprint(),
+        session_key.thumbprint()
+    );
+    session.account().await.unwrap();
+    let (mut events, _task) = EventFeed::spawn(session.clone(), me.session.id, None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.sign_in(&mut key, None, None).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.kind, EventKind::SignIn, "the bound stream delivers");
+
+    let token = session.token().unwrap().to_string();
+    let alone = c.api.with_token(&token).account().await.unwrap_err();
+    assert_eq!(alone.code(), Some(ErrorCode::ProofRequired));
+    let thief = c.api.with_bound_token_at(
+        &token,
+        keyward_core::proof_key::ProofKey::generate(),
+        server.clock.clone(),
+    );
+    assert_eq!(
+        thief.account().await.unwrap_err().code(),
+        Some(ErrorCode::ProofInvalid)
+    );
+    session.account().await.unwrap();
+}

@@ -196,6 +196,7 @@ async fn keywardd_takes_the_windows_paths_registration_and_sign_ins() {
             nickname: Some("Nitrokey via Windows".into()),
             client: c.client.clone(),
             device_secret: None,
+            binding: None,
         })
         .await
         .unwrap();

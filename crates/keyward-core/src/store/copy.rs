@@ -35,6 +35,7 @@ pub const TABLES: &[&str] = &[
     "browser_bindings",
     "account_keys",
     "oidc_device_codes",
+    "proof_replays",
 ];
 
 /// What a copy moved, and the log as the target now holds it.

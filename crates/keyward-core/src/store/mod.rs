@@ -45,6 +45,7 @@ mod oidc_logouts;
 mod oidc_requests;
 mod oidc_tokens;
 mod pg;
+mod proof_replays;
 mod recovery_keys;
 mod sessions;
 pub(crate) mod sql;
@@ -89,6 +90,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_browser_bindings.sql"),
     include_str!("../../migrations/sqlite/0010_sealed_details.sql"),
     include_str!("../../migrations/sqlite/0011_device_grant.sql"),
+    include_str!("../../migrations/sqlite/0012_session_binding.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -102,6 +104,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0009_browser_bindings.sql"),
     include_str!("../../migrations/postgres/0010_sealed_details.sql"),
     include_str!("../../migrations/postgres/0011_device_grant.sql"),
+    include_str!("../../migrations/postgres/0012_session_binding.sql"),
 ];
 
 /// Where the data lives: `--db`'s value, parsed.

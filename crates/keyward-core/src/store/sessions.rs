@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use keyward_proto::{Millis, SessionScope};
+use keyward_proto::{Millis, SessionBinding, SessionScope};
 
 use super::sql::{Row, args};
 use super::{Tx, bad_value, opt_uuid, uuid_of};
@@ -41,6 +41,10 @@ pub struct Session {
     pub idle_ms: Option<i64>,
     /// An agent's session: the client (agent, CLI) it was approved for.
     pub agent_client_id: Option<String>,
+    /// How its token is bound to a key on the device, and that key's RFC 7638 thumbprint
+    /// (`None` exactly when unbound).
+    pub binding: SessionBinding,
+    pub binding_jkt: Option<String>,
 }
 
 impl Session {
@@ -59,6 +63,27 @@ impl Session {
     pub fn is_live(&self, now: Millis, idle_ms: i64) -> bool {
         self.ended_at.is_none() && now < self.idle_expires_at(idle_ms)
     }
+}
+
+fn binding_str(b: SessionBinding) -> &'static str {
+    match b {
+        SessionBinding::Unbound => "unbound",
+        SessionBinding::Software => "software",
+        SessionBinding::Hardware => "hardware",
+        SessionBinding::Browser => "browser",
+        SessionBinding::Dbsc => "dbsc",
+    }
+}
+
+fn binding_of(text: String) -> Result<SessionBinding> {
+    Ok(match text.as_str() {
+        "unbound" => SessionBinding::Unbound,
+        "software" => SessionBinding::Software,
+        "hardware" => SessionBinding::Hardware,
+        "browser" => SessionBinding::Browser,
+        "dbsc" => SessionBinding::Dbsc,
+        _ => return Err(bad_value("session binding", text)),
+    })
 }
 
 fn scope_str(s: SessionScope) -> &'static str {
@@ -97,7 +122,7 @@ fn idle_of(param: &str) -> String {
 
 const SESSION_COLS: &str = "id, account_id, device_id, scope, created_at, last_seen_at,
     verified_at, expires_at, opened_by, address, ended_at, ended_reason, active_from, idle_ms,
-    agent_client_id";
+    agent_client_id, binding_kind, binding_jkt";
 
 fn session_from_row(r: &Row<'_>) -> Result<Session> {
     let scope: String = r.get(3)?;
@@ -121,6 +146,8 @@ fn session_from_row(r: &Row<'_>) -> Result<Session> {
         active_from: r.get(12)?,
         idle_ms: r.get(13)?,
         agent_client_id: r.get(14)?,
+        binding: binding_of(r.get(15)?)?,
+        binding_jkt: r.get(16)?,
     })
 }
 
@@ -191,8 +218,8 @@ impl Tx<'_> {
         self.execute(
             "INSERT INTO sessions (id, account_id, device_id, token_hash, scope, created_at,
                  last_seen_at, verified_at, expires_at, opened_by, address, active_from, idle_ms,
-                 agent_client_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 agent_client_id, binding_kind, binding_jkt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             args![
                 s.id.as_bytes(),
                 s.account_id.as_bytes(),
@@ -207,7 +234,9 @@ impl Tx<'_> {
                 s.address,
                 s.active_from,
                 s.idle_ms,
-                s.agent_client_id
+                s.agent_client_id,
+                binding_str(s.binding),
+                s.binding_jkt
             ],
         )?;
         Ok(())
@@ -410,6 +439,8 @@ mod tests {
             active_from: created_at,
             idle_ms: None,
             agent_client_id: None,
+            binding: SessionBinding::Unbound,
+            binding_jkt: None,
         }
     }
 

@@ -132,7 +132,8 @@ impl Delivery {
     }
 }
 
-/// How the request's own session token came: a browser's cookie or a bearer header. A
+/// How the request's own session token came: a browser's cookie or an `Authorization` header
+/// (`Bearer`, or `DPoP` for a session bound to a device key). A
 /// session whose token is replaced (recovery becoming a full session, step-up) gets the new
 /// one the same way, so a cookie session's token never appears in a body script could read.
 pub enum Carrier {
@@ -148,7 +149,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Carrier {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .is_some_and(|(scheme, _)| {
+                scheme.eq_ignore_ascii_case("Bearer") || scheme.eq_ignore_ascii_case("DPoP")
+            });
         Ok(if bearer {
             Carrier::Bearer
         } else {

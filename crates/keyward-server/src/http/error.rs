@@ -15,7 +15,12 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
-        ErrorCode::Unauthenticated | ErrorCode::SessionExpired => StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthenticated
+        | ErrorCode::SessionExpired
+        | ErrorCode::ProofRequired
+        | ErrorCode::ProofInvalid
+        | ErrorCode::ProofNonceRequired => StatusCode::UNAUTHORIZED,
+        ErrorCode::BindingRequired => StatusCode::FORBIDDEN,
         ErrorCode::StepUpRequired
         | ErrorCode::Forbidden
         | ErrorCode::RecoveryInProgress
@@ -57,6 +62,27 @@ impl IntoResponse for ServerError {
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        // RFC 9449 section 7.1: the challenge names DPoP and ES256, and the error.
+        let dpop_error = match &self {
+            ServerError::ProofRequired => Some(("invalid_token", None)),
+            ServerError::ProofInvalid(_) => Some(("invalid_dpop_proof", None)),
+            ServerError::ProofNonceRequired { nonce, .. } => Some(("use_dpop_nonce", Some(nonce))),
+            _ => None,
+        };
+        if let Some((error, nonce)) = dpop_error {
+            let challenge = format!(
+                "DPoP algs=\"ES256\", error=\"{error}\", error_description=\"{}\"",
+                self.to_string().replace(['"', '\\'], "'")
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            if let Some(n) = nonce
+                && let Ok(v) = HeaderValue::from_str(n)
+            {
+                response.headers_mut().insert("dpop-nonce", v);
+            }
         }
         response
     }

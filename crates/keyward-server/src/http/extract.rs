@@ -12,7 +12,7 @@ use super::AppState;
 use super::browser;
 use crate::error::ServerError;
 use crate::net;
-use crate::relying_party::Authed;
+use crate::relying_party::{Authed, RequestProof};
 
 /// JSON body. Wrong content type → 415, bad JSON → 400, too large → 413, all as `ApiError`.
 pub struct ApiJson<T>(pub T);
@@ -122,37 +122,84 @@ impl<S: Send + Sync> FromRequestParts<S> for UserAgent {
     }
 }
 
-/// A valid session from `Authorization: Bearer <token>`, or from a browser's session cookie
-/// (then a state-changing request must also come from Keyward's own page: CSRF). Checking it
-/// counts as activity.
+/// A valid session from `Authorization: Bearer <token>`, from `Authorization: DPoP <token>`
+/// with its `DPoP` proof header (RFC 9449: a session bound to a device key takes only that),
+/// or from a browser's session cookie (then a state-changing request must also come from
+/// Keyward's own page: CSRF). Checking it counts as activity.
 impl FromRequestParts<AppState> for Authed {
     type Rejection = ServerError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ServerError> {
-        let bearer = parts
+        let authorization = parts
             .headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_string());
-        let token = match bearer {
-            Some(token) => token,
-            None => {
-                let token = browser::cookie(&parts.headers, browser::SESSION_COOKIE)
-                    .ok_or(ServerError::Unauthenticated)?;
-                if !parts.method.is_safe() {
-                    browser::require_own_page(&parts.headers, state)?;
-                }
-                token
+            .and_then(|v| v.to_str().ok());
+        let scheme = |name: &str| {
+            authorization
+                .and_then(|v| v.split_once(' '))
+                .filter(|(s, _)| s.eq_ignore_ascii_case(name))
+                .map(|(_, t)| t.trim().to_string())
+        };
+        let (token, proof) = if let Some(token) = scheme("Bearer") {
+            (token, None)
+        } else if let Some(token) = scheme("DPoP") {
+            (token, Some(request_proof(parts, state)?))
+        } else {
+            let token = browser::cookie(&parts.headers, browser::SESSION_COOKIE)
+                .ok_or(ServerError::Unauthenticated)?;
+            if !parts.method.is_safe() {
+                browser::require_own_page(&parts.headers, state)?;
             }
+            (token, None)
         };
         state
             .blocking(move |s| {
-                let authed = s.authenticate(&token)?;
+                let authed = s.authenticate(&token, proof.as_ref())?;
                 // A browser-bound session's token lives minutes (`browser_binding`).
                 s.check_browser_binding(&authed)?;
                 Ok(authed)
             })
             .await
     }
+}
+
+/// The request's one `DPoP` header, and the URLs it may have been sent to: as the client
+/// addressed it (`Host`), and each configured origin (behind a proxy that rewrites `Host`).
+fn request_proof(parts: &Parts, state: &AppState) -> Result<RequestProof, ServerError> {
+    let mut proofs = parts.headers.get_all("dpop").iter();
+    let (Some(proof), None) = (proofs.next(), proofs.next()) else {
+        return Err(ServerError::ProofInvalid(
+            "send exactly one DPoP header with the DPoP token".into(),
+        ));
+    };
+    let proof = proof
+        .to_str()
+        .map_err(|_| ServerError::ProofInvalid("the DPoP header is not text".into()))?
+        .trim()
+        .to_string();
+    let path = parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or(parts.uri.path(), |u| u.0.path());
+    let scheme = if state.tls() { "https" } else { "http" };
+    let mut urls: Vec<String> = state
+        .relying_party()
+        .info()
+        .origins
+        .iter()
+        .map(|o| format!("{o}{path}"))
+        .collect();
+    if let Some(host) = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+    {
+        urls.push(format!("{scheme}://{host}{path}"));
+    }
+    Ok(RequestProof {
+        proof,
+        method: parts.method.as_str().to_string(),
+        urls,
+    })
 }

@@ -198,6 +198,11 @@ impl AppState {
         &self.0.relying_party
     }
 
+    /// Served over HTTPS (what a request's URL starts with, for DPoP's `htu`).
+    pub(crate) fn tls(&self) -> bool {
+        self.0.tls
+    }
+
     fn stream_poll_every(&self) -> std::time::Duration {
         self.0.stream_poll_every
     }
@@ -256,6 +261,7 @@ pub fn router(state: AppState) -> Router {
             ServerError::InvalidInput("that method is not allowed here".into()).into_response()
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), dpop_nonce))
         .layer(middleware::from_fn_with_state(state.clone(), check_host))
         .layer(middleware::from_fn(move |req, next| {
             security_headers(req, next, tls)
@@ -301,6 +307,24 @@ async fn check_host(
         }
     }
     next.run(req).await
+}
+
+/// Every API answer carries the current DPoP nonce (RFC 9449 section 8), so a client always
+/// holds one for its next proof: stateless, an HMAC of the time slot (`dpop::Nonces`).
+async fn dpop_nonce(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let mut res = next.run(req).await;
+    if api
+        && !res.headers().contains_key("dpop-nonce")
+        && let Ok(v) = HeaderValue::from_str(&state.relying_party().dpop_nonce())
+    {
+        res.headers_mut().insert("dpop-nonce", v);
+    }
+    res
 }
 
 async fn security_headers(req: Request, next: Next, tls: bool) -> Response {

@@ -208,7 +208,7 @@ impl RelyingParty {
         };
         let now = self.now();
         let authed = session_token
-            .and_then(|t| self.authenticate(&t).ok())
+            .and_then(|t| self.authenticate(&t, None).ok())
             .filter(|a| {
                 a.session.scope == SessionScope::Full && a.account.state == AccountState::Active
             });

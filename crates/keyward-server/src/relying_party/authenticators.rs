@@ -45,12 +45,14 @@ impl RelyingParty {
         self.store.read(|tx| {
             let keys = tx.authenticators(authed.account.id)?;
             let rk = tx.recovery_key(authed.account.id)?;
-            Ok(readiness::assess(
-                &keys,
-                rk.as_ref(),
-                self.now(),
-                &self.policy,
-            ))
+            let mut r = readiness::assess(&keys, rk.as_ref(), self.now(), &self.policy);
+            let unbound = self
+                .live_sessions(tx, authed.account.id)?
+                .iter()
+                .filter(|s| s.binding_jkt.is_none())
+                .count();
+            readiness::note_unbound_sessions(&mut r, unbound as u32);
+            Ok(r)
         })
     }
 

@@ -218,7 +218,7 @@ impl RelyingParty {
     /// carrying its new public key and signed by it over the registration challenge. The
     /// session is bound to that key from then on, and gets a short-lived token.
     pub fn register_dbsc(&self, token: &str, proof: &str) -> Result<Refreshed> {
-        let authed = self.authenticate(token)?;
+        let authed = self.authenticate(token, None)?;
         self.check_browser_binding(&authed)?;
         let refused = || ServerError::Forbidden("that registration proof is not valid");
         let proof = Proof::parse(proof).ok_or_else(refused)?;

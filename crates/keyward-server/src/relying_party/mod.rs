@@ -57,7 +57,7 @@ mod tests;
 mod views;
 
 pub(crate) use sessions::AgentLimits;
-pub use sessions::Authed;
+pub use sessions::{Authed, RequestProof};
 
 use decoys::DecoyCredentials;
 use places::PlaceDb;
@@ -101,6 +101,27 @@ pub struct RelyingParty {
     log_public_key: ed25519_dalek::VerifyingKey,
     /// The OpenID Connect provider's own state (`crate::oidc`).
     pub(crate) oidc: crate::oidc::Provider,
+    /// Stateless DPoP nonces, and how fresh a proof must be (`crate::dpop`).
+    pub(crate) nonces: crate::dpop::Nonces,
+    pub(crate) proof_window: crate::dpop::ProofWindow,
+}
+
+/// A DPoP nonce is good for one to two of these.
+const DPOP_NONCE_SLOT_MS: i64 = 5 * 60_000;
+
+/// A 32-byte key kept in the database's meta table, made on first use: the same for every
+/// instance and across restarts.
+fn persistent_key(store: &Store, name: &str) -> std::result::Result<[u8; 32], SetupError> {
+    let key = store.write(|tx| {
+        if let Some(k) = tx.meta(name)? {
+            return Ok::<_, keyward_core::CoreError>(k);
+        }
+        let k = keyward_core::secret::random_bytes::<32>().to_vec();
+        tx.set_meta(name, &k)?;
+        Ok(k)
+    })?;
+    key.try_into()
+        .map_err(|_| SetupError::Webauthn(format!("the stored {name} is not 32 bytes")))
 }
 
 /// Why a relying party could not be set up from its configuration.
@@ -162,17 +183,9 @@ impl RelyingParty {
 
         // The decoy-credential key must persist, or decoys would change across restarts and
         // give unknown usernames away.
-        let decoy_key = store.write(|tx| {
-            if let Some(k) = tx.meta("fake_credential_hmac_key")? {
-                return Ok::<_, keyward_core::CoreError>(k);
-            }
-            let k = keyward_core::secret::random_bytes::<32>().to_vec();
-            tx.set_meta("fake_credential_hmac_key", &k)?;
-            Ok(k)
-        })?;
-        let decoy_key: [u8; 32] = decoy_key
-            .try_into()
-            .map_err(|_| SetupError::Webauthn("stored decoy key is not 32 bytes".into()))?;
+        let decoy_key = persistent_key(&store, "fake_credential_hmac_key")?;
+        // DPoP nonces: one key for every instance on this database, so any accepts any's.
+        let nonce_key = persistent_key(&store, "dpop_nonce_hmac_key")?;
 
         let attestation = if config.attested_models.is_empty() {
             None
@@ -224,7 +237,14 @@ impl RelyingParty {
             last_prune: AtomicI64::new(i64::MIN),
             log_public_key,
             oidc,
+            nonces: crate::dpop::Nonces::new(nonce_key, DPOP_NONCE_SLOT_MS),
+            proof_window: crate::dpop::ProofWindow::default(),
         })
+    }
+
+    /// The DPoP nonce to hand out now (`DPoP-Nonce`).
+    pub fn dpop_nonce(&self) -> String {
+        self.nonces.current(self.now())
     }
 
     /// The RP ID and origins ceremonies must use, and the session lifetimes in force.
@@ -286,6 +306,7 @@ impl RelyingParty {
             let (sessions, devices) =
                 tx.prune_sessions(before, p.session_idle_ms, p.prune_batch)?;
             let hits = tx.prune_limit_hits(now, p.prune_batch)?
+                + tx.prune_proof_replays(now, p.prune_batch)?
                 + tx.prune_pending_authorizations(now, p.prune_batch)?
                 + tx.prune_device_codes(now, p.prune_batch)?
                 + tx.prune_grants(before, p.prune_batch)?

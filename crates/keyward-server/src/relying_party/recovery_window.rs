@@ -63,6 +63,7 @@ impl RelyingParty {
     ) -> Result<RecoveryStarted> {
         let client = clean_client(&req.client, user_agent);
         let now = self.now();
+        let binding = self.binding_of(req.binding.as_ref())?;
         // Counted per network only: never per account (anyone who knows a username could
         // then spend the owner's attempts), and the same for unknown names (no oracle).
         let address_key = LimitKey::RecoveryFailure {
@@ -136,6 +137,7 @@ impl RelyingParty {
                     scope: SessionScope::Recovery,
                     active_from: ends_at,
                     agent: None,
+                    binding: binding.clone(),
                 },
             )?;
             let pending = PendingRecovery {

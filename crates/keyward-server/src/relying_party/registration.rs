@@ -205,6 +205,7 @@ impl RelyingParty {
     ) -> Result<SignedIn> {
         let client = clean_client(&req.client, user_agent);
         let now = self.now();
+        let binding = self.binding_of(req.binding.as_ref())?;
         self.write_verdict(|tx| {
             let Some(c) = self.take_ceremony(tx, req.ceremony_id, CeremonyKind::Register, now)?
             else {
@@ -251,7 +252,8 @@ impl RelyingParty {
             }
             let opened = self.open_session(
                 tx,
-                SessionRequest::by_key(&account, authenticator.id, &client, None, address, now),
+                SessionRequest::by_key(&account, authenticator.id, &client, None, address, now)
+                    .bound(binding.clone()),
             )?;
             let detail = EventDetail {
                 authenticator_id: Some(authenticator.id),

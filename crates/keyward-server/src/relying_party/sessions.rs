@@ -4,8 +4,8 @@
 use keyward_core::secret::{hash_secret, new_secret};
 use keyward_core::store::{Account, Device, Session, Tx};
 use keyward_proto::{
-    AccountState, ClientInfo, EndedSessions, EventDetail, EventKind, Millis, SessionScope,
-    SessionView,
+    AccountState, ClientInfo, DeviceKeyKind, EndedSessions, EventDetail, EventKind, Millis,
+    SessionBinding, SessionKeyBinding, SessionScope, SessionView,
 };
 use uuid::Uuid;
 
@@ -57,6 +57,22 @@ impl Authed {
     }
 }
 
+/// A request's DPoP proof (RFC 9449), and what it must match: the request's method and the
+/// URLs it may have been sent to (see `dpop::ProofCheck::urls`).
+#[derive(Debug, Clone)]
+pub struct RequestProof {
+    pub proof: String,
+    pub method: String,
+    pub urls: Vec<String>,
+}
+
+/// What a new session is bound to: its kind and the key's RFC 7638 thumbprint.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Binding {
+    pub kind: SessionBinding,
+    pub jkt: Option<String>,
+}
+
 /// Who acted, as the log names them: a session and its device's name at the time.
 pub(crate) struct Actor<'a> {
     pub session: &'a Session,
@@ -77,6 +93,7 @@ pub(super) struct SessionRequest<'a> {
     pub active_from: Millis,
     /// An agent's session (a device code approved): its client and own limits.
     pub agent: Option<AgentLimits>,
+    pub binding: Binding,
 }
 
 /// An agent's session: the client it is for, and its own idle and absolute limits (already
@@ -106,7 +123,13 @@ impl<'a> SessionRequest<'a> {
             scope: SessionScope::Full,
             active_from: now,
             agent: None,
+            binding: Binding::default(),
         }
+    }
+
+    /// The same, bound to the key the client sent (see `RelyingParty::binding_of`).
+    pub(super) fn bound(self, binding: Binding) -> Self {
+        SessionRequest { binding, ..self }
     }
 }
 
@@ -130,13 +153,61 @@ impl OpenedSession {
     }
 }
 
+/// A bound session takes only a proof by its own key; an unbound one, no proof (a DPoP proof
+/// with an unbound token is a client confused about which session it holds).
+fn check_binding(session: &Session, proven: Option<&crate::dpop::VerifiedProof>) -> Result<()> {
+    match (&session.binding_jkt, proven) {
+        // DBSC and the browser's own key prove themselves on refresh, not per request.
+        (Some(_), _)
+            if matches!(
+                session.binding,
+                SessionBinding::Browser | SessionBinding::Dbsc
+            ) =>
+        {
+            Ok(())
+        }
+        (Some(_), None) => Err(ServerError::ProofRequired),
+        (Some(jkt), Some(p)) if *jkt == p.jkt => Ok(()),
+        (Some(_), Some(_)) => Err(ServerError::ProofInvalid(
+            "the proof is signed by another key than the session's".into(),
+        )),
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(ServerError::ProofInvalid(
+            "this session is not bound to a key; send its token as a bearer token".into(),
+        )),
+    }
+}
+
+/// Accepts a proof's `jti` once, on every instance: a second use is a replay.
+fn remember(
+    tx: &Tx<'_>,
+    p: &crate::dpop::VerifiedProof,
+    window: &crate::dpop::ProofWindow,
+    now: Millis,
+) -> Result<()> {
+    if tx.remember_proof(&p.jkt, &p.jti, window.remember_until(now))? {
+        Ok(())
+    } else {
+        Err(ServerError::ProofInvalid(
+            "this proof was already used (a replay)".into(),
+        ))
+    }
+}
+
 impl RelyingParty {
-    /// Checks a bearer token: unknown, ended or expired tokens are refused; a valid one counts
-    /// as activity. Also lets a due recovery window take effect first.
-    pub fn authenticate(&self, token: &str) -> Result<Authed> {
+    /// Checks a session token, with its DPoP proof when the session is bound: unknown, ended
+    /// or expired tokens are refused, as is a bound session's token without a valid proof by
+    /// its key (once: a replayed proof is refused); a valid one counts as activity. Also lets
+    /// a due recovery window take effect first.
+    pub fn authenticate(&self, token: &str, proof: Option<&RequestProof>) -> Result<Authed> {
         let hash = hash_secret(token);
         let now = self.now();
         let idle = self.policy.session_idle_ms;
+        // The proof's own checks need no database: a bad one is refused before any lookup.
+        let proven = proof
+            .map(|p| self.verify_request_proof(p, token))
+            .transpose()?;
+        let proven = proven.as_ref();
         // Most checks change nothing: a live session seen moments ago, on an account with no
         // recovery to settle. Those are answered from a read transaction, with no commit and
         // no fsync. Anything else (an unknown, ended or expiring session, a due recovery
@@ -147,6 +218,9 @@ impl RelyingParty {
             };
             if session.ended_at.is_some() {
                 return Ok(Some(Err(ServerError::Unauthenticated)));
+            }
+            if let Err(e) = check_binding(&session, proven) {
+                return Ok(Some(Err(e)));
             }
             if !session.is_live(now, idle)
                 || session.scope != SessionScope::Full
@@ -168,7 +242,12 @@ impl RelyingParty {
             }
         })?;
         if let Some(answer) = quick {
-            return answer;
+            let authed = answer?;
+            if let Some(p) = proven {
+                self.store
+                    .write(|tx| remember(tx, p, &self.proof_window, now))?;
+            }
+            return Ok(authed);
         }
         self.write_verdict(|tx| {
             let Some(session) = tx.session_by_token_hash(&hash)? else {
@@ -184,6 +263,17 @@ impl RelyingParty {
             };
             if session.ended_at.is_some() {
                 return Ok(Verdict::Refused(ServerError::Unauthenticated));
+            }
+            if let Err(e) = check_binding(&session, proven) {
+                return Ok(Verdict::Refused(e));
+            }
+            if let Some(p) = proven
+                && let Err(e) = remember(tx, p, &self.proof_window, now)
+            {
+                return match e {
+                    ServerError::ProofInvalid(_) => Ok(Verdict::Refused(e)),
+                    other => Err(other),
+                };
             }
             if account.disabled.is_some() {
                 // Disabling ends every session in its own transaction; this only closes the
@@ -218,6 +308,50 @@ impl RelyingParty {
                 account,
                 token_hash: hash,
             }))
+        })
+    }
+
+    /// A DPoP proof's checks but replay and its key (those need the session and the store).
+    fn verify_request_proof(
+        &self,
+        p: &RequestProof,
+        token: &str,
+    ) -> Result<crate::dpop::VerifiedProof> {
+        let now = self.now();
+        let check = crate::dpop::ProofCheck {
+            method: &p.method,
+            urls: &p.urls,
+            access_token: Some(token),
+            nonces: Some(&self.nonces),
+            now_ms: now,
+            window: self.proof_window,
+        };
+        crate::dpop::verify_proof(&p.proof, &check).map_err(|e| match e {
+            crate::dpop::ProofError::Invalid(m) => ServerError::ProofInvalid(m),
+            crate::dpop::ProofError::UseNonce(message) => ServerError::ProofNonceRequired {
+                message,
+                nonce: self.nonces.current(now),
+            },
+        })
+    }
+
+    /// What a finish request's `binding` binds the new session to; refused when the key is
+    /// not a public P-256 JWK, or when none is sent and `require_bound_sessions` is on.
+    pub(super) fn binding_of(&self, requested: Option<&SessionKeyBinding>) -> Result<Binding> {
+        let Some(b) = requested else {
+            if self.policy.require_bound_sessions {
+                return Err(ServerError::BindingRequired);
+            }
+            return Ok(Binding::default());
+        };
+        let jwk = crate::dpop::PublicJwk::from_value(&b.jwk)
+            .map_err(|e| ServerError::InvalidInput(format!("binding: {e}")))?;
+        Ok(Binding {
+            kind: match b.kind {
+                DeviceKeyKind::Software => SessionBinding::Software,
+                DeviceKeyKind::Hardware => SessionBinding::Hardware,
+            },
+            jkt: Some(jwk.thumbprint()),
         })
     }
 
@@ -296,6 +430,8 @@ impl RelyingParty {
             active_from: req.active_from,
             idle_ms: req.agent.as_ref().map(|a| a.idle_ms),
             agent_client_id: req.agent.as_ref().map(|a| a.client_id.clone()),
+            binding: req.binding.kind,
+            binding_jkt: req.binding.jkt,
         };
         tx.insert_session(&session, &hash_secret(&token))?;
         Ok(OpenedSession {

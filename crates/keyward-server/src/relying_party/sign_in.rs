@@ -41,6 +41,7 @@ impl RelyingParty {
     ) -> Result<SignedIn> {
         let client = clean_client(&req.client, user_agent);
         let now = self.now();
+        let binding = self.binding_of(req.binding.as_ref())?;
         self.store
             .read(|tx| self.check_failure_rate(tx, address, None))?;
         let mut presented = self.present(req.ceremony_id, &req.credential);
@@ -70,7 +71,8 @@ impl RelyingParty {
                     req.device_secret.as_deref(),
                     address,
                     now,
-                ),
+                )
+                .bound(binding.clone()),
             )?;
             let actor = opened.actor();
             let detail = EventDetail {

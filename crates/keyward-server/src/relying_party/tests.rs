@@ -83,6 +83,7 @@ impl Fixture {
                     nickname: Some(format!("{username}'s first key")),
                     client: client("first laptop"),
                     device_secret: None,
+                    binding: None,
                 },
                 ADDRESS,
                 "",
@@ -102,6 +103,7 @@ impl Fixture {
                 credential,
                 client: client(name),
                 device_secret: None,
+                binding: None,
             },
             ADDRESS,
             "",
@@ -109,7 +111,7 @@ impl Fixture {
     }
 
     fn authed(&self, token: &str) -> Authed {
-        self.rp.authenticate(token).unwrap()
+        self.rp.authenticate(token, None).unwrap()
     }
 
     fn events(&self, token: &str) -> Vec<SecurityEvent> {
@@ -151,6 +153,7 @@ impl Fixture {
                 challenge_id: c.challenge_id,
                 signature: b64(&signature),
                 client: client("new laptop"),
+                binding: None,
             },
             ADDRESS,
             "",
@@ -248,7 +251,7 @@ fn a_recovery_window_settles_on_the_first_touch_after_it_ends() {
     f.authed(&me.token);
     f.clock.advance_secs(6 * 60);
     // Nothing ran at the window's end; the next touch settles it.
-    let err = f.rp.authenticate(&me.token).unwrap_err();
+    let err = f.rp.authenticate(&me.token, None).unwrap_err();
     assert!(matches!(err, ServerError::Unauthenticated), "{err:?}");
     let recovering = f.authed(&started.token);
     assert_eq!(recovering.account.state, AccountState::RecoveryEnrolment);
@@ -285,7 +288,7 @@ fn a_key_sign_in_during_enrolment_cancels_the_recovery() {
     f.clock.advance_secs(61);
     let owner = f.sign_in(&mut key, "laptop").unwrap();
     assert_eq!(owner.account.state, AccountState::Active);
-    let err = f.rp.authenticate(&started.token).unwrap_err();
+    let err = f.rp.authenticate(&started.token, None).unwrap_err();
     assert!(matches!(err, ServerError::Unauthenticated), "{err:?}");
 }
 
@@ -317,7 +320,7 @@ fn of_two_step_ups_raced_with_one_token_only_the_first_replaces_it() {
     let second = finish(&authed).unwrap_err();
     assert!(matches!(second, ServerError::Unauthenticated), "{second:?}");
     assert!(matches!(
-        f.rp.authenticate(&me.token).unwrap_err(),
+        f.rp.authenticate(&me.token, None).unwrap_err(),
         ServerError::Unauthenticated
     ));
     assert_eq!(f.authed(&first.token).session.id, me.session.id);

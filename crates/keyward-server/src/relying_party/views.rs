@@ -83,7 +83,11 @@ impl RelyingParty {
             opened_by: s.opened_by,
             address: s.address.clone(),
             current: Some(s.id) == current,
-            binding: self.browser_binding_of(tx, s.id)?,
+            // A browser's binding lives in its own table; a device key's on the session.
+            binding: match self.browser_binding_of(tx, s.id)? {
+                keyward_proto::SessionBinding::Unbound => s.binding,
+                browser => browser,
+            },
             kind: match s.agent_client_id {
                 Some(_) => keyward_proto::SessionKind::Agent,
                 None => keyward_proto::SessionKind::Person,

@@ -674,6 +674,7 @@ async fn malformed_oversized_and_mistyped_bodies_get_4xx_and_change_nothing() {
                 nickname: None,
                 client: client("x"),
                 device_secret: None,
+                binding: None,
             },
         )
         .await
@@ -848,6 +849,7 @@ async fn a_registration_refused_for_a_taken_credential_id_uses_up_its_ceremony()
         nickname: None,
         client: client("x"),
         device_secret: None,
+        binding: None,
     };
     let cred = copycat.register(&h.origin, &begin.options).unwrap();
     let err = h
@@ -1119,6 +1121,7 @@ async fn probe(
             credential,
             client: client("probe"),
             device_secret: None,
+            binding: None,
         };
         let url = format!("{}/api/v1/sign-in/finish", h.base);
         async move { answer(h.http.post(url).json(&req).send().await.unwrap()).await }

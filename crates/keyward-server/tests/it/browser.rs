@@ -92,6 +92,7 @@ impl Harness {
                 credential,
                 client: client("Chromium"),
                 device_secret: None,
+                binding: None,
             });
         if let Some(d) = device_cookie {
             req = req.header(COOKIE, format!("{DEVICE_COOKIE}={d}"));
@@ -475,6 +476,7 @@ async fn a_recovery_session_cookie_outlives_the_browser_until_its_deadline() {
             challenge_id: c.challenge_id,
             signature: keyward_core::secret::b64(&sig),
             client: client("Chromium"),
+            binding: None,
         })
         .send()
         .await

@@ -94,6 +94,7 @@ async fn webauthn_authenticator_rs_soft_passkey_registers_and_signs_in() {
                 nickname: None,
                 client: client("laptop"),
                 device_secret: None,
+                binding: None,
             },
         )
         .await

@@ -260,6 +260,16 @@ impl Harness {
     }
 
     pub async fn try_create_account(&self, key: &mut SoftKey, username: &str) -> Res<SignedIn> {
+        self.try_create_account_bound(key, username, None).await
+    }
+
+    /// Account creation whose first session is bound to `binding`'s key (if given).
+    pub async fn try_create_account_bound(
+        &self,
+        key: &mut SoftKey,
+        username: &str,
+        binding: Option<SessionKeyBinding>,
+    ) -> Res<SignedIn> {
         let begin: RegistrationBegin = self
             .post(
                 "/api/v1/registration/begin",
@@ -280,6 +290,7 @@ impl Harness {
                 nickname: Some(format!("{username}'s first key")),
                 client: client("first laptop"),
                 device_secret: None,
+                binding,
             },
         )
         .await
@@ -304,6 +315,19 @@ impl Harness {
         name: &str,
         device_secret: Option<String>,
     ) -> Res<SignedIn> {
+        self.sign_in_finish_bound(begin, credential, name, device_secret, None)
+            .await
+    }
+
+    /// `sign_in_finish`, the session bound to `binding`'s key (if given).
+    pub async fn sign_in_finish_bound(
+        &self,
+        begin: &AssertionBegin,
+        credential: PublicKeyCredential,
+        name: &str,
+        device_secret: Option<String>,
+        binding: Option<SessionKeyBinding>,
+    ) -> Res<SignedIn> {
         self.post(
             "/api/v1/sign-in/finish",
             None,
@@ -312,6 +336,7 @@ impl Harness {
                 credential,
                 client: client(name),
                 device_secret,
+                binding,
             },
         )
         .await

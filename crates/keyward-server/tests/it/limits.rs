@@ -152,6 +152,7 @@ async fn a_ceremony_flood_fills_only_the_flooders_share_and_the_veto_stays_open(
             credential: cred,
             client: client("ada's phone"),
             device_secret: None,
+            binding: None,
         },
     )
     .await
@@ -188,6 +189,7 @@ async fn redeem_from(h: &Harness, client: &str, username: &str, key: &RecoveryKe
             challenge_id: c.challenge_id,
             signature: b64(&sig),
             client: client_info(),
+            binding: None,
         },
     )
     .await;
@@ -277,6 +279,7 @@ async fn addresses_come_from_trusted_proxies_only_and_ipv6_counts_by_64() {
             credential: cred,
             client: client("laptop"),
             device_secret: None,
+            binding: None,
         },
     )
     .await

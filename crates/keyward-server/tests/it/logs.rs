@@ -97,6 +97,7 @@ async fn json_logs_carry_request_ids_and_never_a_secret() {
             credential,
             client: client("x"),
             device_secret: None,
+            binding: None,
         })
         .send()
         .await

@@ -9,6 +9,7 @@ mod agents;
 mod api;
 mod attacks;
 mod backup;
+mod bound;
 mod browser;
 mod browser_binding;
 mod check_config;

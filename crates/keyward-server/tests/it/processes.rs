@@ -458,6 +458,7 @@ impl Client {
                 nickname: None,
                 client: client("first laptop"),
                 device_secret: None,
+                binding: None,
             }),
             &from,
         )
@@ -497,6 +498,7 @@ impl Client {
                 credential,
                 client: client(name),
                 device_secret: None,
+                binding: None,
             }),
             &from,
         )

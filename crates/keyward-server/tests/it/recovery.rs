@@ -75,6 +75,7 @@ pub(crate) async fn redeem(h: &Harness, username: &str, key: &RecoveryKey) -> Re
             challenge_id: c.challenge_id,
             signature: b64(&sig),
             client: client("new laptop"),
+            binding: None,
         },
     )
     .await
@@ -184,6 +185,7 @@ async fn redeeming_opens_a_window_that_any_enrolled_key_can_cancel() {
                 credential: cred,
                 client: client("phone"),
                 device_secret: None,
+                binding: None,
             },
         )
         .await
@@ -236,6 +238,7 @@ async fn an_origin_that_is_not_exactly_the_configured_one_cannot_cancel_a_recove
                 credential: cred,
                 client: client("phone"),
                 device_secret: None,
+                binding: None,
             },
         )
         .await
