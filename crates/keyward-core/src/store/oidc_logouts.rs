@@ -307,6 +307,7 @@ mod tests {
             jwks: None,
             source: ClientSource::Command,
             created_at: 1,
+            device_grant: false,
         }
     }
 
@@ -352,6 +353,10 @@ mod tests {
             ended_at: None,
             ended_reason: None,
             active_from: 10,
+            idle_ms: None,
+            agent_client_id: None,
+            binding: keyward_proto::SessionBinding::Unbound,
+            binding_jkt: None,
         };
         store
             .write(|tx| {
