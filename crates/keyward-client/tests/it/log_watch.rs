@@ -6,7 +6,7 @@
 use keyward_client::log_watch::{LogAlarm, SeenHead, check_head};
 use keyward_client::*;
 use keyward_core::Store;
-use keyward_core::security_log::{GENESIS_HASH, event_hash};
+use keyward_core::security_log::{ChainEntry, GENESIS_HASH};
 use keyward_proto::*;
 use uuid::Uuid;
 
@@ -77,13 +77,13 @@ fn reseal_chain(conn: &rusqlite::Connection) {
     let mut stmt = conn
         .prepare(
             "SELECT seq, account_id, kind, at, urgency, session_id, device_id, device_name,
-                    address, detail FROM events ORDER BY seq",
+                    address, detail, sealed FROM events ORDER BY seq",
         )
         .unwrap();
     let uuid = |b: Option<Vec<u8>>| b.map(|b| Uuid::from_slice(&b).unwrap());
-    let events: Vec<SecurityEvent> = stmt
+    let events: Vec<ChainEntry> = stmt
         .query_map([], |r| {
-            Ok(SecurityEvent {
+            let event = SecurityEvent {
                 id: r.get(0)?,
                 account_id: uuid(r.get(1)?).unwrap(),
                 kind: EventKind::parse(&r.get::<_, String>(2)?).unwrap(),
@@ -98,17 +98,23 @@ fn reseal_chain(conn: &rusqlite::Connection) {
                 device_name: r.get(7)?,
                 address: r.get(8)?,
                 detail: serde_json::from_str(&r.get::<_, String>(9)?).unwrap(),
+            };
+            // Sealed details (format 2) are hashed as their ciphertext, as keywardd does.
+            Ok(ChainEntry {
+                event,
+                sealed: r.get(10)?,
+                hash: [0; 32],
             })
         })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
     let mut prev = GENESIS_HASH;
-    for event in events {
-        let hash = event_hash(&prev, &event);
+    for entry in events {
+        let hash = entry.expected_hash(&prev);
         conn.execute(
             "UPDATE events SET hash = ?1 WHERE seq = ?2",
-            rusqlite::params![hash.as_slice(), event.id],
+            rusqlite::params![hash.as_slice(), entry.event.id],
         )
         .unwrap();
         prev = hash;
@@ -145,13 +151,14 @@ async fn another_account_s_event_rewritten_under_the_remembered_head_raises_the_
     let head = api.log_head(Some(seen.id)).await.unwrap();
     assert_eq!(check_head(ada, Some(&seen), &head), Ok(Some(seen.clone())));
     server.stop().await;
-    // Bob's account creation, logged before ada's newest event, gets another address; the
-    // chain is re-sealed and its head re-signed. Ada's head is the same event as before.
+    // Bob's account creation, logged before ada's newest event, gets another time (its
+    // details are sealed under bob's key); the chain is re-hashed and its head re-signed.
+    // Ada's head is the same event as before.
     tamper_and_re_sign(
         &server.db,
         &format!(
             "DROP TRIGGER events_no_update;
-             UPDATE events SET address = '203.0.113.9'
+             UPDATE events SET at = at - 1
              WHERE account_id = x'{}' AND kind = 'account_created';",
             account_hex(&server, "bob")
         ),
