@@ -78,7 +78,7 @@ for lib in $needed; do
   esac
 done
 install -d -m 0755 "$pkg/DEBIAN"
-size=$(du -sk --exclude=DEBIAN "$pkg" | cut -f1)
+size=$(du -sk --apparent-size --exclude=DEBIAN "$pkg" | cut -f1)
 cat >"$pkg/DEBIAN/control" <<EOF
 Package: keywardd
 Version: $version

@@ -84,6 +84,17 @@ unit_key() { sed -n "s/^$1=//p" "$unit" | head -1; }
 user=$(unit_key User)
 as_unit=(setpriv --reuid="$user" --regid="$(unit_key Group)" --init-groups --no-new-privs
   --bounding-set=-all --inh-caps=-all)
+# MemoryDenyWriteExecute=yes as newer systemd applies it: prctl(PR_SET_MDWE,
+# PR_MDWE_REFUSE_EXEC_GAIN), kept across exec, where the kernel has it (Linux 6.3 and later).
+mdwe='import ctypes, os, sys
+if ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0: sys.exit(3)
+os.execvp(sys.argv[1], sys.argv[1:])'
+if grep -qx 'MemoryDenyWriteExecute=yes' "$unit" && /usr/bin/python3 -c "${mdwe%%os.execvp*}"; then
+  as_unit+=(/usr/bin/python3 -c "$mdwe")
+  echo "   keywardd runs with memory writable or executable, never both (PR_SET_MDWE)"
+else
+  echo "   (this kernel has no PR_SET_MDWE: MemoryDenyWriteExecute is left to systemd)"
+fi
 
 step "keywardd check-config, as $user"
 (cd "$(unit_key WorkingDirectory)" && $SUDO "${as_unit[@]}" keywardd --config "$conf" check-config) ||
@@ -179,7 +190,7 @@ dbus-run-session -- bash -c '
   fi
   "$APP_BIN" >"$WORK/app.log" 2>&1 &
   app=$!
-  # Painted: the Keyward window is mapped and the screen holds the UI's text and colours,
+  # Painted: the Keyward window is mapped and the screen holds the UI text and colours,
   # not one or two flat colours of an empty window (checked each second, up to two minutes).
   colours=0
   for _ in $(seq 120); do
