@@ -100,14 +100,14 @@ step "keywardd check-config, as $user"
 (cd "$(unit_key WorkingDirectory)" && $SUDO "${as_unit[@]}" keywardd --config "$conf" check-config) ||
   fail "check-config refuses the shipped $conf"
 
-if curl -s -o /dev/null http://127.0.0.1:8443/healthz; then
-  fail "something already listens on 127.0.0.1:8443, the shipped config's address"
-fi
 if [ -d /run/systemd/system ]; then
-  step "systemd runs here: systemctl start keywardd"
-  $SUDO systemctl start keywardd.service
+  step "systemd runs here: postinst started keywardd.service"
+  systemctl is-active --quiet keywardd.service || $SUDO systemctl start keywardd.service
 else
   step "no systemd as init here: starting keywardd as the unit would"
+  if curl -s -o /dev/null http://127.0.0.1:8443/healthz; then
+    fail "something already listens on 127.0.0.1:8443, the shipped config's address"
+  fi
   # Its ExecStartPre= and ExecStart=, with its user, umask and working folder.
   umask_=$(unit_key UMask)
   pre=$(unit_key ExecStartPre)
@@ -151,6 +151,9 @@ if [ -n "$server_pid" ]; then
 fi
 $SUDO dpkg -r keywardd >/dev/null
 [ ! -e /usr/bin/keywardd ] || fail "dpkg -r left /usr/bin/keywardd"
+if [ -d /run/systemd/system ] && systemctl is-active --quiet keywardd.service; then
+  fail "keywardd.service still runs after dpkg -r"
+fi
 [ -f "$conf" ] && [ -f /var/lib/keyward/keyward.db ] || fail "dpkg -r removed the config or the accounts"
 $SUDO dpkg --purge keywardd >/dev/null
 [ ! -e /etc/keyward ] && [ ! -e /var/lib/keyward ] || fail "dpkg --purge left /etc/keyward or /var/lib/keyward"
