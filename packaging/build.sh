@@ -44,6 +44,9 @@ else
 fi
 bin=$target/release/keywardd
 mkdir -p "$out"
+# Only this build's packages in it (packaging/test.sh installs what it finds).
+rm -f "$out"/keywardd_*.deb
+[ "$what" = keywardd ] || rm -f "$out"/*.deb "$out"/*.rpm
 
 # ---- keywardd's .deb -------------------------------------------------------------------------
 stage=$(mktemp -d)
