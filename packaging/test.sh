@@ -173,7 +173,10 @@ app_bin=$(dpkg -L "$app" | grep '^/usr/bin/' | head -1)
 dpkg -L "$app" | grep -q '\.desktop$' || fail "$app installs no desktop entry"
 
 step "the .rpm holds the same program and desktop entry"
-rpm2cpio "$app_rpm" | (cd "$work" && mkdir rpm && cd rpm && cpio -idm --quiet)
+# (Debian's rpm2cpio 4.18 exits 1 after writing all of a Tauri .rpm's payload: the files are
+# what is checked.)
+mkdir "$work/rpm"
+{ rpm2cpio "$app_rpm" || true; } | (cd "$work/rpm" && cpio -idm --quiet)
 [ -x "$work/rpm$app_bin" ] || fail "the .rpm has no $app_bin"
 ls "$work"/rpm/usr/share/applications/*.desktop >/dev/null || fail "the .rpm has no desktop entry"
 
@@ -201,14 +204,14 @@ dbus-run-session -- bash -c '
     if xwininfo -root -tree | grep -q "\"Keyward\""; then
       import -window root "$SHOT"
       colours=$(identify -format %k "$SHOT")
-      [ "$colours" -gt 200 ] && break
+      [ "$colours" -gt 400 ] && break
     fi
     sleep 1
   done
   kill $app
   wait $app || true
   echo "   first screen: $colours colours, $SHOT"
-  [ "$colours" -gt 200 ]
+  [ "$colours" -gt 400 ]
 ' || { tail -20 "$work/app.log" >&2; fail "the installed desktop app painted no first screen"; }
 
 step "dpkg -r $app"
