@@ -96,3 +96,67 @@ fn each_problem_is_named() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("RP ID"), "{text}");
 }
+
+/// The Debian package's /etc/keyward/keywardd.toml (packaging/keywardd/keywardd.toml): accepted
+/// as shipped (with its paths pointed into a scratch folder, as flags win over the file), and
+/// every setting it shows commented out is one keywardd reads, written as keywardd reads it.
+#[test]
+fn the_packaged_config_passes_and_its_commented_settings_are_real() {
+    let shipped = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../packaging/keywardd/keywardd.toml"
+    );
+    let text = std::fs::read_to_string(shipped).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ui = dir.path().join("web-ui");
+    std::fs::create_dir(&ui).unwrap();
+    std::fs::write(ui.join("index.html"), "<!doctype html>").unwrap();
+    let scratch = |name: &str| dir.path().join(name).display().to_string();
+    let local = [
+        "--db",
+        &scratch("keyward.db"),
+        "--log-key",
+        &scratch("keyward.db.log-key"),
+        "--web-ui",
+        &scratch("web-ui"),
+    ];
+    let (code, out) = check(&[&["--config", shipped], &local[..]].concat());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("origins [\"http://localhost:8443\"]"), "{out}");
+    for key in [
+        "listen = \"127.0.0.1:8443\"",
+        "db = \"/var/lib/keyward/",
+        "log_key = \"/var/lib/keyward/",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(key)),
+            "{key} in {shipped}"
+        );
+    }
+
+    // Each `# key = value` line, uncommented in place of the key's live line, still parses.
+    let setting = |line: &str| {
+        let rest = line.strip_prefix("# ")?;
+        let (key, _) = rest.split_once(" = ")?;
+        key.chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_')
+            .then(|| (key.to_string(), rest.to_string()))
+    };
+    let commented: Vec<_> = text.lines().filter_map(setting).collect();
+    assert!(commented.len() >= 10, "{commented:?}");
+    for (key, line) in commented {
+        let mut file: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key} = ")))
+            .collect();
+        file.push(&line);
+        let path = dir.path().join("variant.toml");
+        std::fs::write(&path, file.join("\n")).unwrap();
+        let path = path.display().to_string();
+        let (_, out) = check(&[&["--config", &path], &local[..]].concat());
+        assert!(
+            !out.contains("config file"),
+            "`{line}` from {shipped} is not a setting keywardd reads: {out}"
+        );
+    }
+}
