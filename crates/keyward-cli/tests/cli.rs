@@ -34,6 +34,21 @@ async fn keyward(args: &[&str], env: &[(&str, &str)]) -> Output {
     }
 }
 
+/// A real keywardd on loopback over a SQLite file in `dir`; its address for `--server`.
+async fn local_keywardd(dir: &Path) -> (keyward_server::RunningServer, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let origin = Url::parse(&format!("http://localhost:{port}")).unwrap();
+    let server = keyward_server::start_on(
+        listener,
+        keyward_server::Config::local(dir.join("k.db"), origin),
+        Arc::new(keyward_core::SystemClock),
+    )
+    .await
+    .unwrap();
+    (server, format!("http://localhost:{port}"))
+}
+
 /// A relying party that is not keywardd: webauthn-rs configured for another site.
 fn other_site() -> (Webauthn, Url) {
     let origin = Url::parse("https://login.example.org").unwrap();
@@ -258,17 +273,7 @@ async fn an_nfc_key_is_managed_and_used_from_the_command_line_through_pcscd() {
 
     // Sign up to a real keywardd with the NFC key; the PIN comes from KEYWARD_PIN.
     let dir = tempfile::tempdir().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let origin = Url::parse(&format!("http://localhost:{port}")).unwrap();
-    let _server = keyward_server::start_on(
-        listener,
-        keyward_server::Config::local(dir.path().join("k.db"), origin),
-        Arc::new(keyward_core::SystemClock),
-    )
-    .await
-    .unwrap();
-    let server = format!("http://localhost:{port}");
+    let (_server, server) = local_keywardd(dir.path()).await;
     let pin = [("KEYWARD_PIN", "4321")];
     let signed = keyward(&["--server", &server, "sign-up", "ada"], &pin).await;
     assert!(signed.ok, "{}", signed.stderr);
@@ -293,17 +298,7 @@ async fn an_nfc_key_is_managed_and_used_from_the_command_line_through_pcscd() {
 #[tokio::test]
 async fn an_export_of_the_log_verifies_and_a_tampered_one_does_not() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let origin = Url::parse(&format!("http://localhost:{port}")).unwrap();
-    let _server = keyward_server::start_on(
-        listener,
-        keyward_server::Config::local(dir.path().join("k.db"), origin),
-        Arc::new(keyward_core::SystemClock),
-    )
-    .await
-    .unwrap();
-    let server = format!("http://localhost:{port}");
+    let (_server, server) = local_keywardd(dir.path()).await;
     let key_file = dir.path().join("key.json");
     let key_file = key_file.to_str().unwrap();
     let signed = keyward(
@@ -366,17 +361,7 @@ async fn an_export_of_the_log_verifies_and_a_tampered_one_does_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_bound_to_a_key_file_refuses_its_token_without_it() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let origin = Url::parse(&format!("http://localhost:{port}")).unwrap();
-    let _server = keyward_server::start_on(
-        listener,
-        keyward_server::Config::local(dir.path().join("k.db"), origin),
-        Arc::new(keyward_core::SystemClock),
-    )
-    .await
-    .unwrap();
-    let server = format!("http://localhost:{port}");
+    let (_server, server) = local_keywardd(dir.path()).await;
     let key_file = dir.path().join("key.json");
     let session_key = dir.path().join("session.key");
     let signed = keyward(

@@ -99,6 +99,18 @@ impl Device<'_> {
         )
     }
 
+    /// `GET /api/v1/account` with this session's token and `proof` as its DPoP header.
+    async fn account_with(&self, proof: &str) -> Answer {
+        dpop_request(
+            self.h,
+            Method::GET,
+            "/api/v1/account",
+            &self.token,
+            Some(proof),
+        )
+        .await
+    }
+
     async fn get(&self, path: &str) -> Answer {
         let n = nonce(self.h).await;
         let proof = self.proof("GET", path, &n);
@@ -184,23 +196,9 @@ async fn replayed_misdirected_stale_and_future_proofs_are_refused() {
     let n = nonce(&h).await;
 
     let proof = owner.proof("GET", "/api/v1/account", &n);
-    let first = dpop_request(
-        &h,
-        Method::GET,
-        "/api/v1/account",
-        &owner.token,
-        Some(&proof),
-    )
-    .await;
+    let first = owner.account_with(&proof).await;
     assert_eq!(first.status, StatusCode::OK);
-    let again = dpop_request(
-        &h,
-        Method::GET,
-        "/api/v1/account",
-        &owner.token,
-        Some(&proof),
-    )
-    .await;
+    let again = owner.account_with(&proof).await;
     assert_eq!(again.status, StatusCode::UNAUTHORIZED);
     assert!(again.body["message"].as_str().unwrap().contains("replay"));
 
@@ -231,14 +229,7 @@ async fn replayed_misdirected_stale_and_future_proofs_are_refused() {
 
     // For another URL, another method.
     let proof = owner.proof("GET", "/api/v1/sessions", &n);
-    let misdirected = dpop_request(
-        &h,
-        Method::GET,
-        "/api/v1/account",
-        &owner.token,
-        Some(&proof),
-    )
-    .await;
+    let misdirected = owner.account_with(&proof).await;
     assert!(
         misdirected.body["message"]
             .as_str()
@@ -246,14 +237,7 @@ async fn replayed_misdirected_stale_and_future_proofs_are_refused() {
             .contains("another URL")
     );
     let proof = owner.proof("POST", "/api/v1/account", &n);
-    let wrong = dpop_request(
-        &h,
-        Method::GET,
-        "/api/v1/account",
-        &owner.token,
-        Some(&proof),
-    )
-    .await;
+    let wrong = owner.account_with(&proof).await;
     assert!(
         wrong.body["message"]
             .as_str()
@@ -267,14 +251,7 @@ async fn replayed_misdirected_stale_and_future_proofs_are_refused() {
         let proof = owner
             .key
             .dpop_proof("GET", &url, iat, Some(&owner.token), Some(&n));
-        let a = dpop_request(
-            &h,
-            Method::GET,
-            "/api/v1/account",
-            &owner.token,
-            Some(&proof),
-        )
-        .await;
+        let a = owner.account_with(&proof).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED);
         assert!(
             a.body["message"].as_str().unwrap().contains(says),
@@ -287,14 +264,7 @@ async fn replayed_misdirected_stale_and_future_proofs_are_refused() {
     let proof = owner
         .key
         .dpop_proof("GET", &at_origin, now_s(&h), Some(&owner.token), Some(&n));
-    let a = dpop_request(
-        &h,
-        Method::GET,
-        "/api/v1/account",
-        &owner.token,
-        Some(&proof),
-    )
-    .await;
+    let a = owner.account_with(&proof).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(owner.get("/api/v1/account").await.status, StatusCode::OK);
 }
@@ -308,14 +278,7 @@ async fn a_proof_without_the_servers_nonce_is_answered_with_one() {
         let proof = owner
             .key
             .dpop_proof("GET", &url, now_s(&h), Some(&owner.token), nonce);
-        let a = dpop_request(
-            &h,
-            Method::GET,
-            "/api/v1/account",
-            &owner.token,
-            Some(&proof),
-        )
-        .await;
+        let a = owner.account_with(&proof).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED);
         assert_eq!(a.code(), "proof_nonce_required");
         assert!(
@@ -328,14 +291,7 @@ async fn a_proof_without_the_servers_nonce_is_answered_with_one() {
         let proof = owner
             .key
             .dpop_proof("GET", &url, now_s(&h), Some(&owner.token), Some(&fresh));
-        let retry = dpop_request(
-            &h,
-            Method::GET,
-            "/api/v1/account",
-            &owner.token,
-            Some(&proof),
-        )
-        .await;
+        let retry = owner.account_with(&proof).await;
         assert_eq!(retry.status, StatusCode::OK);
     }
     // Nonces age out: two slots (10 minutes) later, the old one is refused.
@@ -344,14 +300,7 @@ async fn a_proof_without_the_servers_nonce_is_answered_with_one() {
     let proof = owner
         .key
         .dpop_proof("GET", &url, now_s(&h), Some(&owner.token), Some(&old));
-    let a = dpop_request(
-        &h,
-        Method::GET,
-        "/api/v1/account",
-        &owner.token,
-        Some(&proof),
-    )
-    .await;
+    let a = owner.account_with(&proof).await;
     assert_eq!(a.code(), "proof_nonce_required");
 }
 
