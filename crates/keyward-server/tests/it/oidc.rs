@@ -283,6 +283,34 @@ impl Harness {
         (browser, tokens)
     }
 
+    /// `spare` added (by the session `fresh`), `app` signed in with `key`, then `key` reported
+    /// lost: the app's tokens from that sign-in.
+    pub(crate) async fn app_signed_in_then_its_key_lost(
+        &self,
+        fresh: &str,
+        key: &mut keyward_softkey::SoftKey,
+        spare: &mut keyward_softkey::SoftKey,
+        app: &App,
+    ) -> serde_json::Value {
+        let h = self;
+        h.add_key(fresh, spare, "spare").await.unwrap();
+        let (_, tokens) = h.signed_in_app(key, app).await;
+        let keys: Vec<AuthenticatorView> = h.get("/api/v1/authenticators", fresh).await.unwrap();
+        let first = keys.iter().find(|k| k.nickname != "spare").unwrap().id;
+        let res = h
+            .http
+            .post(format!(
+                "{}/api/v1/authenticators/{first}/report-lost",
+                h.base
+            ))
+            .bearer_auth(fresh)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+        tokens
+    }
+
     async fn app_tokens(&self, browser: &Browser, app: &App) -> serde_json::Value {
         let (verifier, challenge) = pkce();
         let back = self.consent_flow(browser, app, &challenge, &[]).await;
@@ -1435,21 +1463,9 @@ async fn end_all_others_and_a_lost_key_end_the_apps_tokens_too() {
 
     // Reporting the key that opened the app's session lost ends that session, and the app's.
     let mut spare = new_key();
-    h.add_key(&fresh, &mut spare, "spare").await.unwrap();
-    let (_, tokens) = h.signed_in_app(&mut key, &chat).await;
-    let keys: Vec<AuthenticatorView> = h.get("/api/v1/authenticators", &fresh).await.unwrap();
-    let first = keys.iter().find(|k| k.nickname != "spare").unwrap().id;
-    let res = h
-        .http
-        .post(format!(
-            "{}/api/v1/authenticators/{first}/report-lost",
-            h.base
-        ))
-        .bearer_auth(&fresh)
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    let tokens = h
+        .app_signed_in_then_its_key_lost(&fresh, &mut key, &mut spare, &chat)
+        .await;
     h.assert_app_sign_in_ended(&chat, &tokens).await;
 }
 

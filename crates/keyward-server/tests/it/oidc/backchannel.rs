@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use keyward_proto::{AuthenticatorView, EndedSessions, SessionView};
+use keyward_proto::{EndedSessions, SessionView};
 use parking_lot::Mutex;
 use reqwest::{Method, StatusCode};
 use tokio::sync::mpsc;
@@ -206,21 +206,9 @@ async fn every_way_a_session_ends_sends_each_app_a_logout_token_that_verifies() 
 
     // The key that opened the app's session reported lost.
     let mut spare = new_key();
-    h.add_key(&fresh, &mut spare, "spare").await.unwrap();
-    let (_, tokens) = h.signed_in_app(&mut key, &chat).await;
-    let keys: Vec<AuthenticatorView> = h.get("/api/v1/authenticators", &fresh).await.unwrap();
-    let first = keys.iter().find(|k| k.nickname != "spare").unwrap().id;
-    let res = h
-        .http
-        .post(format!(
-            "{}/api/v1/authenticators/{first}/report-lost",
-            h.base
-        ))
-        .bearer_auth(&fresh)
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    let tokens = h
+        .app_signed_in_then_its_key_lost(&fresh, &mut key, &mut spare, &chat)
+        .await;
     let got = chat_end.next().await;
     verify_logout_token(&h, &chat, &got, &s(&tokens, "id_token")).await;
 
