@@ -133,6 +133,9 @@ pub struct Desktop {
     data_dir: PathBuf,
     client: ClientInfo,
     clock: Arc<dyn keyward_core::Clock>,
+    /// What dates the DPoP proofs: the server's time. The system clock, unless a test runs
+    /// keywardd on a clock of its own.
+    proof_clock: Arc<dyn keyward_core::Clock>,
     vault: Box<dyn TokenVault>,
     conn: Mutex<Connection>,
     keys: Mutex<Keys>,
@@ -163,11 +166,18 @@ impl Desktop {
             data_dir: data_dir.to_path_buf(),
             client,
             clock,
+            proof_clock: Arc::new(keyward_core::SystemClock),
             vault,
             conn: Mutex::new(Connection::default()),
             keys: Mutex::new(keys),
             prompts,
         })
+    }
+
+    /// Dates the session's DPoP proofs by `clock` (a test whose keywardd keeps manual time).
+    pub fn dating_proofs_by(mut self, clock: Arc<dyn keyward_core::Clock>) -> Desktop {
+        self.proof_clock = clock;
+        self
     }
 
     /// Connects to `server`, or with None starts the built-in keywardd on loopback with its
@@ -229,7 +239,11 @@ impl Desktop {
                 .load_session_key()
                 .and_then(|k| ProofKey::from_secret(&k).ok())
             {
-                Some(key) => ceremonies.api.with_bound_token(&saved.token, key),
+                Some(key) => {
+                    ceremonies
+                        .api
+                        .with_bound_token_at(&saved.token, key, self.proof_clock.clone())
+                }
                 None => ceremonies.api.with_token(&saved.token),
             };
             let current = current_session_id(&api).await;
@@ -462,7 +476,9 @@ impl Desktop {
         conn.locked = false;
         conn.session = Some(Session {
             api: watch::Sender::new(match key {
-                Some(k) => c.api.with_bound_token(&signed.token, k),
+                Some(k) => c
+                    .api
+                    .with_bound_token_at(&signed.token, k, self.proof_clock.clone()),
                 None => c.api.with_token(&signed.token),
             }),
             id: signed.session.id,
@@ -788,7 +804,9 @@ impl Desktop {
             token: started.token.clone(),
             recovery: true,
         });
-        let api = c.api.with_bound_token(&started.token, key);
+        let api = c
+            .api
+            .with_bound_token_at(&started.token, key, self.proof_clock.clone());
         let id = current_session_id(&api).await.unwrap_or_default();
         self.conn.lock().await.session = Some(Session {
             api: watch::Sender::new(api),

@@ -25,12 +25,23 @@ fn app_with_vault(
     clock: Arc<keyward_core::ManualClock>,
     vault: Arc<MemoryVault>,
 ) -> (tauri::App<MockRuntime>, WebviewWindow<MockRuntime>) {
+    app_dating_proofs_by(data, clock, vault, Arc::new(keyward_core::SystemClock))
+}
+
+/// As `app_with_vault`, its DPoP proofs dated by `proofs` (keywardd's clock).
+fn app_dating_proofs_by(
+    data: &std::path::Path,
+    clock: Arc<keyward_core::ManualClock>,
+    vault: Arc<MemoryVault>,
+    proofs: Arc<dyn keyward_core::Clock>,
+) -> (tauri::App<MockRuntime>, WebviewWindow<MockRuntime>) {
     let client = keyward_proto::ClientInfo {
         name: "Test desktop".into(),
         platform: "Linux".into(),
     };
-    let desktop =
-        keyward_desktop::desktop::Desktop::with(data, client, clock, Box::new(vault)).unwrap();
+    let desktop = keyward_desktop::desktop::Desktop::with(data, client, clock, Box::new(vault))
+        .unwrap()
+        .dating_proofs_by(proofs);
     let app = keyward_desktop::with_commands(mock_builder())
         .manage(desktop)
         .build(mock_context(noop_assets()))
@@ -421,7 +432,7 @@ fn a_step_up_s_new_token_is_used_kept_in_the_secret_store_and_followed_by_the_fe
     let _server = keywardd_on(listener, &served.path().join("keyward.db"), clock.clone());
     let url = format!("http://localhost:{port}/");
     let vault = Arc::new(MemoryVault::default());
-    let (app, w) = app_with_vault(data.path(), clock.clone(), vault.clone());
+    let (app, w) = app_dating_proofs_by(data.path(), clock.clone(), vault.clone(), clock.clone());
     invoke(&w, "connect", json!({"server": url})).unwrap();
     invoke(
         &w,
@@ -469,7 +480,7 @@ fn a_step_up_s_new_token_is_used_kept_in_the_secret_store_and_followed_by_the_fe
 
     // A restart resumes with the new token from the secret store.
     let again = tempfile::tempdir().unwrap();
-    let (_app, w) = app_with_vault(again.path(), clock, vault);
+    let (_app, w) = app_dating_proofs_by(again.path(), clock.clone(), vault, clock);
     let status = invoke(&w, "connect", json!({"server": url})).unwrap();
     assert_eq!(status["account"]["username"], "ada");
     assert_eq!(status["session_id"], json!(session_id));
