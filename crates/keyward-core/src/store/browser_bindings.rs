@@ -1,5 +1,7 @@
 //! Browser sessions bound to a key in the browser (`browser_bindings`): the public key, the
-//! short life of the session's current token, and the one outstanding challenge (hashed).
+//! short life of the session's current token, and the DBSC registration challenge (hashed)
+//! the sign-in handed out. Refresh challenges are stateless (keyward-server's
+//! `browser_binding`) and stored nowhere.
 
 use keyward_proto::Millis;
 use uuid::Uuid;
@@ -38,6 +40,7 @@ pub struct BrowserBinding {
     pub jkt: Option<String>,
     /// The session's current token is refused from then on (none while pending).
     pub token_expires_at: Option<Millis>,
+    /// The DBSC registration challenge (hashed), until registration uses it up.
     pub challenge_hash: Option<Vec<u8>>,
     pub challenge_expires_at: Option<Millis>,
     pub created_at: Millis,
@@ -98,23 +101,8 @@ impl Tx<'_> {
         )
     }
 
-    /// Sets the one outstanding challenge (hashed) and until when it may be signed.
-    pub fn set_browser_challenge(
-        &self,
-        session_id: Uuid,
-        challenge_hash: &[u8],
-        expires_at: Millis,
-    ) -> Result<()> {
-        self.execute(
-            "UPDATE browser_bindings SET challenge_hash = ?2, challenge_expires_at = ?3
-             WHERE session_id = ?1",
-            args![session_id.as_bytes(), challenge_hash, expires_at],
-        )?;
-        Ok(())
-    }
-
-    /// Takes the challenge `challenge_hash` if it is still the outstanding one: true once,
-    /// false for a replayed or superseded one. The caller checks its expiry first.
+    /// Takes the registration challenge `challenge_hash` if it is still outstanding: true
+    /// once, false for a replayed one. The caller checks its expiry first.
     pub fn take_browser_challenge(&self, session_id: Uuid, challenge_hash: &[u8]) -> Result<bool> {
         Ok(self.execute(
             "UPDATE browser_bindings SET challenge_hash = NULL, challenge_expires_at = NULL

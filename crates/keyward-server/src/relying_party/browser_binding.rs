@@ -11,10 +11,15 @@
 //! A bound session has no long-lived bearer secret at all. Its token, the value of the
 //! session cookie, lives `Policy::browser_cookie_ms` (minutes) and is then refused; a refresh
 //! replaces it with a new one, and a refresh is granted only for a proof the session's key
-//! signed over the server's current challenge (random, stored hashed, single use, expiring).
+//! signed over a challenge of the server's (for this session, single use, expiring).
 //! The long-lived credential is the key, which cannot be copied out of the browser. A thief of
 //! the cookie has it until it expires or the owner's next refresh replaces it, whichever comes
 //! first; a thief of the session ID has nothing.
+//!
+//! Refresh challenges are stateless (`RefreshChallenges`): asking for one writes nothing, so
+//! someone who knows a session's ID and asks again and again cannot supersede the challenge
+//! the owner's browser is signing and make its renewal fail. Each is accepted once: using
+//! one is remembered with the proof replays (`proof_replays`), under the session's key.
 //!
 //! A refresh is not activity: the idle timeout still ends a session its person left, and a
 //! refresh of a session ended, lapsed or never bound is refused (401), which is how the
@@ -22,7 +27,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use keyward_core::secret::{hash_secret, new_secret};
+use hmac::{Hmac, Mac};
+use keyward_core::secret::{hash_secret, new_secret, random_bytes};
 use keyward_core::store::{BrowserBinding, BrowserBindingKind, Tx};
 use keyward_proto::{Millis, SessionBinding};
 use p256::ecdsa::signature::Verifier;
@@ -42,6 +48,66 @@ pub const REFRESH_PATH: &str = "/api/v1/browser-session/refresh";
 const CHALLENGE_TTL_MS: i64 = 60_000;
 /// The proof's JWT type, as DBSC names it.
 const PROOF_TYPE: &str = "dbsc+jwt";
+
+/// Stateless refresh challenges: `B64(expires_at ‖ random) . B64(tag)`, the tag an HMAC of
+/// the session ID, the expiry and the random part under a key every instance shares (kept in
+/// the database), so any instance accepts any instance's challenge without storing it.
+#[derive(Clone)]
+pub(crate) struct RefreshChallenges {
+    key: [u8; 32],
+}
+
+impl RefreshChallenges {
+    pub(crate) fn new(key: [u8; 32]) -> RefreshChallenges {
+        RefreshChallenges { key }
+    }
+
+    fn tag(&self, session_id: Uuid, body: &[u8]) -> [u8; 16] {
+        let mut tag = [0u8; 16];
+        if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) {
+            mac.update(b"keyward browser refresh challenge v1");
+            mac.update(session_id.as_bytes());
+            mac.update(body);
+            tag.copy_from_slice(&mac.finalize().into_bytes()[..16]);
+        }
+        tag
+    }
+
+    /// A new challenge for `session_id`, good until `expires_at`.
+    fn issue(&self, session_id: Uuid, expires_at: Millis) -> String {
+        let mut body = expires_at.to_be_bytes().to_vec();
+        body.extend_from_slice(&random_bytes::<16>());
+        let tag = self.tag(session_id, &body);
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&body),
+            URL_SAFE_NO_PAD.encode(tag)
+        )
+    }
+
+    /// Until when `challenge` may be used, if this key issued it for `session_id` and it has
+    /// not expired by `now`. Single use is the caller's (`Tx::remember_proof`).
+    fn accepts(&self, challenge: &str, session_id: Uuid, now: Millis) -> Option<Millis> {
+        let (body, tag) = challenge.split_once('.')?;
+        let body = URL_SAFE_NO_PAD.decode(body).ok()?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        if body.len() != 24 || tag.len() != 16 {
+            return None;
+        }
+        let expected = self.tag(session_id, &body);
+        // Constant time, so the tag cannot be found byte by byte.
+        if expected
+            .iter()
+            .zip(&tag)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            != 0
+        {
+            return None;
+        }
+        let expires_at = Millis::from_be_bytes(body[..8].try_into().ok()?);
+        (now < expires_at).then_some(expires_at)
+    }
+}
 
 /// A P-256 public key from a JWK: the key, its canonical JWK and its RFC 7638 thumbprint.
 struct PublicKey {
@@ -296,7 +362,7 @@ impl RelyingParty {
             };
             let refused = match proof {
                 None => None,
-                Some(p) => match check_refresh_proof(tx, &binding, &key, p, now)? {
+                Some(p) => match self.check_refresh_proof(tx, &binding, &key, p, now)? {
                     Ok(()) => {
                         tx.extend_browser_token(session_id, now + self.policy.browser_cookie_ms)?;
                         return Ok(Refresh::Refreshed(self.new_bound_token(tx, session_id)?));
@@ -304,8 +370,9 @@ impl RelyingParty {
                     Err(why) => Some(why),
                 },
             };
-            let challenge = new_secret();
-            tx.set_browser_challenge(session_id, &hash_secret(&challenge), now + CHALLENGE_TTL_MS)?;
+            let challenge = self
+                .browser_challenges
+                .issue(session_id, now + CHALLENGE_TTL_MS);
             Ok(Refresh::Challenge {
                 session_id,
                 challenge,
@@ -313,34 +380,41 @@ impl RelyingParty {
             })
         })
     }
-}
 
-/// Accepts a refresh proof signed by the session's key over its current challenge, and uses
-/// that challenge up; otherwise says why not.
-fn check_refresh_proof(
-    tx: &Tx<'_>,
-    binding: &BrowserBinding,
-    key: &PublicKey,
-    proof: &str,
-    now: Millis,
-) -> Result<Result<(), &'static str>> {
-    let Some(proof) = Proof::parse(proof) else {
-        return Ok(Err("the proof is not an ES256 dbsc+jwt"));
-    };
-    if proof.header.get("jwk").is_some() {
-        return Ok(Err("a refresh proof must not carry a key"));
+    /// Accepts a refresh proof signed by the session's key over a challenge issued for this
+    /// session and not used before, and uses that challenge up; otherwise says why not.
+    fn check_refresh_proof(
+        &self,
+        tx: &Tx<'_>,
+        binding: &BrowserBinding,
+        key: &PublicKey,
+        proof: &str,
+        now: Millis,
+    ) -> Result<Result<(), &'static str>> {
+        let Some(proof) = Proof::parse(proof) else {
+            return Ok(Err("the proof is not an ES256 dbsc+jwt"));
+        };
+        if proof.header.get("jwk").is_some() {
+            return Ok(Err("a refresh proof must not carry a key"));
+        }
+        if !proof.signed_by(&key.key) {
+            return Ok(Err("the proof is not signed by this session's key"));
+        }
+        let Some(challenge) = proof.challenge() else {
+            return Ok(Err("the proof names no challenge"));
+        };
+        let current = match self
+            .browser_challenges
+            .accepts(challenge, binding.session_id, now)
+        {
+            // Remembered under the session's key, beside its other proofs, until it expires.
+            Some(expires_at) => tx.remember_proof(&key.jkt, challenge, expires_at)?,
+            None => false,
+        };
+        Ok(if current {
+            Ok(())
+        } else {
+            Err("the proof answers a challenge that is stale or already used")
+        })
     }
-    if !proof.signed_by(&key.key) {
-        return Ok(Err("the proof is not signed by this session's key"));
-    }
-    let Some(challenge) = proof.challenge() else {
-        return Ok(Err("the proof names no challenge"));
-    };
-    let current = binding.challenge_expires_at.is_some_and(|t| now < t)
-        && tx.take_browser_challenge(binding.session_id, &hash_secret(challenge))?;
-    Ok(if current {
-        Ok(())
-    } else {
-        Err("the proof answers a challenge that is stale or already used")
-    })
 }

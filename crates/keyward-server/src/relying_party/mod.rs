@@ -104,6 +104,8 @@ pub struct RelyingParty {
     /// Stateless DPoP nonces, and how fresh a proof must be (`crate::dpop`).
     pub(crate) nonces: crate::dpop::Nonces,
     pub(crate) proof_window: crate::dpop::ProofWindow,
+    /// Stateless challenges for browser sessions' refreshes (`browser_binding`).
+    pub(crate) browser_challenges: browser_binding::RefreshChallenges,
 }
 
 /// A DPoP nonce is good for one to two of these.
@@ -186,6 +188,8 @@ impl RelyingParty {
         let decoy_key = persistent_key(&store, "fake_credential_hmac_key")?;
         // DPoP nonces: one key for every instance on this database, so any accepts any's.
         let nonce_key = persistent_key(&store, "dpop_nonce_hmac_key")?;
+        // Browser refresh challenges, likewise accepted by every instance.
+        let browser_challenge_key = persistent_key(&store, "browser_challenge_hmac_key")?;
 
         let attestation = if config.attested_models.is_empty() {
             None
@@ -239,6 +243,7 @@ impl RelyingParty {
             oidc,
             nonces: crate::dpop::Nonces::new(nonce_key, DPOP_NONCE_SLOT_MS),
             proof_window: crate::dpop::ProofWindow::default(),
+            browser_challenges: browser_binding::RefreshChallenges::new(browser_challenge_key),
         })
     }
 

@@ -268,24 +268,23 @@ async fn a_refresh_proof_by_another_key_replayed_stale_or_malformed_is_refused()
     challenge_of(&res, id);
     assert_not_refreshed(&res);
 
-    // A challenge superseded by a newer one, and one signed too late.
-    let old = challenge_of(&h.ui_refresh(id, None).await, id);
-    let _newer = challenge_of(&h.ui_refresh(id, None).await, id);
-    let res = h.ui_refresh(id, Some(key.proof(&old, false))).await;
-    challenge_of(&res, id);
-    assert_not_refreshed(&res);
+    // One signed too late.
     let late = challenge_of(&h.ui_refresh(id, None).await, id);
     h.clock.advance_secs(61);
     let res = h.ui_refresh(id, Some(key.proof(&late, false))).await;
     let (_, err) = error_of(res).await;
     assert!(err.message.contains("stale or already used"), "{err:?}");
 
-    // Not a dbsc+jwt, a key in a refresh proof, a made-up challenge.
+    // Not a dbsc+jwt, a key in a refresh proof, a made-up challenge, a challenge of another
+    // session (its owner's own, signed by this session's key).
     let fresh = challenge_of(&h.ui_refresh(id, None).await, id);
+    let other = h.bound_browser(&mut passkey, Some(&thief)).await.session_id;
+    let others = challenge_of(&h.ui_refresh(other, None).await, other);
     for bad in [
         "not.a.jwt".to_string(),
         key.proof(&fresh, true),
         key.proof("made-up", false),
+        key.proof(&others, false),
     ] {
         let res = h.ui_refresh(id, Some(bad)).await;
         challenge_of(&res, id);
@@ -301,6 +300,42 @@ async fn a_refresh_proof_by_another_key_replayed_stale_or_malformed_is_refused()
         .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert!(res.headers().get("secure-session-challenge").is_none());
+}
+
+/// Someone who knows a session's ID (it is no secret: DBSC sends it in a header) asks for
+/// challenges again and again while the owner's browser signs the one it got. Challenges are
+/// stateless, so nothing the attacker asks for supersedes the owner's: its renewal goes
+/// through, and the attacker's challenges buy nothing without the key.
+#[tokio::test]
+async fn asking_for_challenges_cannot_make_the_owners_renewal_fail() {
+    let h = Harness::start().await;
+    let mut passkey = new_key();
+    h.create_account(&mut passkey, "ada").await;
+    let key = BrowserKeyPair::new();
+    let s = h.bound_browser(&mut passkey, Some(&key)).await;
+    let id = s.session_id;
+
+    let owners = challenge_of(&h.ui_refresh(id, None).await, id);
+    let mut attackers = Vec::new();
+    for _ in 0..20 {
+        attackers.push(challenge_of(&h.dbsc_refresh(id, None).await, id));
+        attackers.push(challenge_of(&h.ui_refresh(id, None).await, id));
+    }
+    assert!(!attackers.contains(&owners), "every challenge is new");
+    let res = h.ui_refresh(id, Some(key.proof(&owners, false))).await;
+    assert_eq!(res.status(), StatusCode::OK, "the owner renews");
+    let renewed = cookie_value(set_cookie(&res, SESSION_COOKIE).unwrap());
+    assert_eq!(h.status_with_cookie(&renewed).await, StatusCode::OK);
+    // The owner's challenge is used up; the attacker's, signed by another key, are refused.
+    let res = h.ui_refresh(id, Some(key.proof(&owners, false))).await;
+    challenge_of(&res, id);
+    assert_not_refreshed(&res);
+    let thief = BrowserKeyPair::new();
+    let res = h
+        .ui_refresh(id, Some(thief.proof(&attackers[0], false)))
+        .await;
+    challenge_of(&res, id);
+    assert_not_refreshed(&res);
 }
 
 #[tokio::test]
