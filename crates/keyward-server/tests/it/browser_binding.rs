@@ -153,6 +153,16 @@ impl Harness {
     }
 }
 
+/// A harness with account "ada", signed in from a browser bound to the web UI's key.
+async fn ada_in_a_bound_browser() -> (Harness, keyward_softkey::SoftKey, BrowserKeyPair, Signed) {
+    let h = Harness::start().await;
+    let mut passkey = new_key();
+    h.create_account(&mut passkey, "ada").await;
+    let key = BrowserKeyPair::new();
+    let s = h.bound_browser(&mut passkey, Some(&key)).await;
+    (h, passkey, key, s)
+}
+
 /// The challenge of a refresh's 403, checked to name its session.
 fn challenge_of(res: &reqwest::Response, session: uuid::Uuid) -> String {
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
@@ -238,11 +248,7 @@ async fn a_web_ui_bound_cookie_lives_minutes_and_only_the_key_renews_it() {
 
 #[tokio::test]
 async fn a_refresh_proof_by_another_key_replayed_stale_or_malformed_is_refused() {
-    let h = Harness::start().await;
-    let mut passkey = new_key();
-    h.create_account(&mut passkey, "ada").await;
-    let key = BrowserKeyPair::new();
-    let s = h.bound_browser(&mut passkey, Some(&key)).await;
+    let (h, mut passkey, key, s) = ada_in_a_bound_browser().await;
     let id = s.session_id;
 
     // A thief with the session ID and a key of their own.
@@ -308,11 +314,7 @@ async fn a_refresh_proof_by_another_key_replayed_stale_or_malformed_is_refused()
 /// through, and the attacker's challenges buy nothing without the key.
 #[tokio::test]
 async fn asking_for_challenges_cannot_make_the_owners_renewal_fail() {
-    let h = Harness::start().await;
-    let mut passkey = new_key();
-    h.create_account(&mut passkey, "ada").await;
-    let key = BrowserKeyPair::new();
-    let s = h.bound_browser(&mut passkey, Some(&key)).await;
+    let (h, _, key, s) = ada_in_a_bound_browser().await;
     let id = s.session_id;
 
     let owners = challenge_of(&h.ui_refresh(id, None).await, id);
@@ -340,11 +342,7 @@ async fn asking_for_challenges_cannot_make_the_owners_renewal_fail() {
 
 #[tokio::test]
 async fn an_ended_or_unknown_session_is_refused_a_refresh_so_the_browser_drops_it() {
-    let h = Harness::start().await;
-    let mut passkey = new_key();
-    h.create_account(&mut passkey, "ada").await;
-    let key = BrowserKeyPair::new();
-    let s = h.bound_browser(&mut passkey, Some(&key)).await;
+    let (h, mut passkey, key, s) = ada_in_a_bound_browser().await;
     let challenge = challenge_of(&h.ui_refresh(s.session_id, None).await, s.session_id);
 
     let res = h
