@@ -62,22 +62,22 @@ impl RefreshChallenges {
         RefreshChallenges { key }
     }
 
-    fn tag(&self, session_id: Uuid, body: &[u8]) -> [u8; 16] {
-        let mut tag = [0u8; 16];
-        if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) {
-            mac.update(b"keyward browser refresh challenge v1");
-            mac.update(session_id.as_bytes());
-            mac.update(body);
-            tag.copy_from_slice(&mac.finalize().into_bytes()[..16]);
-        }
-        tag
+    fn mac(&self, session_id: Uuid, body: &[u8]) -> Option<Hmac<Sha256>> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).ok()?;
+        mac.update(b"keyward browser refresh challenge v1");
+        mac.update(session_id.as_bytes());
+        mac.update(body);
+        Some(mac)
     }
 
     /// A new challenge for `session_id`, good until `expires_at`.
     fn issue(&self, session_id: Uuid, expires_at: Millis) -> String {
         let mut body = expires_at.to_be_bytes().to_vec();
         body.extend_from_slice(&random_bytes::<16>());
-        let tag = self.tag(session_id, &body);
+        let tag = self
+            .mac(session_id, &body)
+            .map(|mac| mac.finalize().into_bytes()[..TAG_LEN].to_vec())
+            .unwrap_or_default();
         format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(&body),
@@ -91,23 +91,21 @@ impl RefreshChallenges {
         let (body, tag) = challenge.split_once('.')?;
         let body = URL_SAFE_NO_PAD.decode(body).ok()?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        if body.len() != 24 || tag.len() != 16 {
+        // The length first: a truncated check would accept a shorter (even empty) tag.
+        if body.len() != 24 || tag.len() != TAG_LEN {
             return None;
         }
-        let expected = self.tag(session_id, &body);
-        // Constant time, so the tag cannot be found byte by byte.
-        if expected
-            .iter()
-            .zip(&tag)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            != 0
-        {
-            return None;
-        }
+        // In constant time, so the tag cannot be found byte by byte.
+        self.mac(session_id, &body)?
+            .verify_truncated_left(&tag)
+            .ok()?;
         let expires_at = Millis::from_be_bytes(body[..8].try_into().ok()?);
         (now < expires_at).then_some(expires_at)
     }
 }
+
+/// A refresh challenge's tag: the first 16 bytes of its HMAC-SHA-256.
+const TAG_LEN: usize = 16;
 
 /// A P-256 public key from a JWK: the key, its canonical JWK and its RFC 7638 thumbprint.
 struct PublicKey {
@@ -328,8 +326,8 @@ impl RelyingParty {
 
     /// A refresh of bound session `session_id`, by the browser (DBSC) or by the web UI
     /// (`by_web_ui`). Without a proof, or with one not accepted, the answer is a new
-    /// challenge; with a proof the session's key signed over the current challenge, a new
-    /// short-lived token. A session ended, lapsed or never bound is refused.
+    /// challenge; with a proof the session's key signed over a challenge of this session's,
+    /// a new short-lived token. A session ended, lapsed or never bound is refused.
     pub fn refresh_browser_session(
         &self,
         session_id: Uuid,
@@ -337,48 +335,64 @@ impl RelyingParty {
         by_web_ui: bool,
     ) -> Result<Refresh> {
         let now = self.now();
-        let idle = self.policy.session_idle_ms;
-        self.store.write(|tx| {
-            let live = tx
-                .session(session_id)?
-                .is_some_and(|s| s.ended_at.is_none() && s.is_live(now, idle));
-            let binding = tx.browser_binding(session_id)?;
-            let (Some(binding), true) = (binding, live) else {
-                return Err(ServerError::Unauthenticated);
-            };
-            let key = match (&binding.kind, &binding.jwk) {
-                (BrowserBindingKind::Dbsc, _) if by_web_ui => {
-                    return Err(ServerError::Conflict(
-                        "this browser refreshes the session itself (DBSC)",
-                    ));
-                }
-                (BrowserBindingKind::Pending, _) | (_, None) => {
-                    return Err(ServerError::Unauthenticated);
-                }
-                (_, Some(jwk)) => public_key(
-                    &serde_json::from_str(jwk)
-                        .map_err(|e| ServerError::Internal(format!("a stored JWK: {e}")))?,
-                )?,
-            };
-            let refused = match proof {
-                None => None,
-                Some(p) => match self.check_refresh_proof(tx, &binding, &key, p, now)? {
-                    Ok(()) => {
-                        tx.extend_browser_token(session_id, now + self.policy.browser_cookie_ms)?;
-                        return Ok(Refresh::Refreshed(self.new_bound_token(tx, session_id)?));
-                    }
-                    Err(why) => Some(why),
-                },
-            };
-            let challenge = self
+        let challenge = |refused| Refresh::Challenge {
+            session_id,
+            challenge: self
                 .browser_challenges
-                .issue(session_id, now + CHALLENGE_TTL_MS);
-            Ok(Refresh::Challenge {
-                session_id,
-                challenge,
-                refused,
-            })
+                .issue(session_id, now + CHALLENGE_TTL_MS),
+            refused,
+        };
+        let Some(proof) = proof else {
+            // Asking for a challenge changes nothing, so it takes no write transaction (and
+            // so no writer's turn) either, however often someone asks.
+            self.store
+                .read(|tx| self.refreshable(tx, session_id, by_web_ui, now).map(drop))?;
+            return Ok(challenge(None));
+        };
+        self.store.write(|tx| {
+            let (binding, key) = self.refreshable(tx, session_id, by_web_ui, now)?;
+            match self.check_refresh_proof(tx, &binding, &key, proof, now)? {
+                Ok(()) => {
+                    tx.extend_browser_token(session_id, now + self.policy.browser_cookie_ms)?;
+                    Ok(Refresh::Refreshed(self.new_bound_token(tx, session_id)?))
+                }
+                Err(why) => Ok(challenge(Some(why))),
+            }
         })
+    }
+
+    /// The binding and key of a session a refresh may renew: live and bound, and by the web
+    /// UI only if the browser does not refresh it itself (DBSC).
+    fn refreshable(
+        &self,
+        tx: &Tx<'_>,
+        session_id: Uuid,
+        by_web_ui: bool,
+        now: Millis,
+    ) -> Result<(BrowserBinding, PublicKey)> {
+        let idle = self.policy.session_idle_ms;
+        let live = tx
+            .session(session_id)?
+            .is_some_and(|s| s.ended_at.is_none() && s.is_live(now, idle));
+        let binding = tx.browser_binding(session_id)?;
+        let (Some(binding), true) = (binding, live) else {
+            return Err(ServerError::Unauthenticated);
+        };
+        let key = match (&binding.kind, &binding.jwk) {
+            (BrowserBindingKind::Dbsc, _) if by_web_ui => {
+                return Err(ServerError::Conflict(
+                    "this browser refreshes the session itself (DBSC)",
+                ));
+            }
+            (BrowserBindingKind::Pending, _) | (_, None) => {
+                return Err(ServerError::Unauthenticated);
+            }
+            (_, Some(jwk)) => public_key(
+                &serde_json::from_str(jwk)
+                    .map_err(|e| ServerError::Internal(format!("a stored JWK: {e}")))?,
+            )?,
+        };
+        Ok((binding, key))
     }
 
     /// Accepts a refresh proof signed by the session's key over a challenge issued for this
